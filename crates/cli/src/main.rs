@@ -1,0 +1,42 @@
+//! The `tether` command-line tool.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod replay;
+
+/// tether: connection recovery for real-time apps on mobile networks.
+#[derive(Parser)]
+#[command(name = "tether", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run scenario files through the Supervisor on a virtual clock and print
+    /// what it decided, as JSON lines.
+    Replay(replay::ReplayArgs),
+    /// Measure tether's parts.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Replay(args) => replay::run(&args),
+        Command::Bench(command) => bench::run(command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("tether: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
