@@ -1,0 +1,2 @@
+//! tether signaling: wire protocol, WebSocket client and relay server
+#![forbid(unsafe_code)]
