@@ -52,12 +52,16 @@ impl Backoff {
         Self { base, cap, jitter, rng: JitterRng::new(seed) }
     }
 
-    /// The delay before retry number `failures` (1 for the first retry).
+    /// The delay before retry number `failures` (1 for the first retry),
+    /// rounded to whole milliseconds: timers (tokio's included) tick in
+    /// milliseconds, so a live node and `tether replay` fire at the same
+    /// instant.
     pub(crate) fn delay(&mut self, failures: u32) -> Duration {
-        let exponent = failures.saturating_sub(1).min(32);
-        let unjittered = self.base.saturating_mul(1u32 << exponent.min(31)).min(self.cap);
+        let exponent = failures.saturating_sub(1).min(31);
+        let unjittered = self.base.saturating_mul(1u32 << exponent).min(self.cap);
         let factor = 1.0 + self.jitter * (2.0 * self.rng.next_unit() - 1.0);
-        unjittered.mul_f64(factor)
+        let jittered = unjittered.mul_f64(factor);
+        Duration::from_millis(jittered.as_secs_f64().mul_add(1000.0, 0.5) as u64)
     }
 }
 
@@ -78,6 +82,14 @@ mod tests {
                 (nominal_ms * 0.8..=nominal_ms * 1.2).contains(&d),
                 "retry {k}: {d} ms is outside {nominal_ms} ms ±20 %"
             );
+        }
+    }
+
+    #[test]
+    fn delays_are_whole_milliseconds() {
+        let mut b = schedule(5);
+        for k in 1..10 {
+            assert_eq!(b.delay(k).subsec_nanos() % 1_000_000, 0);
         }
     }
 

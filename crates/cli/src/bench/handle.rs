@@ -1,0 +1,117 @@
+//! `tether bench handle`: the time from a caller's `network_path_changed`
+//! to the start of the action it triggers, through a real node (mailbox,
+//! driver, Supervisor) with the scripted executor, for the default policy
+//! and for the seed design's 400 ms settle window, in one run.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use tether::{
+    ActionReport, Availability, InitialState, NetworkSnapshot, Node, NodeConfig, Phase,
+    PolicyConfig, ScriptedExecutor, Transport, TransportSet,
+};
+use tokio::sync::broadcast::error::TryRecvError;
+use tokio::time::Instant;
+
+const WARMUP: usize = 200;
+
+#[derive(Serialize)]
+pub(crate) struct Latency {
+    p50_us: f64,
+    p99_us: f64,
+}
+
+#[derive(Serialize)]
+pub(crate) struct HandleReport {
+    default: Latency,
+    seed: Latency,
+}
+
+pub(crate) fn measure(samples: usize, seed_samples: usize) -> anyhow::Result<HandleReport> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime.block_on(async {
+        let default = sample(PolicyConfig::default(), WARMUP, samples).await?;
+        let seed = sample(PolicyConfig::seed_style(), 2, seed_samples).await?;
+        Ok(HandleReport { default: summarize(default), seed: summarize(seed) })
+    })
+}
+
+/// Route changes one after another; each one's latency to its Restore.
+async fn sample(
+    policy: PolicyConfig,
+    warmup: usize,
+    samples: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let config = NodeConfig {
+        name: "bench".into(),
+        policy,
+        initial: InitialState {
+            phase: Phase::Foreground,
+            availability: Availability::Available,
+            transports: TransportSet::only(Transport::Wifi),
+            sequence: 0,
+            signaling_connected: true,
+        },
+        ..NodeConfig::default()
+    };
+    let node = Node::spawn(config, Arc::new(ScriptedExecutor::succeeding(Duration::ZERO)))?;
+    let handle = node.handle();
+    let mut reports = node.actions();
+    let mut latencies = Vec::with_capacity(samples);
+    for i in 0..warmup + samples {
+        let transport = if i % 2 == 0 { Transport::Cellular } else { Transport::Wifi };
+        let snapshot = NetworkSnapshot {
+            sequence: i as u64 + 1,
+            availability: Availability::Available,
+            transports: TransportSet::only(transport),
+            is_expensive: false,
+            is_constrained: false,
+        };
+        let called = Instant::now();
+        let result = handle.network_path_changed(snapshot).await?;
+        if !result.success {
+            bail!("route change {i} did not restore: {result:?}");
+        }
+        let started = loop {
+            match reports.try_recv() {
+                Ok(ActionReport::Started { at, .. }) => break at,
+                Ok(ActionReport::Ended { .. }) => continue,
+                Err(TryRecvError::Lagged(_)) => continue,
+                Err(err) => bail!("no start report for route change {i}: {err}"),
+            }
+        };
+        if i >= warmup {
+            latencies.push(started.saturating_duration_since(called));
+        }
+    }
+    node.shutdown().await;
+    Ok(latencies)
+}
+
+fn summarize(mut latencies: Vec<Duration>) -> Latency {
+    latencies.sort();
+    let at = |q: f64| {
+        let index = ((latencies.len() as f64 - 1.0) * q).round() as usize;
+        latencies.get(index).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    };
+    Latency { p50_us: at(0.50), p99_us: at(0.99) }
+}
+
+pub(crate) fn print_table(report: &HandleReport) {
+    println!("network_path_changed -> action start (µs)");
+    println!("  {:<28} {:>12} {:>12}", "policy", "p50", "p99");
+    println!(
+        "  {:<28} {:>12.1} {:>12.1}   (target p99 < 200)",
+        "default", report.default.p50_us, report.default.p99_us
+    );
+    println!(
+        "  {:<28} {:>12.1} {:>12.1}",
+        "seed (400 ms settle)", report.seed.p50_us, report.seed.p99_us
+    );
+}

@@ -1,0 +1,128 @@
+//! The executor contract: how a node runs the actions its Supervisor
+//! decides. Executors never decide; they do one action when told, report
+//! how it went, and report what the link does on its own.
+
+use std::future::Future;
+
+use tether_recovery::{ActionId, ActionKind, FailureKind};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Why an action failed: the kind the Supervisor decides on, and a
+/// message for people.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct ActionError {
+    /// How the Supervisor classifies the failure.
+    pub kind: FailureKind,
+    /// What went wrong, for logs and callers.
+    pub message: String,
+}
+
+impl ActionError {
+    /// An error of `kind` with `message`.
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
+
+    /// A bounded step ran out of time.
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self::new(FailureKind::Timeout, message)
+    }
+
+    /// The server or peer could not be reached.
+    pub fn unreachable(message: impl Into<String>) -> Self {
+        Self::new(FailureKind::Unreachable, message)
+    }
+}
+
+/// What an action is, handed to the executor with it.
+#[derive(Debug, Clone)]
+pub struct ActionContext {
+    /// The action's id (for logs and correlation).
+    pub id: ActionId,
+    /// What to do.
+    pub kind: ActionKind,
+    /// 1 for a first try, k for the k-th consecutive try.
+    pub attempt: u32,
+    /// Cancelled when the Supervisor cancels the action. The node also drops
+    /// the action's future at that moment; the token is for work the
+    /// executor spawned elsewhere and must stop too.
+    pub cancel: CancellationToken,
+}
+
+/// The result of one action.
+pub type ActionResult = Result<(), ActionError>;
+
+/// Runs recovery actions against real (or scripted) connections.
+///
+/// The node calls exactly one method at a time and awaits it; a cancelled
+/// action's future is dropped and its [`ActionContext::cancel`] token
+/// cancelled. Every method must be bounded in time by the executor itself
+/// (a hung step is a `Timeout` failure, not a hang).
+pub trait RecoveryExecutor: Send + Sync + 'static {
+    /// Called once when the node starts, with the channel through which the
+    /// executor reports what the link does on its own.
+    fn attach(&self, link: LinkReporter) {
+        let _ = link;
+    }
+
+    /// Ping the live signaling link.
+    fn probe(&self, ctx: ActionContext) -> impl Future<Output = ActionResult> + Send;
+
+    /// Make signaling healthy, then ICE-restart every peer that was
+    /// connected.
+    fn restore(&self, ctx: ActionContext) -> impl Future<Output = ActionResult> + Send;
+
+    /// Cleanup then Restore, with new peer connections where needed.
+    fn reconnect(&self, ctx: ActionContext) -> impl Future<Output = ActionResult> + Send;
+
+    /// The path is confirmed offline: stop ICE restarts, close signaling,
+    /// keep peer state for a later Restore.
+    fn disconnect(&self, ctx: ActionContext) -> impl Future<Output = ActionResult> + Send;
+
+    /// Tear everything down; every step runs even if one fails; residuals
+    /// are reported as the error.
+    fn cleanup(&self, ctx: ActionContext) -> impl Future<Output = ActionResult> + Send;
+}
+
+/// Something the link did on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// Signaling died (server closed it, ping timeout).
+    SignalingLost,
+    /// Signaling came up without an action asking.
+    SignalingConnected,
+    /// The app has new credentials.
+    CredentialsRenewed,
+}
+
+/// Reports [`LinkEvent`]s to the node's Supervisor. Cheap to clone.
+///
+/// Reports never block and are never dropped while the node runs (the
+/// channel is unbounded: link events are rare and each carries no data).
+#[derive(Debug, Clone)]
+pub struct LinkReporter {
+    tx: mpsc::UnboundedSender<LinkEvent>,
+}
+
+impl LinkReporter {
+    pub(crate) fn new(tx: mpsc::UnboundedSender<LinkEvent>) -> Self {
+        Self { tx }
+    }
+
+    /// Reports `event`. Returns `false` when the node has shut down.
+    pub fn report(&self, event: LinkEvent) -> bool {
+        self.tx.send(event).is_ok()
+    }
+
+    /// Signaling died on its own.
+    pub fn signaling_lost(&self) -> bool {
+        self.report(LinkEvent::SignalingLost)
+    }
+
+    /// Signaling came up on its own.
+    pub fn signaling_connected(&self) -> bool {
+        self.report(LinkEvent::SignalingConnected)
+    }
+}

@@ -1,0 +1,47 @@
+//! The tether node: drives the recovery [`Supervisor`](tether_recovery::Supervisor)
+//! from tokio.
+//!
+//! A [`Node`] owns one driver task. Platform adapters and FFI reach it
+//! through a [`NetworkEventHandle`]; an application's actors through a
+//! [`NodeRef`]; both go to the same mailbox and the same Supervisor. The
+//! Supervisor's actions run through a [`RecoveryExecutor`] (the real
+//! signaling + WebRTC one, or the [`ScriptedExecutor`] that plays scenario
+//! effects), one at a time; their outcomes go back in as inputs, and every
+//! caller gets exactly one answer: a [`NetworkEventResult`] or a clear
+//! [`NodeError`].
+//!
+//! Time comes from `tokio::time::Instant`, so `#[tokio::test(start_paused
+//! = true)]` drives a node end to end on virtual time.
+#![forbid(unsafe_code)]
+
+mod config;
+mod driver;
+mod error;
+mod event_result;
+mod executor;
+mod handle;
+mod mailbox;
+mod node;
+mod report;
+mod scripted;
+
+pub use config::NodeConfig;
+pub use driver::ShutdownReport;
+pub use error::NodeError;
+pub use event_result::{EventError, NetworkEventResult};
+pub use executor::{
+    ActionContext, ActionError, ActionResult, LinkEvent, LinkReporter, RecoveryExecutor,
+};
+pub use handle::NetworkEventHandle;
+pub use mailbox::NodeRef;
+pub use node::Node;
+pub use report::ActionReport;
+pub use scripted::ScriptedExecutor;
+
+/// The event model and policy, re-exported so that applications need only
+/// this crate.
+pub use tether_recovery::{
+    ActionId, ActionKind, ActionOutcome, AppLifecycleState, Availability, CleanupReason,
+    ConnectionState, FailureKind, InitialState, NetworkEvent, NetworkSnapshot, NoAction,
+    ParkReason, PathStatus, Phase, PolicyConfig, ReconnectReason, Transport, TransportSet,
+};

@@ -1,0 +1,376 @@
+//! The node runtime on paused tokio time: answers, correlation, timeouts,
+//! shutdown, the actor path and the state stream.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tether::{
+    ActionKind, ActionReport, Availability, CleanupReason, ConnectionState, EventError,
+    InitialState, NetworkEvent, NetworkSnapshot, NoAction, Node, NodeConfig, NodeError, Phase,
+    ReconnectReason, ScriptedExecutor, Transport, TransportSet,
+};
+use tether::{AppLifecycleState, PolicyConfig};
+use tether_recovery::FailureKind;
+use tether_recovery::scenario::{Effects, FailRule};
+use tokio::task::JoinSet;
+
+use tokio::time::Instant;
+
+fn snapshot(sequence: u64, availability: Availability, transport: Transport) -> NetworkSnapshot {
+    NetworkSnapshot {
+        sequence,
+        availability,
+        transports: if availability == Availability::Unavailable {
+            TransportSet::EMPTY
+        } else {
+            TransportSet::only(transport)
+        },
+        is_expensive: false,
+        is_constrained: false,
+    }
+}
+
+fn offline_start() -> NodeConfig {
+    NodeConfig {
+        initial: InitialState {
+            phase: Phase::Foreground,
+            availability: Availability::Unavailable,
+            ..InitialState::default()
+        },
+        ..NodeConfig::default()
+    }
+}
+
+fn online_start() -> NodeConfig {
+    NodeConfig {
+        initial: InitialState {
+            phase: Phase::Foreground,
+            availability: Availability::Available,
+            transports: TransportSet::only(Transport::Wifi),
+            sequence: 1,
+            signaling_connected: true,
+        },
+        ..NodeConfig::default()
+    }
+}
+
+fn spawn(config: NodeConfig, effects: Effects) -> (Node, Arc<ScriptedExecutor>) {
+    let executor = Arc::new(ScriptedExecutor::new(effects));
+    (Node::spawn(config, Arc::clone(&executor)).unwrap(), executor)
+}
+
+fn lasting(ms: u64) -> Effects {
+    Effects { duration_ms: ms, failures: Vec::new() }
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_and_duplicate_events_answer_at_once() {
+    let (node, executor) = spawn(online_start(), lasting(100));
+    let handle = node.handle();
+    let started = Instant::now();
+    let stale = handle
+        .network_path_changed(snapshot(1, Availability::Unavailable, Transport::Wifi))
+        .await
+        .unwrap();
+    assert_eq!((stale.action, stale.no_action, stale.success), (None, Some(NoAction::Stale), true));
+    let duplicate = handle
+        .network_path_changed(snapshot(2, Availability::Available, Transport::Wifi))
+        .await
+        .unwrap();
+    assert_eq!(duplicate.no_action, Some(NoAction::Duplicate));
+    assert_eq!(duplicate.duration_ms, 0);
+    assert_eq!(Instant::now(), started, "no virtual time passed");
+    assert_eq!(executor.starts(ActionKind::Restore), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_event_hears_its_action_and_the_state_follows() {
+    let (node, _) = spawn(offline_start(), lasting(250));
+    let handle = node.handle();
+    let mut state = node.state();
+    assert_eq!(*state.borrow_and_update(), ConnectionState::Offline);
+    let call = tokio::spawn(async move {
+        handle.network_path_changed(snapshot(1, Availability::Available, Transport::Wifi)).await
+    });
+    state.changed().await.unwrap();
+    assert_eq!(
+        *state.borrow_and_update(),
+        ConnectionState::Recovering { action: ActionKind::Restore, attempt: 1 }
+    );
+    let result = call.await.unwrap().unwrap();
+    assert_eq!(result.action, Some(ActionKind::Restore));
+    assert!(result.success && !result.coalesced && result.error.is_none());
+    assert_eq!(result.duration_ms, 250);
+    assert_eq!(*state.borrow_and_update(), ConnectionState::Connected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn coalesced_callers_share_one_result() {
+    let (node, executor) = spawn(online_start(), lasting(100));
+    let handle = node.handle();
+    let mut calls = JoinSet::new();
+    for i in 0..5u64 {
+        let handle = handle.clone();
+        calls.spawn(async move {
+            handle.force_reconnect(ReconnectReason::ManualReconnect).await.map(|r| (i, r))
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(done) = calls.join_next().await {
+        results.push(done.unwrap().unwrap());
+    }
+    assert_eq!(executor.starts(ActionKind::Reconnect), 1, "five requests, one reconnect");
+    assert!(results.iter().all(|(_, r)| r.action == Some(ActionKind::Reconnect) && r.success));
+    assert_eq!(results.iter().filter(|(_, r)| !r.coalesced).count(), 1);
+    assert_eq!(results.iter().filter(|(_, r)| r.coalesced).count(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn many_cloned_handles_get_their_own_answers() {
+    let (node, _) = spawn(online_start(), lasting(40));
+    let mut calls = JoinSet::new();
+    for i in 0..200u64 {
+        let handle = node.handle();
+        calls.spawn(async move {
+            tokio::time::sleep(Duration::from_millis(i % 7)).await;
+            let transport = if i % 8 == 0 { Transport::Cellular } else { Transport::Wifi };
+            let event = match i % 4 {
+                // Route changes (sequences out of order: some are stale).
+                0 => NetworkEvent::NetworkPathChanged {
+                    snapshot: snapshot(10 + i, Availability::Available, transport),
+                },
+                1 => NetworkEvent::NetworkPathChanged {
+                    snapshot: NetworkSnapshot {
+                        is_expensive: true,
+                        ..snapshot(10 + i, Availability::Available, transport)
+                    },
+                },
+                2 => NetworkEvent::AppLifecycleChanged {
+                    state: AppLifecycleState::Foreground { background_duration_ms: i },
+                },
+                _ => NetworkEvent::ForceReconnect {
+                    reason: ReconnectReason::StaleConnectionSuspected,
+                },
+            };
+            (event, handle.node_ref().call(event).await)
+        });
+    }
+    let mut answered = 0;
+    while let Some(done) = calls.join_next().await {
+        let (sent, result) = done.unwrap();
+        let result = result.unwrap();
+        assert_eq!(result.event, sent, "an answer went to the wrong caller");
+        answered += 1;
+    }
+    assert_eq!(answered, 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_that_stops_waiting_disturbs_nobody() {
+    let (node, executor) = spawn(offline_start(), lasting(300));
+    let handle = node.handle();
+    let impatient = {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            handle.network_path_changed(snapshot(1, Availability::Available, Transport::Wifi)).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let patient = {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            handle
+                .network_path_changed(snapshot(2, Availability::Available, Transport::Cellular))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    impatient.abort();
+    assert!(impatient.await.unwrap_err().is_cancelled());
+    let result = patient.await.unwrap().unwrap();
+    assert_eq!(result.action, Some(ActionKind::Restore));
+    assert!(result.success);
+    // The route change during the first restore still got its follow-up.
+    assert_eq!(executor.starts(ActionKind::Restore), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_timeout_error_arrives_while_the_work_goes_on() {
+    let config = NodeConfig { result_timeout: Duration::from_secs(5), ..offline_start() };
+    let (node, _) = spawn(config, lasting(10_000));
+    let mut reports = node.actions();
+    let handle = node.handle();
+    let started = Instant::now();
+    let err = handle
+        .network_path_changed(snapshot(1, Availability::Available, Transport::Wifi))
+        .await
+        .unwrap_err();
+    assert_eq!(err, NodeError::ResultTimeout(Duration::from_secs(5)));
+    assert_eq!(Instant::now() - started, Duration::from_secs(5));
+    assert!(err.to_string().contains("the work goes on"), "{err}");
+    let start = reports.recv().await.unwrap();
+    assert!(matches!(start, ActionReport::Started { kind: ActionKind::Restore, .. }));
+    match reports.recv().await.unwrap() {
+        ActionReport::Ended { kind, outcome, at, .. } => {
+            assert_eq!(kind, ActionKind::Restore);
+            assert_eq!(outcome.name(), "ok");
+            assert_eq!(at - started, Duration::from_secs(10));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(*node.state().borrow(), ConnectionState::Connected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_answers_every_pending_caller_and_later_calls_fail_fast() {
+    let config = NodeConfig { result_timeout: Duration::from_secs(60), ..offline_start() };
+    let (node, executor) = spawn(config, lasting(20_000));
+    let handle = node.handle();
+    let call = |event: NetworkEvent, delay: u64| {
+        let node_ref = handle.node_ref().clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            node_ref.call(event).await
+        })
+    };
+    let path = |seq, transport| NetworkEvent::NetworkPathChanged {
+        snapshot: snapshot(seq, Availability::Available, transport),
+    };
+    // A waits on a running restore, B on its pending follow-up; C's cleanup
+    // cancels the one and supersedes the other, and is still running (it
+    // takes 20 s) when the node shuts down.
+    let a = call(path(1, Transport::Wifi), 0);
+    let b = call(path(2, Transport::Cellular), 1);
+    let c = call(NetworkEvent::CleanupConnections { reason: CleanupReason::ManualReset }, 2);
+    let a = a.await.unwrap().unwrap();
+    assert_eq!(a.error, Some(EventError::Cancelled { action: ActionKind::Restore }));
+    let b = b.await.unwrap().unwrap();
+    assert_eq!(b.error, Some(EventError::Superseded));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let queued = call(NetworkEvent::ForceReconnect { reason: ReconnectReason::ManualReconnect }, 0);
+    let report = node.shutdown().await;
+    assert_eq!(executor.starts(ActionKind::Cleanup), 1, "the final cleanup joins the running one");
+    let err = report.cleanup.clone().unwrap_err();
+    assert_eq!(err.kind, FailureKind::Timeout, "a 20 s cleanup hits the 3 s bound: {err}");
+    assert_eq!(c.await.unwrap().unwrap_err(), NodeError::Shutdown);
+    let queued = queued.await.unwrap();
+    assert!(queued.is_err(), "{queued:?}");
+    assert!(report.callers_answered >= 1, "{report:?}");
+
+    let before = Instant::now();
+    let late = handle.force_reconnect(ReconnectReason::ManualReconnect).await;
+    assert_eq!(late.unwrap_err(), NodeError::Shutdown);
+    assert_eq!(Instant::now(), before, "fails fast");
+    let tell = handle
+        .node_ref()
+        .tell(NetworkEvent::ForceReconnect { reason: ReconnectReason::ManualReconnect });
+    assert_eq!(tell, Err(NodeError::Shutdown));
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_node_shuts_it_down() {
+    let (node, _) = spawn(online_start(), lasting(10));
+    let handle = node.handle();
+    drop(node);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !handle.node_ref().is_shut_down() {
+        assert!(Instant::now() < deadline, "the node did not stop");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let err = handle.cleanup_connections(CleanupReason::ManualReset).await.unwrap_err();
+    assert_eq!(err, NodeError::Shutdown);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_actor_path_reaches_the_same_supervisor() {
+    let (node, executor) = spawn(online_start(), lasting(50));
+    let actor = node.node_ref();
+    let handle = node.handle();
+    let mut state = node.state();
+    state.borrow_and_update();
+    actor.tell(NetworkEvent::ForceReconnect { reason: ReconnectReason::ManualReconnect }).unwrap();
+    state.changed().await.unwrap();
+    assert_eq!(
+        *state.borrow_and_update(),
+        ConnectionState::Recovering { action: ActionKind::Reconnect, attempt: 1 }
+    );
+    // The handle's request joins the reconnect the actor asked for.
+    let joined = handle.force_reconnect(ReconnectReason::ManualReconnect).await.unwrap();
+    assert!(joined.coalesced && joined.success);
+    assert_eq!(executor.starts(ActionKind::Reconnect), 1);
+    let logout = actor
+        .call(NetworkEvent::CleanupConnections { reason: CleanupReason::UserLogout })
+        .await
+        .unwrap();
+    assert_eq!(logout.action, Some(ActionKind::Cleanup));
+    assert_eq!(
+        *node.state().borrow(),
+        ConnectionState::Parked { reason: tether::ParkReason::UserLogout }
+    );
+    let parked = handle
+        .network_path_changed(snapshot(9, Availability::Available, Transport::Cellular))
+        .await
+        .unwrap();
+    assert!(!parked.success);
+    assert_eq!(
+        parked.error,
+        Some(EventError::Parked { reason: Some(tether::ParkReason::UserLogout) })
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_signaling_loss_reported_by_the_executor_restores() {
+    let (node, executor) = spawn(online_start(), lasting(30));
+    let mut reports = node.actions();
+    assert!(executor.lose_signaling());
+    let started = reports.recv().await.unwrap();
+    assert!(
+        matches!(started, ActionReport::Started { kind: ActionKind::Restore, .. }),
+        "{started:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_carry_the_executors_message() {
+    let effects = Effects {
+        duration_ms: 30,
+        failures: vec![FailRule {
+            action: ActionKind::Restore,
+            nth: 1,
+            error: FailureKind::Unreachable,
+        }],
+    };
+    let (node, _) = spawn(offline_start(), effects);
+    let result = node
+        .handle()
+        .network_path_changed(snapshot(1, Availability::Available, Transport::Wifi))
+        .await
+        .unwrap();
+    assert!(!result.success);
+    match result.error {
+        Some(EventError::ActionFailed { action, kind, message }) => {
+            assert_eq!((action, kind), (ActionKind::Restore, FailureKind::Unreachable));
+            assert!(message.contains("scripted failure"), "{message}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn outside_a_runtime_spawning_is_an_error_not_a_panic() {
+    let executor = Arc::new(ScriptedExecutor::succeeding(Duration::from_millis(1)));
+    let err = Node::spawn(NodeConfig::default(), executor).unwrap_err();
+    assert_eq!(err, NodeError::NoRuntime);
+}
+
+#[tokio::test]
+async fn an_invalid_policy_is_refused() {
+    let executor = Arc::new(ScriptedExecutor::succeeding(Duration::from_millis(1)));
+    let config = NodeConfig {
+        policy: PolicyConfig { jitter: 3.0, ..PolicyConfig::default() },
+        ..NodeConfig::default()
+    };
+    let err = Node::spawn(config, executor).unwrap_err();
+    assert!(err.to_string().contains("jitter"), "{err}");
+}
