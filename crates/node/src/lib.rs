@@ -25,6 +25,8 @@ mod node;
 mod report;
 mod scripted;
 
+pub mod reliable;
+
 pub use config::NodeConfig;
 pub use driver::ShutdownReport;
 pub use error::NodeError;

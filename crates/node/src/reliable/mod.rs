@@ -1,0 +1,9 @@
+//! Reliable, ordered messaging to each peer across ICE restarts and full
+//! reconnects: a binary framing on the data channel ([`frame`]) and a
+//! sans-IO stream state machine per peer ([`stream`]).
+
+pub mod frame;
+pub mod stream;
+
+pub use frame::{Frame, FrameError};
+pub use stream::{BufferFull, MessageId, ReliableStream, StreamConfig, StreamError, StreamStats};

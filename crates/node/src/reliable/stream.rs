@@ -1,0 +1,381 @@
+//! One reliable, ordered message stream to one peer, across any number of
+//! data channels (ICE restarts keep a channel; full reconnects replace it).
+//!
+//! Sans-IO, like the Supervisor: frames in with [`handle_frame`], frames out
+//! with [`poll_transmit`], messages for the app with [`poll_delivery`],
+//! confirmations with [`poll_confirmed`], time as an argument.
+//!
+//! How nothing is lost or duplicated:
+//! - every message gets the next sequence number of this node's session and
+//!   stays in the replay buffer until the peer acknowledges it;
+//! - every new channel starts with a Hello each way: "I am session S, my
+//!   stream resumes at R; of your session P I delivered up to D". The
+//!   sender drops what the peer delivered and replays the rest from its
+//!   first unacknowledged message;
+//! - the receiver delivers only the next sequence number; anything at or
+//!   below what it already delivered is a duplicate and is dropped (and
+//!   acknowledged again).
+//!
+//! Messages that were never put on any channel may be withdrawn when their
+//! send deadline passes (the sender is told); messages that were sent once
+//! are never withdrawn, since they may have arrived: they are replayed and
+//! deduplicated instead.
+//!
+//! [`handle_frame`]: ReliableStream::handle_frame
+//! [`poll_transmit`]: ReliableStream::poll_transmit
+//! [`poll_delivery`]: ReliableStream::poll_delivery
+//! [`poll_confirmed`]: ReliableStream::poll_confirmed
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::frame::Frame;
+
+/// Limits and timing of a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamConfig {
+    /// Messages the replay buffer holds before senders must wait.
+    pub max_buffered_messages: usize,
+    /// Bytes the replay buffer holds before senders must wait.
+    pub max_buffered_bytes: usize,
+    /// Acknowledge after this many deliveries...
+    pub ack_every: u32,
+    /// ...or this long after the first unacknowledged delivery.
+    pub ack_delay: Duration,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            max_buffered_messages: 8192,
+            max_buffered_bytes: 16 << 20,
+            ack_every: 32,
+            ack_delay: Duration::from_millis(10),
+        }
+    }
+}
+
+/// The app's handle on one accepted message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId(pub u64);
+
+/// The replay buffer is full: wait for acknowledgements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the replay buffer is full ({messages} messages, {bytes} bytes)")]
+pub struct BufferFull {
+    /// Messages buffered.
+    pub messages: usize,
+    /// Bytes buffered.
+    pub bytes: usize,
+}
+
+/// A frame that breaks the protocol (the stream ignores it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// Data before the channel's Hello.
+    #[error("data before hello")]
+    DataBeforeHello,
+    /// A sequence number past the next expected one.
+    #[error("gap: got seq {got}, expected {expected}")]
+    Gap {
+        /// What came.
+        got: u64,
+        /// What was due.
+        expected: u64,
+    },
+    /// An acknowledgement for messages never sent.
+    #[error("ack for {acked} but only {sent} were sent")]
+    AckBeyondSent {
+        /// What the peer acknowledged.
+        acked: u64,
+        /// The highest sequence number sent.
+        sent: u64,
+    },
+}
+
+#[derive(Debug)]
+struct Outgoing {
+    id: MessageId,
+    payload: Bytes,
+    accepted_at: Instant,
+}
+
+/// Counters for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamStats {
+    /// Messages delivered to the app.
+    pub delivered: u64,
+    /// Duplicate data frames dropped.
+    pub duplicates: u64,
+    /// Data frames re-sent on a new channel.
+    pub replayed: u64,
+    /// Messages withdrawn unsent at their deadline.
+    pub withdrawn: u64,
+}
+
+/// See the [module docs](self).
+#[derive(Debug)]
+pub struct ReliableStream {
+    config: StreamConfig,
+    session: u64,
+
+    // Send side. `unacked[i]` has sequence number `acked + 1 + i`.
+    next_id: u64,
+    acked: u64,
+    unacked: VecDeque<Outgoing>,
+    unacked_bytes: usize,
+    /// The next sequence number to put on the current channel.
+    transmit_next: u64,
+    /// The highest sequence number ever put on any channel.
+    ever_sent: u64,
+    confirmed: VecDeque<MessageId>,
+
+    // Receive side.
+    peer_session: u64,
+    delivered: u64,
+    deliveries: VecDeque<Bytes>,
+    acks_owed: u32,
+    ack_due: Option<Instant>,
+
+    // Channel.
+    channel_open: bool,
+    hello_owed: bool,
+    hello_seen: bool,
+    stats: StreamStats,
+}
+
+impl ReliableStream {
+    /// A stream of session `session` (nonzero, random per node instance).
+    pub fn new(session: u64, config: StreamConfig) -> Self {
+        Self {
+            config,
+            session,
+            next_id: 0,
+            acked: 0,
+            unacked: VecDeque::new(),
+            unacked_bytes: 0,
+            transmit_next: 1,
+            ever_sent: 0,
+            confirmed: VecDeque::new(),
+            peer_session: 0,
+            delivered: 0,
+            deliveries: VecDeque::new(),
+            acks_owed: 0,
+            ack_due: None,
+            channel_open: false,
+            hello_owed: false,
+            hello_seen: false,
+            stats: StreamStats::default(),
+        }
+    }
+
+    /// Accepts `payload` for delivery.
+    ///
+    /// # Errors
+    ///
+    /// [`BufferFull`] when the replay buffer has no room; nothing changed.
+    pub fn push(&mut self, now: Instant, payload: Bytes) -> Result<MessageId, BufferFull> {
+        let full = self.unacked.len() >= self.config.max_buffered_messages
+            || (self.unacked_bytes + payload.len() > self.config.max_buffered_bytes
+                && !self.unacked.is_empty());
+        if full {
+            return Err(BufferFull { messages: self.unacked.len(), bytes: self.unacked_bytes });
+        }
+        self.next_id += 1;
+        let id = MessageId(self.next_id);
+        self.unacked_bytes += payload.len();
+        self.unacked.push_back(Outgoing { id, payload, accepted_at: now });
+        Ok(id)
+    }
+
+    /// A new channel to the peer is open: say Hello and replay everything
+    /// not yet acknowledged.
+    pub fn channel_opened(&mut self) {
+        self.channel_open = true;
+        self.hello_owed = true;
+        self.hello_seen = false;
+        self.transmit_next = self.acked + 1;
+    }
+
+    /// The channel is gone; frames in flight on it may be lost.
+    pub fn channel_closed(&mut self) {
+        self.channel_open = false;
+        self.hello_owed = false;
+        self.hello_seen = false;
+        self.acks_owed = 0;
+        self.ack_due = None;
+    }
+
+    /// Applies one frame from the peer.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError`] for a frame that breaks the protocol; it is ignored
+    /// and the stream stays consistent.
+    pub fn handle_frame(&mut self, now: Instant, frame: Frame) -> Result<(), StreamError> {
+        match frame {
+            Frame::Hello { session, resume_from, peer_session, delivered } => {
+                if session != self.peer_session {
+                    // A stream we have not seen: it starts where it says.
+                    self.peer_session = session;
+                    self.delivered = resume_from.saturating_sub(1);
+                }
+                self.hello_seen = true;
+                if peer_session == self.session {
+                    self.acknowledged(delivered.min(self.ever_sent))?;
+                }
+                Ok(())
+            }
+            Frame::Data { seq, payload } => {
+                if !self.hello_seen {
+                    return Err(StreamError::DataBeforeHello);
+                }
+                if seq <= self.delivered {
+                    self.stats.duplicates += 1;
+                    // Tell the sender again, so it stops replaying.
+                    self.acks_owed = self.acks_owed.max(self.config.ack_every);
+                    return Ok(());
+                }
+                if seq != self.delivered + 1 {
+                    return Err(StreamError::Gap { got: seq, expected: self.delivered + 1 });
+                }
+                self.delivered = seq;
+                self.stats.delivered += 1;
+                self.deliveries.push_back(payload);
+                self.acks_owed += 1;
+                if self.ack_due.is_none() {
+                    self.ack_due = Some(now + self.config.ack_delay);
+                }
+                Ok(())
+            }
+            Frame::Ack { delivered } => self.acknowledged(delivered),
+        }
+    }
+
+    fn acknowledged(&mut self, delivered: u64) -> Result<(), StreamError> {
+        if delivered > self.ever_sent {
+            return Err(StreamError::AckBeyondSent { acked: delivered, sent: self.ever_sent });
+        }
+        while self.acked < delivered {
+            // Invariant: `acked < delivered <= ever_sent` and every sent
+            // message stays in `unacked` until acknowledged.
+            let Some(message) = self.unacked.pop_front() else { break };
+            self.acked += 1;
+            self.unacked_bytes -= message.payload.len();
+            self.confirmed.push_back(message.id);
+        }
+        self.transmit_next = self.transmit_next.max(self.acked + 1);
+        Ok(())
+    }
+
+    /// The next frame to put on the channel. Control frames (Hello, Ack)
+    /// come first; data only once the peer's Hello arrived on this channel,
+    /// and only when `room_for_data` (the caller's channel is not
+    /// congested).
+    #[must_use]
+    pub fn poll_transmit(&mut self, now: Instant, room_for_data: bool) -> Option<Frame> {
+        if !self.channel_open {
+            return None;
+        }
+        if self.hello_owed {
+            self.hello_owed = false;
+            return Some(Frame::Hello {
+                session: self.session,
+                resume_from: self.acked + 1,
+                peer_session: self.peer_session,
+                delivered: self.delivered,
+            });
+        }
+        let ack_timer_fired = self.ack_due.is_some_and(|due| due <= now);
+        if self.acks_owed >= self.config.ack_every || (self.acks_owed > 0 && ack_timer_fired) {
+            self.acks_owed = 0;
+            self.ack_due = None;
+            return Some(Frame::Ack { delivered: self.delivered });
+        }
+        // Data waits for the peer's Hello, which says what it already has:
+        // replaying blindly would only make duplicates for it to drop.
+        if !room_for_data || !self.hello_seen {
+            return None;
+        }
+        let index = usize::try_from(self.transmit_next - self.acked - 1).ok()?;
+        let message = self.unacked.get(index)?;
+        let seq = self.transmit_next;
+        self.transmit_next += 1;
+        if seq <= self.ever_sent {
+            self.stats.replayed += 1;
+        }
+        self.ever_sent = self.ever_sent.max(seq);
+        Some(Frame::Data { seq, payload: message.payload.clone() })
+    }
+
+    /// The next message for the app, in order.
+    #[must_use]
+    pub fn poll_delivery(&mut self) -> Option<Bytes> {
+        self.deliveries.pop_front()
+    }
+
+    /// The next message the peer acknowledged.
+    #[must_use]
+    pub fn poll_confirmed(&mut self) -> Option<MessageId> {
+        self.confirmed.pop_front()
+    }
+
+    /// When an acknowledgement is due.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.channel_open && self.acks_owed > 0 { self.ack_due } else { None }
+    }
+
+    /// Withdraws messages accepted before `cutoff` that were never put on
+    /// any channel, oldest first, and returns their ids. Messages that went
+    /// out once stay: they may have arrived.
+    pub fn withdraw_unsent_before(&mut self, cutoff: Instant) -> Vec<MessageId> {
+        let first_unsent =
+            usize::try_from(self.ever_sent.saturating_sub(self.acked)).unwrap_or(usize::MAX);
+        let mut withdrawn = Vec::new();
+        // Unsent messages have no sequence number on the wire yet, so
+        // removing some renumbers the rest without anyone noticing.
+        while let Some(message) = self.unacked.get(first_unsent) {
+            if message.accepted_at >= cutoff {
+                break;
+            }
+            if let Some(message) = self.unacked.remove(first_unsent) {
+                self.unacked_bytes -= message.payload.len();
+                withdrawn.push(message.id);
+            }
+        }
+        self.stats.withdrawn += withdrawn.len() as u64;
+        withdrawn
+    }
+
+    /// Messages waiting for acknowledgement.
+    pub fn buffered(&self) -> usize {
+        self.unacked.len()
+    }
+
+    /// Ends the stream (the peer is gone for good) and returns every
+    /// message that was never acknowledged, so that their senders can be
+    /// told.
+    pub fn abandon(self) -> Vec<MessageId> {
+        self.unacked.into_iter().map(|m| m.id).collect()
+    }
+
+    /// This stream's session.
+    pub fn session(&self) -> u64 {
+        self.session
+    }
+
+    /// Whether the channel is open and the peer's Hello arrived.
+    pub fn is_ready(&self) -> bool {
+        self.channel_open && self.hello_seen
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> StreamStats {
+        self.stats
+    }
+}

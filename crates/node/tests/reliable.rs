@@ -1,0 +1,299 @@
+//! Reliable messaging over a channel that breaks at random: a two-party
+//! stepper on a virtual clock (like quinn-proto's `Pair`). Whatever breaks
+//! when, every accepted message is delivered exactly once and in order, or
+//! was withdrawn unsent and its sender told.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::{HashSet, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use tether::reliable::{Frame, MessageId, ReliableStream, StreamConfig};
+use tokio::time::Instant;
+
+struct Side {
+    stream: ReliableStream,
+    sent: Vec<(MessageId, u64)>,
+    next_payload: u64,
+    received: Vec<u64>,
+    confirmed: Vec<MessageId>,
+    withdrawn: HashSet<MessageId>,
+}
+
+impl Side {
+    fn new(session: u64, config: StreamConfig) -> Self {
+        Self {
+            stream: ReliableStream::new(session, config),
+            sent: Vec::new(),
+            next_payload: 0,
+            received: Vec::new(),
+            confirmed: Vec::new(),
+            withdrawn: HashSet::new(),
+        }
+    }
+
+    fn push(&mut self, now: Instant) {
+        self.next_payload += 1;
+        let payload = Bytes::copy_from_slice(&self.next_payload.to_be_bytes());
+        if let Ok(id) = self.stream.push(now, payload) {
+            self.sent.push((id, self.next_payload));
+        } else {
+            self.next_payload -= 1;
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(bytes) = self.stream.poll_delivery() {
+            self.received.push(u64::from_be_bytes(bytes[..8].try_into().unwrap()));
+        }
+        while let Some(id) = self.stream.poll_confirmed() {
+            self.confirmed.push(id);
+        }
+    }
+}
+
+struct Pair {
+    now: Instant,
+    a: Side,
+    b: Side,
+    a_to_b: VecDeque<Bytes>,
+    b_to_a: VecDeque<Bytes>,
+    up: bool,
+    /// Frames B already took, to hand it again (a transport duplicate).
+    seen_by_b: Vec<Bytes>,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    PushA,
+    PushB,
+    PumpA { data: bool },
+    PumpB { data: bool },
+    DeliverToB(usize),
+    DeliverToA(usize),
+    Break,
+    Open,
+    Advance(u64),
+    WithdrawA(u64),
+    DuplicateToB(prop::sample::Index),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => Just(Op::PushA),
+        3 => Just(Op::PushB),
+        4 => any::<bool>().prop_map(|data| Op::PumpA { data }),
+        3 => any::<bool>().prop_map(|data| Op::PumpB { data }),
+        4 => (0usize..8).prop_map(Op::DeliverToB),
+        3 => (0usize..8).prop_map(Op::DeliverToA),
+        1 => Just(Op::Break),
+        2 => Just(Op::Open),
+        2 => (0u64..40).prop_map(Op::Advance),
+        1 => (0u64..50).prop_map(Op::WithdrawA),
+        1 => any::<prop::sample::Index>().prop_map(Op::DuplicateToB),
+    ]
+}
+
+impl Pair {
+    fn new(config: StreamConfig) -> Self {
+        Self {
+            now: Instant::now(),
+            a: Side::new(0xA, config.clone()),
+            b: Side::new(0xB, config),
+            a_to_b: VecDeque::new(),
+            b_to_a: VecDeque::new(),
+            up: false,
+            seen_by_b: Vec::new(),
+        }
+    }
+
+    fn pump(side: &mut Side, queue: &mut VecDeque<Bytes>, now: Instant, data: bool) {
+        while let Some(frame) = side.stream.poll_transmit(now, data) {
+            queue.push_back(frame.encode());
+        }
+    }
+
+    fn deliver(to: &mut Side, queue: &mut VecDeque<Bytes>, count: usize, now: Instant) {
+        for _ in 0..count {
+            let Some(bytes) = queue.pop_front() else { break };
+            let frame = Frame::decode(bytes).unwrap();
+            to.stream.handle_frame(now, frame).unwrap();
+        }
+        to.drain();
+    }
+
+    fn apply(&mut self, op: &Op) {
+        let now = self.now;
+        match *op {
+            Op::PushA => self.a.push(now),
+            Op::PushB => self.b.push(now),
+            Op::PumpA { data } => Self::pump(&mut self.a, &mut self.a_to_b, now, data),
+            Op::PumpB { data } => Self::pump(&mut self.b, &mut self.b_to_a, now, data),
+            Op::DeliverToB(n) => {
+                self.seen_by_b.extend(self.a_to_b.iter().take(n).cloned());
+                Self::deliver(&mut self.b, &mut self.a_to_b, n, now);
+            }
+            Op::DuplicateToB(index) => {
+                if !self.seen_by_b.is_empty() && self.up {
+                    let copy = self.seen_by_b[index.index(self.seen_by_b.len())].clone();
+                    let mut queue = VecDeque::from([copy]);
+                    Self::deliver(&mut self.b, &mut queue, 1, now);
+                }
+            }
+            Op::DeliverToA(n) => Self::deliver(&mut self.a, &mut self.b_to_a, n, now),
+            Op::Break => {
+                // Whatever was in flight on the old channel is lost.
+                self.a_to_b.clear();
+                self.b_to_a.clear();
+                self.a.stream.channel_closed();
+                self.b.stream.channel_closed();
+                self.up = false;
+                self.seen_by_b.clear();
+            }
+            Op::Open => {
+                if !self.up {
+                    self.up = true;
+                    self.a.stream.channel_opened();
+                    self.b.stream.channel_opened();
+                }
+            }
+            Op::Advance(ms) => self.now += Duration::from_millis(ms),
+            Op::WithdrawA(age) => {
+                let cutoff = now.checked_sub(Duration::from_millis(age)).unwrap_or(now);
+                for id in self.a.stream.withdraw_unsent_before(cutoff) {
+                    self.a.withdrawn.insert(id);
+                }
+            }
+        }
+    }
+
+    /// Opens the channel and runs until nothing moves.
+    fn settle(&mut self) {
+        self.apply(&Op::Open);
+        for _ in 0..10_000 {
+            let now = self.now;
+            Self::pump(&mut self.a, &mut self.a_to_b, now, true);
+            Self::pump(&mut self.b, &mut self.b_to_a, now, true);
+            if self.a_to_b.is_empty() && self.b_to_a.is_empty() {
+                let next = [self.a.stream.poll_timeout(), self.b.stream.poll_timeout()]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                match next {
+                    Some(at) => self.now = self.now.max(at),
+                    None => return,
+                }
+                continue;
+            }
+            let (ab, ba) = (self.a_to_b.len(), self.b_to_a.len());
+            Self::deliver(&mut self.b, &mut self.a_to_b, ab, now);
+            Self::deliver(&mut self.a, &mut self.b_to_a, ba, now);
+        }
+        panic!("the pair did not settle");
+    }
+}
+
+fn check_side(from: &Side, to: &Side) -> Result<(), TestCaseError> {
+    let expected: Vec<u64> =
+        from.sent.iter().filter(|(id, _)| !from.withdrawn.contains(id)).map(|&(_, p)| p).collect();
+    prop_assert_eq!(&to.received, &expected, "delivered exactly once, in order");
+    let confirmed: HashSet<MessageId> = from.confirmed.iter().copied().collect();
+    prop_assert_eq!(confirmed.len(), from.confirmed.len(), "a message confirmed twice");
+    for (id, _) in &from.sent {
+        prop_assert!(
+            confirmed.contains(id) != from.withdrawn.contains(id),
+            "{:?} must be either confirmed or withdrawn",
+            id
+        );
+    }
+    prop_assert_eq!(from.stream.buffered(), 0);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn nothing_lost_nothing_duplicated(ops in prop::collection::vec(op(), 0..300), small in any::<bool>()) {
+        let config = if small {
+            StreamConfig { max_buffered_messages: 4, ack_every: 2, ..StreamConfig::default() }
+        } else {
+            StreamConfig::default()
+        };
+        let mut pair = Pair::new(config);
+        for op in &ops {
+            pair.apply(op);
+        }
+        pair.settle();
+        check_side(&pair.a, &pair.b)?;
+        check_side(&pair.b, &pair.a)?;
+    }
+}
+
+#[test]
+fn replays_after_a_break_are_deduplicated() {
+    let mut pair = Pair::new(StreamConfig { ack_every: 100, ..StreamConfig::default() });
+    pair.apply(&Op::Open);
+    for _ in 0..5 {
+        pair.apply(&Op::PushA);
+    }
+    pair.apply(&Op::PumpB { data: true }); // B's hello
+    pair.apply(&Op::PumpA { data: true }); // A's hello; no data before B's
+    pair.apply(&Op::DeliverToA(1));
+    pair.apply(&Op::PumpA { data: true }); // five messages
+    pair.apply(&Op::DeliverToB(4)); // hello + 3 messages arrive
+    pair.apply(&Op::Break); // two messages and every ack are lost
+    pair.settle();
+    assert_eq!(pair.b.received, [1, 2, 3, 4, 5]);
+    assert_eq!(pair.b.stream.stats().duplicates, 0, "the Hello told A what B had");
+    assert_eq!(pair.a.stream.stats().replayed, 2);
+    assert_eq!(pair.a.confirmed.len(), 5);
+}
+
+#[test]
+fn a_full_buffer_refuses_and_acks_make_room() {
+    let config = StreamConfig { max_buffered_messages: 2, ..StreamConfig::default() };
+    let mut stream = ReliableStream::new(1, config);
+    let now = Instant::now();
+    stream.push(now, Bytes::from_static(b"a")).unwrap();
+    stream.push(now, Bytes::from_static(b"b")).unwrap();
+    let full = stream.push(now, Bytes::from_static(b"c")).unwrap_err();
+    assert_eq!(full.messages, 2);
+    stream.channel_opened();
+    stream
+        .handle_frame(
+            now,
+            Frame::Hello { session: 2, resume_from: 1, peer_session: 0, delivered: 0 },
+        )
+        .unwrap();
+    while stream.poll_transmit(now, true).is_some() {}
+    stream.handle_frame(now, Frame::Ack { delivered: 1 }).unwrap();
+    assert!(stream.push(now, Bytes::from_static(b"c")).is_ok());
+    // An ack for what was never sent is a protocol error, and changes nothing.
+    assert!(stream.handle_frame(now, Frame::Ack { delivered: 9 }).is_err());
+    assert_eq!(stream.buffered(), 2);
+}
+
+#[test]
+fn only_unsent_messages_are_withdrawn() {
+    let mut stream = ReliableStream::new(1, StreamConfig::default());
+    let t0 = Instant::now();
+    let sent = stream.push(t0, Bytes::from_static(b"sent")).unwrap();
+    stream.channel_opened();
+    stream
+        .handle_frame(
+            t0,
+            Frame::Hello { session: 2, resume_from: 1, peer_session: 0, delivered: 0 },
+        )
+        .unwrap();
+    while stream.poll_transmit(t0, true).is_some() {}
+    stream.channel_closed();
+    let unsent = stream.push(t0, Bytes::from_static(b"unsent")).unwrap();
+    let later = stream.push(t0 + Duration::from_secs(5), Bytes::from_static(b"later")).unwrap();
+    let withdrawn = stream.withdraw_unsent_before(t0 + Duration::from_secs(1));
+    assert_eq!(withdrawn, [unsent]);
+    assert_eq!(stream.buffered(), 2);
+    let abandoned = stream.abandon();
+    assert_eq!(abandoned, [sent, later]);
+}
