@@ -179,6 +179,7 @@ impl<E: RecoveryExecutor> Driver<E> {
             LinkEvent::SignalingLost => Input::SignalingLost,
             LinkEvent::SignalingConnected => Input::SignalingConnected,
             LinkEvent::CredentialsRenewed => Input::CredentialsRenewed,
+            LinkEvent::PeerLost => Input::PeerLost,
         };
         if let Err(err) = self.supervisor.handle_input(Instant::now().into_std(), input) {
             warn!(name: "node.contract", error = %err);

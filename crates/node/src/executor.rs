@@ -95,6 +95,8 @@ pub enum LinkEvent {
     SignalingConnected,
     /// The app has new credentials.
     CredentialsRenewed,
+    /// A peer connection that was up died on its own.
+    PeerLost,
 }
 
 /// Reports [`LinkEvent`]s to the node's Supervisor. Cheap to clone.
@@ -124,5 +126,10 @@ impl LinkReporter {
     /// Signaling came up on its own.
     pub fn signaling_connected(&self) -> bool {
         self.report(LinkEvent::SignalingConnected)
+    }
+
+    /// A peer connection that was up died on its own.
+    pub fn peer_lost(&self) -> bool {
+        self.report(LinkEvent::PeerLost)
     }
 }

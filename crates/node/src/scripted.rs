@@ -45,6 +45,13 @@ impl ScriptedExecutor {
         self.lock().link.as_ref().is_some_and(LinkReporter::signaling_lost)
     }
 
+    /// Simulates a peer connection dying on its own (a `peer_lost`
+    /// scenario event). Returns `false` before the node attached or after it
+    /// shut down.
+    pub fn lose_peer(&self) -> bool {
+        self.lock().link.as_ref().is_some_and(LinkReporter::peer_lost)
+    }
+
     /// How many times `kind` started.
     pub fn starts(&self, kind: ActionKind) -> u32 {
         self.lock().starts[kind as usize]

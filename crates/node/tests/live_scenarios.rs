@@ -61,6 +61,7 @@ fn live(scenario: &Scenario) -> (Vec<Line>, &'static str) {
             match event.input {
                 ScenarioInput::Network(event) => node_ref.submit(event).await.unwrap(),
                 ScenarioInput::SignalingLost => assert!(executor.lose_signaling()),
+                ScenarioInput::PeerLost => assert!(executor.lose_peer()),
             }
         }
         let end = epoch + Duration::from_millis(scenario.run_ms);

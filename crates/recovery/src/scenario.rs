@@ -92,6 +92,9 @@ pub enum ScenarioInput {
     Network(NetworkEvent),
     /// The signaling link died on its own.
     SignalingLost,
+    /// A peer connection died on its own (tether's extension of the
+    /// format: `{"at_ms": T, "peer_lost": true}`).
+    PeerLost,
 }
 
 /// Scripted behaviour of the simulated executor.
@@ -630,6 +633,7 @@ struct RawEvent {
     cleanup: Option<CleanupName>,
     force_reconnect: Option<ReconnectName>,
     signaling_lost: Option<bool>,
+    peer_lost: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -658,6 +662,7 @@ impl TryFrom<RawEvent> for ScenarioEventDoc {
             ("cleanup", raw.cleanup.is_some()),
             ("force_reconnect", raw.force_reconnect.is_some()),
             ("signaling_lost", raw.signaling_lost.is_some()),
+            ("peer_lost", raw.peer_lost.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, present)| present.then_some(name))
@@ -666,7 +671,7 @@ impl TryFrom<RawEvent> for ScenarioEventDoc {
             let found = if given.is_empty() { "none".to_owned() } else { given.join(", ") };
             return Err(format!(
                 "an event needs exactly one of path, lifecycle, cleanup, force_reconnect, \
-                 signaling_lost (found {found})"
+                 signaling_lost, peer_lost (found {found})"
             ));
         }
         if raw.background_duration_ms.is_some()
@@ -715,10 +720,15 @@ impl TryFrom<RawEvent> for ScenarioEventDoc {
                 }
             };
             ScenarioInput::Network(NetworkEvent::ForceReconnect { reason })
-        } else if raw.signaling_lost == Some(true) {
+        } else if let Some(lost) = raw.signaling_lost {
+            if !lost {
+                return Err("signaling_lost: must be true when given".into());
+            }
             ScenarioInput::SignalingLost
+        } else if raw.peer_lost == Some(true) {
+            ScenarioInput::PeerLost
         } else {
-            return Err("signaling_lost: must be true when given".into());
+            return Err("peer_lost: must be true when given".into());
         };
         Ok(ScenarioEventDoc(TimedEvent { at_ms: raw.at_ms, input }))
     }

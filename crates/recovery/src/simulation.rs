@@ -223,6 +223,7 @@ pub fn run(scenario: &Scenario, epoch: Instant) -> Result<Trace, SimulationError
                     Input::Event { event, ticket: Some(Ticket(index as u64)) }
                 }
                 ScenarioInput::SignalingLost => Input::SignalingLost,
+                ScenarioInput::PeerLost => Input::PeerLost,
             };
             world.records.push(Record::Event { at: now_offset, input: event.input });
             supervisor.handle_input(now, input)?;

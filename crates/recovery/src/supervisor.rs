@@ -51,6 +51,11 @@ pub enum Input {
     SignalingLost,
     /// The signaling link came up on its own.
     SignalingConnected,
+    /// A peer connection that was up failed or closed on its own (ICE
+    /// failure, the far side went away): Restore replaces it. Like a route
+    /// change, it needs a follow-up when a recovery is already running,
+    /// since that one may have passed the peer before it died.
+    PeerLost,
     /// The app has new credentials: lifts an auth or config park.
     CredentialsRenewed,
 }
@@ -112,9 +117,20 @@ enum Cause {
     RouteChange,
     /// Signaling died: anything that re-establishes signaling covers it.
     SignalingLoss,
+    /// A peer connection died: like a route change, work already running
+    /// may have passed it.
+    PeerLoss,
     /// Lifecycle, explicit request, retry: a running action at least as
     /// strong covers it.
     Request,
+}
+
+impl Cause {
+    /// Whether a running action of the same strength still leaves work to
+    /// do (a follow-up), rather than covering the intent.
+    fn needs_follow_up(self) -> bool {
+        matches!(self, Cause::RouteChange | Cause::PeerLoss)
+    }
 }
 
 #[derive(Debug)]
@@ -305,6 +321,7 @@ impl Supervisor {
             Input::ActionCompleted { id, result } => return self.complete(now, id, result),
             Input::SignalingLost => self.signaling_lost(now),
             Input::SignalingConnected => self.signaling_up = true,
+            Input::PeerLost => self.peer_lost(now),
             Input::CredentialsRenewed => {
                 if self.parked.is_some_and(|p| !p.needs_manual_reconnect()) {
                     self.parked = None;
@@ -515,6 +532,23 @@ impl Supervisor {
         self.request(now, ActionKind::Restore, Cause::SignalingLoss, None);
     }
 
+    /// A peer connection died (not a DESIGN.md rule of its own: treated as
+    /// rule 9 treats signaling loss, with a follow-up like rule 2's).
+    fn peer_lost(&mut self, now: Instant) {
+        let teardown_running = self.running.as_ref().is_some_and(|r| !r.kind.is_recovery());
+        let pending_restore = self.pending.as_ref().is_some_and(|i| i.kind >= ActionKind::Restore);
+        if self.parked.is_some()
+            || self.phase == Phase::Background
+            || self.path.availability == Availability::Unavailable
+            || teardown_running
+            || pending_restore
+            || self.timers.is_armed(Timer::Retry)
+        {
+            return;
+        }
+        self.request(now, ActionKind::Restore, Cause::PeerLoss, None);
+    }
+
     /// Rule 8 and the end of every action.
     fn complete(
         &mut self,
@@ -616,7 +650,7 @@ impl Supervisor {
         if let Some(running) = self.running.as_mut() {
             let covered = running.kind.is_recovery()
                 && running.kind >= kind
-                && (kind == ActionKind::Probe || cause != Cause::RouteChange);
+                && (kind == ActionKind::Probe || !cause.needs_follow_up());
             if covered {
                 running.waiters.push(ticket, true);
                 return;

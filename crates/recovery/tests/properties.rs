@@ -23,6 +23,7 @@ enum Step {
     Cleanup(CleanupReason),
     Force(ReconnectReason),
     SignalingLost,
+    PeerLost,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -40,6 +41,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => prop::sample::select(CleanupReason::ALL.to_vec()).prop_map(Step::Cleanup),
         1 => prop::sample::select(ReconnectReason::ALL.to_vec()).prop_map(Step::Force),
         2 => Just(Step::SignalingLost),
+        1 => Just(Step::PeerLost),
     ]
 }
 
@@ -142,6 +144,7 @@ fn build(
             Step::Cleanup(reason) => network(NetworkEvent::CleanupConnections { reason }),
             Step::Force(reason) => network(NetworkEvent::ForceReconnect { reason }),
             Step::SignalingLost => ScenarioInput::SignalingLost,
+            Step::PeerLost => ScenarioInput::PeerLost,
         };
         events.push(TimedEvent { at_ms: at, input });
     }

@@ -291,6 +291,35 @@ fn retry_state_reports_the_next_attempt() {
 }
 
 #[test]
+fn a_lost_peer_restores_and_follows_up_a_running_restore() {
+    let mut h = Harness::online();
+    let now = h.epoch;
+    h.supervisor.handle_input(now, Input::PeerLost).unwrap();
+    h.drain();
+    let (first, kind) = h.last_start();
+    assert_eq!(kind, ActionKind::Restore);
+    assert!(h.supervisor.signaling_connected(), "a lost peer says nothing about signaling");
+    // Another peer dies while the restore runs: one follow-up, not two.
+    h.supervisor.handle_input(now, Input::PeerLost).unwrap();
+    h.supervisor.handle_input(now, Input::PeerLost).unwrap();
+    h.drain();
+    assert_eq!(h.supervisor.pending(), Some(ActionKind::Restore));
+    h.at(30).complete(first, Ok(()));
+    let (second, _) = h.last_start();
+    assert_ne!(second, first);
+    h.at(60).complete(second, Ok(()));
+    assert_eq!(h.commands.len(), 2);
+
+    // In the background it waits (the foreground's own probe or restore
+    // repairs it).
+    let mut h = Harness::online();
+    h.event(NetworkEvent::AppLifecycleChanged { state: AppLifecycleState::Background });
+    h.supervisor.handle_input(h.epoch, Input::PeerLost).unwrap();
+    h.drain();
+    assert!(h.commands.is_empty());
+}
+
+#[test]
 fn invalid_policy_is_refused() {
     let policy = PolicyConfig { jitter: -0.5, ..PolicyConfig::default() };
     let err = Supervisor::new(policy, InitialState::default()).unwrap_err();
