@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod replay;
+mod serve;
 
 /// tether: connection recovery for real-time apps on mobile networks.
 #[derive(Parser)]
@@ -24,6 +25,8 @@ enum Command {
     /// Measure tether's parts.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Run the signaling relay server until SIGINT or SIGTERM.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +34,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Replay(args) => replay::run(&args),
         Command::Bench(command) => bench::run(command),
+        Command::Serve(args) => serve::run(&args),
     };
     match result {
         Ok(code) => code,

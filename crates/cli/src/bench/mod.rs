@@ -6,6 +6,7 @@ use clap::Subcommand;
 
 mod decide;
 mod handle;
+mod signal;
 
 #[derive(Subcommand)]
 pub(crate) enum BenchCommand {
@@ -28,6 +29,8 @@ pub(crate) enum BenchCommand {
         #[arg(long, default_value_t = 25)]
         seed_samples: usize,
     },
+    /// Relay latency of the signaling server with N clients on loopback.
+    Signal(signal::SignalArgs),
 }
 
 pub(crate) fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -48,6 +51,7 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
                 handle::print_table(&report);
             }
         }
+        BenchCommand::Signal(args) => return signal::run(&args),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,104 @@
+//! `tether serve` and `tether bench signal` as a user runs them.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "cli-test-secret-0123456789";
+
+fn tether(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(args)
+        .env_remove("TETHER_SECRET")
+        .output()
+        .unwrap()
+}
+
+/// Kills the server if a test fails before stopping it.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn serve_answers_health_checks_and_stops_on_sigterm() {
+    let child = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("TETHER_SECRET", SECRET)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut server = Server(child);
+    let mut stderr = BufReader::new(server.0.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("tether: signaling on ws://")
+        .and_then(|rest| rest.strip_suffix("/ws"))
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+
+    assert!(http_get(&addr, "/healthz").starts_with("HTTP/1.1 200"));
+    assert!(http_get(&addr, "/metrics").contains("tether_signal_connections_open 0"));
+
+    let status = Command::new("kill").args(["-TERM", &server.0.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "tether serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20)); // polling a child process, bounded above
+    }
+}
+
+#[test]
+fn serve_refuses_to_run_without_authentication() {
+    let output = tether(&["serve", "--listen", "127.0.0.1:0"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("no authentication configured"), "{stderr}");
+}
+
+#[test]
+fn serve_mints_tokens() {
+    let output =
+        tether(&["serve", "--secret", SECRET, "--mint-token", "alice", "--token-ttl", "60"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let token = String::from_utf8(output.stdout).unwrap();
+    let parts: Vec<_> = token.trim().split('.').collect();
+    assert_eq!(parts.len(), 3, "{token}");
+    assert_eq!(parts[0], "v1");
+}
+
+#[test]
+fn bench_signal_prints_the_json_contract() {
+    let args = "bench signal --clients 10 --rate 200 --seconds 0.5 --json";
+    let output = tether(&args.split(' ').collect::<Vec<_>>());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["clients"], 10);
+    assert_eq!(report["errors"], 0, "{report}");
+    assert!(report["relay_p50_us"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["relay_p99_us"].as_f64().unwrap() >= report["relay_p50_us"].as_f64().unwrap());
+}

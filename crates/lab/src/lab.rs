@@ -1,0 +1,417 @@
+//! The lab as a value: set up by [`Lab::setup`], handed off by
+//! [`Lab::handoff`], torn down by [`Lab::teardown`] or, whatever happens,
+//! when dropped (including while a panic unwinds).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use tether_pathmon::view::Family;
+use tether_pathmon::{
+    Change, MAIN_TABLE, ObservedChange, PathMonitor, PathMonitorConfig, PathMonitorError,
+};
+use tokio::process::Command;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::error::LabError;
+use crate::netns::{NetnsTask, spawn_in_netns};
+use crate::script;
+use crate::topology::{Topology, Uplink};
+
+/// How long [`Lab::handoff`] waits, after the script exits, for the kernel
+/// changes to show up in its netlink listener.
+const OBSERVE_DEADLINE: Duration = Duration::from_secs(2);
+
+/// How to build a lab.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabConfig {
+    /// The `LAB_ID`: suffixes the namespace names (`tether-phone-ID`) so
+    /// that labs can run in parallel. At most 32 of `[A-Za-z0-9_.-]`.
+    pub id: String,
+    /// The uplink that is up after setup (`None`: neither).
+    pub initial_uplink: Option<Uplink>,
+    /// Tear down a lab with the same id first (left over by a killed run)
+    /// instead of refusing.
+    pub replace_existing: bool,
+}
+
+impl LabConfig {
+    /// A lab called `id`, on Wi-Fi, refusing to replace an existing one.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self { id: id.into(), initial_uplink: Some(Uplink::Wifi), replace_existing: false }
+    }
+
+    /// A lab with an id unique to this process (`p<pid>-<n>`).
+    pub fn unique() -> Self {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        Self::new(format!("p{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)))
+    }
+
+    /// Sets [`initial_uplink`](Self::initial_uplink).
+    #[must_use]
+    pub fn initial_uplink(mut self, uplink: Option<Uplink>) -> Self {
+        self.initial_uplink = uplink;
+        self
+    }
+
+    /// Sets [`replace_existing`](Self::replace_existing).
+    #[must_use]
+    pub fn replace_existing(mut self, replace: bool) -> Self {
+        self.replace_existing = replace;
+        self
+    }
+}
+
+impl Default for LabConfig {
+    fn default() -> Self {
+        Self::unique()
+    }
+}
+
+/// When one handoff's kernel changes happened, as read by the lab's netlink
+/// listener: a [`PathMonitor`] on its own thread inside the phone
+/// namespace, so its stamps trail the kernel by microseconds whatever the
+/// caller's runtime is doing. Another listener (the node's monitor) reads
+/// its own copy of the same notification independently: its stamp may fall
+/// a few microseconds before or after this one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandoffTiming {
+    /// The uplink the phone moved to.
+    pub to: Uplink,
+    /// Just before `lab.sh handoff` started.
+    pub started: Instant,
+    /// The old uplink's address disappeared (`RTM_DELADDR`); `None` when
+    /// no uplink was up before.
+    pub old_address_removed: Option<Instant>,
+    /// The default route through the new uplink appeared (`RTM_NEWROUTE`).
+    pub new_route_installed: Instant,
+    /// `lab.sh handoff` exited.
+    pub finished: Instant,
+}
+
+impl HandoffTiming {
+    /// From the old address disappearing to the new default route: how long
+    /// the phone had no usable uplink.
+    pub fn outage(&self) -> Option<Duration> {
+        self.old_address_removed
+            .map(|removed| self.new_route_installed.saturating_duration_since(removed))
+    }
+}
+
+/// A running lab. Dropping it tears everything down (blocking the thread
+/// for the few milliseconds `lab.sh teardown` takes); [`Lab::teardown`]
+/// does the same asynchronously and reports errors.
+#[derive(Debug)]
+pub struct Lab {
+    topology: Topology,
+    uplink: Option<Uplink>,
+    /// The listener thread in the phone namespace; dropped before teardown.
+    listener: Option<NetnsTask<()>>,
+    /// What the listener saw, in order.
+    changes: mpsc::UnboundedReceiver<ObservedChange>,
+    torn_down: bool,
+}
+
+/// Fails with [`LabError::NotRoot`] unless the process runs as root.
+///
+/// # Errors
+///
+/// [`LabError::NotRoot`].
+pub fn require_root() -> Result<(), LabError> {
+    if nix::unistd::geteuid().is_root() { Ok(()) } else { Err(LabError::NotRoot) }
+}
+
+/// Checks that this machine can run the lab: root, and a network namespace
+/// holding a veth pair can be created (then removed again).
+///
+/// # Errors
+///
+/// [`LabError::NotRoot`] or [`LabError::Unsupported`] saying what failed.
+///
+/// # Cancel safety
+///
+/// Cancel safe, except that cancelling between creating and deleting the
+/// probe namespace (`tether-probe-PID-N`) leaves it behind.
+pub async fn check_support() -> Result<(), LabError> {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    require_root()?;
+    let name =
+        format!("tether-probe-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+    ip(&["netns", "add", &name]).await?;
+    let veth =
+        ip(&["-n", &name, "link", "add", "probe0", "type", "veth", "peer", "name", "probe1"]).await;
+    let removed = ip(&["netns", "del", &name]).await;
+    veth.and(removed)
+}
+
+async fn ip(args: &[&str]) -> Result<(), LabError> {
+    let output = Command::new("ip")
+        .args(args)
+        .output()
+        .await
+        .map_err(|e| LabError::Unsupported { reason: format!("cannot run `ip`: {e}") })?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(LabError::Unsupported {
+            reason: format!(
+                "`ip {}` failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+        })
+    }
+}
+
+/// Tears down the lab called `id` (idempotent: succeeds when there is
+/// nothing to remove). For cleaning up after a killed run.
+///
+/// # Errors
+///
+/// [`LabError::NotRoot`], [`LabError::InvalidId`], or the script's failure.
+///
+/// # Cancel safety
+///
+/// Cancelling kills the script; the lab may be half removed. Run it again.
+pub async fn teardown(id: &str) -> Result<(), LabError> {
+    require_root()?;
+    if !script::valid_id(id) {
+        return Err(LabError::InvalidId(id.to_owned()));
+    }
+    script::run(id, &["teardown"]).await.map(drop)
+}
+
+impl Lab {
+    /// Builds the lab (`lab.sh setup`) and starts the netlink listener in
+    /// the phone namespace that times handoffs.
+    ///
+    /// # Errors
+    ///
+    /// [`LabError::NotRoot`], [`LabError::InvalidId`], the script's
+    /// failure (a lab with this id exists and `replace_existing` is off,
+    /// namespaces are not supported, ...), or the listener's. Whatever was
+    /// built is removed again.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelling while the script runs kills it, and the script's own trap
+    /// does not run then: call [`teardown`] with the same id to be sure.
+    /// Once the lab is built, cancelling drops it, which tears it down.
+    pub async fn setup(config: LabConfig) -> Result<Lab, LabError> {
+        require_root()?;
+        if !script::valid_id(&config.id) {
+            return Err(LabError::InvalidId(config.id));
+        }
+        let topology = Topology::parse(&script::run(&config.id, &["env"]).await?)?;
+        if config.replace_existing {
+            script::run(&config.id, &["teardown"]).await?;
+        }
+        let initial = config.initial_uplink.map_or("none", Uplink::name);
+        script::run(&config.id, &["setup", initial]).await?;
+        // From here on, dropping `lab` tears the namespaces down.
+        let (changes_tx, changes) = mpsc::unbounded_channel();
+        let mut lab = Lab {
+            topology,
+            uplink: config.initial_uplink,
+            listener: None,
+            changes,
+            torn_down: false,
+        };
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let listener = spawn_in_netns(&lab.topology.phone, move || listen(ready_tx, changes_tx))?;
+        lab.listener = Some(listener);
+        match ready_rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(LabError::Monitor(error)),
+            Err(_) => {
+                let netns = lab.topology.phone.name().to_owned();
+                return Err(match lab.listener.take() {
+                    Some(task) => {
+                        task.join().await.err().unwrap_or(LabError::TaskPanicked { netns })
+                    }
+                    None => LabError::TaskPanicked { netns },
+                });
+            }
+        }
+        tracing::info!(
+            event = "lab.setup",
+            lab = config.id,
+            phone = lab.topology.phone.name(),
+            router = lab.topology.router.name(),
+            cloud = lab.topology.cloud.name(),
+            uplink = initial,
+        );
+        Ok(lab)
+    }
+
+    /// The lab id.
+    pub fn id(&self) -> &str {
+        &self.topology.id
+    }
+
+    /// Names and addresses.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// The uplink that is up (as far as this lab did it).
+    pub fn uplink(&self) -> Option<Uplink> {
+        self.uplink
+    }
+
+    /// Moves the phone onto `to` as a phone does (`lab.sh handoff`): the
+    /// old uplink's address and default route disappear and its link goes
+    /// down, then `to` comes up with its address and default route. Returns
+    /// when both changes were seen in the phone namespace.
+    ///
+    /// # Errors
+    ///
+    /// [`LabError::AlreadyOn`] when the phone is on `to` already, the
+    /// script's failure, or [`LabError::HandoffNotObserved`] when the
+    /// changes did not show up within 2 s of the script's exit.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: cancelling kills the script half way; the phone may
+    /// be left without an uplink. [`uplink`](Self::uplink) then still names
+    /// the old one.
+    pub async fn handoff(&mut self, to: Uplink) -> Result<HandoffTiming, LabError> {
+        if self.uplink == Some(to) {
+            return Err(LabError::AlreadyOn(to));
+        }
+        let old = self.uplink.map(|u| self.topology.uplink(u).phone);
+        let gateway = self.topology.uplink(to).router;
+        // Forget what happened before this handoff.
+        while self.changes.try_recv().is_ok() {}
+        let started = Instant::now();
+        script::run(self.id(), &["handoff", to.handoff_argument()]).await?;
+        let finished = Instant::now();
+        self.uplink = Some(to);
+
+        let mut removed = None;
+        let mut installed = None;
+        let observed = tokio::time::timeout(OBSERVE_DEADLINE, async {
+            while (old.is_some() && removed.is_none()) || installed.is_none() {
+                match self.changes.recv().await {
+                    Some(ObservedChange { at, change }) => match change {
+                        Change::AddressRemoved(a) if old.is_some_and(|ip| a.ip == ip) => {
+                            removed.get_or_insert(at);
+                        }
+                        Change::RouteAdded { route, .. }
+                            if route.family == Family::V4
+                                && route.table == MAIN_TABLE
+                                && route
+                                    .next_hops
+                                    .iter()
+                                    .any(|h| h.gateway == Some(gateway.into())) =>
+                        {
+                            installed.get_or_insert(at);
+                        }
+                        _ => {}
+                    },
+                    None => return Err("kernel changes (the listener stopped)"),
+                }
+            }
+            Ok(())
+        })
+        .await;
+        let missing = match observed {
+            Ok(Ok(())) => None,
+            Ok(Err(what)) => Some(what),
+            Err(_) if installed.is_none() => Some("the new default route"),
+            Err(_) => Some("the old address removal"),
+        };
+        if let Some(missing) = missing {
+            return Err(LabError::HandoffNotObserved { to, missing, deadline: OBSERVE_DEADLINE });
+        }
+        let Some(new_route_installed) = installed else {
+            return Err(LabError::HandoffNotObserved {
+                to,
+                missing: "the new default route",
+                deadline: OBSERVE_DEADLINE,
+            });
+        };
+        let timing = HandoffTiming {
+            to,
+            started,
+            old_address_removed: removed,
+            new_route_installed,
+            finished,
+        };
+        tracing::debug!(
+            event = "lab.handoff",
+            lab = self.id(),
+            to = to.name(),
+            outage_us = timing.outage().map(|d| d.as_micros() as u64),
+            script_ms = finished.duration_since(started).as_secs_f64() * 1e3,
+        );
+        Ok(timing)
+    }
+
+    /// Tears the lab down (`lab.sh teardown`): processes still running in
+    /// its namespaces are stopped and the namespaces deleted.
+    ///
+    /// # Errors
+    ///
+    /// The script's failure.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: if cancelled, the lab is torn down when dropped.
+    pub async fn teardown(mut self) -> Result<(), LabError> {
+        if let Some(listener) = self.listener.take() {
+            let _ = listener.join_aborted().await;
+        }
+        let result = script::run(self.id(), &["teardown"]).await.map(drop);
+        if result.is_ok() {
+            self.torn_down = true;
+            tracing::info!(event = "lab.teardown", lab = self.id());
+        }
+        result
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if self.torn_down {
+            return;
+        }
+        // Aborts the listener (its thread closes the socket on its own).
+        drop(self.listener.take());
+        match script::run_blocking(&self.topology.id, &["teardown"]) {
+            Ok(_) => tracing::info!(event = "lab.teardown", lab = self.topology.id, on_drop = true),
+            Err(error) => {
+                tracing::error!(event = "lab.teardown.failed", lab = self.topology.id, %error)
+            }
+        }
+    }
+}
+
+/// The lab's listener, on its thread in the phone namespace: a path monitor
+/// whose kernel changes are forwarded to the [`Lab`].
+async fn listen(
+    ready: oneshot::Sender<Result<(), PathMonitorError>>,
+    forward: mpsc::UnboundedSender<ObservedChange>,
+) {
+    let monitor = match PathMonitor::start(PathMonitorConfig::default()).await {
+        Ok((monitor, _snapshots)) => monitor,
+        Err(error) => {
+            let _ = ready.send(Err(error));
+            return;
+        }
+    };
+    let mut changes = monitor.changes();
+    let _ = ready.send(Ok(()));
+    loop {
+        match changes.recv().await {
+            Ok(change) => {
+                if forward.send(change).is_err() {
+                    break;
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(event = "lab.listener.lagged", missed);
+            }
+            Err(broadcast::error::RecvError::Closed) => break,
+        }
+    }
+}

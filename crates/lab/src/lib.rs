@@ -1,0 +1,47 @@
+//! The handoff lab: network namespaces that stand in for a phone with two
+//! uplinks, a router and a cloud (see `lab/README.md`), driven from Rust.
+//!
+//! - [`Lab`] builds the topology by running `lab/lab.sh` (embedded, the one
+//!   description of it), performs handoffs with kernel-stamped
+//!   [`HandoffTiming`]s, and tears everything down when dropped, also while
+//!   a panic unwinds.
+//! - [`spawn_in_netns`] runs a future on its own thread inside a namespace,
+//!   so that the sockets it opens (a node in the phone, a server in the
+//!   cloud) live there.
+//! - [`DelayRelay`] adds a one-way delay to UDP or TCP traffic in userspace,
+//!   since the kernel has no `netem`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), tether_lab::LabError> {
+//! use tether_lab::{Lab, LabConfig, Uplink, spawn_in_netns};
+//!
+//! let mut lab = Lab::setup(LabConfig::unique()).await?;
+//! let cloud = lab.topology().cloud.clone();
+//! let server = spawn_in_netns(&cloud, || async {
+//!     // bind the signaling server here: it lives in the cloud namespace
+//! })?;
+//! let timing = lab.handoff(Uplink::Cell).await?;
+//! println!("no uplink for {:?}", timing.outage());
+//! drop(server);
+//! lab.teardown().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Tracing events: `lab.setup`, `lab.teardown` (info), `lab.teardown.failed`
+//! (error), `lab.handoff`, `lab.script`, `lab.relay.*` (debug).
+#![forbid(unsafe_code)]
+
+mod error;
+mod lab;
+mod netns;
+pub mod relay;
+mod script;
+mod topology;
+
+pub use error::LabError;
+pub use lab::{HandoffTiming, Lab, LabConfig, check_support, require_root, teardown};
+pub use netns::{NetnsTask, run_in_netns, spawn_in_netns};
+pub use relay::{DelayRelay, DelayRelayConfig, RelayProtocol, RelayStats};
+pub use script::LAB_SCRIPT;
+pub use topology::{Netns, Topology, Uplink, UplinkAddresses};

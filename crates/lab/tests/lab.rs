@@ -1,0 +1,234 @@
+//! The lab end to end: build the topology, reach the cloud from the phone
+//! over Wi-Fi, hand off to cellular, reach it again from the new address,
+//! tear down. Needs root and network namespaces; without them each test
+//! prints a loud SKIP and passes.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use tether_lab::{
+    DelayRelay, Lab, LabConfig, LabError, NetnsTask, Topology, Uplink, check_support,
+    spawn_in_netns,
+};
+use tether_pathmon::{Availability, PathMonitor, PathMonitorConfig, TransportSet};
+use tokio::net::UdpSocket;
+use tokio::time::timeout;
+
+const ECHO_PORT: u16 = 7000;
+const DEADLINE: Duration = Duration::from_secs(5);
+
+/// Written straight to stderr, past the test harness's capture, so that
+/// a skipped run is visible in a plain `cargo test`.
+fn skip(reason: &str) {
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n==================================================================\n\
+         SKIP: tether-lab namespace test did not run: {reason}\n      \
+         (needs root, `ip netns` and veth; nothing was tested here)\n\
+         =================================================================="
+    );
+}
+
+async fn supported() -> bool {
+    match check_support().await {
+        Ok(()) => true,
+        Err(reason) => {
+            skip(&reason.to_string());
+            false
+        }
+    }
+}
+
+fn namespaces_exist(topology: &Topology) -> [bool; 3] {
+    [&topology.phone, &topology.router, &topology.cloud].map(|ns| Path::new(&ns.path()).exists())
+}
+
+/// A UDP server in the cloud that answers every datagram with the address
+/// it came from.
+fn start_echo(topology: &Topology) -> NetnsTask<()> {
+    let bind = SocketAddr::new(topology.cloud_addr.into(), ECHO_PORT);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let task = spawn_in_netns(&topology.cloud, move || async move {
+        let socket = UdpSocket::bind(bind).await.expect("bind echo in the cloud");
+        let _ = ready_tx.send(());
+        let mut buf = [0u8; 1500];
+        while let Ok((_, from)) = socket.recv_from(&mut buf).await {
+            let _ = socket.send_to(from.to_string().as_bytes(), from).await;
+        }
+    })
+    .expect("spawn echo");
+    ready_rx.recv_timeout(DEADLINE).expect("echo server ready");
+    task
+}
+
+/// From inside the phone: the address the cloud sees us at.
+async fn seen_from_cloud(topology: &Topology) -> Result<String, LabError> {
+    let cloud = SocketAddr::new(topology.cloud_addr.into(), ECHO_PORT);
+    spawn_in_netns(&topology.phone, move || async move {
+        let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await.expect("bind in the phone");
+        let mut buf = [0u8; 64];
+        // A few tries: the router learns the phone's new MAC via ARP.
+        for _ in 0..5 {
+            socket.send_to(b"who am i", cloud).await.expect("send to cloud");
+            if let Ok(Ok(len)) = timeout(Duration::from_secs(1), socket.recv(&mut buf)).await {
+                return String::from_utf8_lossy(&buf[..len]).into_owned();
+            }
+        }
+        panic!("the cloud did not answer from the phone");
+    })?
+    .join()
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lab_smoke_wifi_then_cell_then_wifi() {
+    if !supported().await {
+        return;
+    }
+    let mut lab = Lab::setup(LabConfig::unique()).await.expect("lab builds");
+    let topology = lab.topology().clone();
+    assert_eq!(namespaces_exist(&topology), [true; 3]);
+    assert_eq!(lab.uplink(), Some(Uplink::Wifi));
+
+    // A path monitor inside the phone, on the phone's own thread (as the
+    // node will run), reporting snapshots back here.
+    let (snap_tx, mut snapshots) = tokio::sync::mpsc::unbounded_channel();
+    let monitor = spawn_in_netns(&topology.phone, move || async move {
+        let (_monitor, mut rx) =
+            PathMonitor::start(PathMonitorConfig::default()).await.expect("monitor");
+        while let Some(snapshot) = rx.recv().await {
+            if snap_tx.send((std::time::Instant::now(), snapshot)).is_err() {
+                break;
+            }
+        }
+    })
+    .expect("spawn monitor");
+    let (_, initial) =
+        timeout(DEADLINE, snapshots.recv()).await.expect("initial").expect("snapshot");
+    assert_eq!(initial.availability, Availability::Available);
+    assert_eq!(initial.transports, TransportSet::only(Uplink::Wifi.transport()));
+
+    let _echo = start_echo(&topology);
+    let seen = seen_from_cloud(&topology).await.expect("phone task");
+    assert!(seen.starts_with(&format!("{}:", topology.wifi.phone)), "the cloud saw {seen}");
+
+    let mut last_sequence = initial.sequence;
+    for to in [Uplink::Cell, Uplink::Wifi] {
+        let timing = lab.handoff(to).await.expect("handoff");
+        assert_eq!(lab.uplink(), Some(to));
+        let removed = timing.old_address_removed.expect("the old address went away");
+        assert!(timing.started <= removed && removed <= timing.new_route_installed);
+        assert!(timing.new_route_installed <= timing.finished + Duration::from_millis(50));
+
+        // The monitor in the phone says: Unavailable, then Available on the
+        // new transport, and the Available snapshot comes after the route.
+        let mut went_unavailable = false;
+        let available_at = loop {
+            let (at, s) = timeout(DEADLINE, snapshots.recv())
+                .await
+                .expect("snapshot in time")
+                .expect("monitor runs");
+            assert!(s.sequence > last_sequence, "sequence must increase");
+            last_sequence = s.sequence;
+            match s.availability {
+                Availability::Unavailable => went_unavailable = true,
+                Availability::Available if s.transports == TransportSet::only(to.transport()) => {
+                    break at;
+                }
+                _ => {}
+            }
+        };
+        assert!(went_unavailable, "break-before-make passes through Unavailable");
+        assert!(available_at >= timing.started);
+        // Two listeners read their own copies of the route notification, so
+        // the difference may be slightly negative.
+        let (sign, gap) = match available_at.checked_duration_since(timing.new_route_installed) {
+            Some(after) => ("+", after),
+            None => ("-", timing.new_route_installed - available_at),
+        };
+        eprintln!(
+            "handoff to {}: script {:?}, outage {:?}, route -> Available snapshot {sign}{gap:?}",
+            to.name(),
+            timing.finished - timing.started,
+            timing.outage().expect("outage"),
+        );
+
+        let seen = seen_from_cloud(&topology).await.expect("phone task");
+        let want = topology.uplink(to).phone.to_string();
+        assert!(seen.starts_with(&format!("{want}:")), "the cloud saw {seen}, expected {want}");
+    }
+    assert!(matches!(lab.handoff(Uplink::Wifi).await, Err(LabError::AlreadyOn(Uplink::Wifi))));
+
+    drop(monitor);
+    lab.teardown().await.expect("teardown");
+    assert_eq!(namespaces_exist(&topology), [false; 3], "teardown leaves nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lab_is_torn_down_when_a_test_panics() {
+    if !supported().await {
+        return;
+    }
+    let (topology_tx, topology_rx) = tokio::sync::oneshot::channel();
+    let outcome = tokio::spawn(async move {
+        let lab = Lab::setup(LabConfig::unique()).await.expect("lab builds");
+        let _ = topology_tx.send(lab.topology().clone());
+        eprintln!("(the panic below is deliberate: it checks that the lab guard cleans up)");
+        panic!("deliberate panic with the lab alive");
+    })
+    .await;
+    assert!(outcome.expect_err("the task panicked").is_panic());
+    let topology = topology_rx.await.expect("the lab was built");
+    assert_eq!(namespaces_exist(&topology), [false; 3], "the guard tore the lab down on panic");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_in_the_router_delays_phone_to_cloud_traffic() {
+    if !supported().await {
+        return;
+    }
+    let lab = Lab::setup(LabConfig::unique()).await.expect("lab builds");
+    let topology = lab.topology().clone();
+    let _echo = start_echo(&topology);
+    let one_way = Duration::from_millis(15);
+    let relay_addr = SocketAddr::new(topology.wifi.router.into(), 7100);
+    let upstream = SocketAddr::new(topology.cloud_addr.into(), ECHO_PORT);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let _relay = spawn_in_netns(&topology.router, move || async move {
+        let relay =
+            DelayRelay::udp(relay_addr, upstream, one_way).await.expect("relay in the router");
+        let _ = ready_tx.send(());
+        std::future::pending::<()>().await;
+        drop(relay);
+    })
+    .expect("spawn relay");
+    ready_rx.recv_timeout(DEADLINE).expect("relay ready");
+
+    let rtt = spawn_in_netns(&topology.phone, move || async move {
+        let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await.expect("bind in the phone");
+        let mut buf = [0u8; 64];
+        let mut rtts = Vec::new();
+        for _ in 0..10 {
+            let start = std::time::Instant::now();
+            socket.send_to(b"ping", relay_addr).await.expect("send");
+            timeout(DEADLINE, socket.recv(&mut buf)).await.expect("answer in time").expect("recv");
+            rtts.push(start.elapsed());
+        }
+        rtts.sort();
+        rtts[rtts.len() / 2]
+    })
+    .expect("spawn phone")
+    .join()
+    .await
+    .expect("phone task");
+    eprintln!("phone -> router relay (+{one_way:?} each way) -> cloud: RTT p50 {rtt:?}");
+    assert!(rtt >= one_way * 2, "RTT {rtt:?} below the added delay");
+    assert!(
+        rtt <= one_way * 2 + Duration::from_millis(20),
+        "RTT {rtt:?} far above the added delay"
+    );
+    lab.teardown().await.expect("teardown");
+}

@@ -1,0 +1,327 @@
+//! Token authentication: HMAC-SHA256-signed tokens with an expiry, and a
+//! static token file. The formats are documented in `docs/PROTOCOL.md`
+//! ("Tokens").
+//!
+//! A signed token is `v1.<claims>.<signature>` where `<claims>` is the
+//! unpadded base64url encoding of the JSON object `{"sub":PEER,"exp":UNIX}`
+//! and `<signature>` the unpadded base64url HMAC-SHA256, under the server's
+//! secret, of the ASCII text `v1.<claims>`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::error::SignalError;
+use crate::protocol::{MAX_TOKEN_BYTES, PeerId};
+
+/// The version prefix of signed tokens.
+pub const TOKEN_PREFIX: &str = "v1";
+
+/// The shortest secret accepted, in bytes.
+pub const MIN_SECRET_BYTES: usize = 16;
+
+/// The environment variable the CLI reads the secret from.
+pub const SECRET_ENV_VAR: &str = "TETHER_SECRET";
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The server's signing secret. Its `Debug` output never shows the bytes.
+#[derive(Clone)]
+pub struct HmacSecret(Vec<u8>);
+
+impl HmacSecret {
+    /// Wraps a secret of at least [`MIN_SECRET_BYTES`] bytes.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<HmacSecret, SignalError> {
+        let bytes = bytes.into();
+        if bytes.len() < MIN_SECRET_BYTES {
+            return Err(SignalError::InvalidConfig(format!(
+                "secret must be at least {MIN_SECRET_BYTES} bytes, got {}",
+                bytes.len()
+            )));
+        }
+        Ok(HmacSecret(bytes))
+    }
+
+    fn mac(&self) -> HmacSha256 {
+        // Invariant: HMAC accepts keys of any length, so `new_from_slice`
+        // cannot fail.
+        #[allow(clippy::expect_used)]
+        HmacSha256::new_from_slice(&self.0).expect("hmac accepts any key length")
+    }
+}
+
+impl fmt::Debug for HmacSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HmacSecret({} bytes)", self.0.len())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    exp: u64,
+}
+
+fn unix_seconds(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_secs()).unwrap_or(0)
+}
+
+/// Mints a token that lets `peer_id` register until `expires_at`.
+pub fn mint_token(secret: &HmacSecret, peer_id: &PeerId, expires_at: SystemTime) -> String {
+    let claims = Claims { sub: peer_id.as_str().to_owned(), exp: unix_seconds(expires_at) };
+    // Invariant: Claims is a string and an integer; serializing cannot fail.
+    #[allow(clippy::expect_used)]
+    let claims = serde_json::to_vec(&claims).expect("serializing claims cannot fail");
+    let signed = format!("{TOKEN_PREFIX}.{}", URL_SAFE_NO_PAD.encode(claims));
+    let mut mac = secret.mac();
+    mac.update(signed.as_bytes());
+    let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    format!("{signed}.{signature}")
+}
+
+/// Mints a token valid for `ttl` from now (reads the system clock).
+pub fn mint_token_for(secret: &HmacSecret, peer_id: &PeerId, ttl: Duration) -> String {
+    mint_token(secret, peer_id, SystemTime::now() + ttl)
+}
+
+/// Why a token was refused. The server sends [`AuthRejection::reason`] as
+/// the message of its `auth_failed` error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthRejection {
+    /// Not a `v1.<claims>.<signature>` token, or longer than allowed.
+    Malformed,
+    /// The signature does not match the secret.
+    BadSignature,
+    /// The token's `exp` has passed.
+    Expired,
+    /// The token was issued for another peer id.
+    WrongPeer,
+    /// Not in the static token list and not a signed token.
+    Unknown,
+}
+
+impl AuthRejection {
+    /// A lower-case explanation.
+    pub fn reason(self) -> &'static str {
+        match self {
+            AuthRejection::Malformed => "token malformed",
+            AuthRejection::BadSignature => "token signature invalid",
+            AuthRejection::Expired => "token expired",
+            AuthRejection::WrongPeer => "token issued for another peer id",
+            AuthRejection::Unknown => "token unknown",
+        }
+    }
+}
+
+/// Decides whether a token proves a peer id.
+///
+/// Accepts signed tokens when a secret is set, and tokens listed for the
+/// peer in the static table; at least one of the two must be configured.
+#[derive(Clone, Default)]
+pub struct Authenticator {
+    secret: Option<HmacSecret>,
+    static_tokens: HashMap<PeerId, Vec<String>>,
+}
+
+impl fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("secret", &self.secret)
+            .field("static_peers", &self.static_tokens.len())
+            .finish()
+    }
+}
+
+impl Authenticator {
+    /// Accepts tokens signed with `secret`.
+    pub fn with_secret(secret: HmacSecret) -> Authenticator {
+        Authenticator { secret: Some(secret), static_tokens: HashMap::new() }
+    }
+
+    /// Also accepts `token` for `peer_id` (a peer may have several tokens).
+    pub fn allow_static_token(
+        mut self,
+        peer_id: PeerId,
+        token: impl Into<String>,
+    ) -> Authenticator {
+        self.static_tokens.entry(peer_id).or_default().push(token.into());
+        self
+    }
+
+    /// Adds the tokens of a token file's text (format in `docs/PROTOCOL.md`:
+    /// one `PEER_ID TOKEN` pair per line, `#` starts a comment line).
+    pub fn add_token_file_text(
+        mut self,
+        origin: &str,
+        text: &str,
+    ) -> Result<Authenticator, SignalError> {
+        for (index, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let bad_line = |reason: String| SignalError::TokenFile {
+                path: origin.to_owned(),
+                reason: format!("line {}: {reason}", index + 1),
+            };
+            let mut words = line.split_whitespace();
+            let (Some(peer), Some(token), None) = (words.next(), words.next(), words.next()) else {
+                return Err(bad_line("expected `PEER_ID TOKEN`".to_owned()));
+            };
+            let peer = PeerId::new(peer).map_err(|error| bad_line(error.to_string()))?;
+            if token.len() > MAX_TOKEN_BYTES {
+                return Err(bad_line(format!("token longer than {MAX_TOKEN_BYTES} bytes")));
+            }
+            self = self.allow_static_token(peer, token);
+        }
+        Ok(self)
+    }
+
+    /// Adds the tokens of the file at `path`.
+    pub fn add_token_file(self, path: &Path) -> Result<Authenticator, SignalError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|error| SignalError::TokenFile {
+            path: origin.clone(),
+            reason: error.to_string(),
+        })?;
+        self.add_token_file_text(&origin, &text)
+    }
+
+    /// Whether any way of accepting a token is configured.
+    pub fn is_configured(&self) -> bool {
+        self.secret.is_some() || !self.static_tokens.is_empty()
+    }
+
+    /// Checks that `token` proves `peer_id` at time `now`.
+    pub fn verify(
+        &self,
+        peer_id: &PeerId,
+        token: &str,
+        now: SystemTime,
+    ) -> Result<(), AuthRejection> {
+        if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthRejection::Malformed);
+        }
+        if let Some(tokens) = self.static_tokens.get(peer_id) {
+            // Compare against every listed token so the time taken does not
+            // reveal which one matched.
+            let matched = tokens.iter().fold(subtle::Choice::from(0), |found, listed| {
+                found | listed.as_bytes().ct_eq(token.as_bytes())
+            });
+            if bool::from(matched) {
+                return Ok(());
+            }
+        }
+        match &self.secret {
+            Some(secret) => verify_signed(secret, peer_id, token, now),
+            None => Err(AuthRejection::Unknown),
+        }
+    }
+}
+
+fn verify_signed(
+    secret: &HmacSecret,
+    peer_id: &PeerId,
+    token: &str,
+    now: SystemTime,
+) -> Result<(), AuthRejection> {
+    let mut parts = token.split('.');
+    let (Some(prefix), Some(claims), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(AuthRejection::Malformed);
+    };
+    if prefix != TOKEN_PREFIX {
+        return Err(AuthRejection::Malformed);
+    }
+    let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| AuthRejection::Malformed)?;
+    let mut mac = secret.mac();
+    mac.update(prefix.as_bytes());
+    mac.update(b".");
+    mac.update(claims.as_bytes());
+    mac.verify_slice(&signature).map_err(|_| AuthRejection::BadSignature)?;
+    let claims = URL_SAFE_NO_PAD.decode(claims).map_err(|_| AuthRejection::Malformed)?;
+    let claims: Claims = serde_json::from_slice(&claims).map_err(|_| AuthRejection::Malformed)?;
+    if claims.sub != peer_id.as_str() {
+        return Err(AuthRejection::WrongPeer);
+    }
+    if claims.exp <= unix_seconds(now) {
+        return Err(AuthRejection::Expired);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn secret() -> HmacSecret {
+        HmacSecret::new(b"0123456789abcdef0123456789abcdef".to_vec()).unwrap()
+    }
+
+    fn peer(name: &str) -> PeerId {
+        PeerId::new(name).unwrap()
+    }
+
+    #[test]
+    fn minted_tokens_verify_until_they_expire() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let token = mint_token(&secret(), &peer("alice"), now + Duration::from_secs(60));
+        let auth = Authenticator::with_secret(secret());
+        assert_eq!(auth.verify(&peer("alice"), &token, now), Ok(()));
+        assert_eq!(
+            auth.verify(&peer("alice"), &token, now + Duration::from_secs(60)),
+            Err(AuthRejection::Expired)
+        );
+        assert_eq!(auth.verify(&peer("bob"), &token, now), Err(AuthRejection::WrongPeer));
+    }
+
+    #[test]
+    fn tampered_or_foreign_tokens_are_refused() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let token = mint_token(&secret(), &peer("alice"), now + Duration::from_secs(60));
+        let other = HmacSecret::new(b"another secret of enough length".to_vec()).unwrap();
+        let auth = Authenticator::with_secret(other);
+        assert_eq!(auth.verify(&peer("alice"), &token, now), Err(AuthRejection::BadSignature));
+
+        let auth = Authenticator::with_secret(secret());
+        let forged = mint_token(&secret(), &peer("bob"), now + Duration::from_secs(60));
+        let (_, bob_claims) = forged.split_once('.').unwrap();
+        let bob_claims = bob_claims.split('.').next().unwrap();
+        let signature = token.rsplit('.').next().unwrap();
+        let spliced = format!("v1.{bob_claims}.{signature}");
+        assert_eq!(auth.verify(&peer("bob"), &spliced, now), Err(AuthRejection::BadSignature));
+        for garbage in ["", "v1", "v1.a", "v2.a.b", "v1.a.b.c", "v1.!!.??"] {
+            assert!(auth.verify(&peer("alice"), garbage, now).is_err(), "{garbage}");
+        }
+    }
+
+    #[test]
+    fn static_token_file_is_parsed_and_checked() {
+        let text = "# peers\nalice  s3cret-a\n\nbob s3cret-b\nalice second\n";
+        let auth = Authenticator::default().add_token_file_text("tokens", text).unwrap();
+        let now = SystemTime::now();
+        assert_eq!(auth.verify(&peer("alice"), "s3cret-a", now), Ok(()));
+        assert_eq!(auth.verify(&peer("alice"), "second", now), Ok(()));
+        assert_eq!(auth.verify(&peer("alice"), "s3cret-b", now), Err(AuthRejection::Unknown));
+        assert_eq!(auth.verify(&peer("carol"), "s3cret-a", now), Err(AuthRejection::Unknown));
+        let error = Authenticator::default().add_token_file_text("tokens", "alice\n").unwrap_err();
+        assert!(error.to_string().contains("line 1"), "{error}");
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        assert!(HmacSecret::new(b"short".to_vec()).is_err());
+        assert!(!format!("{:?}", secret()).contains("0123"));
+    }
+}

@@ -1,0 +1,235 @@
+//! The crate's error type and its classification for the recovery layer.
+
+use std::time::Duration;
+
+use crate::protocol::ErrorCode;
+
+/// Every failure tether-signal reports.
+///
+/// The node layer does not match on variants: it calls [`SignalError::kind`]
+/// and maps the [`SignalErrorKind`] onto the Supervisor's error kinds.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignalError {
+    /// The signaling URL cannot be used.
+    #[error("invalid signaling url {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A peer id or room name breaks the protocol's naming rules.
+    #[error("invalid {what} {value:?}: {reason}")]
+    InvalidName {
+        /// `peer id` or `room`.
+        what: &'static str,
+        /// The value as given.
+        value: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A configuration value is unusable (e.g. a secret that is too short).
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// A token could not be minted or the token file could not be read.
+    #[error("token file {path:?}: {reason}")]
+    TokenFile {
+        /// The file's path.
+        path: String,
+        /// What went wrong, with the line number when there is one.
+        reason: String,
+    },
+    /// The server could not listen on the requested address.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The requested address.
+        addr: std::net::SocketAddr,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TCP connection to the signaling server could not be opened.
+    #[error("signaling server {addr} unreachable")]
+    Unreachable {
+        /// `host:port` that was dialled.
+        addr: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server answered the WebSocket upgrade with a non-101 HTTP status.
+    #[error("websocket upgrade refused with http status {status}")]
+    UpgradeRefused {
+        /// The HTTP status code.
+        status: u16,
+    },
+    /// The WebSocket layer failed (handshake or framing).
+    #[error("websocket failure")]
+    WebSocket(#[source] Box<tokio_tungstenite::tungstenite::Error>),
+    /// A bounded operation ran out of time.
+    #[error("{what} timed out after {after:?}")]
+    Timeout {
+        /// What was being waited for (`connect`, `probe`, `close`, ...).
+        what: &'static str,
+        /// The bound that was exceeded.
+        after: Duration,
+    },
+    /// The server refused the token.
+    #[error("server rejected credentials: {message}")]
+    AuthRejected {
+        /// The server's explanation.
+        message: String,
+    },
+    /// The server speaks a protocol version this client does not.
+    #[error("server does not support protocol version {client}: {message}")]
+    VersionUnsupported {
+        /// The version this client sent.
+        client: u32,
+        /// The server's explanation.
+        message: String,
+    },
+    /// The server refused a request with an error frame.
+    #[error("server error {code}: {message}")]
+    Server {
+        /// The error frame's code.
+        code: ErrorCode,
+        /// The error frame's message.
+        message: String,
+    },
+    /// The peer broke the protocol (unexpected or undecodable frame).
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// The server closed the connection.
+    #[error("connection closed by server (code {code}: {reason})")]
+    ClosedByServer {
+        /// The WebSocket close code (1006 when the socket ended without one).
+        code: u16,
+        /// The close reason text.
+        reason: String,
+    },
+    /// There is no live signaling connection.
+    #[error("signaling is not connected")]
+    NotConnected,
+    /// This connection attempt was overtaken by a newer one or by
+    /// `disconnect()`, and was fenced off.
+    #[error("connection attempt of generation {generation} was superseded")]
+    Superseded {
+        /// The fenced attempt's generation.
+        generation: u64,
+    },
+    /// The outbound queue is full; the message was not sent.
+    #[error("outbound queue full ({capacity} messages)")]
+    QueueFull {
+        /// The queue's capacity.
+        capacity: usize,
+    },
+    /// A message is larger than the server's advertised frame limit.
+    #[error("message of {size} bytes exceeds the server's limit of {max} bytes")]
+    MessageTooLarge {
+        /// The encoded message's size.
+        size: usize,
+        /// The server's `max_frame_bytes`.
+        max: usize,
+    },
+    /// A local I/O failure (e.g. reading a file, accepting a socket).
+    #[error("i/o failure: {what}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A coarse classification of [`SignalError`], stable across versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SignalErrorKind {
+    /// A bounded wait expired (connect, probe, close).
+    Timeout,
+    /// The server could not be reached or the link failed underneath.
+    Unreachable,
+    /// The credentials were refused; retrying with the same ones is useless.
+    AuthRejected,
+    /// The configuration is unusable (URL, names, protocol version).
+    ConfigRejected,
+    /// The other side broke the protocol.
+    Protocol,
+    /// The connection is closed or was never opened.
+    Closed,
+    /// The attempt was fenced by a newer attempt or a disconnect.
+    Cancelled,
+    /// Local back-pressure: a bounded queue was full.
+    Overloaded,
+}
+
+impl SignalErrorKind {
+    /// The lower-case name used in logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            SignalErrorKind::Timeout => "timeout",
+            SignalErrorKind::Unreachable => "unreachable",
+            SignalErrorKind::AuthRejected => "auth_rejected",
+            SignalErrorKind::ConfigRejected => "config_rejected",
+            SignalErrorKind::Protocol => "protocol",
+            SignalErrorKind::Closed => "closed",
+            SignalErrorKind::Cancelled => "cancelled",
+            SignalErrorKind::Overloaded => "overloaded",
+        }
+    }
+}
+
+impl SignalError {
+    /// Classifies the error for the recovery layer.
+    pub fn kind(&self) -> SignalErrorKind {
+        use tokio_tungstenite::tungstenite::Error as WsError;
+        match self {
+            SignalError::InvalidUrl { .. }
+            | SignalError::InvalidName { .. }
+            | SignalError::InvalidConfig(_)
+            | SignalError::TokenFile { .. }
+            | SignalError::Bind { .. }
+            | SignalError::VersionUnsupported { .. } => SignalErrorKind::ConfigRejected,
+            SignalError::Unreachable { .. } | SignalError::Io { .. } => {
+                SignalErrorKind::Unreachable
+            }
+            SignalError::UpgradeRefused { status } => match status {
+                401 | 403 => SignalErrorKind::AuthRejected,
+                400 | 404 | 405 | 426 => SignalErrorKind::ConfigRejected,
+                _ => SignalErrorKind::Unreachable,
+            },
+            SignalError::WebSocket(error) => match error.as_ref() {
+                WsError::Io(_) | WsError::Tls(_) => SignalErrorKind::Unreachable,
+                WsError::ConnectionClosed | WsError::AlreadyClosed => SignalErrorKind::Closed,
+                WsError::Url(_) => SignalErrorKind::ConfigRejected,
+                WsError::Http(response) => {
+                    SignalError::UpgradeRefused { status: response.status().as_u16() }.kind()
+                }
+                _ => SignalErrorKind::Protocol,
+            },
+            SignalError::Timeout { .. } => SignalErrorKind::Timeout,
+            SignalError::AuthRejected { .. } => SignalErrorKind::AuthRejected,
+            SignalError::Server { code, .. } => code.kind(),
+            SignalError::Protocol(_) | SignalError::MessageTooLarge { .. } => {
+                SignalErrorKind::Protocol
+            }
+            SignalError::ClosedByServer { .. } | SignalError::NotConnected => {
+                SignalErrorKind::Closed
+            }
+            SignalError::Superseded { .. } => SignalErrorKind::Cancelled,
+            SignalError::QueueFull { .. } => SignalErrorKind::Overloaded,
+        }
+    }
+
+    pub(crate) fn websocket(error: tokio_tungstenite::tungstenite::Error) -> SignalError {
+        use tokio_tungstenite::tungstenite::Error as WsError;
+        match error {
+            WsError::Http(response) => {
+                SignalError::UpgradeRefused { status: response.status().as_u16() }
+            }
+            other => SignalError::WebSocket(Box::new(other)),
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! The signaling load test behind `tether bench signal`: an embedded server,
+//! N real clients on loopback, relays between random pairs at a fixed total
+//! rate, and the relay latency distribution (client `send` to the
+//! receiver's event stream).
+//!
+//! Needs about two file descriptors per client (both ends live in this
+//! process); the caller raises `RLIMIT_NOFILE` first.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::auth::{Authenticator, HmacSecret, mint_token_for};
+use crate::client::{ClientConfig, SignalClient, SignalEvent, SignalEvents};
+use crate::error::SignalError;
+use crate::protocol::{IceCandidate, PeerId, RelayPayload};
+use crate::server::{ServerConfig, SignalServer};
+
+/// What to run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct LoadConfig {
+    /// Concurrent clients (at least 2).
+    pub clients: usize,
+    /// Total relayed messages per second, across all clients.
+    pub rate: u32,
+    /// How long to send, in seconds.
+    pub seconds: f64,
+    /// Connection attempts in flight at once during setup.
+    pub connect_concurrency: usize,
+    /// Seed for the choice of sender/receiver pairs.
+    pub seed: u64,
+}
+
+impl LoadConfig {
+    /// `clients` clients at 5 000 messages/s for 10 s.
+    pub fn new(clients: usize) -> LoadConfig {
+        LoadConfig { clients, rate: 5_000, seconds: 10.0, connect_concurrency: 64, seed: 1 }
+    }
+}
+
+/// What was measured. The first four fields are the CLI's `--json` contract.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[non_exhaustive]
+pub struct LoadReport {
+    /// Clients connected.
+    pub clients: usize,
+    /// Median relay latency, microseconds.
+    pub relay_p50_us: f64,
+    /// 99th percentile relay latency, microseconds.
+    pub relay_p99_us: f64,
+    /// Failed connects + failed sends + server errors and lost links seen by
+    /// clients + messages unaccounted for at the end of the drain.
+    pub errors: u64,
+    /// 99.9th percentile relay latency, microseconds.
+    pub relay_p999_us: f64,
+    /// Largest relay latency, microseconds.
+    pub relay_max_us: f64,
+    /// Messages sent.
+    pub sent: u64,
+    /// Messages received.
+    pub received: u64,
+    /// Achieved send rate, messages per second.
+    pub achieved_rate: f64,
+    /// Time to connect every client, seconds.
+    pub connect_seconds: f64,
+}
+
+/// A latency histogram with 1 µs buckets up to 100 ms (larger values land
+/// in the last bucket), updated lock-free.
+struct Histogram {
+    buckets: Vec<AtomicU64>,
+    max_us: AtomicU64,
+}
+
+impl Histogram {
+    const BUCKETS: usize = 100_001;
+
+    fn new() -> Histogram {
+        Histogram {
+            buckets: (0..Histogram::BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            max_us: AtomicU64::new(0),
+        }
+    }
+
+    fn record(&self, micros: u64) {
+        let index = (micros as usize).min(Histogram::BUCKETS - 1);
+        self.buckets[index].fetch_add(1, Ordering::Relaxed);
+        self.max_us.fetch_max(micros, Ordering::Relaxed);
+    }
+
+    fn quantile(&self, quantile: f64) -> f64 {
+        let counts: Vec<u64> =
+            self.buckets.iter().map(|bucket| bucket.load(Ordering::Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return 0.0;
+        }
+        let rank = ((quantile * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (micros, count) in counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return micros as f64;
+            }
+        }
+        (Histogram::BUCKETS - 1) as f64
+    }
+}
+
+/// splitmix64: a tiny seeded generator for picking pairs.
+struct PairPicker(u64);
+
+impl PairPicker {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Two distinct indices below `count` (count >= 2).
+    fn pair(&mut self, count: usize) -> (usize, usize) {
+        let from = (self.next() % count as u64) as usize;
+        let offset = 1 + (self.next() % (count as u64 - 1)) as usize;
+        (from, (from + offset) % count)
+    }
+}
+
+struct Counters {
+    received: AtomicU64,
+    errors: AtomicU64,
+    latencies: Histogram,
+}
+
+/// The payload marker: `bench:<micros since start>`.
+const MARKER: &str = "bench:";
+
+async fn drain(mut events: SignalEvents, start: Instant, counters: Arc<Counters>) {
+    while let Some(event) = events.recv().await {
+        match event {
+            SignalEvent::Relay { payload: RelayPayload::Candidate(candidate), .. } => {
+                let sent = candidate
+                    .candidate
+                    .strip_prefix(MARKER)
+                    .and_then(|micros| micros.parse::<u64>().ok());
+                match sent {
+                    Some(sent) => {
+                        let now = start.elapsed().as_micros() as u64;
+                        counters.latencies.record(now.saturating_sub(sent));
+                        counters.received.fetch_add(1, Ordering::Relaxed);
+                    }
+                    None => {
+                        counters.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            SignalEvent::Lost { .. } | SignalEvent::ServerError { .. } => {
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Runs the load test to completion (setup, `seconds` of sending, up to 5 s
+/// of draining, teardown).
+///
+/// # Cancel safety
+///
+/// Dropping the future stops the test; the embedded server and clients are
+/// shut down as they are dropped.
+pub async fn run(config: LoadConfig) -> Result<LoadReport, SignalError> {
+    if config.clients < 2 || config.rate == 0 || config.seconds.is_nan() || config.seconds <= 0.0 {
+        return Err(SignalError::InvalidConfig(
+            "need clients >= 2, rate > 0 and seconds > 0".into(),
+        ));
+    }
+    let secret = HmacSecret::new(format!("loadtest-secret-{}", config.seed).into_bytes())?;
+    let mut server_config = ServerConfig::new(Authenticator::with_secret(secret.clone()));
+    server_config.limits.max_connections = config.clients as u64 * 2 + 64;
+    server_config.limits.outbound_queue = 1024;
+    let server = SignalServer::bind(server_config).await?.spawn();
+    let url = server.websocket_url();
+
+    let connect_started = Instant::now();
+    let connected: Vec<Result<(SignalClient, SignalEvents), SignalError>> =
+        futures_util::stream::iter(0..config.clients)
+            .map(|index| {
+                let url = url.clone();
+                let secret = secret.clone();
+                async move {
+                    let peer = PeerId::new(format!("load-{index}"))?;
+                    let token = mint_token_for(&secret, &peer, Duration::from_secs(3600));
+                    let mut client_config = ClientConfig::new(url, peer, token);
+                    client_config.connect_timeout = Duration::from_secs(30);
+                    let (client, events) = SignalClient::new(client_config)?;
+                    client.connect_once().await?;
+                    Ok((client, events))
+                }
+            })
+            .buffer_unordered(config.connect_concurrency.max(1))
+            .collect()
+            .await;
+    let connect_seconds = connect_started.elapsed().as_secs_f64();
+
+    let counters = Arc::new(Counters {
+        received: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        latencies: Histogram::new(),
+    });
+    let start = Instant::now();
+    let mut clients = Vec::with_capacity(config.clients);
+    for result in connected {
+        match result {
+            Ok((client, events)) => {
+                tokio::spawn(drain(events, start, Arc::clone(&counters)));
+                clients.push(client);
+            }
+            Err(error) => tracing::warn!(name: "signal.loadtest.connect_failed", %error),
+        }
+    }
+    if clients.len() < 2 {
+        return Err(SignalError::InvalidConfig(format!(
+            "only {} of {} clients connected",
+            clients.len(),
+            config.clients
+        )));
+    }
+    let peers: Vec<PeerId> = clients.iter().map(|client| client.peer_id().clone()).collect();
+
+    let connect_failures = (config.clients - clients.len()) as u64;
+    let mut picker = PairPicker(config.seed);
+    let mut sent: u64 = 0;
+    let mut send_failures: u64 = 0;
+    let send_for = Duration::from_secs_f64(config.seconds);
+    let sending_started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        let elapsed = sending_started.elapsed().min(send_for);
+        let due = (elapsed.as_secs_f64() * f64::from(config.rate)) as u64;
+        while sent < due {
+            let (from, to) = picker.pair(clients.len());
+            let stamp = start.elapsed().as_micros();
+            let payload = RelayPayload::Candidate(IceCandidate {
+                candidate: format!("{MARKER}{stamp}"),
+                sdp_mid: None,
+                sdp_mline_index: None,
+            });
+            if clients[from].send(&peers[to], payload).is_err() {
+                send_failures += 1;
+            }
+            sent += 1;
+        }
+        if elapsed >= send_for {
+            break;
+        }
+    }
+    let sending_seconds = sending_started.elapsed().as_secs_f64();
+
+    let drain_deadline = Instant::now() + Duration::from_secs(5);
+    let mut poll = tokio::time::interval(Duration::from_millis(10));
+    let accounted = || {
+        counters.received.load(Ordering::Relaxed)
+            + counters.errors.load(Ordering::Relaxed)
+            + send_failures
+    };
+    while accounted() < sent && Instant::now() < drain_deadline {
+        poll.tick().await;
+    }
+    let received = counters.received.load(Ordering::Relaxed);
+    let missing = sent.saturating_sub(accounted());
+    let errors =
+        connect_failures + send_failures + counters.errors.load(Ordering::Relaxed) + missing;
+
+    let report = LoadReport {
+        clients: clients.len(),
+        relay_p50_us: counters.latencies.quantile(0.50),
+        relay_p99_us: counters.latencies.quantile(0.99),
+        errors,
+        relay_p999_us: counters.latencies.quantile(0.999),
+        relay_max_us: counters.latencies.max_us.load(Ordering::Relaxed) as f64,
+        sent,
+        received,
+        achieved_rate: sent as f64 / sending_seconds.max(f64::EPSILON),
+        connect_seconds,
+    };
+    for client in &clients {
+        client.disconnect().await;
+    }
+    server.shutdown().await;
+    Ok(report)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_come_from_the_recorded_values() {
+        let histogram = Histogram::new();
+        for micros in 1..=100 {
+            histogram.record(micros);
+        }
+        assert_eq!(histogram.quantile(0.5), 50.0);
+        assert_eq!(histogram.quantile(0.99), 99.0);
+        assert_eq!(histogram.quantile(1.0), 100.0);
+        histogram.record(10_000_000);
+        assert_eq!(histogram.max_us.load(Ordering::Relaxed), 10_000_000);
+    }
+
+    #[test]
+    fn pairs_are_distinct_and_in_range() {
+        let mut picker = PairPicker(7);
+        for _ in 0..10_000 {
+            let (from, to) = picker.pair(3);
+            assert!(from < 3 && to < 3 && from != to);
+        }
+    }
+}

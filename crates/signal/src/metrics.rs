@@ -1,0 +1,280 @@
+//! Server counters and their Prometheus text rendering (`GET /metrics`).
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::protocol::ErrorCode;
+
+/// Why a server-side WebSocket session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SessionEnd {
+    /// The client closed the socket or the stream ended.
+    Closed,
+    /// A newer registration of the same peer id took over.
+    Replaced,
+    /// Its outbound queue overflowed.
+    SlowConsumer,
+    /// Nothing arrived within the idle timeout.
+    IdleTimeout,
+    /// No valid `register` in time.
+    RegisterTimeout,
+    /// The `register` was refused (auth, version, names, stale generation).
+    RegisterRefused,
+    /// Too many bad frames, or a frame over the hard size cap.
+    Abuse,
+    /// The server shut down.
+    Shutdown,
+    /// A transport error.
+    Error,
+}
+
+impl SessionEnd {
+    const ALL: [SessionEnd; 9] = [
+        SessionEnd::Closed,
+        SessionEnd::Replaced,
+        SessionEnd::SlowConsumer,
+        SessionEnd::IdleTimeout,
+        SessionEnd::RegisterTimeout,
+        SessionEnd::RegisterRefused,
+        SessionEnd::Abuse,
+        SessionEnd::Shutdown,
+        SessionEnd::Error,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            SessionEnd::Closed => "closed",
+            SessionEnd::Replaced => "replaced",
+            SessionEnd::SlowConsumer => "slow_consumer",
+            SessionEnd::IdleTimeout => "idle_timeout",
+            SessionEnd::RegisterTimeout => "register_timeout",
+            SessionEnd::RegisterRefused => "register_refused",
+            SessionEnd::Abuse => "abuse",
+            SessionEnd::Shutdown => "shutdown",
+            SessionEnd::Error => "error",
+        }
+    }
+
+    fn index(self) -> usize {
+        SessionEnd::ALL.iter().position(|end| *end == self).unwrap_or(0)
+    }
+}
+
+/// The relayed message types, in metric label order.
+const RELAY_TYPES: [&str; 5] = ["offer", "answer", "candidate", "ice_restart", "bye"];
+
+fn relay_index(type_name: &str) -> usize {
+    RELAY_TYPES.iter().position(|name| *name == type_name).unwrap_or(0)
+}
+
+fn code_index(code: ErrorCode) -> Option<usize> {
+    ErrorCode::ALL.iter().position(|known| *known == code)
+}
+
+/// Lock-free counters shared by every session of one server.
+#[derive(Debug, Default)]
+pub(crate) struct ServerMetrics {
+    connections_open: AtomicU64,
+    connections_total: AtomicU64,
+    peers_registered: AtomicU64,
+    registrations_total: AtomicU64,
+    relayed: [AtomicU64; RELAY_TYPES.len()],
+    rejections: [AtomicU64; ErrorCode::ALL.len()],
+    session_ends: [AtomicU64; SessionEnd::ALL.len()],
+}
+
+impl ServerMetrics {
+    pub(crate) fn session_opened(&self) {
+        self.connections_open.fetch_add(1, Ordering::Relaxed);
+        self.connections_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn session_ended(&self, end: SessionEnd) {
+        self.connections_open.fetch_sub(1, Ordering::Relaxed);
+        self.session_ends[end.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn connections_open(&self) -> u64 {
+        self.connections_open.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_peers_registered(&self, count: usize) {
+        self.peers_registered.store(count as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn registered(&self) {
+        self.registrations_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn relayed(&self, type_name: &str) {
+        self.relayed[relay_index(type_name)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn rejected(&self, code: ErrorCode) {
+        if let Some(index) = code_index(code) {
+            self.rejections[index].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A consistent-enough copy of every counter (each read is atomic; the
+    /// set is not a snapshot of one instant).
+    pub(crate) fn snapshot(&self) -> MetricsSnapshot {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        MetricsSnapshot {
+            connections_open: load(&self.connections_open),
+            connections_total: load(&self.connections_total),
+            peers_registered: load(&self.peers_registered),
+            registrations_total: load(&self.registrations_total),
+            relayed_total: self.relayed.iter().map(load).sum(),
+            relayed_by_type: RELAY_TYPES
+                .iter()
+                .zip(&self.relayed)
+                .map(|(name, counter)| (*name, load(counter)))
+                .collect(),
+            rejections: ErrorCode::ALL
+                .iter()
+                .zip(&self.rejections)
+                .map(|(code, counter)| (*code, load(counter)))
+                .collect(),
+            session_ends: SessionEnd::ALL
+                .iter()
+                .zip(&self.session_ends)
+                .map(|(end, counter)| (end.name(), load(counter)))
+                .collect(),
+        }
+    }
+}
+
+/// A copy of the server's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MetricsSnapshot {
+    /// WebSocket sessions currently open.
+    pub connections_open: u64,
+    /// WebSocket sessions opened since start.
+    pub connections_total: u64,
+    /// Peer ids currently registered.
+    pub peers_registered: u64,
+    /// Successful `register`s since start.
+    pub registrations_total: u64,
+    /// Relayed messages since start, all types.
+    pub relayed_total: u64,
+    /// Relayed messages by `type`.
+    pub relayed_by_type: Vec<(&'static str, u64)>,
+    /// Error frames sent, by code.
+    pub rejections: Vec<(ErrorCode, u64)>,
+    /// Ended sessions by reason (`closed`, `replaced`, `slow_consumer`, ...).
+    pub session_ends: Vec<(&'static str, u64)>,
+}
+
+impl MetricsSnapshot {
+    /// The number of error frames sent with `code`.
+    pub fn rejections_for(&self, code: ErrorCode) -> u64 {
+        self.rejections.iter().find(|(known, _)| *known == code).map_or(0, |(_, count)| *count)
+    }
+
+    /// The number of sessions that ended for `reason` (a label value).
+    pub fn session_ends_for(&self, reason: &str) -> u64 {
+        self.session_ends.iter().find(|(name, _)| *name == reason).map_or(0, |(_, count)| *count)
+    }
+
+    /// Renders the Prometheus text exposition format (version 0.0.4).
+    pub fn render_prometheus(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        let plain = |value: u64| vec![(String::new(), value)];
+        metric(
+            "tether_signal_connections_open",
+            "gauge",
+            "WebSocket sessions currently open.",
+            &plain(self.connections_open),
+        );
+        metric(
+            "tether_signal_connections_total",
+            "counter",
+            "WebSocket sessions opened since start.",
+            &plain(self.connections_total),
+        );
+        metric(
+            "tether_signal_peers_registered",
+            "gauge",
+            "Peer ids currently registered.",
+            &plain(self.peers_registered),
+        );
+        metric(
+            "tether_signal_registrations_total",
+            "counter",
+            "Successful registrations since start.",
+            &plain(self.registrations_total),
+        );
+        let relayed: Vec<_> = self
+            .relayed_by_type
+            .iter()
+            .map(|(name, value)| (format!("{{type=\"{name}\"}}"), *value))
+            .collect();
+        metric(
+            "tether_signal_relayed_messages_total",
+            "counter",
+            "Messages relayed between peers, by type.",
+            &relayed,
+        );
+        let rejections: Vec<_> = self
+            .rejections
+            .iter()
+            .map(|(code, value)| (format!("{{reason=\"{code}\"}}"), *value))
+            .collect();
+        metric(
+            "tether_signal_rejections_total",
+            "counter",
+            "Error frames sent to clients, by error code.",
+            &rejections,
+        );
+        let ends: Vec<_> = self
+            .session_ends
+            .iter()
+            .map(|(name, value)| (format!("{{reason=\"{name}\"}}"), *value))
+            .collect();
+        metric(
+            "tether_signal_sessions_ended_total",
+            "counter",
+            "WebSocket sessions ended, by reason.",
+            &ends,
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_render_as_prometheus_text() {
+        let metrics = ServerMetrics::default();
+        metrics.session_opened();
+        metrics.relayed("candidate");
+        metrics.relayed("candidate");
+        metrics.rejected(ErrorCode::PeerUnknown);
+        let text = metrics.snapshot().render_prometheus();
+        assert!(text.contains("tether_signal_connections_open 1\n"), "{text}");
+        assert!(
+            text.contains("tether_signal_relayed_messages_total{type=\"candidate\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tether_signal_rejections_total{reason=\"peer_unknown\"} 1\n"),
+            "{text}"
+        );
+        metrics.session_ended(SessionEnd::SlowConsumer);
+        let snapshot = metrics.snapshot();
+        assert_eq!(snapshot.connections_open, 0);
+        assert_eq!(snapshot.session_ends_for("slow_consumer"), 1);
+    }
+}

@@ -1,0 +1,360 @@
+//! The relay server: HTTP listener, WebSocket sessions, peer registry.
+//!
+//! Embed it with [`SignalServer::bind`] then [`SignalServer::spawn`] (tests,
+//! `tether demo`) or [`SignalServer::serve`] with a shutdown future
+//! (`tether serve`).
+//!
+//! Architecture invariant: a session only ever speaks as the peer id its
+//! token proved; `from` is stamped by the server, never copied from input.
+
+mod registry;
+mod routes;
+mod session;
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::auth::Authenticator;
+use crate::error::SignalError;
+use crate::metrics::{MetricsSnapshot, ServerMetrics};
+use crate::protocol::{DEFAULT_MAX_FRAME_BYTES, WEBSOCKET_PATH};
+
+use self::registry::Registry;
+
+/// Bounds that protect the server from slow, silent or abusive clients.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerLimits {
+    /// Largest TEXT frame accepted; a larger one gets `frame_too_large` and
+    /// counts as a bad frame. Advertised in `registered`.
+    pub max_frame_bytes: usize,
+    /// Frames above this are refused by the WebSocket layer itself: the
+    /// connection is closed with 1009 (the stream cannot be resynchronised).
+    pub hard_frame_bytes: usize,
+    /// Frames queued for one connection. A relay that finds the receiver's
+    /// queue full drops the receiver as a slow consumer (close 4004).
+    pub outbound_queue: usize,
+    /// A write to a client that does not complete within this time drops
+    /// the client as a slow consumer (close 4004).
+    pub write_timeout: Duration,
+    /// Bad frames (protocol violations) tolerated before closing with 4003.
+    pub max_bad_frames: u32,
+    /// Time a new connection has to send a valid `register`.
+    pub register_timeout: Duration,
+    /// A connection that sends nothing (pongs included) this long is closed.
+    pub idle_timeout: Duration,
+    /// Interval of the server's own WebSocket pings (browsers answer them).
+    pub ping_interval: Duration,
+    /// Open connections (HTTP plus WebSocket sessions) accepted at once;
+    /// more are closed right after accept.
+    pub max_connections: u64,
+    /// Time to flush queued frames and the close frame when closing a session.
+    pub close_timeout: Duration,
+    /// Time graceful shutdown waits for sessions to close.
+    pub shutdown_grace: Duration,
+    /// Time a client has to send its HTTP request head.
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> ServerLimits {
+        ServerLimits {
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            hard_frame_bytes: 1024 * 1024,
+            outbound_queue: 256,
+            write_timeout: Duration::from_secs(10),
+            max_bad_frames: 10,
+            register_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            ping_interval: Duration::from_secs(10),
+            max_connections: 50_000,
+            close_timeout: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(3),
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The handler type behind [`ExtraRoutes`].
+type RouteFn = dyn Fn(&http::request::Parts) -> Option<http::Response<Bytes>> + Send + Sync;
+
+/// An embedder's hook for extra HTTP routes (e.g. a web page served next to
+/// the WebSocket endpoint). Consulted after `/ws`, `/healthz` and `/metrics`
+/// and before `static_dir`; returning `None` passes the request on.
+#[derive(Clone)]
+pub struct ExtraRoutes(Arc<RouteFn>);
+
+impl ExtraRoutes {
+    /// Wraps a route handler.
+    pub fn new(
+        handler: impl Fn(&http::request::Parts) -> Option<http::Response<Bytes>> + Send + Sync + 'static,
+    ) -> ExtraRoutes {
+        ExtraRoutes(Arc::new(handler))
+    }
+
+    fn handle(&self, parts: &http::request::Parts) -> Option<http::Response<Bytes>> {
+        (self.0)(parts)
+    }
+}
+
+impl fmt::Debug for ExtraRoutes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ExtraRoutes(..)")
+    }
+}
+
+/// Everything the server needs to start.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Address to listen on (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Token checking; must accept at least one kind of token.
+    pub auth: Authenticator,
+    /// Protective bounds.
+    pub limits: ServerLimits,
+    /// Serve files from this directory for GET requests no other route took
+    /// (`/` serves `index.html`).
+    pub static_dir: Option<PathBuf>,
+    /// Extra routes supplied by the embedder.
+    pub extra_routes: Option<ExtraRoutes>,
+}
+
+impl ServerConfig {
+    /// A configuration listening on `127.0.0.1:0` with default limits.
+    pub fn new(auth: Authenticator) -> ServerConfig {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            auth,
+            limits: ServerLimits::default(),
+            static_dir: None,
+            extra_routes: None,
+        }
+    }
+}
+
+/// State shared by the accept loop, HTTP handlers and sessions.
+struct ServerState {
+    auth: Authenticator,
+    limits: ServerLimits,
+    static_dir: Option<PathBuf>,
+    extra_routes: Option<ExtraRoutes>,
+    registry: Registry,
+    metrics: ServerMetrics,
+    /// Cancelled when shutdown starts; every task watches it.
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    next_connection_id: AtomicU64,
+    /// TCP connections being served as HTTP (an upgraded one moves to the
+    /// session count in `metrics`).
+    open_connections: AtomicU64,
+}
+
+/// A bound, not yet running server.
+pub struct SignalServer {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    state: Arc<ServerState>,
+}
+
+impl fmt::Debug for SignalServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignalServer").field("local_addr", &self.local_addr).finish()
+    }
+}
+
+fn websocket_url(addr: SocketAddr) -> String {
+    format!("ws://{addr}{WEBSOCKET_PATH}")
+}
+
+impl SignalServer {
+    /// Validates the configuration and binds the listening socket.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future before it completes closes the socket.
+    pub async fn bind(config: ServerConfig) -> Result<SignalServer, SignalError> {
+        if !config.auth.is_configured() {
+            return Err(SignalError::InvalidConfig(
+                "no token authentication configured (secret or token file)".into(),
+            ));
+        }
+        let limits = &config.limits;
+        if limits.max_frame_bytes == 0
+            || limits.hard_frame_bytes < limits.max_frame_bytes
+            || limits.outbound_queue == 0
+            || limits.max_bad_frames == 0
+        {
+            return Err(SignalError::InvalidConfig(
+                "limits need max_frame_bytes > 0, hard_frame_bytes >= max_frame_bytes, \
+                 outbound_queue > 0 and max_bad_frames > 0"
+                    .into(),
+            ));
+        }
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| SignalError::Bind { addr: config.listen, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| SignalError::Bind { addr: config.listen, source })?;
+        let state = Arc::new(ServerState {
+            auth: config.auth,
+            limits: config.limits,
+            static_dir: config.static_dir,
+            extra_routes: config.extra_routes,
+            registry: Registry::default(),
+            metrics: ServerMetrics::default(),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            next_connection_id: AtomicU64::new(1),
+            open_connections: AtomicU64::new(0),
+        });
+        Ok(SignalServer { listener, local_addr, state })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `ws://ADDR/ws`, the URL clients connect to.
+    pub fn websocket_url(&self) -> String {
+        websocket_url(self.local_addr)
+    }
+
+    /// Serves until `shutdown` completes, then shuts down gracefully: stops
+    /// accepting, closes every session with 1001 after an `error`
+    /// `shutting_down`, and waits up to `shutdown_grace` for them.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe in the graceful sense: dropping this future stops
+    /// accepting at once but leaves already accepted sessions running until
+    /// the runtime ends. Complete `shutdown` instead.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), SignalError> {
+        let SignalServer { listener, local_addr, state } = self;
+        info!(name: "signal.server.listening", addr = %local_addr);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                () = state.shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, remote)) => accept(&state, stream, remote),
+                    Err(error) => {
+                        // Typically EMFILE: back off briefly instead of spinning.
+                        warn!(name: "signal.server.accept_error", %error);
+                        tokio::select! {
+                            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                            () = &mut shutdown => break,
+                        }
+                    }
+                },
+            }
+        }
+        drop(listener);
+        info!(name: "signal.server.shutdown", sessions = state.tasks.len());
+        state.shutdown.cancel();
+        state.tasks.close();
+        if tokio::time::timeout(state.limits.shutdown_grace, state.tasks.wait()).await.is_err() {
+            warn!(name: "signal.server.shutdown_timeout", remaining = state.tasks.len());
+        }
+        Ok(())
+    }
+
+    /// Runs the server on the current tokio runtime and returns its handle.
+    pub fn spawn(self) -> RunningServer {
+        let local_addr = self.local_addr;
+        let state = Arc::clone(&self.state);
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            if let Err(error) = self.serve(stopped.cancelled_owned()).await {
+                warn!(name: "signal.server.failed", %error);
+            }
+        });
+        RunningServer { local_addr, state, stop, task: Some(task) }
+    }
+}
+
+fn accept(state: &Arc<ServerState>, stream: tokio::net::TcpStream, remote: SocketAddr) {
+    // HTTP connections not (yet) upgraded, plus WebSocket sessions.
+    let open =
+        state.open_connections.fetch_add(1, Ordering::Relaxed) + state.metrics.connections_open();
+    if open >= state.limits.max_connections {
+        state.open_connections.fetch_sub(1, Ordering::Relaxed);
+        debug!(name: "signal.server.refused", %remote, open, "connection limit reached");
+        return;
+    }
+    let _ = stream.set_nodelay(true);
+    let task_state = Arc::clone(state);
+    state.tasks.spawn(async move {
+        routes::serve_connection(stream, remote, &task_state).await;
+        task_state.open_connections.fetch_sub(1, Ordering::Relaxed);
+    });
+}
+
+/// A server running in the background. Dropping it starts shutdown without
+/// waiting; [`RunningServer::shutdown`] waits for it.
+pub struct RunningServer {
+    local_addr: SocketAddr,
+    state: Arc<ServerState>,
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for RunningServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunningServer").field("local_addr", &self.local_addr).finish()
+    }
+}
+
+impl RunningServer {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `ws://ADDR/ws`, the URL clients connect to.
+    pub fn websocket_url(&self) -> String {
+        websocket_url(self.local_addr)
+    }
+
+    /// A copy of the server's counters.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.state.metrics.snapshot()
+    }
+
+    /// Shuts down gracefully and waits for the server task to finish
+    /// (bounded by `shutdown_grace` plus the session close timeout).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: shutdown has started when the first poll returns; dropping
+    /// the future only stops waiting for it.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}

@@ -1,0 +1,187 @@
+//! Which peer id is served by which session, and who shares a room.
+//!
+//! Architecture invariant: an entry is only ever removed by the session that
+//! owns it (same connection id), so a replaced connection that closes late
+//! can never unregister its successor.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::metrics::ServerMetrics;
+use crate::protocol::{
+    PROTOCOL_VERSION, PeerId, Registered, RoomId, ServerMessage, encode_server_message,
+};
+
+use super::session::SessionHandle;
+
+/// One registered peer.
+struct Entry {
+    handle: SessionHandle,
+    room: Option<RoomId>,
+    /// The client's instance id and attempt number, when it sent them.
+    session: Option<String>,
+    generation: Option<u64>,
+}
+
+#[derive(Default)]
+struct Tables {
+    peers: HashMap<PeerId, Entry>,
+    rooms: HashMap<RoomId, BTreeSet<PeerId>>,
+}
+
+impl Tables {
+    fn leave_room(&mut self, peer: &PeerId, room: &RoomId) {
+        if let Some(members) = self.rooms.get_mut(room) {
+            members.remove(peer);
+            if members.is_empty() {
+                self.rooms.remove(room);
+            }
+        }
+    }
+
+    fn room_handles(&self, room: &RoomId, except: &PeerId) -> Vec<SessionHandle> {
+        self.rooms
+            .get(room)
+            .into_iter()
+            .flatten()
+            .filter(|member| *member != except)
+            .filter_map(|member| self.peers.get(member).map(|entry| entry.handle.clone()))
+            .collect()
+    }
+}
+
+/// A request to register `peer` on the session `handle`.
+pub(super) struct Registration {
+    pub(super) peer: PeerId,
+    pub(super) room: Option<RoomId>,
+    pub(super) session: Option<String>,
+    pub(super) generation: Option<u64>,
+    pub(super) handle: SessionHandle,
+    pub(super) max_frame_bytes: usize,
+}
+
+/// What a successful registration requires the caller to do next.
+pub(super) struct RegisterEffects {
+    /// The session that held the peer id before, to be told and closed.
+    pub(super) replaced: Option<SessionHandle>,
+    /// Sessions to send `peer_joined` to.
+    pub(super) joined_to: Vec<SessionHandle>,
+    /// Sessions of the previous room to send `peer_left` to (room changed).
+    pub(super) left_to: Vec<SessionHandle>,
+}
+
+pub(super) enum RegisterOutcome {
+    Registered(RegisterEffects),
+    /// The same client session already registered a newer attempt.
+    Stale,
+}
+
+/// The peer table, shared by every session of a server.
+#[derive(Default)]
+pub(super) struct Registry {
+    tables: Mutex<Tables>,
+}
+
+impl Registry {
+    fn lock(&self) -> MutexGuard<'_, Tables> {
+        // Nothing panics while holding the lock; if something ever did, the
+        // tables are still structurally valid, so keep serving.
+        self.tables.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers a peer. The `registered` frame is queued on the new session
+    /// while the lock is held, so it precedes anything relayed to the peer.
+    pub(super) fn register(
+        &self,
+        registration: Registration,
+        metrics: &ServerMetrics,
+    ) -> RegisterOutcome {
+        let mut tables = self.lock();
+        let Registration { peer, room, session, generation, handle, max_frame_bytes } =
+            registration;
+        if let Some(existing) = tables.peers.get(&peer)
+            && session.is_some()
+            && existing.session == session
+            && let (Some(current), Some(new)) = (existing.generation, generation)
+            && current >= new
+        {
+            return RegisterOutcome::Stale;
+        }
+        let previous = tables.peers.remove(&peer);
+        let mut left_to = Vec::new();
+        if let Some(old_room) = previous.as_ref().and_then(|previous| previous.room.as_ref()) {
+            tables.leave_room(&peer, old_room);
+            if room.as_ref() != Some(old_room) {
+                left_to = tables.room_handles(old_room, &peer);
+            }
+        }
+        let joined_to = match &room {
+            Some(room) => tables.room_handles(room, &peer),
+            None => Vec::new(),
+        };
+        let peers = match &room {
+            Some(room) => tables
+                .rooms
+                .get(room)
+                .map(|members| members.iter().cloned().collect())
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let registered = encode_server_message(&ServerMessage::Registered(Registered {
+            version: PROTOCOL_VERSION,
+            peer_id: peer.clone(),
+            room: room.clone(),
+            peers,
+            replaced: previous.is_some(),
+            max_frame_bytes,
+        }));
+        // A fresh session's queue is empty, so this cannot be full; if the
+        // session already ended, the peer is unregistered by it right after.
+        let _ = handle.outbound.try_send(Utf8Bytes::from(registered));
+        if let Some(room) = &room {
+            tables.rooms.entry(room.clone()).or_default().insert(peer.clone());
+        }
+        tables.peers.insert(peer, Entry { handle, room, session, generation });
+        metrics.set_peers_registered(tables.peers.len());
+        metrics.registered();
+        RegisterOutcome::Registered(RegisterEffects {
+            replaced: previous.map(|entry| entry.handle),
+            joined_to,
+            left_to,
+        })
+    }
+
+    /// Unregisters `peer` if `connection_id` still owns it; returns the
+    /// sessions to send `peer_left` to, or `None` when the entry belongs to
+    /// another connection (the peer was replaced).
+    pub(super) fn unregister(
+        &self,
+        peer: &PeerId,
+        connection_id: u64,
+        metrics: &ServerMetrics,
+    ) -> Option<Vec<SessionHandle>> {
+        let mut tables = self.lock();
+        let owned =
+            tables.peers.get(peer).is_some_and(|entry| entry.handle.connection_id == connection_id);
+        if !owned {
+            return None;
+        }
+        let entry = tables.peers.remove(peer)?;
+        metrics.set_peers_registered(tables.peers.len());
+        let notify = match &entry.room {
+            Some(room) => {
+                tables.leave_room(peer, room);
+                tables.room_handles(room, peer)
+            }
+            None => Vec::new(),
+        };
+        Some(notify)
+    }
+
+    /// The session currently serving `peer`.
+    pub(super) fn lookup(&self, peer: &PeerId) -> Option<SessionHandle> {
+        self.lock().peers.get(peer).map(|entry| entry.handle.clone())
+    }
+}

@@ -1,0 +1,566 @@
+//! One WebSocket session on the server: a reader (this task) that validates
+//! and routes frames, and a writer task that drains the bounded outbound
+//! queue, pings, and writes the close frame.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, field, info_span, trace};
+
+use crate::metrics::SessionEnd;
+use crate::protocol::{
+    ClientMessage, ErrorCode, PROTOCOL_VERSION, PeerId, Register, RelayOut, ServerMessage,
+    close_code, decode_client_message, encode_server_message,
+};
+
+use super::ServerState;
+use super::registry::{RegisterOutcome, Registration};
+
+/// Why and how a session is to be closed; the first request wins.
+#[derive(Debug, Clone, Copy)]
+struct CloseRequest {
+    code: u16,
+    reason: &'static str,
+    end: SessionEnd,
+}
+
+/// Closes a session from anywhere (its own reader, another session that
+/// found its queue full, a replacing registration).
+#[derive(Debug, Default)]
+pub(super) struct Closer {
+    token: CancellationToken,
+    request: OnceLock<CloseRequest>,
+}
+
+impl Closer {
+    fn close(&self, code: u16, reason: &'static str, end: SessionEnd) {
+        let _ = self.request.set(CloseRequest { code, reason, end });
+        self.token.cancel();
+    }
+
+    fn end(&self) -> SessionEnd {
+        self.request.get().map_or(SessionEnd::Closed, |request| request.end)
+    }
+}
+
+/// When the client was last heard from, shared by reader and writer so the
+/// writer pings only connections that have gone quiet.
+#[derive(Debug)]
+struct Activity {
+    started: Instant,
+    last_inbound_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity { started: Instant::now(), last_inbound_ms: AtomicU64::new(0) }
+    }
+
+    fn heard_now(&self, now: Instant) {
+        let millis = now.saturating_duration_since(self.started).as_millis() as u64;
+        self.last_inbound_ms.store(millis, Ordering::Relaxed);
+    }
+
+    fn silent_for(&self, now: Instant) -> Duration {
+        let last =
+            self.started + Duration::from_millis(self.last_inbound_ms.load(Ordering::Relaxed));
+        now.saturating_duration_since(last)
+    }
+}
+
+/// What happened to a frame offered to a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Delivery {
+    Queued,
+    /// The queue was full: the receiving session is being dropped.
+    Overflowed,
+    /// The session has ended.
+    Gone,
+}
+
+/// A cheap, clonable reference to a live session.
+#[derive(Debug, Clone)]
+pub(super) struct SessionHandle {
+    pub(super) connection_id: u64,
+    pub(super) outbound: mpsc::Sender<Utf8Bytes>,
+    closer: Arc<Closer>,
+}
+
+impl SessionHandle {
+    pub(super) fn close(&self, code: u16, reason: &'static str, end: SessionEnd) {
+        self.closer.close(code, reason, end);
+    }
+
+    /// Queues a frame without waiting; a full queue drops the session as a
+    /// slow consumer (close 4004) instead of letting memory grow.
+    pub(super) fn deliver(&self, frame: Utf8Bytes) -> Delivery {
+        match self.outbound.try_send(frame) {
+            Ok(()) => Delivery::Queued,
+            Err(TrySendError::Full(_)) => {
+                debug!(name: "signal.server.slow_consumer", connection_id = self.connection_id);
+                self.close(close_code::SLOW_CONSUMER, "slow consumer", SessionEnd::SlowConsumer);
+                Delivery::Overflowed
+            }
+            Err(TrySendError::Closed(_)) => Delivery::Gone,
+        }
+    }
+
+    fn deliver_message(&self, message: &ServerMessage) -> Delivery {
+        self.deliver(Utf8Bytes::from(encode_server_message(message)))
+    }
+}
+
+/// Whether the reader keeps going.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
+}
+
+/// Runs one upgraded WebSocket connection to its end.
+pub(super) async fn run<S>(socket: S, remote: SocketAddr, state: Arc<ServerState>)
+where
+    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Send + 'static,
+{
+    let connection_id = state.next_connection_id.fetch_add(1, Ordering::Relaxed);
+    let span = info_span!("signal.session", connection_id, %remote, peer = field::Empty);
+    async move {
+        state.metrics.session_opened();
+        debug!(name: "signal.server.session.open", "session open");
+        let (sink, stream) = socket.split();
+        let (outbound, queue) = mpsc::channel(state.limits.outbound_queue);
+        let closer = Arc::new(Closer::default());
+        let handle = SessionHandle { connection_id, outbound, closer: Arc::clone(&closer) };
+        let activity = Arc::new(Activity::new());
+        let writer = tokio::spawn(
+            write_loop(sink, queue, Arc::clone(&closer), Arc::clone(&activity), Arc::clone(&state))
+                .instrument(tracing::Span::current()),
+        );
+        let mut session = Session { state: &state, handle, activity, peer: None, bad_frames: 0 };
+        session.read_loop(stream).await;
+        if let Some(peer) = session.peer.take()
+            && let Some(members) = state.registry.unregister(&peer, connection_id, &state.metrics)
+        {
+            let frame =
+                Utf8Bytes::from(encode_server_message(&ServerMessage::PeerLeft { peer_id: peer }));
+            for member in members {
+                member.deliver(frame.clone());
+            }
+        }
+        closer.close(close_code::NORMAL, "closed", SessionEnd::Closed);
+        let _ = writer.await;
+        let end = closer.end();
+        state.metrics.session_ended(end);
+        debug!(name: "signal.server.session.closed", reason = end.name());
+    }
+    .instrument(span)
+    .await;
+}
+
+struct Session<'a> {
+    state: &'a ServerState,
+    handle: SessionHandle,
+    activity: Arc<Activity>,
+    peer: Option<PeerId>,
+    bad_frames: u32,
+}
+
+impl Session<'_> {
+    async fn read_loop<R>(&mut self, mut stream: R)
+    where
+        R: Stream<Item = Result<Message, WsError>> + Unpin,
+    {
+        let limits = &self.state.limits;
+        let register_deadline = Instant::now() + limits.register_timeout;
+        let mut last_inbound = Instant::now();
+        // One timer, re-armed only when it fires early (frames moved the
+        // idle deadline on), instead of a new timer per frame.
+        let watchdog =
+            tokio::time::sleep_until(register_deadline.min(last_inbound + limits.idle_timeout));
+        tokio::pin!(watchdog);
+        // Registered once, not once per frame.
+        let closer = self.handle.closer.token.clone();
+        let closed = closer.cancelled();
+        tokio::pin!(closed);
+        let shutdown_token = self.state.shutdown.clone();
+        let shutdown = shutdown_token.cancelled();
+        tokio::pin!(shutdown);
+        loop {
+            let frame = tokio::select! {
+                biased;
+                () = &mut closed => return,
+                () = &mut shutdown => {
+                    self.send_error(ErrorCode::ShuttingDown, "server shutting down", None);
+                    self.close(close_code::GOING_AWAY, "server shutting down", SessionEnd::Shutdown);
+                    return;
+                }
+                () = &mut watchdog => {
+                    let now = Instant::now();
+                    let idle_at = last_inbound + limits.idle_timeout;
+                    if self.peer.is_none() && now >= register_deadline {
+                        self.send_error(ErrorCode::RegisterTimeout, "no register in time", None);
+                        self.close(
+                            close_code::REGISTER_TIMEOUT,
+                            "register timeout",
+                            SessionEnd::RegisterTimeout,
+                        );
+                        return;
+                    }
+                    if now >= idle_at {
+                        self.close(close_code::IDLE_TIMEOUT, "idle timeout", SessionEnd::IdleTimeout);
+                        return;
+                    }
+                    let next = match self.peer {
+                        None => register_deadline.min(idle_at),
+                        Some(_) => idle_at,
+                    };
+                    watchdog.as_mut().reset(next);
+                    continue;
+                }
+                frame = stream.next() => frame,
+            };
+            last_inbound = Instant::now();
+            self.activity.heard_now(last_inbound);
+            let flow = match frame {
+                None => {
+                    self.close(close_code::NORMAL, "closed", SessionEnd::Closed);
+                    Flow::Stop
+                }
+                Some(Err(error)) => self.read_failed(error),
+                Some(Ok(Message::Text(text))) => self.on_text(text.as_str()).await,
+                Some(Ok(Message::Binary(_))) => {
+                    let detail = "binary frames are not supported";
+                    self.reject(ErrorCode::BinaryNotSupported, detail, None).await
+                }
+                Some(Ok(Message::Close(_))) => {
+                    self.close(close_code::NORMAL, "closed", SessionEnd::Closed);
+                    Flow::Stop
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Flow::Continue,
+            };
+            if flow == Flow::Stop {
+                return;
+            }
+        }
+    }
+
+    fn read_failed(&mut self, error: WsError) -> Flow {
+        match error {
+            WsError::Capacity(detail) => {
+                self.state.metrics.rejected(ErrorCode::FrameTooLarge);
+                debug!(name: "signal.server.reject", code = "frame_too_large", %detail);
+                self.send_error(ErrorCode::FrameTooLarge, &detail.to_string(), None);
+                self.close(close_code::MESSAGE_TOO_BIG, "frame too large", SessionEnd::Abuse);
+            }
+            WsError::ConnectionClosed | WsError::AlreadyClosed => {
+                self.close(close_code::NORMAL, "closed", SessionEnd::Closed);
+            }
+            error => {
+                debug!(name: "signal.server.read_error", %error);
+                self.close(close_code::NORMAL, "read error", SessionEnd::Error);
+            }
+        }
+        Flow::Stop
+    }
+
+    async fn on_text(&mut self, text: &str) -> Flow {
+        let max = self.state.limits.max_frame_bytes;
+        if text.len() > max {
+            let detail = format!("frame of {} bytes exceeds {max}", text.len());
+            return self.reject(ErrorCode::FrameTooLarge, &detail, None).await;
+        }
+        match decode_client_message(text) {
+            Err(error) => self.reject(error.code, &error.detail, None).await,
+            Ok(ClientMessage::Register(register)) => self.on_register(register).await,
+            Ok(ClientMessage::Relay(relay)) => self.on_relay(relay).await,
+            Ok(ClientMessage::Ping { nonce }) => {
+                self.reply(&ServerMessage::Pong { nonce }).await;
+                Flow::Continue
+            }
+        }
+    }
+
+    async fn on_register(&mut self, register: Register) -> Flow {
+        if self.peer.is_some() {
+            return self
+                .reject(ErrorCode::AlreadyRegistered, "this connection is registered", None)
+                .await;
+        }
+        if register.version != PROTOCOL_VERSION {
+            let detail = format!(
+                "version {} is not supported, this server speaks {PROTOCOL_VERSION}",
+                register.version
+            );
+            self.reject(ErrorCode::VersionUnsupported, &detail, None).await;
+            self.close(
+                close_code::VERSION_UNSUPPORTED,
+                "version unsupported",
+                SessionEnd::RegisterRefused,
+            );
+            return Flow::Stop;
+        }
+        if let Err(rejection) =
+            self.state.auth.verify(&register.peer_id, &register.token, SystemTime::now())
+        {
+            debug!(name: "signal.server.auth_failed", peer = %register.peer_id, reason = rejection.reason());
+            self.reject(ErrorCode::AuthFailed, rejection.reason(), None).await;
+            self.close(close_code::AUTH_FAILED, "auth failed", SessionEnd::RegisterRefused);
+            return Flow::Stop;
+        }
+        let registration = Registration {
+            peer: register.peer_id.clone(),
+            room: register.room,
+            session: register.session,
+            generation: register.generation,
+            handle: self.handle.clone(),
+            max_frame_bytes: self.state.limits.max_frame_bytes,
+        };
+        let effects = match self.state.registry.register(registration, &self.state.metrics) {
+            RegisterOutcome::Stale => {
+                self.reject(
+                    ErrorCode::StaleGeneration,
+                    "a newer attempt of this session is registered",
+                    None,
+                )
+                .await;
+                self.close(
+                    close_code::STALE_GENERATION,
+                    "stale generation",
+                    SessionEnd::RegisterRefused,
+                );
+                return Flow::Stop;
+            }
+            RegisterOutcome::Registered(effects) => effects,
+        };
+        let peer = register.peer_id;
+        tracing::Span::current().record("peer", peer.as_str());
+        debug!(
+            name: "signal.server.registered",
+            generation = register.generation,
+            replaced = effects.replaced.is_some()
+        );
+        if let Some(previous) = effects.replaced {
+            debug!(name: "signal.server.replaced", old_connection_id = previous.connection_id);
+            self.state.metrics.rejected(ErrorCode::Replaced);
+            previous.deliver_message(&ServerMessage::Error {
+                code: ErrorCode::Replaced,
+                message: "a newer connection registered this peer id".into(),
+                id: None,
+            });
+            previous.close(close_code::REPLACED, "replaced", SessionEnd::Replaced);
+        }
+        let joined = Utf8Bytes::from(encode_server_message(&ServerMessage::PeerJoined {
+            peer_id: peer.clone(),
+        }));
+        for member in effects.joined_to {
+            member.deliver(joined.clone());
+        }
+        let left = Utf8Bytes::from(encode_server_message(&ServerMessage::PeerLeft {
+            peer_id: peer.clone(),
+        }));
+        for member in effects.left_to {
+            member.deliver(left.clone());
+        }
+        self.peer = Some(peer);
+        Flow::Continue
+    }
+
+    async fn on_relay(&mut self, relay: RelayOut) -> Flow {
+        let Some(sender) = self.peer.clone() else {
+            return self.reject(ErrorCode::NotRegistered, "register first", relay.id).await;
+        };
+        if relay.claimed_from.as_deref().is_some_and(|claimed| claimed != sender.as_str()) {
+            return self
+                .reject(
+                    ErrorCode::Impersonation,
+                    "`from` must be omitted or equal your own peer id",
+                    relay.id,
+                )
+                .await;
+        }
+        let type_name = relay.payload.type_name();
+        let Some(target) = self.state.registry.lookup(&relay.to) else {
+            return self
+                .reject(
+                    ErrorCode::PeerUnknown,
+                    &format!("{} is not registered", relay.to),
+                    relay.id,
+                )
+                .await;
+        };
+        let frame =
+            encode_server_message(&ServerMessage::Relay { from: sender, payload: relay.payload });
+        match target.deliver(Utf8Bytes::from(frame)) {
+            Delivery::Queued => {
+                self.state.metrics.relayed(type_name);
+                trace!(name: "signal.server.relay", to = %relay.to, kind = type_name);
+                Flow::Continue
+            }
+            Delivery::Overflowed => {
+                self.reject(
+                    ErrorCode::PeerUnavailable,
+                    &format!("{} is not reading its messages and is being disconnected", relay.to),
+                    relay.id,
+                )
+                .await
+            }
+            Delivery::Gone => {
+                self.reject(
+                    ErrorCode::PeerUnknown,
+                    &format!("{} is not registered", relay.to),
+                    relay.id,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Sends an error frame, counts it, and enforces the abuse limit.
+    async fn reject(&mut self, code: ErrorCode, detail: &str, id: Option<u64>) -> Flow {
+        self.state.metrics.rejected(code);
+        debug!(name: "signal.server.reject", code = code.as_str(), detail);
+        self.reply(&ServerMessage::Error { code, message: detail.to_owned(), id }).await;
+        if !code.counts_as_abuse() {
+            return Flow::Continue;
+        }
+        self.bad_frames += 1;
+        if self.bad_frames < self.state.limits.max_bad_frames {
+            return Flow::Continue;
+        }
+        self.state.metrics.rejected(ErrorCode::TooManyErrors);
+        debug!(name: "signal.server.reject", code = "too_many_errors", bad_frames = self.bad_frames);
+        self.send_error(ErrorCode::TooManyErrors, "too many bad frames", None);
+        self.close(close_code::TOO_MANY_ERRORS, "too many errors", SessionEnd::Abuse);
+        Flow::Stop
+    }
+
+    /// Queues an error frame that precedes a close: best effort, never waits.
+    fn send_error(&self, code: ErrorCode, detail: &str, id: Option<u64>) {
+        let message = ServerMessage::Error { code, message: detail.to_owned(), id };
+        let _ = self.handle.outbound.try_send(Utf8Bytes::from(encode_server_message(&message)));
+    }
+
+    /// Queues an answer to this client's own frame. A full queue makes the
+    /// reader wait (so the client is slowed down by TCP flow control rather
+    /// than dropped); a writer that cannot write for `write_timeout` closes
+    /// the session, which ends the wait.
+    async fn reply(&self, message: &ServerMessage) {
+        let frame = Utf8Bytes::from(encode_server_message(message));
+        tokio::select! {
+            biased;
+            () = self.handle.closer.token.cancelled() => {}
+            _ = self.handle.outbound.send(frame) => {}
+        }
+    }
+
+    fn close(&self, code: u16, reason: &'static str, end: SessionEnd) {
+        self.handle.close(code, reason, end);
+    }
+}
+
+/// Drains the outbound queue into the socket, pings, and on close flushes
+/// what is queued and writes the close frame, all bounded by `close_timeout`.
+async fn write_loop<W>(
+    mut sink: W,
+    mut queue: mpsc::Receiver<Utf8Bytes>,
+    closer: Arc<Closer>,
+    activity: Arc<Activity>,
+    state: Arc<ServerState>,
+) where
+    W: Sink<Message, Error = WsError> + Unpin,
+{
+    let period = state.limits.ping_interval;
+    let mut ping = tokio::time::interval_at(Instant::now() + period, period);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let write_timeout = state.limits.write_timeout;
+    let closed = closer.token.cancelled();
+    tokio::pin!(closed);
+    loop {
+        // The closer is watched during writes too: a socket that stopped
+        // draining must not keep the session alive past its close.
+        let written = tokio::select! {
+            biased;
+            () = &mut closed => break,
+            written = async {
+                tokio::select! {
+                    frame = queue.recv() => match frame {
+                        Some(frame) => Some(
+                            tokio::time::timeout(write_timeout, write_batch(&mut sink, &mut queue, frame))
+                                .await,
+                        ),
+                        None => None,
+                    },
+                    now = ping.tick() => {
+                        if activity.silent_for(now) < period {
+                            // Heard from recently (e.g. its own pings): no need.
+                            Some(Ok(Ok(())))
+                        } else {
+                            let ping = sink.send(Message::Ping(Bytes::new()));
+                            Some(tokio::time::timeout(write_timeout, ping).await)
+                        }
+                    }
+                }
+            } => match written {
+                Some(written) => written,
+                None => break,
+            },
+        };
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                debug!(name: "signal.server.write_error", %error);
+                closer.close(close_code::NORMAL, "write error", SessionEnd::Error);
+                return;
+            }
+            Err(_) => {
+                debug!(name: "signal.server.slow_consumer", stalled_for = ?write_timeout);
+                closer.close(close_code::SLOW_CONSUMER, "slow consumer", SessionEnd::SlowConsumer);
+                break;
+            }
+        }
+    }
+    let request = closer.request.get().copied();
+    let _ = tokio::time::timeout(state.limits.close_timeout, async {
+        while let Ok(frame) = queue.try_recv() {
+            if sink.feed(Message::Text(frame)).await.is_err() {
+                break;
+            }
+        }
+        if let Some(request) = request {
+            let frame =
+                CloseFrame { code: CloseCode::from(request.code), reason: request.reason.into() };
+            // Fails harmlessly when the client closed first (the reply to its
+            // close frame is then written by `close` below).
+            let _ = sink.send(Message::Close(Some(frame))).await;
+        }
+        let _ = sink.close().await;
+    })
+    .await;
+}
+
+/// Writes `first` and whatever else is already queued, then flushes once.
+async fn write_batch<W>(
+    sink: &mut W,
+    queue: &mut mpsc::Receiver<Utf8Bytes>,
+    first: Utf8Bytes,
+) -> Result<(), WsError>
+where
+    W: Sink<Message, Error = WsError> + Unpin,
+{
+    sink.feed(Message::Text(first)).await?;
+    while let Ok(frame) = queue.try_recv() {
+        sink.feed(Message::Text(frame)).await?;
+    }
+    sink.flush().await
+}

@@ -1,0 +1,243 @@
+#!/usr/bin/env bash
+# tether handoff lab: the one source of truth for the topology.
+#
+#   lab.sh setup [wifi|cell|none]   build the namespaces; bring the given uplink up (default wifi)
+#   lab.sh handoff to-cell|to-wifi  move the phone to the other uplink, as a phone does
+#   lab.sh teardown                 remove everything (idempotent)
+#   lab.sh env                      print the names and addresses as KEY=VALUE lines
+#
+# setup.sh, handoff.sh and teardown.sh are thin entry points to this file, and
+# the Rust crate tether-lab embeds this file and runs it with `bash -c`, so the
+# topology is written down exactly once. See README.md for the diagram.
+#
+# LAB_ID (env, optional, [A-Za-z0-9_.-], at most 32 characters) suffixes every
+# namespace name so that parallel labs do not collide. Everything else lives
+# inside the namespaces, so interface names and addresses may repeat.
+set -euo pipefail
+
+LAB_ID="${LAB_ID:-}"
+
+die() {
+    echo "lab: error: $*" >&2
+    exit 1
+}
+
+if [[ ! "$LAB_ID" =~ ^[A-Za-z0-9_.-]{0,32}$ ]]; then
+    die "LAB_ID must match [A-Za-z0-9_.-]{0,32}, got '$LAB_ID'"
+fi
+
+SUFFIX="${LAB_ID:+-$LAB_ID}"
+PHONE_NS="tether-phone$SUFFIX"
+ROUTER_NS="tether-router$SUFFIX"
+CLOUD_NS="tether-cloud$SUFFIX"
+
+# Phone side: two uplinks, each a veth pair whose other end is in the router.
+WIFI_DEV=wifi0
+CELL_DEV=cell0
+ROUTER_WIFI_DEV=r-wifi
+ROUTER_CELL_DEV=r-cell
+PHONE_WIFI_ADDR=10.77.1.2
+ROUTER_WIFI_ADDR=10.77.1.1
+PHONE_CELL_ADDR=10.77.2.2
+ROUTER_CELL_ADDR=10.77.2.1
+UPLINK_PREFIX_LEN=24
+# Cloud side: one veth pair router <-> cloud.
+ROUTER_CLOUD_DEV=r-cloud
+CLOUD_DEV=eth0
+ROUTER_CLOUD_ADDR=10.77.9.1
+CLOUD_ADDR=10.77.9.2
+CLOUD_PREFIX_LEN=24
+
+require_root() {
+    if [[ "$(id -u)" -ne 0 ]]; then
+        die "the lab must run as root (network namespaces and veth need CAP_NET_ADMIN and CAP_SYS_ADMIN); re-run with sudo"
+    fi
+    command -v ip >/dev/null 2>&1 || die "'ip' (iproute2) is not installed"
+}
+
+ns_exists() {
+    [[ -e "/run/netns/$1" ]]
+}
+
+phone() {
+    ip -n "$PHONE_NS" "$@"
+}
+
+# The phone-side steps are printed as `ip -batch` lines and applied by one
+# `ip` process, so a handoff's kernel changes land within a millisecond or
+# two of each other, as on a phone, instead of one process start apart.
+
+# uplink_up DEV ADDR GATEWAY: link up, address, default route (what a phone
+# does when it joins a network). `replace` keeps it idempotent.
+uplink_up() {
+    local dev=$1 addr=$2 gateway=$3
+    echo "link set $dev up"
+    echo "addr replace $addr/$UPLINK_PREFIX_LEN dev $dev"
+    echo "route replace default via $gateway dev $dev"
+}
+
+# uplink_down DEV: the address disappears, and with it the IPv4 routes that
+# used it (the default route included: the kernel flushes it with the
+# gateway's subnet), then the link goes down (carrier lost), which flushes
+# whatever route was left on it. Harmless on an uplink that is already down.
+uplink_down() {
+    local dev=$1
+    echo "addr flush dev $dev"
+    echo "link set $dev down"
+}
+
+phone_batch() {
+    ip -n "$PHONE_NS" -batch -
+}
+
+undo_failed_setup() {
+    local rc=$?
+    if [[ $rc -ne 0 ]]; then
+        echo "lab: setup failed, tearing down" >&2
+        cmd_teardown >/dev/null 2>&1 || true
+    fi
+}
+
+cmd_setup() {
+    local initial=${1:-wifi}
+    case "$initial" in
+        wifi | cell | none) ;;
+        *) die "setup: unknown initial uplink '$initial' (expected wifi, cell or none)" ;;
+    esac
+    require_root
+    for ns in "$PHONE_NS" "$ROUTER_NS" "$CLOUD_NS"; do
+        if ns_exists "$ns"; then
+            die "namespace $ns already exists; run teardown.sh (with the same LAB_ID) first"
+        fi
+    done
+    # A half-built lab is worse than none.
+    trap undo_failed_setup EXIT
+
+    ip netns add "$PHONE_NS"
+    ip netns add "$ROUTER_NS"
+    ip netns add "$CLOUD_NS"
+    for ns in "$PHONE_NS" "$ROUTER_NS" "$CLOUD_NS"; do
+        ip -n "$ns" link set lo up
+    done
+
+    phone link add "$WIFI_DEV" type veth peer name "$ROUTER_WIFI_DEV" netns "$ROUTER_NS"
+    phone link add "$CELL_DEV" type veth peer name "$ROUTER_CELL_DEV" netns "$ROUTER_NS"
+    ip -n "$ROUTER_NS" link add "$ROUTER_CLOUD_DEV" type veth peer name "$CLOUD_DEV" netns "$CLOUD_NS"
+
+    ip -n "$ROUTER_NS" addr add "$ROUTER_WIFI_ADDR/$UPLINK_PREFIX_LEN" dev "$ROUTER_WIFI_DEV"
+    ip -n "$ROUTER_NS" addr add "$ROUTER_CELL_ADDR/$UPLINK_PREFIX_LEN" dev "$ROUTER_CELL_DEV"
+    ip -n "$ROUTER_NS" addr add "$ROUTER_CLOUD_ADDR/$CLOUD_PREFIX_LEN" dev "$ROUTER_CLOUD_DEV"
+    for dev in "$ROUTER_WIFI_DEV" "$ROUTER_CELL_DEV" "$ROUTER_CLOUD_DEV"; do
+        ip -n "$ROUTER_NS" link set "$dev" up
+    done
+    # (through /proc rather than sysctl(8): one tool fewer to require)
+    ip netns exec "$ROUTER_NS" bash -c "echo 1 > /proc/sys/net/ipv4/ip_forward"
+
+    ip -n "$CLOUD_NS" addr add "$CLOUD_ADDR/$CLOUD_PREFIX_LEN" dev "$CLOUD_DEV"
+    ip -n "$CLOUD_NS" link set "$CLOUD_DEV" up
+    ip -n "$CLOUD_NS" route add default via "$ROUTER_CLOUD_ADDR" dev "$CLOUD_DEV"
+
+    case "$initial" in
+        wifi) uplink_up "$WIFI_DEV" "$PHONE_WIFI_ADDR" "$ROUTER_WIFI_ADDR" | phone_batch ;;
+        cell) uplink_up "$CELL_DEV" "$PHONE_CELL_ADDR" "$ROUTER_CELL_ADDR" | phone_batch ;;
+        none) ;;
+    esac
+    trap - EXIT
+    echo "lab: up (phone=$PHONE_NS router=$ROUTER_NS cloud=$CLOUD_NS uplink=$initial)" >&2
+}
+
+cmd_handoff() {
+    local direction=${1:-}
+    require_root
+    ns_exists "$PHONE_NS" || die "namespace $PHONE_NS does not exist; run setup.sh (with the same LAB_ID) first"
+    case "$direction" in
+        to-cell)
+            {
+                uplink_down "$WIFI_DEV"
+                uplink_up "$CELL_DEV" "$PHONE_CELL_ADDR" "$ROUTER_CELL_ADDR"
+            } | phone_batch
+            ;;
+        to-wifi)
+            {
+                uplink_down "$CELL_DEV"
+                uplink_up "$WIFI_DEV" "$PHONE_WIFI_ADDR" "$ROUTER_WIFI_ADDR"
+            } | phone_batch
+            ;;
+        *) die "handoff: expected to-cell or to-wifi, got '$direction'" ;;
+    esac
+}
+
+# Ends the processes still running inside NS (TERM, then KILL after 2 s), so
+# that deleting the name also frees the namespace. Never this script or its
+# caller.
+stop_processes() {
+    local ns=$1 pid deadline
+    local -a pids=()
+    for pid in $(ip netns pids "$ns" 2>/dev/null || true); do
+        if [[ "$pid" != "$$" && "$pid" != "$PPID" ]]; then
+            pids+=("$pid")
+        fi
+    done
+    ((${#pids[@]})) || return 0
+    echo "lab: stopping ${#pids[@]} process(es) in $ns: ${pids[*]}" >&2
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    deadline=$((SECONDS + 2))
+    while ((SECONDS < deadline)); do
+        local alive=0
+        for pid in "${pids[@]}"; do
+            if kill -0 "$pid" 2>/dev/null; then alive=1; fi
+        done
+        ((alive)) || return 0
+        sleep 0.05
+    done
+    kill -KILL "${pids[@]}" 2>/dev/null || true
+}
+
+cmd_teardown() {
+    require_root
+    local ns removed=0
+    for ns in "$PHONE_NS" "$ROUTER_NS" "$CLOUD_NS"; do
+        if ns_exists "$ns"; then
+            stop_processes "$ns"
+            # Deleting a namespace destroys its veth ends, and so their peers.
+            ip netns del "$ns" 2>/dev/null || true
+            removed=$((removed + 1))
+        fi
+    done
+    echo "lab: torn down (${removed} namespace(s) removed, LAB_ID='${LAB_ID}')" >&2
+}
+
+cmd_env() {
+    cat <<EOF
+LAB_ID=$LAB_ID
+PHONE_NS=$PHONE_NS
+ROUTER_NS=$ROUTER_NS
+CLOUD_NS=$CLOUD_NS
+WIFI_DEV=$WIFI_DEV
+CELL_DEV=$CELL_DEV
+PHONE_WIFI_ADDR=$PHONE_WIFI_ADDR
+ROUTER_WIFI_ADDR=$ROUTER_WIFI_ADDR
+PHONE_CELL_ADDR=$PHONE_CELL_ADDR
+ROUTER_CELL_ADDR=$ROUTER_CELL_ADDR
+UPLINK_PREFIX_LEN=$UPLINK_PREFIX_LEN
+ROUTER_CLOUD_DEV=$ROUTER_CLOUD_DEV
+CLOUD_DEV=$CLOUD_DEV
+ROUTER_CLOUD_ADDR=$ROUTER_CLOUD_ADDR
+CLOUD_ADDR=$CLOUD_ADDR
+CLOUD_PREFIX_LEN=$CLOUD_PREFIX_LEN
+EOF
+}
+
+main() {
+    local command=${1:-}
+    shift || true
+    case "$command" in
+        setup) cmd_setup "$@" ;;
+        handoff) cmd_handoff "$@" ;;
+        teardown) cmd_teardown "$@" ;;
+        env) cmd_env "$@" ;;
+        *) die "usage: lab.sh setup [wifi|cell|none] | handoff to-cell|to-wifi | teardown | env" ;;
+    esac
+}
+
+main "$@"
