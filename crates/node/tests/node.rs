@@ -18,17 +18,12 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 fn snapshot(sequence: u64, availability: Availability, transport: Transport) -> NetworkSnapshot {
-    NetworkSnapshot {
-        sequence,
-        availability,
-        transports: if availability == Availability::Unavailable {
-            TransportSet::EMPTY
-        } else {
-            TransportSet::only(transport)
-        },
-        is_expensive: false,
-        is_constrained: false,
-    }
+    let transports = if availability == Availability::Unavailable {
+        TransportSet::EMPTY
+    } else {
+        TransportSet::only(transport)
+    };
+    NetworkSnapshot::new(sequence, availability, transports)
 }
 
 fn offline_start() -> NodeConfig {
@@ -141,10 +136,8 @@ async fn many_cloned_handles_get_their_own_answers() {
                     snapshot: snapshot(10 + i, Availability::Available, transport),
                 },
                 1 => NetworkEvent::NetworkPathChanged {
-                    snapshot: NetworkSnapshot {
-                        is_expensive: true,
-                        ..snapshot(10 + i, Availability::Available, transport)
-                    },
+                    snapshot: snapshot(10 + i, Availability::Available, transport)
+                        .with_expensive(true),
                 },
                 2 => NetworkEvent::AppLifecycleChanged {
                     state: AppLifecycleState::Foreground { background_duration_ms: i },

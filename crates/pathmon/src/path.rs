@@ -43,6 +43,11 @@ pub struct Path {
     /// Names of the interfaces in use, sorted (for logs; not part of the
     /// comparison that decides whether a snapshot is emitted).
     pub interfaces: Vec<String>,
+    /// The route's identity: a stable hash of the interfaces in use and
+    /// their usable global addresses (0 when unavailable). A new address on
+    /// the same transport (a Wi-Fi roam, a renumbering) changes it, which
+    /// the Supervisor treats as a route change.
+    pub path_id: u64,
 }
 
 impl Path {
@@ -53,26 +58,25 @@ impl Path {
             transports: TransportSet::EMPTY,
             is_expensive: false,
             interfaces: Vec::new(),
+            path_id: 0,
         }
     }
 
-    /// Whether `self` and `other` differ in availability, transports or the
-    /// expensive flag: the changes that warrant a new snapshot.
+    /// Whether `self` and `other` differ in availability, transports, the
+    /// expensive flag or the route identity: the changes that warrant a new
+    /// snapshot.
     pub fn differs_materially(&self, other: &Path) -> bool {
         self.availability != other.availability
             || self.transports != other.transports
             || self.is_expensive != other.is_expensive
+            || self.path_id != other.path_id
     }
 
     /// The snapshot of this path with sequence number `sequence`.
     pub fn snapshot(&self, sequence: u64) -> NetworkSnapshot {
-        NetworkSnapshot {
-            sequence,
-            availability: self.availability,
-            transports: self.transports,
-            is_expensive: self.is_expensive,
-            is_constrained: false,
-        }
+        NetworkSnapshot::new(sequence, self.availability, self.transports)
+            .with_expensive(self.is_expensive)
+            .with_path_id(self.path_id)
     }
 }
 
@@ -119,10 +123,22 @@ pub fn derive(view: &NetView, classifier: &Classifier, table: u32) -> Path {
     }
     let mut transports = TransportSet::EMPTY;
     let mut names = Vec::with_capacity(interfaces.len());
-    for index in interfaces {
+    let mut identity = RouteIdentity::default();
+    for &index in &interfaces {
         if let Some(link) = view.link(index) {
             transports.insert(classifier.classify(&link.name, link.kind.as_deref()));
             names.push(link.name.clone());
+            identity.add(link.name.as_bytes());
+            let mut addresses: Vec<_> = view
+                .addresses()
+                .iter()
+                .filter(|a| a.interface == index && a.is_usable_global())
+                .map(|a| a.ip)
+                .collect();
+            addresses.sort_unstable();
+            for address in addresses {
+                identity.add(address.to_string().as_bytes());
+            }
         }
     }
     names.sort_unstable();
@@ -131,6 +147,31 @@ pub fn derive(view: &NetView, classifier: &Classifier, table: u32) -> Path {
         transports,
         is_expensive: transports.contains(Transport::Cellular),
         interfaces: names,
+        path_id: identity.finish(),
+    }
+}
+
+/// FNV-1a over the route's parts: stable across runs (unlike std's
+/// randomly keyed hasher), and never 0 for an available path.
+#[derive(Debug)]
+struct RouteIdentity(u64);
+
+impl Default for RouteIdentity {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl RouteIdentity {
+    fn add(&mut self, part: &[u8]) {
+        for &byte in part.iter().chain(&[0xff]) {
+            self.0 ^= u64::from(byte);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn finish(self) -> u64 {
+        self.0.max(1)
     }
 }
 
@@ -223,6 +264,25 @@ mod tests {
         assert_eq!(last.transports, TransportSet::only(Transport::Wifi));
         assert!(!last.is_expensive);
         assert_eq!(last.interfaces, ["wifi0"]);
+    }
+
+    #[test]
+    fn a_new_address_on_the_same_transport_is_a_new_route() {
+        let mut changes = wifi_up();
+        // Roam: the old address goes, a new one on the same Wi-Fi link comes.
+        changes.push(Change::AddressAdded(v4(WIFI, 77)));
+        changes.push(Change::AddressRemoved(v4(WIFI, 2)));
+        let (_, paths) = run(changes);
+        let before = &paths[2];
+        let after = paths.last().cloned().unwrap_or_else(Path::unavailable);
+        assert_eq!(after.transports, before.transports);
+        assert_ne!(before.path_id, 0);
+        assert_ne!(after.path_id, before.path_id, "same transport, new address: new route");
+        assert!(after.differs_materially(before));
+        assert!(!after.snapshot(5).same_route(&before.snapshot(4)));
+        // Deriving twice gives the same identity.
+        let (_, again) = run(wifi_up());
+        assert_eq!(again[2].path_id, before.path_id);
     }
 
     #[test]
@@ -512,6 +572,7 @@ mod tests {
             transports: TransportSet::only(Transport::Wifi),
             is_expensive: false,
             interfaces: vec!["wlan0".to_owned()],
+            path_id: 5,
         };
         let renamed = Path { interfaces: vec!["wlan1".to_owned()], ..a.clone() };
         let metered = Path { is_expensive: true, ..a.clone() };

@@ -128,7 +128,13 @@ impl fmt::Debug for TransportSet {
 }
 
 /// What the platform's path monitor saw at one moment.
+///
+/// Build one with [`NetworkSnapshot::new`] (or [`available`](Self::available)
+/// / [`unavailable`](Self::unavailable)) and the `with_*` methods; the
+/// fields stay readable and writable, and new ones can be added without
+/// breaking callers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NetworkSnapshot {
     /// Increases with every snapshot the source emits; a snapshot whose
     /// sequence is not greater than the last accepted one is stale.
@@ -141,14 +147,65 @@ pub struct NetworkSnapshot {
     pub is_expensive: bool,
     /// Low Data Mode / data saver.
     pub is_constrained: bool,
+    /// An opaque identity of the route, 0 when the source cannot tell (for
+    /// example a hash of the interfaces and local addresses the path uses).
+    /// Two snapshots with the same transports but different nonzero path
+    /// ids are different routes: a Wi-Fi roam to a new network, or a
+    /// renumbering, kills the old sockets just like a Wi-Fi to cellular
+    /// handoff does.
+    pub path_id: u64,
 }
 
 impl NetworkSnapshot {
+    /// A snapshot with no metered flags and no path id.
+    pub fn new(sequence: u64, availability: Availability, transports: TransportSet) -> Self {
+        Self {
+            sequence,
+            availability,
+            transports,
+            is_expensive: false,
+            is_constrained: false,
+            path_id: 0,
+        }
+    }
+
+    /// An Available snapshot over `transports`.
+    pub fn available(sequence: u64, transports: TransportSet) -> Self {
+        Self::new(sequence, Availability::Available, transports)
+    }
+
+    /// An Unavailable snapshot.
+    pub fn unavailable(sequence: u64) -> Self {
+        Self::new(sequence, Availability::Unavailable, TransportSet::EMPTY)
+    }
+
+    /// With the metered flag set to `expensive`.
+    #[must_use]
+    pub fn with_expensive(self, expensive: bool) -> Self {
+        Self { is_expensive: expensive, ..self }
+    }
+
+    /// With the Low Data Mode flag set to `constrained`.
+    #[must_use]
+    pub fn with_constrained(self, constrained: bool) -> Self {
+        Self { is_constrained: constrained, ..self }
+    }
+
+    /// With the route identity `path_id`.
+    #[must_use]
+    pub fn with_path_id(self, path_id: u64) -> Self {
+        Self { path_id, ..self }
+    }
+
     /// Whether `self` and `other` describe the same path for recovery
-    /// purposes: same availability and same transports. The metered flags
-    /// are not part of the comparison (they never warrant an action).
+    /// purposes: same availability, same transports, and no two different
+    /// known path ids. The metered flags are not part of the comparison
+    /// (they never warrant an action).
     pub fn same_route(&self, other: &NetworkSnapshot) -> bool {
-        self.availability == other.availability && self.transports == other.transports
+        let ids_differ = self.path_id != 0 && other.path_id != 0 && self.path_id != other.path_id;
+        self.availability == other.availability
+            && self.transports == other.transports
+            && !ids_differ
     }
 }
 
@@ -309,10 +366,17 @@ mod tests {
             transports: TransportSet::only(Transport::Wifi),
             is_expensive: false,
             is_constrained: false,
+            path_id: 0,
         };
         let metered = NetworkSnapshot { sequence: 2, is_expensive: true, ..a };
         let cellular = NetworkSnapshot { transports: TransportSet::only(Transport::Cellular), ..a };
         assert!(a.same_route(&metered));
         assert!(!a.same_route(&cellular));
+        // Path ids: unknown (0) matches anything; two known ones must agree.
+        let roam_a = a.with_path_id(7);
+        let roam_b = a.with_path_id(8);
+        assert!(a.same_route(&roam_a) && roam_a.same_route(&a));
+        assert!(!roam_a.same_route(&roam_b));
+        assert!(roam_a.same_route(&roam_a.with_expensive(true)));
     }
 }

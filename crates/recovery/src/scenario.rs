@@ -647,6 +647,9 @@ struct RawSnapshot {
     expensive: bool,
     #[serde(default)]
     constrained: bool,
+    /// tether's extension: the route identity (`NetworkSnapshot::path_id`).
+    #[serde(default)]
+    path_id: u64,
 }
 
 impl TryFrom<RawEvent> for ScenarioEventDoc {
@@ -681,17 +684,18 @@ impl TryFrom<RawEvent> for ScenarioEventDoc {
         }
         let input = if let Some(s) = raw.path {
             ScenarioInput::Network(NetworkEvent::NetworkPathChanged {
-                snapshot: NetworkSnapshot {
-                    sequence: s.sequence,
-                    availability: match s.availability {
+                snapshot: NetworkSnapshot::new(
+                    s.sequence,
+                    match s.availability {
                         AvailabilityName::Available => Availability::Available,
                         AvailabilityName::Unavailable => Availability::Unavailable,
                         AvailabilityName::Unknown => Availability::Unknown,
                     },
-                    transports: s.transports.into_iter().map(Transport::from).collect(),
-                    is_expensive: s.expensive,
-                    is_constrained: s.constrained,
-                },
+                    s.transports.into_iter().map(Transport::from).collect(),
+                )
+                .with_expensive(s.expensive)
+                .with_constrained(s.constrained)
+                .with_path_id(s.path_id),
             })
         } else if let Some(lifecycle) = raw.lifecycle {
             let state = match lifecycle {

@@ -51,13 +51,7 @@ fn snapshot(
     availability: Availability,
     transports: TransportSet,
 ) -> NetworkSnapshot {
-    NetworkSnapshot {
-        sequence,
-        availability,
-        transports,
-        is_expensive: false,
-        is_constrained: false,
-    }
+    NetworkSnapshot::new(sequence, availability, transports)
 }
 
 impl MixedWorkload {

@@ -17,7 +17,7 @@ use tether_recovery::{
 /// A generated event before sequences are assigned.
 #[derive(Debug, Clone)]
 enum Step {
-    Path { availability: Availability, transports: u8, expensive: bool, stale: bool },
+    Path { availability: Availability, transports: u8, expensive: bool, stale: bool, path_id: u8 },
     Background,
     Foreground { long: bool },
     Cleanup(CleanupReason),
@@ -33,8 +33,8 @@ fn step() -> impl Strategy<Value = Step> {
         Just(Availability::Unknown)
     ];
     prop_oneof![
-        8 => (availability, 0u8..4, any::<bool>(), prop::bool::weighted(0.1)).prop_map(
-            |(availability, transports, expensive, stale)| Step::Path { availability, transports, expensive, stale }
+        8 => (availability, 0u8..4, any::<bool>(), prop::bool::weighted(0.1), 0u8..3).prop_map(
+            |(availability, transports, expensive, stale, path_id)| Step::Path { availability, transports, expensive, stale, path_id }
         ),
         2 => Just(Step::Background),
         2 => any::<bool>().prop_map(|long| Step::Foreground { long }),
@@ -113,24 +113,21 @@ fn build(
     for (gap, step) in steps {
         at += gap;
         let input = match *step {
-            Step::Path { availability, transports: mask, expensive, stale } => {
+            Step::Path { availability, transports: mask, expensive, stale, path_id } => {
                 let seq = if stale {
                     sequence - (at % 3).min(sequence)
                 } else {
                     sequence += 1;
                     sequence
                 };
-                let snapshot = NetworkSnapshot {
-                    sequence: seq,
-                    availability,
-                    transports: if availability == Availability::Unavailable {
-                        TransportSet::EMPTY
-                    } else {
-                        transports(mask)
-                    },
-                    is_expensive: expensive,
-                    is_constrained: false,
+                let transports = if availability == Availability::Unavailable {
+                    TransportSet::EMPTY
+                } else {
+                    transports(mask)
                 };
+                let snapshot = NetworkSnapshot::new(seq, availability, transports)
+                    .with_expensive(expensive)
+                    .with_path_id(u64::from(path_id));
                 ScenarioInput::Network(NetworkEvent::NetworkPathChanged { snapshot })
             }
             Step::Background => {
@@ -154,13 +151,7 @@ fn build(
             state: AppLifecycleState::Foreground { background_duration_ms: 1_000 },
         },
         NetworkEvent::NetworkPathChanged {
-            snapshot: NetworkSnapshot {
-                sequence: sequence + 1,
-                availability: Availability::Available,
-                transports: TransportSet::only(Transport::Vpn),
-                is_expensive: false,
-                is_constrained: false,
-            },
+            snapshot: NetworkSnapshot::available(sequence + 1, TransportSet::only(Transport::Vpn)),
         },
         NetworkEvent::ForceReconnect { reason: ReconnectReason::ManualReconnect },
     ];
@@ -302,13 +293,9 @@ proptest! {
                 .unwrap_or(0);
             let at_ms = if at == 0 { 0 } else { noisy.events[at - 1].at_ms };
             let availability = [Availability::Available, Availability::Unavailable, Availability::Unknown][availability as usize];
-            let snapshot = NetworkSnapshot {
-                sequence: accepted.saturating_sub(back),
-                availability,
-                transports: transports(mask),
-                is_expensive: mask == 3,
-                is_constrained: false,
-            };
+            let snapshot = NetworkSnapshot::new(accepted.saturating_sub(back), availability, transports(mask))
+                .with_expensive(mask == 3)
+                .with_path_id(u64::from(mask));
             noisy.events.insert(at, TimedEvent {
                 at_ms,
                 input: ScenarioInput::Network(NetworkEvent::NetworkPathChanged { snapshot }),
@@ -334,7 +321,7 @@ proptest! {
     ) {
         let steps: Vec<(u64, Step)> = gaps
             .into_iter()
-            .map(|gap| (gap, Step::Path { availability, transports: mask, expensive: false, stale: false }))
+            .map(|gap| (gap, Step::Path { availability, transports: mask, expensive: false, stale: false, path_id: 1 }))
             .collect();
         let mut scenario = build(start, &steps, duration, Vec::new(), 1);
         // Drop the settling tail: only the identical snapshots count here.

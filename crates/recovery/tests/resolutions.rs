@@ -82,13 +82,8 @@ impl Harness {
 
     fn path(&mut self, availability: Availability, transport: Option<Transport>) -> Ticket {
         self.sequence += 1;
-        let snapshot = NetworkSnapshot {
-            sequence: self.sequence,
-            availability,
-            transports: transport.map_or(TransportSet::EMPTY, TransportSet::only),
-            is_expensive: false,
-            is_constrained: false,
-        };
+        let transports = transport.map_or(TransportSet::EMPTY, TransportSet::only);
+        let snapshot = NetworkSnapshot::new(self.sequence, availability, transports);
         self.event(NetworkEvent::NetworkPathChanged { snapshot })
     }
 

@@ -66,13 +66,7 @@ async fn sample(
     let mut latencies = Vec::with_capacity(samples);
     for i in 0..warmup + samples {
         let transport = if i % 2 == 0 { Transport::Cellular } else { Transport::Wifi };
-        let snapshot = NetworkSnapshot {
-            sequence: i as u64 + 1,
-            availability: Availability::Available,
-            transports: TransportSet::only(transport),
-            is_expensive: false,
-            is_constrained: false,
-        };
+        let snapshot = NetworkSnapshot::available(i as u64 + 1, TransportSet::only(transport));
         let called = Instant::now();
         let result = handle.network_path_changed(snapshot).await?;
         if !result.success {
