@@ -1,2 +1,49 @@
-//! tether WebRTC peers on webrtc-rs: data channels, ICE restart
+//! tether WebRTC peers on webrtc-rs: data channels, ICE restart.
+//!
+//! A [`PeerSet`] keeps one reliable, ordered data channel per remote peer, negotiated over an
+//! abstract signaling channel: outbound [`OutboundSignal`]s go to an `mpsc` sender the node
+//! relays, inbound ones come back through [`PeerSet::handle_signal`]. What happens is reported on
+//! [`RtcEvents`]. The node layers reliable messaging (sequence numbers, acks, replay) above this.
+//!
+//! Codemap:
+//! - [`peer_set`](PeerSet): the clonable handle; single-flight `connect`, `close_all`.
+//! - `peer`: one task per remote peer that owns its peer connections and runs negotiation.
+//! - [`negotiation`]: roles (the smaller id offers), how offers and answers are matched.
+//! - `signal`, `event`, `config`, `local_address`, `error`: the types at the edges.
+//!
+//! Architecture invariants:
+//! - Only this crate knows webrtc-rs: no webrtc type appears in the public API.
+//! - All negotiation for a peer happens in that peer's task, one message at a time; public calls
+//!   only wait for replies, so dropping a call never leaves anything half-built.
+//! - Every waiting call is answered exactly once: a result, or an error at its bound.
 #![forbid(unsafe_code)]
+
+mod config;
+mod error;
+mod event;
+mod local_address;
+pub mod negotiation;
+mod peer;
+mod peer_set;
+mod signal;
+
+pub use config::{IceServer, RtcConfig};
+pub use error::RtcError;
+pub use event::{PeerState, RtcEvent, RtcEvents};
+pub use local_address::{InterfaceFilter, LocalAddresses, LocalInterface};
+pub use negotiation::Role;
+pub use peer::PeerStatus;
+pub use peer_set::{CloseReport, PeerSet, Residual};
+pub use signal::{OutboundSignal, SignalPayload};
+
+/// The handle and its events cross task boundaries; keep them `Send`.
+#[allow(dead_code)]
+fn public_types_are_send() {
+    fn is_send<T: Send + Sync>() {}
+    is_send::<PeerSet>();
+    is_send::<RtcEvent>();
+    is_send::<RtcError>();
+    is_send::<RtcConfig>();
+    fn is_send_only<T: Send>() {}
+    is_send_only::<RtcEvents>();
+}
