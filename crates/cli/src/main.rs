@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod demo;
 mod replay;
 mod serve;
 
@@ -27,6 +28,9 @@ enum Command {
     Bench(bench::BenchCommand),
     /// Run the signaling relay server until SIGINT or SIGTERM.
     Serve(serve::ServeArgs),
+    /// Two nodes on loopback stream messages while the demo breaks their
+    /// connections; shows each recovery and counts every message.
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +39,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => replay::run(&args),
         Command::Bench(command) => bench::run(command),
         Command::Serve(args) => serve::run(&args),
+        Command::Demo(args) => demo::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -25,6 +25,7 @@ mod node;
 mod report;
 mod scripted;
 
+pub mod live;
 pub mod reliable;
 
 pub use config::NodeConfig;
@@ -35,6 +36,7 @@ pub use executor::{
     ActionContext, ActionError, ActionResult, LinkEvent, LinkReporter, RecoveryExecutor,
 };
 pub use handle::NetworkEventHandle;
+pub use live::{Message, Messages, RtcNode, RtcNodeConfig, SendError};
 pub use mailbox::NodeRef;
 pub use node::Node;
 pub use report::ActionReport;

@@ -33,10 +33,10 @@ impl Side {
         }
     }
 
-    fn push(&mut self, now: Instant) {
+    fn push(&mut self, deadline: Option<Instant>) {
         self.next_payload += 1;
         let payload = Bytes::copy_from_slice(&self.next_payload.to_be_bytes());
-        if let Ok(id) = self.stream.push(now, payload) {
+        if let Ok(id) = self.stream.push(payload, deadline) {
             self.sent.push((id, self.next_payload));
         } else {
             self.next_payload -= 1;
@@ -66,7 +66,7 @@ struct Pair {
 
 #[derive(Debug, Clone)]
 enum Op {
-    PushA,
+    PushA { deadline_ms: Option<u64> },
     PushB,
     PumpA { data: bool },
     PumpB { data: bool },
@@ -75,13 +75,13 @@ enum Op {
     Break,
     Open,
     Advance(u64),
-    WithdrawA(u64),
+    WithdrawA,
     DuplicateToB(prop::sample::Index),
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => Just(Op::PushA),
+        6 => prop::option::of(0u64..60).prop_map(|deadline_ms| Op::PushA { deadline_ms }),
         3 => Just(Op::PushB),
         4 => any::<bool>().prop_map(|data| Op::PumpA { data }),
         3 => any::<bool>().prop_map(|data| Op::PumpB { data }),
@@ -90,7 +90,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Break),
         2 => Just(Op::Open),
         2 => (0u64..40).prop_map(Op::Advance),
-        1 => (0u64..50).prop_map(Op::WithdrawA),
+        1 => Just(Op::WithdrawA),
         1 => any::<prop::sample::Index>().prop_map(Op::DuplicateToB),
     ]
 }
@@ -126,8 +126,10 @@ impl Pair {
     fn apply(&mut self, op: &Op) {
         let now = self.now;
         match *op {
-            Op::PushA => self.a.push(now),
-            Op::PushB => self.b.push(now),
+            Op::PushA { deadline_ms } => {
+                self.a.push(deadline_ms.map(|ms| now + Duration::from_millis(ms)));
+            }
+            Op::PushB => self.b.push(None),
             Op::PumpA { data } => Self::pump(&mut self.a, &mut self.a_to_b, now, data),
             Op::PumpB { data } => Self::pump(&mut self.b, &mut self.b_to_a, now, data),
             Op::DeliverToB(n) => {
@@ -159,9 +161,8 @@ impl Pair {
                 }
             }
             Op::Advance(ms) => self.now += Duration::from_millis(ms),
-            Op::WithdrawA(age) => {
-                let cutoff = now.checked_sub(Duration::from_millis(age)).unwrap_or(now);
-                for id in self.a.stream.withdraw_unsent_before(cutoff) {
+            Op::WithdrawA => {
+                for id in self.a.stream.withdraw_expired(now) {
                     self.a.withdrawn.insert(id);
                 }
             }
@@ -236,7 +237,7 @@ fn replays_after_a_break_are_deduplicated() {
     let mut pair = Pair::new(StreamConfig { ack_every: 100, ..StreamConfig::default() });
     pair.apply(&Op::Open);
     for _ in 0..5 {
-        pair.apply(&Op::PushA);
+        pair.apply(&Op::PushA { deadline_ms: None });
     }
     pair.apply(&Op::PumpB { data: true }); // B's hello
     pair.apply(&Op::PumpA { data: true }); // A's hello; no data before B's
@@ -256,9 +257,9 @@ fn a_full_buffer_refuses_and_acks_make_room() {
     let config = StreamConfig { max_buffered_messages: 2, ..StreamConfig::default() };
     let mut stream = ReliableStream::new(1, config);
     let now = Instant::now();
-    stream.push(now, Bytes::from_static(b"a")).unwrap();
-    stream.push(now, Bytes::from_static(b"b")).unwrap();
-    let full = stream.push(now, Bytes::from_static(b"c")).unwrap_err();
+    stream.push(Bytes::from_static(b"a"), None).unwrap();
+    stream.push(Bytes::from_static(b"b"), None).unwrap();
+    let full = stream.push(Bytes::from_static(b"c"), None).unwrap_err();
     assert_eq!(full.messages, 2);
     stream.channel_opened();
     stream
@@ -269,17 +270,18 @@ fn a_full_buffer_refuses_and_acks_make_room() {
         .unwrap();
     while stream.poll_transmit(now, true).is_some() {}
     stream.handle_frame(now, Frame::Ack { delivered: 1 }).unwrap();
-    assert!(stream.push(now, Bytes::from_static(b"c")).is_ok());
+    assert!(stream.push(Bytes::from_static(b"c"), None).is_ok());
     // An ack for what was never sent is a protocol error, and changes nothing.
     assert!(stream.handle_frame(now, Frame::Ack { delivered: 9 }).is_err());
     assert_eq!(stream.buffered(), 2);
 }
 
 #[test]
-fn only_unsent_messages_are_withdrawn() {
+fn only_unsent_messages_with_a_passed_deadline_are_withdrawn() {
     let mut stream = ReliableStream::new(1, StreamConfig::default());
     let t0 = Instant::now();
-    let sent = stream.push(t0, Bytes::from_static(b"sent")).unwrap();
+    let deadline = Some(t0 + Duration::from_secs(1));
+    let sent = stream.push(Bytes::from_static(b"sent"), deadline).unwrap();
     stream.channel_opened();
     stream
         .handle_frame(
@@ -289,11 +291,14 @@ fn only_unsent_messages_are_withdrawn() {
         .unwrap();
     while stream.poll_transmit(t0, true).is_some() {}
     stream.channel_closed();
-    let unsent = stream.push(t0, Bytes::from_static(b"unsent")).unwrap();
-    let later = stream.push(t0 + Duration::from_secs(5), Bytes::from_static(b"later")).unwrap();
-    let withdrawn = stream.withdraw_unsent_before(t0 + Duration::from_secs(1));
+    let patient = stream.push(Bytes::from_static(b"no deadline"), None).unwrap();
+    let unsent = stream.push(Bytes::from_static(b"unsent"), deadline).unwrap();
+    let later =
+        stream.push(Bytes::from_static(b"later"), Some(t0 + Duration::from_secs(9))).unwrap();
+    assert!(stream.withdraw_expired(t0).is_empty(), "nothing is due yet");
+    let withdrawn = stream.withdraw_expired(t0 + Duration::from_secs(1));
     assert_eq!(withdrawn, [unsent]);
-    assert_eq!(stream.buffered(), 2);
+    assert_eq!(stream.buffered(), 3);
     let abandoned = stream.abandon();
-    assert_eq!(abandoned, [sent, later]);
+    assert_eq!(abandoned, [sent, patient, later]);
 }

@@ -32,6 +32,10 @@ pub enum RtcEvent {
     MessageReceived {
         /// The remote peer.
         peer: String,
+        /// Which peer connection's data channel it came on: channels of
+        /// different generations run side by side while one replaces the
+        /// other, so a consumer that must not mix them checks this.
+        generation: u64,
         /// The message, as sent.
         data: Bytes,
     },

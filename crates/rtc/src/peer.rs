@@ -1195,6 +1195,7 @@ impl PeerTask {
                         trace!(name: "rtc.channel.message", bytes = message.data.len());
                         let received = RtcEvent::MessageReceived {
                             peer: peer.clone(),
+                            generation,
                             data: message.data.freeze(),
                         };
                         // Waiting here is the back-pressure: webrtc-rs stops reading, SCTP

@@ -41,6 +41,12 @@ struct Inner {
     close_all_run: Mutex<Option<watch::Receiver<Option<CloseReport>>>>,
 }
 
+impl std::fmt::Debug for PeerSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerSet").field("local_id", &self.local_id()).finish_non_exhaustive()
+    }
+}
+
 /// What [`PeerSet::close_all`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CloseReport {

@@ -152,3 +152,21 @@ async fn a_client_that_falls_silent_is_closed_with_4006() {
     let (_, code) = socket.until_close().await;
     assert_eq!(code, Some(tether_signal::protocol::close_code::IDLE_TIMEOUT));
 }
+
+#[tokio::test]
+async fn a_severed_link_is_reported_as_a_loss_and_the_server_lets_go() {
+    let harness = Harness::start().await;
+    let (client, mut events) = harness.client("alice").await;
+    assert!(client.sever());
+    match next_event(&mut events).await {
+        SignalEvent::Lost { cause: LossCause::Io(detail), .. } => {
+            assert!(detail.contains("severed"), "{detail}")
+        }
+        other => panic!("expected Lost(Io), got {other:?}"),
+    }
+    assert!(!client.is_connected());
+    assert!(!client.sever(), "nothing left to sever");
+    // A fresh connection works again.
+    client.connect_once().await.unwrap();
+    assert!(client.is_connected());
+}

@@ -16,10 +16,11 @@
 //!   below what it already delivered is a duplicate and is dropped (and
 //!   acknowledged again).
 //!
-//! Messages that were never put on any channel may be withdrawn when their
-//! send deadline passes (the sender is told); messages that were sent once
-//! are never withdrawn, since they may have arrived: they are replayed and
-//! deduplicated instead.
+//! A message may carry a deadline: if it was never put on any channel when
+//! the deadline passes, it is withdrawn (and its sender told). A message
+//! that went out once is never withdrawn, since it may have arrived: it is
+//! replayed and deduplicated instead. Messages without a deadline wait for
+//! as long as it takes.
 //!
 //! [`handle_frame`]: ReliableStream::handle_frame
 //! [`poll_transmit`]: ReliableStream::poll_transmit
@@ -101,7 +102,8 @@ pub enum StreamError {
 struct Outgoing {
     id: MessageId,
     payload: Bytes,
-    accepted_at: Instant,
+    /// Withdraw it unsent at this instant, if any.
+    deadline: Option<Instant>,
 }
 
 /// Counters for metrics and tests.
@@ -173,12 +175,17 @@ impl ReliableStream {
         }
     }
 
-    /// Accepts `payload` for delivery.
+    /// Accepts `payload` for delivery; with a `deadline`, it is withdrawn if
+    /// still unsent then (see [`withdraw_expired`](Self::withdraw_expired)).
     ///
     /// # Errors
     ///
     /// [`BufferFull`] when the replay buffer has no room; nothing changed.
-    pub fn push(&mut self, now: Instant, payload: Bytes) -> Result<MessageId, BufferFull> {
+    pub fn push(
+        &mut self,
+        payload: Bytes,
+        deadline: Option<Instant>,
+    ) -> Result<MessageId, BufferFull> {
         let full = self.unacked.len() >= self.config.max_buffered_messages
             || (self.unacked_bytes + payload.len() > self.config.max_buffered_bytes
                 && !self.unacked.is_empty());
@@ -188,7 +195,7 @@ impl ReliableStream {
         self.next_id += 1;
         let id = MessageId(self.next_id);
         self.unacked_bytes += payload.len();
-        self.unacked.push_back(Outgoing { id, payload, accepted_at: now });
+        self.unacked.push_back(Outgoing { id, payload, deadline });
         Ok(id)
     }
 
@@ -330,22 +337,27 @@ impl ReliableStream {
         if self.channel_open && self.acks_owed > 0 { self.ack_due } else { None }
     }
 
-    /// Withdraws messages accepted before `cutoff` that were never put on
-    /// any channel, oldest first, and returns their ids. Messages that went
-    /// out once stay: they may have arrived.
-    pub fn withdraw_unsent_before(&mut self, cutoff: Instant) -> Vec<MessageId> {
+    /// Withdraws every message whose deadline is at or before `now` and that
+    /// was never put on any channel, and returns their ids. Messages that
+    /// went out once stay: they may have arrived.
+    pub fn withdraw_expired(&mut self, now: Instant) -> Vec<MessageId> {
         let first_unsent =
             usize::try_from(self.ever_sent.saturating_sub(self.acked)).unwrap_or(usize::MAX);
-        let mut withdrawn = Vec::new();
+        if first_unsent >= self.unacked.len() {
+            return Vec::new();
+        }
         // Unsent messages have no sequence number on the wire yet, so
         // removing some renumbers the rest without anyone noticing.
-        while let Some(message) = self.unacked.get(first_unsent) {
-            if message.accepted_at >= cutoff {
-                break;
-            }
-            if let Some(message) = self.unacked.remove(first_unsent) {
-                self.unacked_bytes -= message.payload.len();
-                withdrawn.push(message.id);
+        let mut withdrawn = Vec::new();
+        let mut index = first_unsent;
+        while index < self.unacked.len() {
+            if self.unacked[index].deadline.is_some_and(|deadline| deadline <= now) {
+                if let Some(message) = self.unacked.remove(index) {
+                    self.unacked_bytes -= message.payload.len();
+                    withdrawn.push(message.id);
+                }
+            } else {
+                index += 1;
             }
         }
         self.stats.withdrawn += withdrawn.len() as u64;

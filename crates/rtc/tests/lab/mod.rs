@@ -191,7 +191,7 @@ fn messages_from(events: &[RtcEvent], peer: &str) -> Vec<Bytes> {
     events
         .iter()
         .filter_map(|event| match event {
-            RtcEvent::MessageReceived { peer: p, data } if p == peer => Some(data.clone()),
+            RtcEvent::MessageReceived { peer: p, data, .. } if p == peer => Some(data.clone()),
             _ => None,
         })
         .collect()

@@ -28,6 +28,8 @@ pub(super) enum Command {
     /// Send a WebSocket ping with `payload`; answer `reply` with the arrival
     /// time of the pong carrying the same payload.
     Probe { payload: Bytes, reply: oneshot::Sender<Instant> },
+    /// Fault injection: drop the socket at once, as a network failure would.
+    Sever,
 }
 
 /// Timing of a link.
@@ -155,6 +157,9 @@ impl Link {
                         Some(Command::Probe { payload, reply }) => {
                             probes.push((payload.clone(), reply));
                             Message::Ping(payload)
+                        }
+                        Some(Command::Sever) => {
+                            return Exit::Lost(LossCause::Io("severed (fault injection)".into()));
                         }
                         // Every sender is gone: the client was dropped.
                         None => return Exit::Stopped,

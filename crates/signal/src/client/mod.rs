@@ -638,6 +638,17 @@ impl SignalClient {
         }
     }
 
+    /// Fault injection for demos and tests: drops the current connection's
+    /// socket at once, without a close frame, as a network failure would.
+    /// The loss is reported on [`SignalEvents`] like any spontaneous one.
+    /// Returns `false` when there is no current connection.
+    pub fn sever(&self) -> bool {
+        match self.current() {
+            Some(link) => link.commands.try_send(Command::Sever).is_ok(),
+            None => false,
+        }
+    }
+
     /// Checks the current link with a WebSocket ping carrying a unique
     /// payload; only the pong echoing that payload counts. Returns the
     /// round-trip time. A failed probe does not close the link.

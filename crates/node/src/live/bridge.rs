@@ -1,0 +1,169 @@
+//! The signaling bridge: one task that carries WebRTC negotiation between
+//! the peer set and the signaling client, reports spontaneous signaling
+//! losses to the Supervisor, and follows room presence.
+
+use std::sync::Arc;
+
+use tether_rtc::{OutboundSignal, PeerSet, SignalPayload};
+use tether_signal::protocol::{IceCandidate, PeerId, RelayPayload};
+use tether_signal::{SignalClient, SignalEvent, SignalEvents};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::roster::Roster;
+
+/// What the bridge needs.
+pub(crate) struct Bridge {
+    pub(crate) signal: SignalClient,
+    pub(crate) events: SignalEvents,
+    pub(crate) outbound: mpsc::Receiver<OutboundSignal>,
+    pub(crate) peers: PeerSet,
+    pub(crate) roster: Arc<Roster>,
+    pub(crate) auto_connect: bool,
+    pub(crate) stop: CancellationToken,
+}
+
+pub(crate) fn to_relay(payload: SignalPayload) -> RelayPayload {
+    match payload {
+        SignalPayload::Offer { sdp } => RelayPayload::Offer { sdp },
+        SignalPayload::Answer { sdp } => RelayPayload::Answer { sdp },
+        SignalPayload::Candidate { candidate, sdp_mid, sdp_mline_index } => {
+            RelayPayload::Candidate(IceCandidate { candidate, sdp_mid, sdp_mline_index })
+        }
+        SignalPayload::IceRestartRequest => RelayPayload::IceRestart,
+        SignalPayload::Bye => RelayPayload::Bye,
+    }
+}
+
+/// The rtc form of a relayed payload; `None` for a kind this version does
+/// not know.
+pub(crate) fn to_rtc(payload: RelayPayload) -> Option<SignalPayload> {
+    Some(match payload {
+        RelayPayload::Offer { sdp } => SignalPayload::Offer { sdp },
+        RelayPayload::Answer { sdp } => SignalPayload::Answer { sdp },
+        RelayPayload::Candidate(c) => SignalPayload::Candidate {
+            candidate: c.candidate,
+            sdp_mid: c.sdp_mid,
+            sdp_mline_index: c.sdp_mline_index,
+        },
+        RelayPayload::IceRestart => SignalPayload::IceRestartRequest,
+        RelayPayload::Bye => SignalPayload::Bye,
+        _ => return None,
+    })
+}
+
+impl Bridge {
+    pub(crate) async fn run(mut self) {
+        loop {
+            tokio::select! {
+                biased;
+                () = self.stop.cancelled() => break,
+                event = self.events.recv() => match event {
+                    Some(event) => self.on_signal(event),
+                    None => break,
+                },
+                outbound = self.outbound.recv() => match outbound {
+                    Some(signal) => self.relay(signal),
+                    None => break,
+                },
+            }
+        }
+        debug!(name: "live.bridge.stopped", "signaling bridge stopped");
+    }
+
+    fn on_signal(&self, event: SignalEvent) {
+        match event {
+            SignalEvent::Relay { from, payload } => {
+                let kind = payload.type_name();
+                let Some(payload) = to_rtc(payload) else {
+                    debug!(name: "live.bridge.unknown_payload", from = %from, kind);
+                    return;
+                };
+                if let Err(err) = self.peers.handle_signal(from.as_str(), payload) {
+                    warn!(name: "live.bridge.refused", from = %from, error = %err);
+                }
+            }
+            SignalEvent::Lost { generation, cause } => {
+                info!(name: "live.signaling.lost", generation = generation.get(), %cause);
+                self.roster.report_signaling_lost();
+            }
+            SignalEvent::Connected(connected) => {
+                if self.auto_connect {
+                    for peer in &connected.peers {
+                        self.follow(peer.as_str());
+                    }
+                }
+            }
+            SignalEvent::PeerJoined(peer) => {
+                if self.auto_connect {
+                    self.follow(peer.as_str());
+                }
+            }
+            SignalEvent::PeerLeft(peer) => {
+                if self.auto_connect {
+                    debug!(name: "live.peer.left", peer = %peer);
+                    self.roster.forget(peer.as_str());
+                }
+            }
+            SignalEvent::ServerError { code, message, id } => {
+                debug!(name: "live.signaling.error", code = ?code, %message, id);
+            }
+            other => debug!(name: "live.signaling.event", event = ?other),
+        }
+    }
+
+    /// Keeps a room member connected: remembered for recovery, connected
+    /// now (a no-op when it already is; the rtc layer's single flight and
+    /// roles make both sides calling it safe).
+    fn follow(&self, peer: &str) {
+        self.roster.want(peer);
+        let peers = self.peers.clone();
+        let peer = peer.to_owned();
+        tokio::spawn(async move {
+            if let Err(err) = peers.connect(&peer).await {
+                debug!(name: "live.peer.follow_failed", peer = %peer, error = %err);
+            }
+        });
+    }
+
+    fn relay(&self, signal: OutboundSignal) {
+        let to = match PeerId::new(signal.to.clone()) {
+            Ok(to) => to,
+            Err(err) => {
+                warn!(name: "live.bridge.bad_peer", to = %signal.to, error = %err);
+                return;
+            }
+        };
+        let kind = signal.payload.kind();
+        if let Err(err) = self.signal.send(&to, to_relay(signal.payload)) {
+            // The operation that needed it times out and the Supervisor
+            // decides what next; nothing to retry here.
+            debug!(name: "live.bridge.send_failed", to = %to, kind, error = %err);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_map_both_ways() {
+        let all = [
+            SignalPayload::Offer { sdp: "o".into() },
+            SignalPayload::Answer { sdp: "a".into() },
+            SignalPayload::Candidate {
+                candidate: "candidate:1 1 udp 1 127.0.0.1 9 typ host".into(),
+                sdp_mid: Some("0".into()),
+                sdp_mline_index: Some(0),
+            },
+            SignalPayload::end_of_candidates(),
+            SignalPayload::IceRestartRequest,
+            SignalPayload::Bye,
+        ];
+        for payload in all {
+            assert_eq!(to_rtc(to_relay(payload.clone())), Some(payload));
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! How an [`RtcNode`](super::RtcNode) is set up.
+
+use std::time::Duration;
+
+use tether_rtc::RtcConfig;
+
+use crate::NodeConfig;
+use crate::reliable::StreamConfig;
+
+/// Everything an [`RtcNode`](super::RtcNode) needs. Build with
+/// [`RtcNodeConfig::new`] and adjust fields.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RtcNodeConfig {
+    /// Who this node is (its signaling peer id).
+    pub peer_id: String,
+    /// `ws://host:port/ws` of the signaling server.
+    pub signaling_url: String,
+    /// The credential for `peer_id`.
+    pub token: String,
+    /// A presence room: with one, the node learns who joins and leaves, and
+    /// (with `auto_connect`) connects to them.
+    pub room: Option<String>,
+    /// Connect to every peer of the room, and forget peers that leave it.
+    pub auto_connect: bool,
+    /// The recovery runtime: policy, initial state, result and shutdown
+    /// bounds.
+    pub node: NodeConfig,
+    /// WebRTC settings.
+    pub rtc: RtcConfig,
+    /// Signaling timing.
+    pub signaling: SignalingTiming,
+    /// How actions run.
+    pub recovery: RecoveryTiming,
+    /// Reliable messaging.
+    pub messaging: MessagingConfig,
+}
+
+impl RtcNodeConfig {
+    /// A node `peer_id` on `signaling_url` with `token`; everything else
+    /// default.
+    pub fn new(
+        peer_id: impl Into<String>,
+        signaling_url: impl Into<String>,
+        token: impl Into<String>,
+    ) -> Self {
+        let peer_id = peer_id.into();
+        Self {
+            node: NodeConfig { name: peer_id.clone(), ..NodeConfig::default() },
+            peer_id,
+            signaling_url: signaling_url.into(),
+            token: token.into(),
+            room: None,
+            auto_connect: true,
+            rtc: RtcConfig::default(),
+            signaling: SignalingTiming::default(),
+            recovery: RecoveryTiming::default(),
+            messaging: MessagingConfig::default(),
+        }
+    }
+
+    /// The seed design's recovery, for comparisons: a fixed 400 ms settle
+    /// window before deciding, and Restore probes the old socket (1 s) before
+    /// it opens a new one.
+    pub fn seed_style(mut self) -> Self {
+        self.node.policy = tether_recovery::PolicyConfig::seed_style();
+        self.recovery.restore = RestoreStrategy::ProbeThenReconnect;
+        self.recovery.probe_timeout = Duration::from_secs(1);
+        self
+    }
+}
+
+/// Signaling link timing (DESIGN.md §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignalingTiming {
+    /// Bound on TCP connect + WebSocket handshake + register.
+    pub connect_timeout: Duration,
+    /// Background ping interval.
+    pub ping_interval: Duration,
+    /// Silence after which the link is declared dead.
+    pub dead_after: Duration,
+    /// How long a Restore lets the old socket's probe run alone before it
+    /// races a fresh connection against it. 0: race at once (the route may
+    /// have changed; waiting for the old socket is what made the seed slow).
+    pub rebuild_head_start: Duration,
+}
+
+impl Default for SignalingTiming {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(5),
+            dead_after: Duration::from_secs(10),
+            rebuild_head_start: Duration::ZERO,
+        }
+    }
+}
+
+/// How Restore makes signaling healthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreStrategy {
+    /// Race a fresh connection against a probe of the old socket; keep the
+    /// first healthy one (DESIGN.md §4).
+    RaceFreshConnection,
+    /// The seed design: probe the old socket, and only when the probe fails
+    /// (after `probe_timeout`) open a new one.
+    ProbeThenReconnect,
+}
+
+/// How the executor runs actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecoveryTiming {
+    /// Bound on a Probe (and on the old socket's probe during Restore).
+    pub probe_timeout: Duration,
+    /// How Restore makes signaling healthy.
+    pub restore: RestoreStrategy,
+}
+
+impl Default for RecoveryTiming {
+    fn default() -> Self {
+        Self {
+            probe_timeout: Duration::from_secs(1),
+            restore: RestoreStrategy::RaceFreshConnection,
+        }
+    }
+}
+
+/// Reliable messaging settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessagingConfig {
+    /// Replay buffer and ack timing, per peer.
+    pub stream: StreamConfig,
+    /// How long [`RtcNode::send`](super::RtcNode::send) waits for room and
+    /// for the peer's acknowledgement before it reports an error.
+    pub send_deadline: Duration,
+    /// Largest message accepted (a data-channel message must stay under the
+    /// SCTP limit webrtc-rs uses; 64 KiB minus the frame header).
+    pub max_message_bytes: usize,
+    /// Messages received but not yet taken by the application before the
+    /// node stops reading from the network (back-pressure).
+    pub receive_backlog: usize,
+}
+
+impl Default for MessagingConfig {
+    fn default() -> Self {
+        Self {
+            stream: StreamConfig::default(),
+            send_deadline: Duration::from_secs(10),
+            max_message_bytes: 65_536 - 16,
+            receive_backlog: 4096,
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! The real [`RecoveryExecutor`]: DESIGN.md §4's actions on a signaling
+//! client and a set of WebRTC peers. It runs what it is told; it never
+//! decides what to do next.
+
+use std::sync::Arc;
+
+use futures_util::future::join_all;
+use tether_recovery::FailureKind;
+use tether_rtc::{PeerSet, PeerState, RtcError};
+use tether_signal::{SignalClient, SignalError, SignalErrorKind};
+use tracing::{info, warn};
+
+use super::config::{RecoveryTiming, RestoreStrategy};
+use super::roster::Roster;
+use crate::executor::{ActionContext, ActionError, ActionResult, LinkReporter, RecoveryExecutor};
+
+/// Runs actions against a [`SignalClient`] and a [`PeerSet`].
+#[derive(Debug)]
+pub(crate) struct RtcExecutor {
+    pub(crate) signal: SignalClient,
+    pub(crate) peers: PeerSet,
+    pub(crate) roster: Arc<Roster>,
+    pub(crate) timing: RecoveryTiming,
+}
+
+pub(crate) fn signal_failure(error: &SignalError) -> ActionError {
+    let kind = match error.kind() {
+        SignalErrorKind::Timeout => FailureKind::Timeout,
+        SignalErrorKind::Unreachable | SignalErrorKind::Closed => FailureKind::Unreachable,
+        SignalErrorKind::AuthRejected => FailureKind::AuthRejected,
+        SignalErrorKind::ConfigRejected => FailureKind::ConfigRejected,
+        _ => FailureKind::Internal,
+    };
+    ActionError::new(kind, format!("signaling: {error}"))
+}
+
+fn rtc_failure(peer: &str, error: &RtcError) -> ActionError {
+    let kind = match error {
+        _ if error.is_timeout() => FailureKind::Timeout,
+        RtcError::ConnectionFailed { .. }
+        | RtcError::ClosedByRemote { .. }
+        | RtcError::PeerClosed { .. }
+        | RtcError::NoPeerConnection { .. }
+        | RtcError::SignalChannelClosed
+        | RtcError::SignalChannelFull => FailureKind::Unreachable,
+        _ => FailureKind::Internal,
+    };
+    ActionError::new(kind, format!("peer {peer}: {error}"))
+}
+
+impl RtcExecutor {
+    /// Makes signaling healthy the configured way.
+    async fn heal_signaling(&self) -> ActionResult {
+        match self.timing.restore {
+            RestoreStrategy::RaceFreshConnection => {
+                self.signal.rebuild(self.timing.probe_timeout).await.map(|rebuilt| {
+                    info!(name: "live.signaling.rebuilt", outcome = ?rebuilt);
+                })
+            }
+            RestoreStrategy::ProbeThenReconnect => {
+                if self.signal.is_connected()
+                    && self.signal.probe_alive(self.timing.probe_timeout).await.is_ok()
+                {
+                    return Ok(());
+                }
+                self.signal.connect_once().await.map(drop)
+            }
+        }
+        .map_err(|err| signal_failure(&err))
+    }
+
+    /// Brings one peer back: an ICE restart of its peer connection, or a new
+    /// one when there is none or the restart does not revive it.
+    async fn revive(&self, peer: &str) -> Result<(), RtcError> {
+        let restartable = self.peers.status(peer).is_some_and(|s| {
+            s.generation > 0 && !matches!(s.state, Some(PeerState::Closed) | None)
+        });
+        if restartable {
+            match self.peers.restart_ice(peer).await {
+                Ok(()) => return Ok(()),
+                Err(err) => {
+                    warn!(name: "live.peer.restart_failed", peer, error = %err, "replacing the peer connection");
+                }
+            }
+            return self.peers.replace(peer).await;
+        }
+        self.peers.connect(peer).await
+    }
+
+    /// Revives every peer of the roster at once. Fails only when there were
+    /// peers and none came back: a single absent peer must not make the
+    /// whole node retry (its own recovery reconnects it), but a dead data
+    /// plane is a failed recovery.
+    async fn revive_all(&self) -> ActionResult {
+        let peers = self.roster.wanted();
+        if peers.is_empty() {
+            return Ok(());
+        }
+        let results = join_all(peers.iter().map(|peer| self.revive(peer))).await;
+        let mut first_failure = None;
+        let mut revived = 0;
+        for (peer, result) in peers.iter().zip(results) {
+            match result {
+                Ok(()) => revived += 1,
+                Err(err) => {
+                    warn!(name: "live.peer.revive_failed", peer = %peer, error = %err);
+                    first_failure.get_or_insert_with(|| rtc_failure(peer, &err));
+                }
+            }
+        }
+        match first_failure {
+            Some(failure) if revived == 0 => Err(failure),
+            _ => Ok(()),
+        }
+    }
+
+    /// Closes every peer connection on purpose; reports what would not close.
+    async fn close_peers(&self) -> ActionResult {
+        for peer in self.roster.wanted() {
+            if let Some(status) = self.peers.status(&peer) {
+                self.roster.closing_on_purpose(&peer, status.generation);
+            }
+        }
+        self.peers.clear_pending_restarts();
+        let report = self.peers.close_all().await;
+        if report.is_clean() {
+            return Ok(());
+        }
+        let residual: Vec<String> =
+            report.residual.iter().map(|r| format!("{} ({})", r.peer, r.reason)).collect();
+        Err(ActionError::new(
+            FailureKind::Timeout,
+            format!("peer connections not closed in time: {}", residual.join(", ")),
+        ))
+    }
+}
+
+impl RecoveryExecutor for RtcExecutor {
+    fn attach(&self, link: LinkReporter) {
+        self.roster.attach(link);
+    }
+
+    async fn probe(&self, _ctx: ActionContext) -> ActionResult {
+        self.signal
+            .probe_alive(self.timing.probe_timeout)
+            .await
+            .map(drop)
+            .map_err(|err| signal_failure(&err))
+    }
+
+    async fn restore(&self, _ctx: ActionContext) -> ActionResult {
+        self.heal_signaling().await?;
+        self.revive_all().await
+    }
+
+    async fn reconnect(&self, _ctx: ActionContext) -> ActionResult {
+        // Cleanup first; its residuals do not stop the rebuild.
+        self.signal.disconnect().await;
+        if let Err(err) = self.close_peers().await {
+            warn!(name: "live.reconnect.residual", error = %err);
+        }
+        self.signal.connect_once().await.map_err(|err| signal_failure(&err))?;
+        self.revive_all().await
+    }
+
+    async fn disconnect(&self, _ctx: ActionContext) -> ActionResult {
+        // Keep the peer connections: a Restore ICE-restarts them when the
+        // path returns.
+        self.peers.clear_pending_restarts();
+        self.signal.disconnect().await;
+        Ok(())
+    }
+
+    async fn cleanup(&self, _ctx: ActionContext) -> ActionResult {
+        // Signaling first, so that no late offer revives anything; then
+        // every other step, whatever failed before it.
+        self.signal.disconnect().await;
+        self.close_peers().await
+    }
+}

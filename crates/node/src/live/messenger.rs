@@ -1,0 +1,362 @@
+//! The messenger: one task that owns every peer's reliable stream
+//! ([`ReliableStream`]), carries frames over the peers' data channels, hands
+//! received messages to the application, answers senders, and reports peer
+//! connections that die on their own.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tether_recovery::ConnectionState;
+use tether_rtc::{PeerSet, PeerState, RtcEvent, RtcEvents};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, trace, warn};
+
+use super::error::SendError;
+use super::roster::Roster;
+use crate::reliable::{Frame, MessageId, ReliableStream, StreamConfig, StreamStats};
+
+/// One message from a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Who sent it.
+    pub from: String,
+    /// What it says.
+    pub payload: Bytes,
+}
+
+/// A request to send.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    pub(crate) peer: String,
+    pub(crate) payload: Bytes,
+    /// When the sender stops waiting.
+    pub(crate) deadline: Instant,
+    /// Answered once the message is accepted into the replay buffer.
+    pub(crate) accepted: oneshot::Sender<Result<MessageId, SendError>>,
+    /// When present, answered once the peer acknowledged it (or at the
+    /// deadline); the message is then withdrawn if it was never sent.
+    pub(crate) confirmed: Option<oneshot::Sender<Result<(), SendError>>>,
+}
+
+/// What the messenger did, when it stops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MessengerReport {
+    /// Accepted messages whose acknowledgement had not arrived when the
+    /// node stopped (they may well have been delivered: acks trail by up to
+    /// the ack delay). Waiting senders were answered.
+    pub unacknowledged: usize,
+    /// Counters summed over every peer.
+    pub stats: StreamStats,
+}
+
+struct PeerLink {
+    stream: ReliableStream,
+    /// The generation of the channel the stream runs on, while one is open.
+    channel: Option<u64>,
+    /// Senders waiting for room in the replay buffer, in order.
+    waiting_for_room: VecDeque<Outgoing>,
+    /// Senders waiting for an acknowledgement.
+    confirmations: HashMap<MessageId, (Instant, oneshot::Sender<Result<(), SendError>>)>,
+}
+
+pub(crate) struct Messenger {
+    pub(crate) session: u64,
+    pub(crate) stream_config: StreamConfig,
+    pub(crate) requests: mpsc::Receiver<Outgoing>,
+    pub(crate) events: RtcEvents,
+    pub(crate) deliveries: mpsc::Sender<Message>,
+    pub(crate) receive_backlog: usize,
+    pub(crate) peers: PeerSet,
+    pub(crate) roster: Arc<Roster>,
+    pub(crate) state: watch::Receiver<ConnectionState>,
+    pub(crate) stop: CancellationToken,
+}
+
+struct Running {
+    config: Messenger,
+    links: HashMap<String, PeerLink>,
+    backlog: VecDeque<Message>,
+}
+
+impl Messenger {
+    pub(crate) async fn run(self) -> MessengerReport {
+        let running = Running { config: self, links: HashMap::new(), backlog: VecDeque::new() };
+        running.run().await
+    }
+}
+
+impl Running {
+    async fn run(mut self) -> MessengerReport {
+        loop {
+            let wake = self.next_wake();
+            let backlog_full = self.backlog.len() >= self.config.receive_backlog;
+            let deliver_next = !self.backlog.is_empty();
+            // A clone, so that the permit borrows it rather than `self`.
+            let deliveries = self.config.deliveries.clone();
+            tokio::select! {
+                biased;
+                () = self.config.stop.cancelled() => break,
+                permit = deliveries.reserve(), if deliver_next => match permit {
+                    Ok(permit) => {
+                        if let Some(message) = self.backlog.pop_front() {
+                            permit.send(message);
+                        }
+                    }
+                    // Nobody reads any more: drop what arrives.
+                    Err(_) => self.backlog.clear(),
+                },
+                event = self.config.events.recv(), if !backlog_full => match event {
+                    Some(event) => self.on_rtc(event),
+                    None => break,
+                },
+                request = self.config.requests.recv() => match request {
+                    Some(request) => self.on_request(request),
+                    None => break,
+                },
+                () = sleep_until(wake) => self.on_timer(),
+            }
+            self.pump().await;
+        }
+        self.finish()
+    }
+
+    fn link(&mut self, peer: &str) -> &mut PeerLink {
+        let session = self.config.session;
+        let stream_config = &self.config.stream_config;
+        self.links.entry(peer.to_owned()).or_insert_with(|| PeerLink {
+            stream: ReliableStream::new(session, stream_config.clone()),
+            channel: None,
+            waiting_for_room: VecDeque::new(),
+            confirmations: HashMap::new(),
+        })
+    }
+
+    fn on_request(&mut self, request: Outgoing) {
+        let state = *self.config.state.borrow();
+        if matches!(state, ConnectionState::Closed | ConnectionState::Parked { .. }) {
+            let _ = request.accepted.send(Err(SendError::Closed { state: state.to_string() }));
+            return;
+        }
+        if self.config.roster.want(&request.peer) {
+            // A first message to a peer connects to it.
+            let peers = self.config.peers.clone();
+            let peer = request.peer.clone();
+            tokio::spawn(async move {
+                if let Err(err) = peers.connect(&peer).await {
+                    debug!(name: "live.peer.connect_on_send_failed", peer = %peer, error = %err);
+                }
+            });
+        }
+        let link = self.link(&request.peer);
+        if link.waiting_for_room.is_empty() {
+            admit(link, request);
+        } else {
+            link.waiting_for_room.push_back(request);
+        }
+    }
+
+    fn on_rtc(&mut self, event: RtcEvent) {
+        let now = Instant::now();
+        match event {
+            RtcEvent::MessageReceived { peer, generation, data } => {
+                let Some(link) = self.links.get_mut(&peer) else {
+                    debug!(name: "live.message.unknown_peer", peer = %peer);
+                    return;
+                };
+                if link.channel != Some(generation) {
+                    trace!(name: "live.message.stale_channel", peer = %peer, generation);
+                    return;
+                }
+                match Frame::decode(data) {
+                    Ok(frame) => {
+                        if let Err(err) = link.stream.handle_frame(now, frame) {
+                            warn!(name: "live.message.protocol", peer = %peer, error = %err);
+                        }
+                    }
+                    Err(err) => warn!(name: "live.message.malformed", peer = %peer, error = %err),
+                }
+                while let Some(payload) = link.stream.poll_delivery() {
+                    self.backlog.push_back(Message { from: peer.clone(), payload });
+                }
+                while let Some(id) = link.stream.poll_confirmed() {
+                    if let Some((_, reply)) = link.confirmations.remove(&id) {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+                while link.waiting_for_room.front().is_some() {
+                    let Some(request) = link.waiting_for_room.pop_front() else { break };
+                    if !admit(link, request) {
+                        break;
+                    }
+                }
+            }
+            RtcEvent::ChannelOpened { peer, generation } => {
+                info!(name: "live.channel.opened", peer = %peer, generation);
+                self.config.roster.want(&peer);
+                let link = self.link(&peer);
+                link.channel = Some(generation);
+                link.stream.channel_opened();
+            }
+            RtcEvent::ChannelClosed { peer, generation } => {
+                let Some(link) = self.links.get_mut(&peer) else { return };
+                if link.channel != Some(generation) {
+                    return;
+                }
+                link.channel = None;
+                link.stream.channel_closed();
+                self.peer_down(&peer, generation, "channel closed");
+            }
+            RtcEvent::PeerStateChanged { peer, generation, state } => {
+                debug!(name: "live.peer.state", peer = %peer, generation, state = ?state);
+                let current = self.links.get(&peer).and_then(|l| l.channel) == Some(generation);
+                if state == PeerState::Failed && current {
+                    self.peer_down(&peer, generation, "ice failed");
+                }
+            }
+            other => debug!(name: "live.rtc.event", event = ?other),
+        }
+    }
+
+    /// A peer connection of `peer` went away. Unless this node closed it on
+    /// purpose or a newer one is already being built, the Supervisor hears
+    /// of it and decides.
+    fn peer_down(&self, peer: &str, generation: u64, why: &'static str) {
+        if self.config.roster.closed_on_purpose(peer, generation) {
+            return;
+        }
+        let newer = self.config.peers.status(peer).is_some_and(|s| s.generation > generation);
+        if newer {
+            return;
+        }
+        info!(name: "live.peer.lost", peer, generation, why);
+        self.config.roster.report_peer_lost();
+    }
+
+    fn on_timer(&mut self) {
+        let now = Instant::now();
+        for link in self.links.values_mut() {
+            // Senders whose deadline passed.
+            while link.waiting_for_room.front().is_some_and(|r| r.deadline <= now) {
+                if let Some(request) = link.waiting_for_room.pop_front() {
+                    let _ = request.accepted.send(Err(SendError::BufferFull));
+                    if let Some(confirmed) = request.confirmed {
+                        let _ = confirmed.send(Err(SendError::BufferFull));
+                    }
+                }
+            }
+            for id in link.stream.withdraw_expired(now) {
+                if let Some((_, reply)) = link.confirmations.remove(&id) {
+                    let _ = reply.send(Err(SendError::NotDelivered));
+                }
+            }
+            let due: Vec<MessageId> = link
+                .confirmations
+                .iter()
+                .filter(|(_, (deadline, _))| *deadline <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in due {
+                if let Some((_, reply)) = link.confirmations.remove(&id) {
+                    let _ = reply.send(Err(SendError::Unconfirmed));
+                }
+            }
+        }
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        let mut wake: Option<Instant> = None;
+        let mut consider = |at: Option<Instant>| {
+            if let Some(at) = at {
+                wake = Some(wake.map_or(at, |w| w.min(at)));
+            }
+        };
+        for link in self.links.values() {
+            consider(link.stream.poll_timeout());
+            consider(link.waiting_for_room.front().map(|r| r.deadline));
+            consider(link.confirmations.values().map(|(deadline, _)| *deadline).min());
+        }
+        wake
+    }
+
+    /// Puts every frame that is due on its data channel.
+    async fn pump(&mut self) {
+        let now = Instant::now();
+        for (peer, link) in &mut self.links {
+            if link.channel.is_none() {
+                continue;
+            }
+            while let Some(frame) = link.stream.poll_transmit(now, true) {
+                if let Err(err) = self.config.peers.send(peer, frame.encode()).await {
+                    // The frame stays in the replay buffer (it is not
+                    // acknowledged); the next channel's Hello resumes it.
+                    debug!(name: "live.message.send_failed", peer = %peer, error = %err);
+                    break;
+                }
+            }
+        }
+    }
+
+    fn finish(mut self) -> MessengerReport {
+        let mut report = MessengerReport::default();
+        for (peer, link) in self.links.drain() {
+            let stats = link.stream.stats();
+            report.stats.delivered += stats.delivered;
+            report.stats.duplicates += stats.duplicates;
+            report.stats.replayed += stats.replayed;
+            report.stats.withdrawn += stats.withdrawn;
+            for request in link.waiting_for_room {
+                let _ = request.accepted.send(Err(SendError::Shutdown));
+                if let Some(confirmed) = request.confirmed {
+                    let _ = confirmed.send(Err(SendError::Shutdown));
+                }
+            }
+            for (_, (_, reply)) in link.confirmations {
+                let _ = reply.send(Err(SendError::Shutdown));
+            }
+            let unacknowledged = link.stream.abandon();
+            if !unacknowledged.is_empty() {
+                info!(name: "live.message.unacknowledged", peer = %peer, count = unacknowledged.len());
+            }
+            report.unacknowledged += unacknowledged.len();
+        }
+        report
+    }
+}
+
+/// Accepts `request` into its peer's replay buffer; returns `false` (and
+/// puts it back in front) when there is no room.
+fn admit(link: &mut PeerLink, request: Outgoing) -> bool {
+    let withdraw_at = request.confirmed.as_ref().map(|_| request.deadline);
+    match link.stream.push(request.payload.clone(), withdraw_at) {
+        Ok(id) => {
+            let _ = request.accepted.send(Ok(id));
+            if let Some(confirmed) = request.confirmed {
+                link.confirmations.insert(id, (request.deadline, confirmed));
+            }
+            true
+        }
+        Err(_) => {
+            link.waiting_for_room.push_front(request);
+            false
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A random nonzero stream session, fresh per node instance (std's
+/// randomly keyed hasher is random enough for an instance id).
+pub(crate) fn new_session() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.finish().max(1)
+}

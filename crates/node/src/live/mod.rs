@@ -1,0 +1,377 @@
+//! [`RtcNode`]: a tether node on real connections — a signaling client, a
+//! set of WebRTC peers, reliable messaging over their data channels, and
+//! the recovery runtime ([`Node`]) deciding what to do when the network
+//! changes.
+//!
+//! ```text
+//!   app / platform ──► NetworkEventHandle ──► Node (driver + Supervisor)
+//!                                                  │ actions
+//!                                                  ▼
+//!   send / post ──► messenger ──frames──►  RtcExecutor ──► SignalClient
+//!   messages  ◄───  (reliable streams)          │             ▲   │
+//!                        ▲   │                  ▼             │   ▼
+//!                        │   └──────────────► PeerSet ◄──── bridge (offers,
+//!                        └──── RtcEvents ◄────┘                candidates, losses)
+//! ```
+//!
+//! Connecting: a node starts idle. The first Available path snapshot (or a
+//! `force_reconnect`) makes the Supervisor restore, which connects
+//! signaling and the peers.
+
+mod bridge;
+mod config;
+mod error;
+mod executor;
+mod messenger;
+mod roster;
+pub mod testbed;
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use tether_recovery::ConnectionState;
+use tether_rtc::PeerSet;
+use tether_signal::protocol::{PeerId, RoomId};
+use tether_signal::{ClientConfig, SignalClient};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+pub use config::{
+    MessagingConfig, RecoveryTiming, RestoreStrategy, RtcNodeConfig, SignalingTiming,
+};
+pub use error::{RtcNodeError, SendError};
+pub use messenger::{Message, MessengerReport};
+
+use self::bridge::Bridge;
+use self::executor::RtcExecutor;
+use self::messenger::{Messenger, Outgoing};
+use self::roster::Roster;
+use crate::reliable::MessageId;
+use crate::{ActionReport, NetworkEventHandle, Node, NodeRef, ShutdownReport};
+
+/// Outbound signaling messages the peer set may queue before it drops one
+/// (a burst of candidates per peer).
+const SIGNAL_QUEUE: usize = 1024;
+/// Send requests queued for the messenger.
+const SEND_QUEUE: usize = 1024;
+
+/// Receives the messages peers send to this node, in order per peer.
+#[derive(Debug)]
+pub struct Messages {
+    receiver: mpsc::Receiver<Message>,
+}
+
+impl Messages {
+    /// The next message; `None` once the node has shut down.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a message is only taken when this returns it.
+    pub async fn recv(&mut self) -> Option<Message> {
+        self.receiver.recv().await
+    }
+
+    /// The next message if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Message> {
+        self.receiver.try_recv().ok()
+    }
+}
+
+/// What shutting down did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtcShutdownReport {
+    /// The recovery runtime's shutdown (final cleanup, callers answered).
+    pub node: ShutdownReport,
+    /// The messenger's last word (messages not acknowledged yet).
+    pub messaging: MessengerReport,
+}
+
+/// Fault injection for demos and tests: breaks things the way networks do,
+/// without telling the Supervisor (it has to notice, as in real life).
+#[derive(Debug)]
+pub struct Faults<'a> {
+    node: &'a RtcNode,
+}
+
+impl Faults<'_> {
+    /// Drops the signaling socket without a close frame, as a dead network
+    /// would. Returns `false` when there was no connection.
+    pub fn sever_signaling(&self) -> bool {
+        self.node.signal.sever()
+    }
+
+    /// Tears the peer connection to `peer` down (as the far end or a
+    /// middlebox would).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the close runs in the peer's task.
+    pub async fn drop_peer_connection(&self, peer: &str) -> Result<(), RtcNodeError> {
+        self.node
+            .peers
+            .close(peer)
+            .await
+            .map_err(|err| RtcNodeError::Peer { peer: peer.to_owned(), message: err.to_string() })
+    }
+}
+
+/// A tether node on real connections. See the [module docs](self).
+#[derive(Debug)]
+pub struct RtcNode {
+    peer_id: String,
+    node: Node,
+    signal: SignalClient,
+    peers: PeerSet,
+    roster: Arc<Roster>,
+    requests: mpsc::Sender<Outgoing>,
+    messages: Mutex<Option<Messages>>,
+    messaging: MessagingConfig,
+    stop: CancellationToken,
+    /// Stops the bridge and the messenger when the node is dropped without
+    /// a shutdown (the recovery runtime stops on its own drop).
+    _stop_on_drop: tokio_util::sync::DropGuard,
+    bridge: JoinHandle<()>,
+    messenger: JoinHandle<MessengerReport>,
+}
+
+impl RtcNode {
+    /// Starts a node on the current tokio runtime. It does not connect until
+    /// the first Available snapshot or forced reconnect.
+    ///
+    /// # Errors
+    ///
+    /// [`RtcNodeError::Config`] for an unusable URL, peer id, room or
+    /// timing; [`RtcNodeError::Node`] when the recovery runtime refuses
+    /// (policy, no runtime).
+    pub fn start(config: RtcNodeConfig) -> Result<RtcNode, RtcNodeError> {
+        let invalid = |err: &dyn std::fmt::Display| RtcNodeError::Config(err.to_string());
+        let peer_id = PeerId::new(config.peer_id.clone()).map_err(|e| invalid(&e))?;
+        let mut client =
+            ClientConfig::new(config.signaling_url.clone(), peer_id, config.token.clone());
+        client.room = match &config.room {
+            Some(room) => Some(RoomId::new(room.clone()).map_err(|e| invalid(&e))?),
+            None => None,
+        };
+        client.connect_timeout = config.signaling.connect_timeout;
+        client.ping_interval = config.signaling.ping_interval;
+        client.dead_after = config.signaling.dead_after;
+        client.rebuild_head_start = config.signaling.rebuild_head_start;
+        let (signal, signal_events) = SignalClient::new(client).map_err(|e| invalid(&e))?;
+
+        let (signals_tx, signals_rx) = mpsc::channel(SIGNAL_QUEUE);
+        let (peers, rtc_events) =
+            PeerSet::new(config.peer_id.clone(), config.rtc.clone(), signals_tx);
+        let roster = Arc::new(Roster::default());
+        let executor = Arc::new(RtcExecutor {
+            signal: signal.clone(),
+            peers: peers.clone(),
+            roster: Arc::clone(&roster),
+            timing: config.recovery,
+        });
+        let node = Node::spawn(config.node.clone(), executor)?;
+
+        let stop = CancellationToken::new();
+        let span = tracing::info_span!("live", peer = %config.peer_id);
+        let bridge = Bridge {
+            signal: signal.clone(),
+            events: signal_events,
+            outbound: signals_rx,
+            peers: peers.clone(),
+            roster: Arc::clone(&roster),
+            auto_connect: config.auto_connect,
+            stop: stop.clone(),
+        };
+        let bridge = tokio::spawn(bridge.run().instrument(span.clone()));
+
+        let (requests, requests_rx) = mpsc::channel(SEND_QUEUE);
+        let (deliveries, deliveries_rx) = mpsc::channel(config.messaging.receive_backlog.max(1));
+        let messenger = Messenger {
+            session: messenger::new_session(),
+            stream_config: config.messaging.stream.clone(),
+            requests: requests_rx,
+            events: rtc_events,
+            deliveries,
+            receive_backlog: config.messaging.receive_backlog.max(1),
+            peers: peers.clone(),
+            roster: Arc::clone(&roster),
+            state: node.state(),
+            stop: stop.clone(),
+        };
+        let messenger = tokio::spawn(messenger.run().instrument(span));
+
+        Ok(RtcNode {
+            peer_id: config.peer_id,
+            node,
+            signal,
+            peers,
+            roster,
+            requests,
+            messages: Mutex::new(Some(Messages { receiver: deliveries_rx })),
+            messaging: config.messaging,
+            _stop_on_drop: stop.clone().drop_guard(),
+            stop,
+            bridge,
+            messenger,
+        })
+    }
+
+    /// This node's peer id.
+    pub fn peer_id(&self) -> &str {
+        &self.peer_id
+    }
+
+    /// The platform's way in.
+    pub fn handle(&self) -> NetworkEventHandle {
+        self.node.handle()
+    }
+
+    /// The actor-style address of this node.
+    pub fn node_ref(&self) -> NodeRef {
+        self.node.node_ref()
+    }
+
+    /// The connection state, for UI.
+    pub fn state(&self) -> watch::Receiver<ConnectionState> {
+        self.node.state()
+    }
+
+    /// Every action's start and end from now on.
+    pub fn actions(&self) -> broadcast::Receiver<ActionReport> {
+        self.node.actions()
+    }
+
+    /// The messages peers send to this node. There is one receiver: the
+    /// first call takes it, later calls get `None`.
+    pub fn messages(&self) -> Option<Messages> {
+        self.messages.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    /// Connects to `peer` (or finds it connected), and keeps it connected
+    /// through recoveries from now on.
+    ///
+    /// # Errors
+    ///
+    /// [`RtcNodeError::Peer`] when the peer connection could not be made
+    /// within the rtc connect timeout (it stays wanted: recovery retries).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the attempt runs in the peer's task.
+    pub async fn connect_peer(&self, peer: &str) -> Result<(), RtcNodeError> {
+        self.roster.want(peer);
+        self.peers
+            .connect(peer)
+            .await
+            .map_err(|err| RtcNodeError::Peer { peer: peer.to_owned(), message: err.to_string() })
+    }
+
+    /// Stops keeping `peer` connected and closes its peer connection.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the close runs in the peer's task.
+    pub async fn disconnect_peer(&self, peer: &str) {
+        self.roster.forget(peer);
+        if let Some(status) = self.peers.status(peer) {
+            self.roster.closing_on_purpose(peer, status.generation);
+        }
+        let _ = self.peers.close(peer).await;
+    }
+
+    /// The peers with an open data channel now.
+    pub fn connected_peers(&self) -> Vec<String> {
+        self.peers.connected_peers()
+    }
+
+    /// Queues `payload` for `peer`, reliably and in order, and returns once
+    /// it is accepted into the replay buffer (waiting for room up to the
+    /// send deadline). An accepted message is delivered exactly once, across
+    /// ICE restarts and reconnects, as long as both nodes run; shutdown
+    /// counts what was not acknowledged yet.
+    ///
+    /// # Errors
+    ///
+    /// Not accepted: [`SendError::TooLarge`], [`SendError::InvalidPeer`],
+    /// [`SendError::Closed`] (after a cleanup or logout),
+    /// [`SendError::BufferFull`], [`SendError::Shutdown`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: once the request is handed over, cancelling loses
+    /// only the message's id, not the message, which is still sent.
+    pub async fn post(
+        &self,
+        peer: &str,
+        payload: impl Into<Bytes>,
+    ) -> Result<MessageId, SendError> {
+        let (accepted, answer) = oneshot::channel();
+        self.request(peer, payload.into(), accepted, None).await?;
+        answer.await.unwrap_or(Err(SendError::Shutdown))
+    }
+
+    /// Sends `payload` to `peer` and waits for the peer's acknowledgement,
+    /// up to the send deadline.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`post`](Self::post), and after acceptance:
+    /// [`SendError::NotDelivered`] (withdrawn unsent at the deadline) or
+    /// [`SendError::Unconfirmed`] (sent, not yet acknowledged; still queued
+    /// for replay).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe in the same way as [`post`](Self::post): a cancelled
+    /// send may still be delivered.
+    pub async fn send(&self, peer: &str, payload: impl Into<Bytes>) -> Result<(), SendError> {
+        let (accepted, accepted_answer) = oneshot::channel();
+        let (confirmed, confirmed_answer) = oneshot::channel();
+        self.request(peer, payload.into(), accepted, Some(confirmed)).await?;
+        accepted_answer.await.unwrap_or(Err(SendError::Shutdown))?;
+        confirmed_answer.await.unwrap_or(Err(SendError::Shutdown))
+    }
+
+    async fn request(
+        &self,
+        peer: &str,
+        payload: Bytes,
+        accepted: oneshot::Sender<Result<MessageId, SendError>>,
+        confirmed: Option<oneshot::Sender<Result<(), SendError>>>,
+    ) -> Result<(), SendError> {
+        let limit = self.messaging.max_message_bytes;
+        if payload.len() > limit {
+            return Err(SendError::TooLarge { size: payload.len(), limit });
+        }
+        if PeerId::new(peer.to_owned()).is_err() || peer == self.peer_id {
+            return Err(SendError::InvalidPeer { peer: peer.to_owned() });
+        }
+        let deadline = Instant::now() + self.messaging.send_deadline;
+        let outgoing = Outgoing { peer: peer.to_owned(), payload, deadline, accepted, confirmed };
+        self.requests.send(outgoing).await.map_err(|_| SendError::Shutdown)
+    }
+
+    /// Fault injection for demos and tests.
+    pub fn faults(&self) -> Faults<'_> {
+        Faults { node: self }
+    }
+
+    /// Shuts down: the recovery runtime's final cleanup (signaling first,
+    /// then the peer connections), then the messenger, which answers every
+    /// waiting sender.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelling the wait leaves the background tasks to finish on their own.
+    pub async fn shutdown(self) -> RtcShutdownReport {
+        let RtcNode { node, stop, bridge, messenger, _stop_on_drop, .. } = self;
+        let node = node.shutdown().await;
+        stop.cancel();
+        let messaging = messenger.await.unwrap_or_default();
+        let _ = bridge.await;
+        drop(_stop_on_drop);
+        RtcShutdownReport { node, messaging }
+    }
+}
