@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod demo;
+mod lab;
 mod replay;
 mod serve;
 
@@ -31,6 +32,9 @@ enum Command {
     /// Two nodes on loopback stream messages while the demo breaks their
     /// connections; shows each recovery and counts every message.
     Demo(demo::DemoArgs),
+    /// The network-namespace handoff lab (root only).
+    #[command(subcommand)]
+    Lab(lab::LabCommand),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +44,7 @@ fn main() -> ExitCode {
         Command::Bench(command) => bench::run(command),
         Command::Serve(args) => serve::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Lab(command) => lab::run(command),
     };
     match result {
         Ok(code) => code,

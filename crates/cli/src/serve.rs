@@ -1,4 +1,7 @@
-//! `tether serve`: the signaling relay server, until SIGINT or SIGTERM.
+//! `tether serve`: the signaling relay server, until SIGINT or SIGTERM, with
+//! the browser peer page (web/) next to `/ws`.
+
+mod web;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,9 +26,16 @@ pub(crate) struct ServeArgs {
     /// File of static tokens, one `PEER_ID TOKEN` pair per line.
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
-    /// Also serve the files of this directory over HTTP (`/` is index.html).
+    /// Serve the files of this directory over HTTP (`/` is index.html)
+    /// instead of the built-in browser page (e.g. `--static-dir web` while
+    /// working on the page).
     #[arg(long, value_name = "DIR")]
     static_dir: Option<PathBuf>,
+    /// Local demos: hand a signed token for any peer id to anyone who asks
+    /// at /demo/token?peer=ID (the browser page does). Uses --secret or
+    /// TETHER_SECRET, or a random secret for this run when neither is set.
+    #[arg(long)]
+    demo: bool,
     /// Largest TEXT frame accepted, in bytes.
     #[arg(long, default_value_t = 64 * 1024)]
     max_frame_bytes: usize,
@@ -56,6 +66,11 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         println!("{}", mint_token(secret, &peer, expires_at));
         return Ok(ExitCode::SUCCESS);
     }
+    let secret = match secret {
+        None if args.demo => Some(random_secret()?),
+        secret => secret,
+    };
+    let demo_secret = if args.demo { secret.clone() } else { None };
     let mut auth = match secret {
         Some(secret) => Authenticator::with_secret(secret),
         None => Authenticator::default(),
@@ -69,6 +84,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let mut config = ServerConfig::new(auth);
     config.listen = args.listen;
     config.static_dir = args.static_dir.clone();
+    config.extra_routes = web::routes(args.static_dir.is_none(), demo_secret);
     config.limits.max_frame_bytes = args.max_frame_bytes;
     config.limits.hard_frame_bytes = config.limits.hard_frame_bytes.max(args.max_frame_bytes);
     let _ = tracing_subscriber::fmt()
@@ -82,10 +98,31 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let server = SignalServer::bind(config).await?;
         eprintln!("tether: signaling on {}", server.websocket_url());
+        let page = format!("http://{}/", server.local_addr());
+        eprintln!("tether: browser page on {page} (e.g. {page}?peer=web&to=node)");
+        if args.demo {
+            eprintln!(
+                "tether: --demo: tokens for any peer id at {page}{}?peer=ID (local demos only)",
+                web::DEMO_TOKEN_PATH.trim_start_matches('/')
+            );
+            if !args.listen.ip().is_loopback() {
+                eprintln!("tether: warning: --demo on a non-loopback address lets anyone register");
+            }
+        }
         server.serve(shutdown_signal()).await?;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A secret for this run only (`--demo` without a configured secret).
+fn random_secret() -> anyhow::Result<HmacSecret> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut bytes))
+        .context("cannot read /dev/urandom for a demo secret; pass --secret")?;
+    Ok(HmacSecret::new(bytes.to_vec())?)
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

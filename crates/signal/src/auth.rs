@@ -50,6 +50,23 @@ impl HmacSecret {
         Ok(HmacSecret(bytes))
     }
 
+    /// A fresh random secret for a process that mints its own tokens
+    /// (tests, `tether demo`, the lab). The bytes are SipHash outputs under
+    /// std's randomly seeded keys (from the OS RNG): unpredictable without
+    /// those keys, but give production servers a secret of their own.
+    pub fn ephemeral() -> HmacSecret {
+        use std::hash::{BuildHasher, Hasher};
+        let state = std::collections::hash_map::RandomState::new();
+        let bytes: Vec<u8> = (0u64..(MIN_SECRET_BYTES as u64).div_ceil(8).max(4))
+            .flat_map(|i| {
+                let mut hasher = state.build_hasher();
+                hasher.write_u64(i);
+                hasher.finish().to_be_bytes()
+            })
+            .collect();
+        HmacSecret(bytes)
+    }
+
     fn mac(&self) -> HmacSha256 {
         // Invariant: HMAC accepts keys of any length, so `new_from_slice`
         // cannot fail.
@@ -271,6 +288,14 @@ mod tests {
 
     fn peer(name: &str) -> PeerId {
         PeerId::new(name).unwrap()
+    }
+
+    #[test]
+    fn ephemeral_secrets_are_long_enough_and_differ() {
+        let a = HmacSecret::ephemeral();
+        let b = HmacSecret::ephemeral();
+        assert!(a.0.len() >= MIN_SECRET_BYTES);
+        assert_ne!(a.0, b.0);
     }
 
     #[test]

@@ -27,6 +27,15 @@ pub struct Message {
     pub payload: Bytes,
 }
 
+/// What the node asks of the messenger.
+#[derive(Debug)]
+pub(crate) enum Request {
+    /// Send a message.
+    Send(Outgoing),
+    /// Put every owed acknowledgement on the wire now, then answer.
+    FlushAcks(oneshot::Sender<()>),
+}
+
 /// A request to send.
 #[derive(Debug)]
 pub(crate) struct Outgoing {
@@ -65,7 +74,7 @@ struct PeerLink {
 pub(crate) struct Messenger {
     pub(crate) session: u64,
     pub(crate) stream_config: StreamConfig,
-    pub(crate) requests: mpsc::Receiver<Outgoing>,
+    pub(crate) requests: mpsc::Receiver<Request>,
     pub(crate) events: RtcEvents,
     pub(crate) deliveries: mpsc::Sender<Message>,
     pub(crate) receive_backlog: usize,
@@ -113,7 +122,14 @@ impl Running {
                     None => break,
                 },
                 request = self.config.requests.recv() => match request {
-                    Some(request) => self.on_request(request),
+                    Some(Request::Send(outgoing)) => self.on_request(outgoing),
+                    Some(Request::FlushAcks(done)) => {
+                        for link in self.links.values_mut() {
+                            link.stream.flush_acks();
+                        }
+                        self.pump().await;
+                        let _ = done.send(());
+                    }
                     None => break,
                 },
                 () = sleep_until(wake) => self.on_timer(),

@@ -47,7 +47,7 @@ pub use messenger::{Message, MessengerReport};
 
 use self::bridge::Bridge;
 use self::executor::RtcExecutor;
-use self::messenger::{Messenger, Outgoing};
+use self::messenger::{Messenger, Outgoing, Request};
 use self::roster::Roster;
 use crate::reliable::MessageId;
 use crate::{ActionReport, NetworkEventHandle, Node, NodeRef, ShutdownReport};
@@ -57,6 +57,8 @@ use crate::{ActionReport, NetworkEventHandle, Node, NodeRef, ShutdownReport};
 const SIGNAL_QUEUE: usize = 1024;
 /// Send requests queued for the messenger.
 const SEND_QUEUE: usize = 1024;
+/// How long shutdown waits for the last acknowledgements to go out.
+const ACK_FLUSH_BOUND: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Receives the messages peers send to this node, in order per peer.
 #[derive(Debug)]
@@ -126,7 +128,7 @@ pub struct RtcNode {
     signal: SignalClient,
     peers: PeerSet,
     roster: Arc<Roster>,
-    requests: mpsc::Sender<Outgoing>,
+    requests: mpsc::Sender<Request>,
     messages: Mutex<Option<Messages>>,
     messaging: MessagingConfig,
     stop: CancellationToken,
@@ -350,7 +352,7 @@ impl RtcNode {
         }
         let deadline = Instant::now() + self.messaging.send_deadline;
         let outgoing = Outgoing { peer: peer.to_owned(), payload, deadline, accepted, confirmed };
-        self.requests.send(outgoing).await.map_err(|_| SendError::Shutdown)
+        self.requests.send(Request::Send(outgoing)).await.map_err(|_| SendError::Shutdown)
     }
 
     /// Fault injection for demos and tests.
@@ -366,7 +368,13 @@ impl RtcNode {
     ///
     /// Cancelling the wait leaves the background tasks to finish on their own.
     pub async fn shutdown(self) -> RtcShutdownReport {
-        let RtcNode { node, stop, bridge, messenger, _stop_on_drop, .. } = self;
+        let RtcNode { node, stop, bridge, messenger, _stop_on_drop, requests, .. } = self;
+        // Acknowledge what arrived before the channels close, so that peers
+        // do not replay it to whoever takes this peer id next.
+        let (flushed, done) = oneshot::channel();
+        if requests.send(Request::FlushAcks(flushed)).await.is_ok() {
+            let _ = tokio::time::timeout(ACK_FLUSH_BOUND, done).await;
+        }
         let node = node.shutdown().await;
         stop.cancel();
         let messaging = messenger.await.unwrap_or_default();

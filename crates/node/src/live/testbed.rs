@@ -31,7 +31,7 @@ impl LoopbackTestbed {
     /// [`RtcNodeError::Config`] when the server cannot bind.
     pub async fn start() -> Result<LoopbackTestbed, RtcNodeError> {
         let config_error = |err: &dyn std::fmt::Display| RtcNodeError::Config(err.to_string());
-        let secret = HmacSecret::new(random_secret()).map_err(|e| config_error(&e))?;
+        let secret = HmacSecret::ephemeral();
         let mut config = ServerConfig::new(Authenticator::with_secret(secret.clone()));
         config.listen = ([127, 0, 0, 1], 0).into();
         let server = SignalServer::bind(config).await.map_err(|e| config_error(&e))?.spawn();
@@ -63,13 +63,19 @@ impl LoopbackTestbed {
         let mut config = RtcNodeConfig::new(peer, self.url(), self.token(peer)?);
         config.room = Some(self.room.clone());
         config.rtc = RtcConfig::loopback();
-        config.signaling = SignalingTiming {
+        config.signaling = Self::signaling_timing();
+        Ok(config)
+    }
+
+    /// Signaling timing for a test network: connect within 3 s, ping every
+    /// 500 ms, dead after 2 s of silence, race a fresh socket at once.
+    pub fn signaling_timing() -> SignalingTiming {
+        SignalingTiming {
             connect_timeout: Duration::from_secs(3),
             ping_interval: Duration::from_millis(500),
             dead_after: Duration::from_secs(2),
             rebuild_head_start: Duration::ZERO,
-        };
-        Ok(config)
+        }
     }
 
     /// Starts a node with `config` and brings it online (an Available Wi-Fi
@@ -98,20 +104,6 @@ impl LoopbackTestbed {
     pub async fn shutdown(self) {
         self.server.shutdown().await;
     }
-}
-
-/// 32 bytes from std's randomly keyed hasher: a throwaway secret for a
-/// testbed that lives as long as the process.
-fn random_secret() -> Vec<u8> {
-    use std::hash::{BuildHasher, Hasher};
-    let state = std::collections::hash_map::RandomState::new();
-    (0u64..4)
-        .flat_map(|i| {
-            let mut hasher = state.build_hasher();
-            hasher.write_u64(i);
-            hasher.finish().to_be_bytes()
-        })
-        .collect()
 }
 
 /// Numbered messages between peers, and the books to check them: every

@@ -319,6 +319,14 @@ impl ReliableStream {
         Some(Frame::Data { seq, payload: message.payload.clone() })
     }
 
+    /// Makes any owed acknowledgement due now (before a deliberate close,
+    /// so that the peer does not replay what already arrived).
+    pub fn flush_acks(&mut self) {
+        if self.acks_owed > 0 {
+            self.acks_owed = self.acks_owed.max(self.config.ack_every);
+        }
+    }
+
     /// The next message for the app, in order.
     #[must_use]
     pub fn poll_delivery(&mut self) -> Option<Bytes> {

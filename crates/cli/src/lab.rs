@@ -1,0 +1,429 @@
+//! `tether lab handoff`: real Wi-Fi <-> cellular handoffs in network
+//! namespaces (lab/README.md), under a live message stream, measured from
+//! the path monitor's Available snapshot to the first message echoed over
+//! the data channel afterwards — for the default policy and for the seed
+//! design's (400 ms settle, probe-then-rebuild with a 1 s probe timeout) in
+//! the same run.
+//!
+//! The phone (path monitor + node) runs on a thread inside the phone
+//! namespace; the signaling server and the far peer, which echoes every
+//! message, on a thread inside the cloud namespace. Both log with the
+//! process's monotonic clock, so their instants compare directly.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use tether::live::RtcNodeConfig;
+use tether::live::testbed::LoopbackTestbed;
+use tether::{Availability, NetworkEvent, NetworkSnapshot, RtcNode, Transport, TransportSet};
+use tether_lab::{Lab, LabConfig, NetnsTask, Uplink, spawn_in_netns};
+use tether_pathmon::{PathMonitor, PathMonitorConfig};
+use tether_rtc::{LocalAddresses, RtcConfig};
+use tether_signal::auth::{Authenticator, HmacSecret, mint_token_for};
+use tether_signal::protocol::PeerId;
+use tether_signal::{ServerConfig, SignalServer};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// The signaling port in the cloud namespace.
+const SIGNAL_PORT: u16 = 7447;
+/// Messages per second from the phone (each is echoed back).
+const STREAM_RATE: u64 = 100;
+/// Bound on any one recovery before a handoff counts as failed.
+const HANDOFF_BOUND: Duration = Duration::from_secs(15);
+/// Bound on the initial connection and on draining at the end.
+const SETTLE_BOUND: Duration = Duration::from_secs(20);
+
+#[derive(Subcommand)]
+pub(crate) enum LabCommand {
+    /// Hand the phone over between Wi-Fi and cellular under a live stream
+    /// and measure recovery, default policy vs the seed design.
+    Handoff(HandoffArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct HandoffArgs {
+    /// Handoffs per policy (alternating Wi-Fi -> cellular -> Wi-Fi ...).
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+    /// Added round-trip time between phone and cloud, in milliseconds
+    /// (needs a userspace delay relay; not supported yet, must be 0).
+    #[arg(long, default_value_t = 0)]
+    rtt_ms: u64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize, Clone, Copy, Default)]
+struct Percentiles {
+    p50_ms: f64,
+    p95_ms: f64,
+}
+
+#[derive(Serialize)]
+struct HandoffReport {
+    default: Percentiles,
+    seed: Percentiles,
+    ratio_p50: f64,
+    handoffs: usize,
+    lost: u64,
+    duplicated: u64,
+}
+
+pub(crate) fn run(command: LabCommand) -> anyhow::Result<ExitCode> {
+    let LabCommand::Handoff(args) = command;
+    ensure!(args.runs > 0, "--runs must be at least 1");
+    ensure!(
+        args.rtt_ms == 0,
+        "--rtt-ms: added delay needs the userspace relay on the media path, which is not wired yet"
+    );
+    tether_lab::require_root().context("the lab needs root (network namespaces and veth)")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let outcome = runtime.block_on(async {
+        // Dropping the run on a signal drops the lab, which tears it down.
+        tokio::select! {
+            outcome = handoffs(&args) => outcome,
+            () = interrupted() => bail!("interrupted; the lab was torn down"),
+        }
+    })?;
+    let (report, failures) = outcome;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_table(&report, failures);
+    }
+    let clean = failures == 0 && report.lost == 0 && report.duplicated == 0;
+    Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn interrupted() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// What the phone saw, stamped with the process's monotonic clock.
+#[derive(Default)]
+struct PhoneLog {
+    snapshots: Vec<(Instant, NetworkSnapshot)>,
+    /// Echo arrivals: (when, sequence).
+    echoes: Vec<(Instant, u64)>,
+    /// Per sequence number, how many echoes came back.
+    echo_counts: BTreeMap<u64, u32>,
+    /// Echoes of an earlier phone's messages (a restarted peer may receive
+    /// what its previous instance did not acknowledge).
+    stale_echoes: u64,
+    errors: Vec<String>,
+}
+
+struct Phone {
+    log: Mutex<PhoneLog>,
+    changed: Notify,
+}
+
+impl Phone {
+    fn log(&self) -> MutexGuard<'_, PhoneLog> {
+        // The log stays consistent whatever panicked while holding it.
+        self.log.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Logs an echo of `PHASE-SEQ`.
+    fn echoed(&self, phase: usize, payload: &[u8]) {
+        let at = Instant::now();
+        let parsed = std::str::from_utf8(payload).ok().and_then(|text| {
+            let (p, seq) = text.split_once('-')?;
+            Some((p.parse::<usize>().ok()?, seq.parse::<u64>().ok()?))
+        });
+        let mut log = self.log();
+        match parsed {
+            Some((p, seq)) if p == phase => {
+                log.echoes.push((at, seq));
+                *log.echo_counts.entry(seq).or_default() += 1;
+            }
+            Some(_) => log.stale_echoes += 1,
+            None => log.errors.push(format!("malformed echo {payload:?}")),
+        }
+        drop(log);
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until `found` finds something in the log, or `bound` passes.
+    async fn wait_for<T>(
+        &self,
+        bound: Duration,
+        found: impl Fn(&PhoneLog) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            let notified = self.changed.notified();
+            if let Some(value) = found(&self.log()) {
+                return Some(value);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return found(&self.log());
+            }
+        }
+    }
+}
+
+struct Credentials {
+    secret: HmacSecret,
+    url: String,
+}
+
+impl Credentials {
+    fn token(&self, peer: &str) -> anyhow::Result<String> {
+        let id = PeerId::new(peer.to_owned())?;
+        Ok(mint_token_for(&self.secret, &id, Duration::from_secs(3600)))
+    }
+
+    fn node(&self, peer: &str) -> anyhow::Result<RtcNodeConfig> {
+        let mut config = RtcNodeConfig::new(peer, self.url.clone(), self.token(peer)?);
+        config.room = Some("lab".into());
+        config.rtc =
+            RtcConfig { local_addresses: LocalAddresses::AllInterfaces, ..RtcConfig::loopback() };
+        // The testbed's short signaling timing suits a lab, too.
+        config.signaling = LoopbackTestbed::signaling_timing();
+        Ok(config)
+    }
+}
+
+async fn handoffs(args: &HandoffArgs) -> anyhow::Result<(HandoffReport, usize)> {
+    tether_lab::check_support().await.context("network namespaces are not available here")?;
+    let mut lab = Lab::setup(LabConfig::unique()).await.context("cannot build the lab")?;
+    let topology = lab.topology().clone();
+    let cloud_addr = SocketAddr::from((topology.cloud_addr, SIGNAL_PORT));
+    let credentials = Arc::new(Credentials {
+        secret: HmacSecret::ephemeral(),
+        url: format!("ws://{cloud_addr}/ws"),
+    });
+
+    let stop_cloud = CancellationToken::new();
+    let cloud =
+        start_cloud(&topology.cloud, cloud_addr, Arc::clone(&credentials), stop_cloud.clone())?;
+
+    let mut latencies = [Vec::new(), Vec::new()];
+    let mut failures = 0;
+    let mut lost = 0;
+    let mut duplicated = 0;
+    let mut uplink = Uplink::Wifi;
+    for (index, seed_style) in [false, true].into_iter().enumerate() {
+        let phone =
+            Arc::new(Phone { log: Mutex::new(PhoneLog::default()), changed: Notify::new() });
+        let stop_phone = CancellationToken::new();
+        let mut config = credentials.node("phone")?;
+        if seed_style {
+            config = config.seed_style();
+        }
+        let task =
+            start_phone(&topology.phone, config, index, Arc::clone(&phone), stop_phone.clone())?;
+        phone
+            .wait_for(SETTLE_BOUND, |log| (!log.echoes.is_empty()).then_some(()))
+            .await
+            .with_context(|| format!("the phone never got an echo ({:?})", phone.log().errors))?;
+
+        for _ in 0..args.runs {
+            let to = uplink.other();
+            let started = Instant::now();
+            lab.handoff(to).await.with_context(|| format!("handoff to {}", to.name()))?;
+            uplink = to;
+            let transport = to.transport();
+            let available = phone
+                .wait_for(HANDOFF_BOUND, |log| {
+                    log.snapshots.iter().find_map(|(at, s)| {
+                        (*at >= started
+                            && s.availability == Availability::Available
+                            && s.transports.contains(transport))
+                        .then_some(*at)
+                    })
+                })
+                .await;
+            let Some(available) = available else {
+                failures += 1;
+                continue;
+            };
+            let echoed = phone
+                .wait_for(HANDOFF_BOUND, |log| {
+                    log.echoes
+                        .iter()
+                        .rev()
+                        .take_while(|(at, _)| *at > available)
+                        .last()
+                        .map(|(at, _)| *at)
+                })
+                .await;
+            match echoed {
+                Some(echoed) => latencies[index].push(echoed.duration_since(available)),
+                None => failures += 1,
+            }
+            // Let the stream run steadily on the new path before the next one.
+            let steady_from = Instant::now();
+            phone
+                .wait_for(HANDOFF_BOUND, |log| {
+                    (log.echoes.iter().filter(|(at, _)| *at > steady_from).count() >= 20)
+                        .then_some(())
+                })
+                .await;
+        }
+
+        stop_phone.cancel();
+        let report = task.join().await.context("the phone thread failed")??;
+        let log = phone.log();
+        let echoed = log.echo_counts.len() as u64;
+        lost += report.sent.saturating_sub(echoed);
+        duplicated +=
+            log.echo_counts.values().map(|&n| u64::from(n.saturating_sub(1))).sum::<u64>();
+        if !log.errors.is_empty() {
+            eprintln!("phone errors: {:?}", log.errors);
+        }
+        if log.stale_echoes > 0 {
+            eprintln!("phase {index}: {} echoes for an earlier phone instance", log.stale_echoes);
+        }
+    }
+    stop_cloud.cancel();
+    cloud.join().await.context("the cloud thread failed")??;
+    lab.teardown().await.context("tearing the lab down")?;
+
+    let default = percentiles(&mut latencies[0]);
+    let seed = percentiles(&mut latencies[1]);
+    let ratio_p50 = if default.p50_ms > 0.0 { seed.p50_ms / default.p50_ms } else { 0.0 };
+    let report = HandoffReport { default, seed, ratio_p50, handoffs: args.runs, lost, duplicated };
+    Ok((report, failures))
+}
+
+fn percentiles(samples: &mut [Duration]) -> Percentiles {
+    if samples.is_empty() {
+        return Percentiles::default();
+    }
+    samples.sort();
+    let at = |q: f64| {
+        let index = ((samples.len() as f64 - 1.0) * q).round() as usize;
+        samples[index.min(samples.len() - 1)].as_secs_f64() * 1e3
+    };
+    Percentiles { p50_ms: at(0.50), p95_ms: at(0.95) }
+}
+
+/// The signaling server and the far peer, which echoes every message.
+fn start_cloud(
+    netns: &tether_lab::Netns,
+    listen: SocketAddr,
+    credentials: Arc<Credentials>,
+    stop: CancellationToken,
+) -> anyhow::Result<NetnsTask<anyhow::Result<()>>> {
+    Ok(spawn_in_netns(netns, move || async move {
+        let mut config = ServerConfig::new(Authenticator::with_secret(credentials.secret.clone()));
+        config.listen = listen;
+        let server = SignalServer::bind(config).await?.spawn();
+        let mut node_config = credentials.node("cloud")?;
+        node_config.auto_connect = true;
+        let node = RtcNode::start(node_config)?;
+        let online = NetworkSnapshot::available(1, TransportSet::only(Transport::Ethernet));
+        node.handle().submit(NetworkEvent::NetworkPathChanged { snapshot: online }).await?;
+        let mut inbox = node.messages().context("inbox taken")?;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                message = inbox.recv() => match message {
+                    Some(message) => {
+                        if let Err(err) = node.post(&message.from, message.payload).await {
+                            tracing::warn!(name: "lab.cloud.echo_failed", error = %err);
+                        }
+                    }
+                    None => break,
+                },
+            }
+        }
+        node.shutdown().await;
+        server.shutdown().await;
+        Ok(())
+    })?)
+}
+
+struct PhoneReport {
+    sent: u64,
+}
+
+/// The phone: the path monitor feeds the node; a stream of numbered
+/// messages goes to the cloud; echoes are logged.
+fn start_phone(
+    netns: &tether_lab::Netns,
+    config: RtcNodeConfig,
+    phase: usize,
+    phone: Arc<Phone>,
+    stop: CancellationToken,
+) -> anyhow::Result<NetnsTask<anyhow::Result<PhoneReport>>> {
+    Ok(spawn_in_netns(netns, move || async move {
+        let (monitor, mut snapshots) = PathMonitor::start(PathMonitorConfig::default()).await?;
+        let node = RtcNode::start(config)?;
+        let handle = node.handle();
+        let mut inbox = node.messages().context("inbox taken")?;
+        let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / STREAM_RATE));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sent = 0u64;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                snapshot = snapshots.recv() => {
+                    let Some(snapshot) = snapshot else { break };
+                    phone.log().snapshots.push((Instant::now(), snapshot));
+                    phone.changed.notify_waiters();
+                    handle.submit(NetworkEvent::NetworkPathChanged { snapshot }).await?;
+                }
+                message = inbox.recv() => {
+                    let Some(message) = message else { break };
+                    phone.echoed(phase, &message.payload);
+                }
+                _ = tick.tick() => {
+                    let seq = sent + 1;
+                    match node.post("cloud", format!("{phase}-{seq}")).await {
+                        Ok(_) => sent = seq,
+                        Err(err) => phone.log().errors.push(format!("post {seq}: {err}")),
+                    }
+                }
+            }
+        }
+        // Drain: every accepted message should come back.
+        let deadline = tokio::time::Instant::now() + SETTLE_BOUND;
+        while (phone.log().echo_counts.len() as u64) < sent {
+            match tokio::time::timeout_at(deadline, inbox.recv()).await {
+                Ok(Some(message)) => phone.echoed(phase, &message.payload),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        node.shutdown().await;
+        monitor.stop().await;
+        Ok(PhoneReport { sent })
+    })?)
+}
+
+fn print_table(report: &HandoffReport, failures: usize) {
+    println!("Wi-Fi <-> cellular handoffs, {} per policy ({} failed)", report.handoffs, failures);
+    println!("path Available -> first echo over the data channel (ms)");
+    println!("  {:<40} {:>9} {:>9}", "policy", "p50", "p95");
+    println!(
+        "  {:<40} {:>9.1} {:>9.1}",
+        "default (act at once, race rebuild)", report.default.p50_ms, report.default.p95_ms
+    );
+    println!(
+        "  {:<40} {:>9.1} {:>9.1}",
+        "seed (400 ms settle, probe then rebuild)", report.seed.p50_ms, report.seed.p95_ms
+    );
+    println!("  seed / default at p50: {:.1}x", report.ratio_p50);
+    println!("messages lost {}, duplicated {}", report.lost, report.duplicated);
+}

@@ -1,0 +1,297 @@
+// One reliable, ordered message stream to one peer, across any number of data
+// channels (docs/MESSAGING.md). A line-by-line port of
+// crates/node/src/reliable/stream.rs: same rules, same counters, same errors.
+//
+// Sans-IO: frames in with handleFrame, frames out with pollTransmit, messages
+// for the app with pollDelivery, confirmations with pollConfirmed, time (ms,
+// any monotonic clock) as an argument. Sequence numbers are BigInt (u64).
+//
+// A message may carry a deadline: if it was never put on any channel when the
+// deadline passes, it is withdrawn (and its sender told). A message that went
+// out once is never withdrawn, since it may have arrived: it is replayed and
+// deduplicated instead. Messages without a deadline wait as long as it takes.
+
+/**
+ * @typedef {import('./frame.js').Frame} Frame
+ * @typedef {{maxBufferedMessages: number, maxBufferedBytes: number, ackEvery: number, ackDelayMs: number}} StreamConfig
+ * @typedef {{id: number, payload: Uint8Array, deadline: number | null}} Outgoing
+ */
+
+/** @type {StreamConfig} */
+export const DEFAULT_CONFIG = Object.freeze({
+  maxBufferedMessages: 8192,
+  maxBufferedBytes: 16 << 20,
+  ackEvery: 32,
+  ackDelayMs: 10,
+});
+
+/** The replay buffer is full: wait for acknowledgements. */
+export class BufferFull extends Error {
+  /** @param {number} messages @param {number} bytes */
+  constructor(messages, bytes) {
+    super(`the replay buffer is full (${messages} messages, ${bytes} bytes)`);
+    this.name = 'BufferFull';
+    this.messages = messages;
+    this.bytes = bytes;
+  }
+}
+
+/** A frame that breaks the protocol; the stream ignores it and stays consistent. */
+export class StreamError extends Error {
+  /** @param {'data_before_hello' | 'gap' | 'ack_beyond_sent'} code @param {string} message */
+  constructor(code, message) {
+    super(message);
+    this.name = 'StreamError';
+    this.code = code;
+  }
+}
+
+/** A random nonzero u64: this page's stream session (a reload is a new session). */
+export function randomSession() {
+  const words = new Uint32Array(2);
+  for (;;) {
+    crypto.getRandomValues(words);
+    const session = (BigInt(words[0]) << 32n) | BigInt(words[1]);
+    if (session !== 0n) return session;
+  }
+}
+
+export class ReliableStream {
+  /** @param {bigint} session nonzero @param {Partial<StreamConfig>} [config] */
+  constructor(session, config = {}) {
+    if (typeof session !== 'bigint' || session === 0n) throw new RangeError('session must be a nonzero BigInt');
+    this.config = { ...DEFAULT_CONFIG, ...config };
+    this.session = session;
+
+    // Send side. unacked[i] has sequence number acked + 1 + i.
+    this.nextId = 0;
+    this.acked = 0n;
+    /** @type {Outgoing[]} */
+    this.unacked = [];
+    this.unackedBytes = 0;
+    /** The next sequence number to put on the current channel. */
+    this.transmitNext = 1n;
+    /** The highest sequence number ever put on any channel. */
+    this.everSent = 0n;
+    /** @type {number[]} */
+    this.confirmed = [];
+
+    // Receive side.
+    this.peerSession = 0n;
+    this.delivered = 0n;
+    /** @type {Uint8Array[]} */
+    this.deliveries = [];
+    this.acksOwed = 0;
+    /** @type {number | null} */
+    this.ackDue = null;
+
+    // Channel.
+    this.channelOpen = false;
+    this.helloOwed = false;
+    this.helloSeen = false;
+    this.stats = { delivered: 0, duplicates: 0, replayed: 0, withdrawn: 0 };
+  }
+
+  /**
+   * Accepts `payload` for delivery and returns its message id; with a
+   * `deadline`, it is withdrawn if still unsent then (see withdrawExpired).
+   * @param {Uint8Array} payload @param {number | null} [deadline]
+   * @throws {BufferFull} when the replay buffer has no room; nothing changed.
+   */
+  push(payload, deadline = null) {
+    const full =
+      this.unacked.length >= this.config.maxBufferedMessages ||
+      (this.unackedBytes + payload.length > this.config.maxBufferedBytes && this.unacked.length > 0);
+    if (full) throw new BufferFull(this.unacked.length, this.unackedBytes);
+    this.nextId += 1;
+    const id = this.nextId;
+    this.unackedBytes += payload.length;
+    this.unacked.push({ id, payload, deadline });
+    return id;
+  }
+
+  /** A new channel to the peer is open: say Hello and replay everything not yet acknowledged. */
+  channelOpened() {
+    this.channelOpen = true;
+    this.helloOwed = true;
+    this.helloSeen = false;
+    this.transmitNext = this.acked + 1n;
+  }
+
+  /** The channel is gone; frames in flight on it may be lost. */
+  channelClosed() {
+    this.channelOpen = false;
+    this.helloOwed = false;
+    this.helloSeen = false;
+    this.acksOwed = 0;
+    this.ackDue = null;
+  }
+
+  /**
+   * Applies one frame from the peer.
+   * @param {number} now @param {Frame} frame
+   * @throws {StreamError} for a frame that breaks the protocol (it is ignored).
+   */
+  handleFrame(now, frame) {
+    switch (frame.type) {
+      case 'hello': {
+        if (frame.session !== this.peerSession) {
+          // A stream we have not seen: it starts where it says.
+          this.peerSession = frame.session;
+          this.delivered = frame.resumeFrom > 0n ? frame.resumeFrom - 1n : 0n;
+        }
+        this.helloSeen = true;
+        if (frame.peerSession === this.session) {
+          const delivered = frame.delivered < this.everSent ? frame.delivered : this.everSent;
+          this.acknowledged(delivered);
+        }
+        return;
+      }
+      case 'data': {
+        if (!this.helloSeen) throw new StreamError('data_before_hello', 'data before hello');
+        if (frame.seq <= this.delivered) {
+          this.stats.duplicates += 1;
+          // Tell the sender again, so it stops replaying.
+          this.acksOwed = Math.max(this.acksOwed, this.config.ackEvery);
+          return;
+        }
+        if (frame.seq !== this.delivered + 1n) {
+          throw new StreamError('gap', `gap: got seq ${frame.seq}, expected ${this.delivered + 1n}`);
+        }
+        this.delivered = frame.seq;
+        this.stats.delivered += 1;
+        this.deliveries.push(frame.payload);
+        this.acksOwed += 1;
+        if (this.ackDue === null) this.ackDue = now + this.config.ackDelayMs;
+        return;
+      }
+      case 'ack':
+        this.acknowledged(frame.delivered);
+        return;
+      default:
+        throw new TypeError('not a frame');
+    }
+  }
+
+  /** @param {bigint} delivered */
+  acknowledged(delivered) {
+    if (delivered > this.everSent) {
+      throw new StreamError('ack_beyond_sent', `ack for ${delivered} but only ${this.everSent} were sent`);
+    }
+    while (this.acked < delivered) {
+      const message = this.unacked.shift();
+      if (message === undefined) break;
+      this.acked += 1n;
+      this.unackedBytes -= message.payload.length;
+      this.confirmed.push(message.id);
+    }
+    if (this.transmitNext < this.acked + 1n) this.transmitNext = this.acked + 1n;
+  }
+
+  /**
+   * The next frame to put on the channel, or null. Control frames (Hello,
+   * Ack) come first; data only once the peer's Hello arrived on this channel,
+   * and only when `roomForData` (the channel is not congested).
+   * @param {number} now @param {boolean} roomForData
+   * @returns {Frame | null}
+   */
+  pollTransmit(now, roomForData) {
+    if (!this.channelOpen) return null;
+    if (this.helloOwed) {
+      this.helloOwed = false;
+      return {
+        type: 'hello',
+        session: this.session,
+        resumeFrom: this.acked + 1n,
+        peerSession: this.peerSession,
+        delivered: this.delivered,
+      };
+    }
+    const ackTimerFired = this.ackDue !== null && this.ackDue <= now;
+    if (this.acksOwed >= this.config.ackEvery || (this.acksOwed > 0 && ackTimerFired)) {
+      this.acksOwed = 0;
+      this.ackDue = null;
+      return { type: 'ack', delivered: this.delivered };
+    }
+    // Data waits for the peer's Hello, which says what it already has.
+    if (!roomForData || !this.helloSeen) return null;
+    const index = Number(this.transmitNext - this.acked - 1n);
+    const message = this.unacked[index];
+    if (message === undefined) return null;
+    const seq = this.transmitNext;
+    this.transmitNext += 1n;
+    if (seq <= this.everSent) this.stats.replayed += 1;
+    if (seq > this.everSent) this.everSent = seq;
+    return { type: 'data', seq, payload: message.payload };
+  }
+
+  /** The next message for the app, in order, or null. @returns {Uint8Array | null} */
+  pollDelivery() {
+    return this.deliveries.shift() ?? null;
+  }
+
+  /** The id of the next message the peer acknowledged, or null. @returns {number | null} */
+  pollConfirmed() {
+    return this.confirmed.shift() ?? null;
+  }
+
+  /** When an acknowledgement is due (same clock as `now`), or null. */
+  pollTimeout() {
+    return this.channelOpen && this.acksOwed > 0 ? this.ackDue : null;
+  }
+
+  /**
+   * Withdraws every message whose deadline is at or before `now` and that was
+   * never put on any channel, and returns their ids. Messages that went out
+   * once stay: they may have arrived.
+   * @param {number} now
+   * @returns {number[]}
+   */
+  withdrawExpired(now) {
+    const firstUnsent = Number(this.everSent > this.acked ? this.everSent - this.acked : 0n);
+    /** @type {number[]} */
+    const withdrawn = [];
+    // Unsent messages have no sequence number on the wire yet, so removing
+    // some renumbers the rest without anyone noticing.
+    let index = firstUnsent;
+    while (index < this.unacked.length) {
+      const message = this.unacked[index];
+      if (message.deadline !== null && message.deadline <= now) {
+        this.unacked.splice(index, 1);
+        this.unackedBytes -= message.payload.length;
+        withdrawn.push(message.id);
+      } else {
+        index += 1;
+      }
+    }
+    this.stats.withdrawn += withdrawn.length;
+    return withdrawn;
+  }
+
+  /**
+   * Ids of messages that went out at least once and are still unacknowledged.
+   * @returns {number[]}
+   */
+  unconfirmedSent() {
+    const sent = Number(this.everSent > this.acked ? this.everSent - this.acked : 0n);
+    return this.unacked.slice(0, sent).map((m) => m.id);
+  }
+
+  /** Messages waiting for acknowledgement. */
+  buffered() {
+    return this.unacked.length;
+  }
+
+  /** Ends the stream and returns the ids of every message never acknowledged. */
+  abandon() {
+    const ids = this.unacked.map((m) => m.id);
+    this.unacked = [];
+    this.unackedBytes = 0;
+    return ids;
+  }
+
+  /** Whether the channel is open and the peer's Hello arrived. */
+  isReady() {
+    return this.channelOpen && this.helloSeen;
+  }
+}

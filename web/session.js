@@ -1,0 +1,217 @@
+// The reliable message stream to the remote peer, carried by whichever data
+// channel is current (reliable.js holds the rules; this module does the I/O):
+// a new channel gets Hello and the replay, frames of a channel that is no
+// longer current are never applied, malformed frames are dropped and logged,
+// acknowledgements go out on time, and unsent messages past their deadline
+// are withdrawn with an explicit "not delivered".
+
+import { decodeFrame, encodeFrame } from './frame.js';
+import { BufferFull, ReliableStream, randomSession } from './reliable.js';
+
+/** Pause data frames while this much is queued on the channel. */
+const HIGH_WATER = 1 << 20;
+const LOW_WATER = 256 << 10;
+
+/**
+ * Events (CustomEvent `detail`):
+ * - `message`   {id, text, bytes}: delivered, in order, exactly once
+ * - `confirmed` {id}: the peer acknowledged one of our messages
+ * - `withdrawn` {id}: a message could not be sent before its deadline
+ * - `change`    {}
+ */
+export class MessageSession extends EventTarget {
+  /**
+   * @param {object} [options]
+   * @param {(line: string) => void} [options.log]
+   * @param {Partial<import('./reliable.js').StreamConfig>} [options.stream]
+   * @param {number} [options.sendDeadlineMs]
+   * @param {bigint} [options.session]
+   */
+  constructor(options = {}) {
+    super();
+    this.log = options.log ?? (() => {});
+    this.stream = new ReliableStream(options.session ?? randomSession(), options.stream ?? {});
+    this.sendDeadlineMs = options.sendDeadlineMs ?? 30000;
+    /** @type {RTCDataChannel | null} */
+    this.channel = null;
+    this.generation = 0;
+    this.dropOutgoing = false;
+    this.counters = {
+      sent: 0, confirmed: 0, received: 0, withdrawn: 0, badFrames: 0, protocolErrors: 0,
+      framesOut: 0, framesIn: 0, framesDropped: 0, channels: 0,
+    };
+    /** @type {ReturnType<typeof setTimeout> | null} */
+    this.ackTimer = null;
+    this.decoder = new TextDecoder('utf-8', { fatal: true });
+    this.encoder = new TextEncoder();
+    this.deadlineTimer = setInterval(() => this.checkDeadlines(), 1000);
+  }
+
+  /**
+   * A new data channel to the peer is open: it carries the stream from now on.
+   * @param {RTCDataChannel} channel @param {number} generation
+   */
+  attach(channel, generation) {
+    if (this.channel) this.detach(this.generation);
+    this.channel = channel;
+    this.generation = generation;
+    this.counters.channels += 1;
+    channel.binaryType = 'arraybuffer';
+    channel.bufferedAmountLowThreshold = LOW_WATER;
+    channel.onmessage = (event) => {
+      // Frames of a closed channel are never applied after a new one opened.
+      if (this.channel !== channel) return;
+      this.onData(event.data);
+    };
+    channel.onbufferedamountlow = () => {
+      if (this.channel === channel) this.pump();
+    };
+    this.stream.channelOpened();
+    this.log(`session: channel of peer connection ${generation} carries the stream (${this.stream.buffered()} messages to resume)`);
+    this.pump();
+    this.emitChange();
+  }
+
+  /** The channel of `generation` is gone. @param {number} generation */
+  detach(generation) {
+    if (!this.channel || generation !== this.generation) return;
+    const channel = this.channel;
+    channel.onmessage = null;
+    channel.onbufferedamountlow = null;
+    this.channel = null;
+    this.stream.channelClosed();
+    if (this.ackTimer) clearTimeout(this.ackTimer);
+    this.ackTimer = null;
+    this.emitChange();
+  }
+
+  /**
+   * Accepts a text message for reliable delivery.
+   * @param {string} text
+   * @returns {number} its id
+   * @throws {BufferFull} when the replay buffer is full
+   */
+  send(text) {
+    const id = this.stream.push(this.encoder.encode(text), performance.now() + this.sendDeadlineMs);
+    this.counters.sent += 1;
+    this.pump();
+    this.emitChange();
+    return id;
+  }
+
+  ready() {
+    return this.channel !== null && this.stream.isReady();
+  }
+
+  close() {
+    clearInterval(this.deadlineTimer);
+    if (this.ackTimer) clearTimeout(this.ackTimer);
+  }
+
+  status() {
+    return {
+      session: this.stream.session.toString(16),
+      peerSession: this.stream.peerSession.toString(16),
+      ready: this.ready(),
+      generation: this.channel ? this.generation : null,
+      buffered: this.stream.buffered(),
+      unconfirmedSent: this.stream.unconfirmedSent().length,
+      delivered: Number(this.stream.delivered),
+      stats: { ...this.stream.stats },
+      counters: { ...this.counters },
+    };
+  }
+
+  // ----- internals --------------------------------------------------------
+
+  emitChange() {
+    this.dispatchEvent(new CustomEvent('change', { detail: {} }));
+  }
+
+  /** @param {unknown} data */
+  onData(data) {
+    this.counters.framesIn += 1;
+    let frame;
+    try {
+      if (!(data instanceof ArrayBuffer)) throw new Error('a text message, not a binary frame');
+      frame = decodeFrame(data);
+    } catch (error) {
+      this.counters.badFrames += 1;
+      this.log(`session: dropped a malformed frame: ${/** @type {Error} */ (error).message}`);
+      return;
+    }
+    try {
+      this.stream.handleFrame(performance.now(), frame);
+    } catch (error) {
+      this.counters.protocolErrors += 1;
+      this.log(`session: dropped a ${frame.type} frame: ${/** @type {Error} */ (error).message}`);
+    }
+    this.drain();
+    this.pump();
+  }
+
+  drain() {
+    let changed = false;
+    for (let bytes = this.stream.pollDelivery(); bytes; bytes = this.stream.pollDelivery()) {
+      this.counters.received += 1;
+      let text;
+      try {
+        text = this.decoder.decode(bytes);
+      } catch {
+        text = `0x${Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')}`;
+      }
+      changed = true;
+      this.dispatchEvent(new CustomEvent('message', { detail: { id: this.counters.received, text, bytes } }));
+    }
+    for (let id = this.stream.pollConfirmed(); id !== null; id = this.stream.pollConfirmed()) {
+      this.counters.confirmed += 1;
+      changed = true;
+      this.dispatchEvent(new CustomEvent('confirmed', { detail: { id } }));
+    }
+    if (changed) this.emitChange();
+  }
+
+  /** Puts every frame that may go on the current channel. */
+  pump() {
+    const channel = this.channel;
+    if (!channel || channel.readyState !== 'open') return;
+    const now = performance.now();
+    for (;;) {
+      const room = channel.bufferedAmount < HIGH_WATER;
+      const frame = this.stream.pollTransmit(now, room);
+      if (!frame) break;
+      if (this.dropOutgoing) {
+        // Test hook: the path ate it (as a dying link would).
+        this.counters.framesDropped += 1;
+        continue;
+      }
+      try {
+        channel.send(encodeFrame(frame));
+        this.counters.framesOut += 1;
+      } catch (error) {
+        // The channel is closing: what did not go out is replayed on the next.
+        this.log(`session: send failed: ${/** @type {Error} */ (error).message}`);
+        break;
+      }
+    }
+    this.scheduleAck();
+  }
+
+  scheduleAck() {
+    const due = this.stream.pollTimeout();
+    if (due === null || this.ackTimer) return;
+    this.ackTimer = setTimeout(() => {
+      this.ackTimer = null;
+      this.pump();
+    }, Math.max(0, due - performance.now()));
+  }
+
+  checkDeadlines() {
+    for (const id of this.stream.withdrawExpired(performance.now())) {
+      this.counters.withdrawn += 1;
+      this.dispatchEvent(new CustomEvent('withdrawn', { detail: { id } }));
+    }
+  }
+}
+
+export { BufferFull };

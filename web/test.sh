@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The browser peer's tests, from a clean checkout: a type check and Node unit
+# tests of the page's modules, then end-to-end tests in headless Chromium (Debian's
+# package, driven by playwright-core) against `tether serve`.
+#
+#   web/test.sh            everything (installs chromium with apt-get if missing)
+#   web/test.sh unit       unit tests only (no browser, no Rust build)
+#
+# Environment: CARGO_TARGET_DIR (where `tether` is built), CHROMIUM (default
+# /usr/bin/chromium), WEB_ARTIFACTS (screenshots and logs; default
+# $CARGO_TARGET_DIR/web-artifacts).
+set -euo pipefail
+
+web="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$web/.." && pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+export CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
+what="${1:-all}"
+
+tests_pid=""
+cleanup() {
+  # The test processes stop their own servers and browsers; this is for an
+  # interrupted run.
+  if [ -n "$tests_pid" ] && kill -0 "$tests_pid" 2>/dev/null; then
+    kill "$tests_pid" 2>/dev/null || true
+    wait "$tests_pid" 2>/dev/null || true
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+run_tests() {
+  node --test --test-concurrency=1 "$@" &
+  tests_pid=$!
+  wait "$tests_pid"
+  tests_pid=""
+}
+
+node_major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
+if [ "$node_major" -lt 20 ]; then
+  echo "web/test.sh: Node.js 20 or later is needed (found: $(node --version 2>/dev/null || echo none))" >&2
+  exit 1
+fi
+
+cd "$web"
+echo "== web: npm ci"
+npm ci --no-audit --no-fund --loglevel=error
+
+echo "== web: type check (tsc on the page's JSDoc)"
+npx --no-install tsc -p tsconfig.json
+
+echo "== web: unit tests (node $(node --version))"
+run_tests tests/unit/
+[ "$what" = unit ] && exit 0
+
+if [ ! -x "$CHROMIUM" ]; then
+  echo "== web: installing chromium (apt-get)"
+  log="$(mktemp)"
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >"$log" 2>&1; then
+    tail -n 20 "$log" >&2
+    echo "web/test.sh: could not install chromium with apt-get (root and Debian's package lists are needed); install it, or set CHROMIUM=/path/to/chromium" >&2
+    exit 1
+  fi
+  rm -f "$log"
+fi
+echo "== web: $("$CHROMIUM" --version 2>/dev/null | head -n 1)"
+
+echo "== web: cargo build -p tether-cli"
+(cd "$root" && cargo build --quiet -p tether-cli)
+export TETHER_BIN="$CARGO_TARGET_DIR/debug/tether"
+
+echo "== web: browser tests (artifacts in ${WEB_ARTIFACTS:-$CARGO_TARGET_DIR/web-artifacts})"
+run_tests tests/e2e/

@@ -1,0 +1,224 @@
+// What the browser tests share: a `tether serve` process, a headless
+// Chromium from Debian's package driven by playwright-core, pages of the
+// browser peer, and waits on page state with deadlines (never sleeps).
+
+import { spawn } from 'node:child_process';
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+
+/** Where screenshots and logs go: $WEB_ARTIFACTS, or web-artifacts/ in the cargo target dir. */
+export const artifactsDir = process.env.WEB_ARTIFACTS
+  ?? path.join(process.env.CARGO_TARGET_DIR ?? path.join(repoRoot, 'target'), 'web-artifacts');
+mkdirSync(artifactsDir, { recursive: true });
+
+export const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+
+/** The flags the browser tests run Chromium with (the issue's, plus what WebRTC on one host needs). */
+export const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--no-first-run',
+  '--disable-quic',
+  '--disable-sync',
+  // Pages without camera/microphone permission hide their host addresses
+  // behind random mDNS names (`….local`). Resolving those needs multicast on
+  // the network, which these tests must not send, and webrtc-rs here has mDNS
+  // off: real host candidates keep every ICE check on this machine.
+  '--disable-features=WebRtcHideLocalIpsWithMdns',
+];
+
+export function tetherBinary() {
+  if (process.env.TETHER_BIN) return process.env.TETHER_BIN;
+  const target = process.env.CARGO_TARGET_DIR ?? path.join(repoRoot, 'target');
+  return path.join(target, 'debug', 'tether');
+}
+
+/**
+ * Starts `tether serve --demo` on a free loopback port. It serves the page
+ * built into the binary; with WEB_DIR=path (e.g. WEB_DIR=web) it serves that
+ * folder instead (`--static-dir`), so page edits need no rebuild while
+ * developing.
+ * @param {string} name  log file name under the artifacts folder
+ */
+export async function startServe(name = 'serve') {
+  const binary = tetherBinary();
+  if (!existsSync(binary)) throw new Error(`${binary} is missing: cargo build -p tether-cli (or set TETHER_BIN)`);
+  const logPath = path.join(artifactsDir, `${name}.log`);
+  const log = createWriteStream(logPath);
+  const args = ['serve', '--listen', '127.0.0.1:0', '--demo'];
+  if (process.env.WEB_DIR) args.push('--static-dir', path.resolve(process.env.WEB_DIR));
+  const child = spawn(binary, args, {
+    env: { ...process.env, TETHER_SECRET: '', RUST_LOG: process.env.RUST_LOG ?? 'info' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stdout.pipe(log, { end: false });
+  // However this process ends, the server goes with it.
+  const killOnExit = () => child.kill('SIGKILL');
+  process.once('exit', killOnExit);
+  const base = await new Promise((resolve, reject) => {
+    let seen = '';
+    const timer = setTimeout(() => reject(new Error(`tether serve did not start in 15 s; see ${logPath}`)), 15000);
+    child.stderr.on('data', (chunk) => {
+      log.write(chunk);
+      seen += chunk;
+      const match = /signaling on ws:\/\/([^/\s]+)\/ws/.exec(seen);
+      if (match) {
+        clearTimeout(timer);
+        resolve(`http://${match[1]}`);
+      }
+    });
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`tether serve exited with ${code}; see ${logPath}`));
+    });
+  });
+  return {
+    base,
+    logPath,
+    async stop() {
+      process.removeListener('exit', killOnExit);
+      if (child.exitCode !== null) return;
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(timer);
+      log.end();
+    },
+  };
+}
+
+/**
+ * Launches Chromium with a fresh profile; `close()` also removes the profile.
+ * @param {{mdns?: boolean}} [options] mdns: keep Chromium's default of hiding
+ *   host addresses behind mDNS names, as a person's browser does
+ */
+export async function launchChromium(options = {}) {
+  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install chromium`);
+  const profile = mkdtempSync(path.join(tmpdir(), 'tether-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: options.mdns ? CHROMIUM_ARGS.filter((arg) => !arg.includes('WebRtcHideLocalIpsWithMdns')) : CHROMIUM_ARGS,
+    viewport: { width: 1100, height: 760 },
+  });
+  return {
+    context,
+    async close() {
+      await context.close();
+      rmSync(profile, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * A page of the browser peer. Console lines and page errors are collected;
+ * `errors` must stay empty.
+ * @param {import('playwright-core').BrowserContext} context
+ * @param {string} base
+ * @param {Record<string, string>} params  peer, to, room, …
+ */
+export async function openPeer(context, base, params) {
+  const page = await context.newPage();
+  /** @type {string[]} */
+  const errors = [];
+  page.on('pageerror', (error) => errors.push(String(error)));
+  page.on('console', (message) => {
+    if (message.type() === 'error') errors.push(`console: ${message.text()}`);
+  });
+  await page.goto(`${base}/?${new URLSearchParams(params)}`);
+  await page.waitForFunction(() => 'tether' in window, null, { timeout: 5000 });
+  return { page, errors, name: params.peer };
+}
+
+/**
+ * Waits until `predicate(arg)` is true in the page, or fails with the page's
+ * status and last log lines.
+ * @template T
+ * @param {{page: import('playwright-core').Page, name: string}} peer
+ * @param {string} what
+ * @param {(arg: T) => boolean} predicate
+ * @param {T} [arg]
+ * @param {number} [timeout]
+ */
+export async function waitFor(peer, what, predicate, arg, timeout = 15000) {
+  try {
+    await peer.page.waitForFunction(predicate, arg, { timeout, polling: 50 });
+  } catch (error) {
+    const state = await describe(peer).catch((e) => `(page unreadable: ${e})`);
+    throw new Error(`${peer.name}: timed out after ${timeout} ms waiting for ${what}\n${state}`, { cause: error });
+  }
+}
+
+/** @param {{page: import('playwright-core').Page}} peer */
+export async function describe(peer) {
+  return peer.page.evaluate(async () => {
+    const t = /** @type {any} */ (window).tether;
+    const pairs = await t.icePairs().catch(() => []);
+    return `${JSON.stringify(t.status(), null, 1)}\nICE pairs:\n  ${pairs.join('\n  ')}\nlast events:\n  ${t.events().slice(-25).join('\n  ')}`;
+  });
+}
+
+/**
+ * Writes the page's event log and status to the artifacts folder (kept for
+ * a failed CI run to be read).
+ * @param {{page: import('playwright-core').Page, name: string, errors: string[]}} peer @param {string} prefix
+ */
+export async function saveLog(peer, prefix) {
+  if (peer.page.isClosed()) return;
+  const text = await describeAll(peer).catch((error) => `(page unreadable: ${error})`);
+  writeFileSync(path.join(artifactsDir, `${prefix}-${peer.name}.log`), `${text}\npage errors: ${JSON.stringify(peer.errors)}\n`);
+}
+
+/** @param {{page: import('playwright-core').Page}} peer */
+function describeAll(peer) {
+  return peer.page.evaluate(() => {
+    const t = /** @type {any} */ (window).tether;
+    return `${JSON.stringify(t.status(), null, 1)}\nevents:\n  ${t.events().join('\n  ')}`;
+  });
+}
+
+/** @param {{page: import('playwright-core').Page}} peer */
+export function status(peer) {
+  return peer.page.evaluate(() => /** @type {any} */ (window).tether.status());
+}
+
+/** @param {{page: import('playwright-core').Page}} peer @param {string[]} texts */
+export function send(peer, texts) {
+  return peer.page.evaluate((list) => list.map((text) => /** @type {any} */ (window).tether.send(text)), texts);
+}
+
+/** @param {{page: import('playwright-core').Page}} peer @returns {Promise<string[]>} */
+export function received(peer) {
+  return peer.page.evaluate(() => /** @type {any} */ (window).tether.received());
+}
+
+/** Waits until `peer` received exactly `count` messages in total. */
+export function waitReceived(/** @type {any} */ peer, /** @type {number} */ count, timeout = 15000) {
+  return waitFor(peer, `${count} messages received`, (n) => /** @type {any} */ (window).tether.received().length >= n, count, timeout);
+}
+
+/** Waits until every message `peer` sent is confirmed by the other side. */
+export function waitAllConfirmed(/** @type {any} */ peer, timeout = 15000) {
+  return waitFor(peer, 'every sent message confirmed', () => {
+    const s = /** @type {any} */ (window).tether.status().session;
+    return s.counters.confirmed === s.counters.sent && s.buffered === 0;
+  }, undefined, timeout);
+}
+
+export function waitReady(/** @type {any} */ peer, timeout = 15000) {
+  return waitFor(peer, 'the session to be ready', () => /** @type {any} */ (window).tether.ready, undefined, timeout);
+}
+
+/** Numbered messages `prefix-from..to` (inclusive). */
+export function batch(/** @type {string} */ prefix, /** @type {number} */ from, /** @type {number} */ to) {
+  return Array.from({ length: to - from + 1 }, (_, i) => `${prefix}-${from + i}`);
+}

@@ -1,0 +1,316 @@
+// The page's negotiation (peer.js) against a scripted remote, with a fake
+// RTCPeerConnection: exactly what a Rust node would see on the wire, and
+// what the page does with what a Rust node sends (crates/rtc/src/peer.rs).
+import { afterEach, beforeEach, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { PeerLink } from '../../peer.js';
+import { parseOrigin, rejection, tagAnswer, tagOffer, untag } from '../../sdp.js';
+
+let nextSession = 1000;
+
+class FakeChannel {
+  /** @param {string} label */
+  constructor(label) {
+    this.label = label;
+    this.readyState = 'connecting';
+    this.binaryType = 'blob';
+    /** @type {null | (() => void)} */ this.onopen = null;
+    /** @type {null | (() => void)} */ this.onclose = null;
+  }
+}
+
+/** Enough of RTCPeerConnection for negotiation; SDP is minimal but shaped like a browser's. */
+class FakePC {
+  /** @type {FakePC[]} */
+  static all = [];
+
+  constructor() {
+    this.session = String(nextSession++);
+    this.version = 1;
+    this.ufrag = 0;
+    this.localDescription = null;
+    this.remoteDescription = null;
+    this.connectionState = 'new';
+    this.iceConnectionState = 'new';
+    this.signalingState = 'stable';
+    /** @type {any[]} */ this.candidates = [];
+    /** @type {FakeChannel[]} */ this.channels = [];
+    this.closed = false;
+    /** @type {any} */ this.ondatachannel = null;
+    FakePC.all.push(this);
+  }
+
+  /** @param {string} type */
+  sdp(type) {
+    this.version += 1;
+    this.ufrag += 1;
+    return {
+      type,
+      sdp: `v=0\r\no=- ${this.session} ${this.version} IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n`
+        + `a=group:BUNDLE 0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=ice-ufrag:u${this.ufrag}\r\na=mid:0\r\n`,
+    };
+  }
+
+  /** @param {string} label */
+  createDataChannel(label) {
+    const channel = new FakeChannel(label);
+    this.channels.push(channel);
+    return channel;
+  }
+
+  async createOffer() { return this.sdp('offer'); }
+  async createAnswer() { return this.sdp('answer'); }
+
+  /** @param {any} description */
+  async setLocalDescription(description) {
+    if (description.type === 'rollback') {
+      this.signalingState = 'stable';
+      return;
+    }
+    this.localDescription = description;
+    this.signalingState = description.type === 'offer' ? 'have-local-offer' : 'stable';
+  }
+
+  /** @param {any} description */
+  async setRemoteDescription(description) {
+    if (description.sdp.includes('x-tether')) throw new Error('tether attributes reached the browser');
+    if (!description.sdp.includes('m=application')) throw new Error('no application section');
+    this.remoteDescription = description;
+    this.signalingState = description.type === 'offer' ? 'have-remote-offer' : 'stable';
+  }
+
+  /** @param {any} candidate */
+  async addIceCandidate(candidate) {
+    if (!this.remoteDescription) throw new Error('no remote description');
+    this.candidates.push(candidate);
+  }
+
+  async getStats() { return new Map(); }
+
+  close() { this.closed = true; this.connectionState = 'closed'; }
+}
+
+/** @type {any[]} */
+let sent;
+/** @type {PeerLink[]} */
+let links;
+
+beforeEach(() => {
+  sent = [];
+  links = [];
+  FakePC.all = [];
+  /** @type {any} */ (globalThis).RTCPeerConnection = FakePC;
+});
+
+afterEach(async () => {
+  for (const link of links) await link.close();
+});
+
+/** A started link, registered, with the remote present. @param {string} local @param {string} remote */
+async function link(local, remote) {
+  const peer = new PeerLink({
+    localId: local,
+    remoteId: remote,
+    signal: (payload) => {
+      sent.push(payload);
+      return true;
+    },
+    connectTimeoutMs: 60000,
+    restartTimeoutMs: 60000,
+  });
+  links.push(peer);
+  peer.setSignaling(true);
+  peer.setRemotePresent(true);
+  peer.start();
+  await peer.queue;
+  return peer;
+}
+
+/** Takes what the page sent since the last call. */
+function take() {
+  const out = sent;
+  sent = [];
+  return out;
+}
+
+/** A remote offer as a Rust node tags it. */
+function rustOffer(/** @type {string} */ session, /** @type {number} */ version, /** @type {number} */ seq, restart = false) {
+  const sdp = `v=0\r\no=- ${session} ${version} IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:0\r\n`;
+  return { type: 'offer', from: 'remote', sdp: tagOffer(sdp, seq, restart) };
+}
+
+test('offerer: numbered offers, answers matched by name, restarts marked', async () => {
+  const peer = await link('a-web', 'node');
+  assert.equal(peer.role, 'offerer');
+  const [offer] = take();
+  assert.equal(offer.type, 'offer');
+  const { tags, sdp } = untag(offer.sdp);
+  assert.equal(tags.seq, 1n);
+  assert.equal(tags.iceRestart, false);
+  assert.match(offer.sdp, /a=x-tether-seq:1\r\nm=application/, 'a session-level attribute');
+  const origin = parseOrigin(sdp);
+  // An answer naming some other offer is dropped; the right one is applied.
+  const answer = FakePC.all[0].sdp('answer').sdp;
+  await peer.handleSignal({ type: 'answer', sdp: tagAnswer(answer, { id: origin.id, version: origin.version + 5n }) });
+  assert.equal(FakePC.all[0].remoteDescription, null);
+  await peer.handleSignal({ type: 'answer', sdp: tagAnswer(answer, origin) });
+  assert.equal(FakePC.all[0].remoteDescription?.sdp, answer, 'applied without the tether attributes');
+  // A late duplicate of that answer names no outstanding offer: ignored.
+  await peer.handleSignal({ type: 'answer', sdp: tagAnswer(answer, origin) });
+  await peer.restartIce();
+  const [restart] = take();
+  const restartTags = untag(restart.sdp).tags;
+  assert.equal(restartTags.seq, 2n);
+  assert.equal(restartTags.iceRestart, true);
+  assert.match(restart.sdp, /a=x-tether-seq:2\r\na=x-tether-ice-restart\r\nm=/);
+  // An untagged answer (a peer that is not tether) is matched to the outstanding offer.
+  await peer.handleSignal({ type: 'answer', sdp: FakePC.all[0].sdp('answer').sdp });
+  assert.equal(peer.counters.restartsApplied, 1);
+  assert.equal(peer.status().generation, 1);
+});
+
+test('offerer: a refusal of an unknown session builds a new peer connection', async () => {
+  const peer = await link('a-web', 'node');
+  const [first] = take();
+  await peer.handleSignal({ type: 'answer', sdp: tagAnswer(FakePC.all[0].sdp('answer').sdp, parseOrigin(untag(first.sdp).sdp)) });
+  await peer.restartIce();
+  const [restart] = take();
+  const restartOrigin = parseOrigin(untag(restart.sdp).sdp);
+  // A refusal naming another offer is stale: ignored.
+  await peer.handleSignal({ type: 'answer', sdp: rejection({ id: 'other', version: 1n }, 'unknown-session') });
+  assert.equal(peer.status().generation, 1);
+  await peer.handleSignal({ type: 'answer', sdp: rejection(restartOrigin, 'unknown-session') });
+  assert.ok(FakePC.all[0].closed, 'the old peer connection is closed');
+  const [offer] = take();
+  assert.equal(peer.status().generation, 2);
+  assert.notEqual(parseOrigin(untag(offer.sdp).sdp).id, restartOrigin.id, 'a new session');
+  assert.equal(untag(offer.sdp).tags.iceRestart, false);
+  assert.equal(untag(offer.sdp).tags.seq, 3n, 'numbers keep growing across peer connections');
+  // A `failed` refusal closes without retrying at once.
+  await peer.handleSignal({ type: 'answer', sdp: rejection(parseOrigin(untag(offer.sdp).sdp), 'failed') });
+  assert.ok(FakePC.all[1].closed);
+  assert.equal(peer.status().state, 'closed');
+});
+
+test('offerer: bye before the first answer is about an older connection; after it, it closes', async () => {
+  const peer = await link('a-web', 'node');
+  const [offer] = take();
+  await peer.handleSignal({ type: 'bye' });
+  assert.equal(FakePC.all[0].closed, false);
+  await peer.handleSignal({ type: 'ice_restart' }); // the first offer is the answer to this
+  assert.deepEqual(take(), []);
+  await peer.handleSignal({ type: 'answer', sdp: tagAnswer(FakePC.all[0].sdp('answer').sdp, parseOrigin(untag(offer.sdp).sdp)) });
+  await peer.handleSignal({ type: 'bye' });
+  assert.ok(FakePC.all[0].closed);
+  // Asked again: a new peer connection and its offer.
+  await peer.handleSignal({ type: 'ice_restart' });
+  const [next] = take();
+  assert.equal(next.type, 'offer');
+  assert.equal(peer.status().generation, 2);
+});
+
+test('answerer: asks for an offer, answers naming it, classifies the next ones', async () => {
+  const peer = await link('web', 'a-node');
+  assert.equal(peer.role, 'answerer');
+  assert.deepEqual(take().map((m) => m.type), ['bye', 'ice_restart'], 'from scratch: bye, then ask');
+  await peer.handleSignal(rustOffer('77', 5, 1));
+  const [answer] = take();
+  assert.equal(answer.type, 'answer');
+  assert.match(answer.sdp, /a=x-tether-offer:77 5\r\nm=application/);
+  assert.equal(untag(answer.sdp).tags.answers?.id, '77');
+  assert.equal(FakePC.all.length, 1);
+  // The same offer again (a retransmission): the same answer again.
+  await peer.handleSignal(rustOffer('77', 5, 1));
+  assert.deepEqual(take(), [answer]);
+  // An older one: ignored. A newer one of the same session: an ICE restart.
+  await peer.handleSignal(rustOffer('77', 4, 0));
+  assert.deepEqual(take(), []);
+  await peer.handleSignal(rustOffer('77', 3, 2, true)); // versions may go down; the number decides
+  const [restartAnswer] = take();
+  assert.match(restartAnswer.sdp, /a=x-tether-offer:77 3\r\n/);
+  assert.equal(peer.counters.restartsApplied, 1);
+  assert.equal(FakePC.all.length, 1, 'same peer connection');
+  // A new session of the offerer: a new peer connection here too.
+  await peer.handleSignal(rustOffer('78', 1, 1));
+  assert.equal(FakePC.all.length, 2);
+  assert.ok(FakePC.all[0].closed);
+  assert.match(take()[0].sdp, /a=x-tether-offer:78 1\r\n/);
+});
+
+test('answerer: refuses restarts of unknown sessions and offers it cannot take', async () => {
+  const peer = await link('web', 'a-node');
+  take();
+  await peer.handleSignal(rustOffer('90', 2, 7, true));
+  assert.deepEqual(take(), [
+    { type: 'answer', sdp: 'a=x-tether-offer:90 2\r\na=x-tether-reject:unknown-session\r\n' },
+    { type: 'ice_restart' },
+  ]);
+  assert.equal(FakePC.all.length, 0, 'nothing built for it');
+  // No o= line: dropped, nothing said.
+  await peer.handleSignal({ type: 'offer', sdp: 'not sdp' });
+  assert.deepEqual(take(), []);
+  // Well-formed origin, unusable body: refused as failed.
+  await peer.handleSignal({ type: 'offer', sdp: 'v=0\r\no=- 91 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=x-tether-seq:1\r\n' });
+  assert.deepEqual(take(), [{ type: 'answer', sdp: 'a=x-tether-offer:91 1\r\na=x-tether-reject:failed\r\n' }]);
+  assert.ok(FakePC.all[0].closed);
+  // Messages for the other role are ignored.
+  await peer.handleSignal({ type: 'answer', sdp: 'v=0' });
+  await peer.handleSignal({ type: 'ice_restart' });
+  assert.deepEqual(take(), []);
+});
+
+test('candidates from webrtc-rs (empty mid) use the m-line index', async () => {
+  const peer = await link('web', 'a-node');
+  take();
+  const candidate = 'candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host';
+  // Before any offer: they belong to an older peer connection of the remote.
+  await peer.handleSignal({ type: 'candidate', candidate: candidate.replace('5000', '4999'), sdp_mid: '', sdp_mline_index: 0 });
+  await peer.handleSignal(rustOffer('55', 1, 1));
+  await peer.handleSignal({ type: 'candidate', candidate, sdp_mid: '', sdp_mline_index: 0 });
+  await peer.handleSignal({ type: 'candidate', candidate: '', sdp_mid: null, sdp_mline_index: null }); // end
+  await peer.handleSignal({ type: 'candidate', candidate: candidate.replace('5000', '5001'), sdp_mid: '0', sdp_mline_index: null });
+  await peer.handleSignal({ type: 'candidate', candidate: candidate.replace('5000', '5002'), sdp_mid: null, sdp_mline_index: null });
+  assert.deepEqual(FakePC.all[0].candidates, [
+    { candidate, sdpMid: null, sdpMLineIndex: 0 },
+    { candidate: candidate.replace('5000', '5001'), sdpMid: '0', sdpMLineIndex: null },
+    { candidate: candidate.replace('5000', '5002'), sdpMid: null, sdpMLineIndex: 0 },
+  ]);
+});
+
+test('candidates that come before the answer wait for it', async () => {
+  const peer = await link('a-web', 'node');
+  const [offer] = take();
+  const candidate = 'candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host';
+  await peer.handleSignal({ type: 'candidate', candidate, sdp_mid: '', sdp_mline_index: 0 });
+  await peer.handleSignal({ type: 'candidate', candidate, sdp_mid: '', sdp_mline_index: 0 }); // duplicate
+  assert.deepEqual(FakePC.all[0].candidates, []);
+  await peer.handleSignal({ type: 'answer', sdp: tagAnswer(FakePC.all[0].sdp('answer').sdp, parseOrigin(untag(offer.sdp).sdp)) });
+  assert.deepEqual(FakePC.all[0].candidates, [{ candidate, sdpMid: null, sdpMLineIndex: 0 }]);
+});
+
+test('local candidates go out as the protocol has them, end of candidates once', async () => {
+  const peer = await link('a-web', 'node');
+  take();
+  const pc = /** @type {any} */ (FakePC.all[0]);
+  pc.onicecandidate({ candidate: { candidate: 'candidate:9 1 udp 1 192.0.2.2 6000 typ host generation 0 ufrag u1', sdpMid: '0', sdpMLineIndex: 0 } });
+  pc.onicecandidate({ candidate: null });
+  pc.onicecandidate({ candidate: { candidate: '', sdpMid: '0', sdpMLineIndex: 0 } });
+  assert.deepEqual(take(), [
+    { type: 'candidate', candidate: 'candidate:9 1 udp 1 192.0.2.2 6000 typ host generation 0 ufrag u1', sdp_mid: '0', sdp_mline_index: 0 },
+    { type: 'candidate', candidate: '', sdp_mid: null, sdp_mline_index: null },
+  ]);
+  assert.equal(peer.counters.candidatesSent, 1);
+});
+
+test('answerer: a replacement says bye and asks for a fresh offer', async () => {
+  const peer = await link('web', 'a-node');
+  take();
+  await peer.handleSignal(rustOffer('60', 1, 1));
+  take();
+  await peer.replace();
+  assert.deepEqual(take().map((m) => m.type), ['bye', 'ice_restart']);
+  assert.ok(FakePC.all[0].closed);
+  // The offerer's restart of the session this side just dropped is refused.
+  await peer.handleSignal(rustOffer('60', 2, 2, true));
+  assert.equal(take()[0].sdp, 'a=x-tether-offer:60 2\r\na=x-tether-reject:unknown-session\r\n');
+});

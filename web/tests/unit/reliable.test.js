@@ -1,0 +1,318 @@
+// Reliable messaging over a channel that breaks at random: the same two-party
+// stepper on a virtual clock as crates/node/tests/reliable.rs. Whatever breaks
+// when, every accepted message is delivered exactly once and in order, or was
+// withdrawn unsent and its sender told.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { decodeFrame, encodeFrame } from '../../frame.js';
+import { BufferFull, ReliableStream, StreamError, randomSession } from '../../reliable.js';
+
+/** A small seeded PRNG (mulberry32), so a failing case can be replayed. */
+function rng(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+class Side {
+  constructor(session, config) {
+    this.stream = new ReliableStream(session, config);
+    /** @type {[number, number][]} */
+    this.sent = [];
+    this.nextPayload = 0;
+    /** @type {number[]} */
+    this.received = [];
+    /** @type {number[]} */
+    this.confirmed = [];
+    this.withdrawn = new Set();
+  }
+
+  push(deadline) {
+    this.nextPayload += 1;
+    const payload = new Uint8Array(8);
+    new DataView(payload.buffer).setBigUint64(0, BigInt(this.nextPayload));
+    try {
+      const id = this.stream.push(payload, deadline);
+      this.sent.push([id, this.nextPayload]);
+    } catch (error) {
+      assert.ok(error instanceof BufferFull);
+      this.nextPayload -= 1;
+    }
+  }
+
+  drain() {
+    for (let bytes = this.stream.pollDelivery(); bytes; bytes = this.stream.pollDelivery()) {
+      this.received.push(Number(new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(0)));
+    }
+    for (let id = this.stream.pollConfirmed(); id !== null; id = this.stream.pollConfirmed()) {
+      this.confirmed.push(id);
+    }
+  }
+}
+
+class Pair {
+  constructor(config) {
+    this.now = 1000;
+    this.a = new Side(0xan, config);
+    this.b = new Side(0xbn, config);
+    /** @type {Uint8Array[]} */
+    this.aToB = [];
+    /** @type {Uint8Array[]} */
+    this.bToA = [];
+    this.up = false;
+    /** @type {Uint8Array[]} frames B already took, to hand it again */
+    this.seenByB = [];
+  }
+
+  static pump(side, queue, now, data) {
+    for (let frame = side.stream.pollTransmit(now, data); frame; frame = side.stream.pollTransmit(now, data)) {
+      queue.push(encodeFrame(frame));
+    }
+  }
+
+  static deliver(to, queue, count, now) {
+    for (let i = 0; i < count; i++) {
+      const bytes = queue.shift();
+      if (!bytes) break;
+      // Every frame on a live channel is well-formed and in protocol.
+      to.stream.handleFrame(now, decodeFrame(bytes));
+    }
+    to.drain();
+  }
+
+  apply(op) {
+    const now = this.now;
+    switch (op.kind) {
+      case 'pushA': return this.a.push(op.deadlineMs === null ? null : now + op.deadlineMs);
+      case 'pushB': return this.b.push(null);
+      case 'pumpA': return Pair.pump(this.a, this.aToB, now, op.data);
+      case 'pumpB': return Pair.pump(this.b, this.bToA, now, op.data);
+      case 'deliverToB':
+        this.seenByB.push(...this.aToB.slice(0, op.n));
+        return Pair.deliver(this.b, this.aToB, op.n, now);
+      case 'duplicateToB':
+        if (this.seenByB.length > 0 && this.up) {
+          const copy = this.seenByB[op.index % this.seenByB.length];
+          Pair.deliver(this.b, [copy], 1, now);
+        }
+        return undefined;
+      case 'deliverToA': return Pair.deliver(this.a, this.bToA, op.n, now);
+      case 'break':
+        // Whatever was in flight on the old channel is lost.
+        this.aToB = [];
+        this.bToA = [];
+        this.a.stream.channelClosed();
+        this.b.stream.channelClosed();
+        this.up = false;
+        this.seenByB = [];
+        return undefined;
+      case 'open':
+        if (!this.up) {
+          this.up = true;
+          this.a.stream.channelOpened();
+          this.b.stream.channelOpened();
+        }
+        return undefined;
+      case 'advance':
+        this.now += op.ms;
+        return undefined;
+      case 'withdrawA':
+        for (const id of this.a.stream.withdrawExpired(now)) this.a.withdrawn.add(id);
+        return undefined;
+      default:
+        throw new Error(`unknown op ${op.kind}`);
+    }
+  }
+
+  /** Opens the channel and runs until nothing moves. */
+  settle() {
+    this.apply({ kind: 'open' });
+    for (let i = 0; i < 10000; i++) {
+      const now = this.now;
+      Pair.pump(this.a, this.aToB, now, true);
+      Pair.pump(this.b, this.bToA, now, true);
+      if (this.aToB.length === 0 && this.bToA.length === 0) {
+        const timeouts = [this.a.stream.pollTimeout(), this.b.stream.pollTimeout()].filter((t) => t !== null);
+        if (timeouts.length === 0) return;
+        this.now = Math.max(this.now, Math.min(...timeouts));
+        continue;
+      }
+      const ab = this.aToB.length;
+      const ba = this.bToA.length;
+      Pair.deliver(this.b, this.aToB, ab, now);
+      Pair.deliver(this.a, this.bToA, ba, now);
+    }
+    throw new Error('the pair did not settle');
+  }
+}
+
+/** The same weights as the Rust strategy. */
+function randomOp(next) {
+  const weights = [
+    [6, () => ({ kind: 'pushA', deadlineMs: next() < 0.5 ? null : Math.floor(next() * 60) })],
+    [3, () => ({ kind: 'pushB' })],
+    [4, () => ({ kind: 'pumpA', data: next() < 0.5 })],
+    [3, () => ({ kind: 'pumpB', data: next() < 0.5 })],
+    [4, () => ({ kind: 'deliverToB', n: Math.floor(next() * 8) })],
+    [3, () => ({ kind: 'deliverToA', n: Math.floor(next() * 8) })],
+    [1, () => ({ kind: 'break' })],
+    [2, () => ({ kind: 'open' })],
+    [2, () => ({ kind: 'advance', ms: Math.floor(next() * 40) })],
+    [1, () => ({ kind: 'withdrawA' })],
+    [1, () => ({ kind: 'duplicateToB', index: Math.floor(next() * 1e9) })],
+  ];
+  const total = weights.reduce((sum, [w]) => sum + w, 0);
+  let pick = next() * total;
+  for (const [w, make] of weights) {
+    if (pick < w) return make();
+    pick -= w;
+  }
+  return weights[0][1]();
+}
+
+function checkSide(from, to, label) {
+  const expected = from.sent.filter(([id]) => !from.withdrawn.has(id)).map(([, p]) => p);
+  assert.deepEqual(to.received, expected, `${label}: delivered exactly once, in order`);
+  const confirmed = new Set(from.confirmed);
+  assert.equal(confirmed.size, from.confirmed.length, `${label}: a message confirmed twice`);
+  for (const [id] of from.sent) {
+    assert.ok(confirmed.has(id) !== from.withdrawn.has(id), `${label}: message ${id} must be either confirmed or withdrawn`);
+  }
+  assert.equal(from.stream.buffered(), 0, `${label}: replay buffer empty`);
+}
+
+test('nothing lost, nothing duplicated, whatever breaks when (512 seeded cases)', () => {
+  const base = Number(process.env.RELIABLE_SEED ?? 20240601);
+  for (let c = 0; c < 512; c++) {
+    const seed = base + c;
+    const next = rng(seed);
+    const small = next() < 0.5;
+    const config = small ? { maxBufferedMessages: 4, ackEvery: 2 } : {};
+    const ops = Array.from({ length: Math.floor(next() * 300) }, () => randomOp(next));
+    const pair = new Pair(config);
+    try {
+      for (const op of ops) pair.apply(op);
+      pair.settle();
+      checkSide(pair.a, pair.b, 'A to B');
+      checkSide(pair.b, pair.a, 'B to A');
+    } catch (error) {
+      error.message = `seed ${seed} (RELIABLE_SEED=${seed} replays it first): ${error.message}`;
+      throw error;
+    }
+  }
+});
+
+test('replays after a break are deduplicated by the Hello', () => {
+  const pair = new Pair({ ackEvery: 100 });
+  pair.apply({ kind: 'open' });
+  for (let i = 0; i < 5; i++) pair.apply({ kind: 'pushA', deadlineMs: null });
+  pair.apply({ kind: 'pumpB', data: true }); // B's hello
+  pair.apply({ kind: 'pumpA', data: true }); // A's hello; no data before B's
+  pair.apply({ kind: 'deliverToA', n: 1 });
+  pair.apply({ kind: 'pumpA', data: true }); // five messages
+  pair.apply({ kind: 'deliverToB', n: 4 }); // hello + 3 messages arrive
+  pair.apply({ kind: 'break' }); // two messages and every ack are lost
+  pair.settle();
+  assert.deepEqual(pair.b.received, [1, 2, 3, 4, 5]);
+  assert.equal(pair.b.stream.stats.duplicates, 0, 'the Hello told A what B had');
+  assert.equal(pair.a.stream.stats.replayed, 2);
+  assert.equal(pair.a.confirmed.length, 5);
+});
+
+test('a duplicate is dropped and acknowledged at once', () => {
+  const pair = new Pair({ ackEvery: 100 });
+  pair.apply({ kind: 'open' });
+  pair.apply({ kind: 'pushA', deadlineMs: null });
+  pair.apply({ kind: 'pumpB', data: true });
+  pair.apply({ kind: 'deliverToA', n: 1 });
+  pair.apply({ kind: 'pumpA', data: true });
+  pair.apply({ kind: 'deliverToB', n: 2 });
+  pair.apply({ kind: 'duplicateToB', index: 1 });
+  assert.deepEqual(pair.b.received, [1]);
+  assert.equal(pair.b.stream.stats.duplicates, 1);
+  const ack = pair.b.stream.pollTransmit(pair.now, true);
+  assert.deepEqual(ack, { type: 'ack', delivered: 1n }, 'ack owed at once after a duplicate');
+});
+
+test('a full buffer refuses and acks make room', () => {
+  const stream = new ReliableStream(1n, { maxBufferedMessages: 2 });
+  const now = 0;
+  const bytes = (s) => new TextEncoder().encode(s);
+  stream.push(bytes('a'));
+  stream.push(bytes('b'));
+  assert.throws(() => stream.push(bytes('c')), (error) => error instanceof BufferFull && error.messages === 2);
+  stream.channelOpened();
+  stream.handleFrame(now, { type: 'hello', session: 2n, resumeFrom: 1n, peerSession: 0n, delivered: 0n });
+  while (stream.pollTransmit(now, true)) { /* drain */ }
+  stream.handleFrame(now, { type: 'ack', delivered: 1n });
+  stream.push(bytes('c'));
+  // An ack for what was never sent is a protocol error, and changes nothing.
+  assert.throws(() => stream.handleFrame(now, { type: 'ack', delivered: 9n }), (e) => e instanceof StreamError && e.code === 'ack_beyond_sent');
+  assert.equal(stream.buffered(), 2);
+});
+
+test('only unsent messages with a passed deadline are withdrawn', () => {
+  const stream = new ReliableStream(1n);
+  const t0 = 0;
+  const bytes = (s) => new TextEncoder().encode(s);
+  const deadline = t0 + 1000;
+  const sent = stream.push(bytes('sent'), deadline);
+  stream.channelOpened();
+  stream.handleFrame(t0, { type: 'hello', session: 2n, resumeFrom: 1n, peerSession: 0n, delivered: 0n });
+  while (stream.pollTransmit(t0, true)) { /* drain */ }
+  stream.channelClosed();
+  const patient = stream.push(bytes('no deadline'));
+  const unsent = stream.push(bytes('unsent'), deadline);
+  const later = stream.push(bytes('later'), t0 + 9000);
+  assert.deepEqual(stream.withdrawExpired(t0), [], 'nothing is due yet');
+  assert.deepEqual(stream.withdrawExpired(t0 + 1000), [unsent]);
+  assert.equal(stream.buffered(), 3);
+  assert.deepEqual(stream.unconfirmedSent(), [sent]);
+  assert.deepEqual(stream.abandon(), [sent, patient, later]);
+});
+
+test('protocol errors leave the stream as it was', () => {
+  const stream = new ReliableStream(5n);
+  stream.channelOpened();
+  assert.throws(() => stream.handleFrame(0, { type: 'data', seq: 1n, payload: new Uint8Array() }), (e) => e.code === 'data_before_hello');
+  stream.handleFrame(0, { type: 'hello', session: 9n, resumeFrom: 1n, peerSession: 0n, delivered: 0n });
+  assert.throws(() => stream.handleFrame(0, { type: 'data', seq: 3n, payload: new Uint8Array() }), (e) => e.code === 'gap');
+  stream.handleFrame(0, { type: 'data', seq: 1n, payload: new Uint8Array([7]) });
+  assert.deepEqual(stream.pollDelivery(), new Uint8Array([7]));
+  assert.equal(stream.pollDelivery(), null);
+  assert.equal(stream.delivered, 1n);
+});
+
+test('a peer that restarted is a new stream; one that resumed is not', () => {
+  const stream = new ReliableStream(5n);
+  stream.channelOpened();
+  stream.handleFrame(0, { type: 'hello', session: 9n, resumeFrom: 1n, peerSession: 0n, delivered: 0n });
+  stream.handleFrame(0, { type: 'data', seq: 1n, payload: new Uint8Array([1]) });
+  stream.channelClosed();
+  stream.channelOpened();
+  // Same session resuming at 1 again: what was delivered stays delivered.
+  stream.handleFrame(0, { type: 'hello', session: 9n, resumeFrom: 1n, peerSession: 5n, delivered: 0n });
+  assert.equal(stream.delivered, 1n);
+  stream.channelClosed();
+  stream.channelOpened();
+  // A new session (the peer's page reloaded) starts where it says.
+  stream.handleFrame(0, { type: 'hello', session: 10n, resumeFrom: 4n, peerSession: 5n, delivered: 0n });
+  assert.equal(stream.peerSession, 10n);
+  assert.equal(stream.delivered, 3n);
+});
+
+test('sessions are random, nonzero and u64', () => {
+  const seen = new Set();
+  for (let i = 0; i < 100; i++) {
+    const s = randomSession();
+    assert.ok(s > 0n && s < 1n << 64n);
+    seen.add(s);
+  }
+  assert.equal(seen.size, 100);
+  assert.throws(() => new ReliableStream(0n), RangeError);
+});
