@@ -35,9 +35,11 @@ pub(crate) fn measure(samples: usize, seed_samples: usize) -> anyhow::Result<Han
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
+    // The callers run as runtime tasks, as an app's would (not on the
+    // thread blocked in `block_on`).
     runtime.block_on(async {
-        let default = sample(PolicyConfig::default(), WARMUP, samples).await?;
-        let seed = sample(PolicyConfig::seed_style(), 2, seed_samples).await?;
+        let default = tokio::spawn(sample(PolicyConfig::default(), WARMUP, samples)).await??;
+        let seed = tokio::spawn(sample(PolicyConfig::seed_style(), 2, seed_samples)).await??;
         Ok(HandleReport { default: summarize(default), seed: summarize(seed) })
     })
 }
