@@ -31,6 +31,8 @@ use tether_signal::{ServerConfig, SignalServer};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::percentile::{Samples, ms};
+
 /// The signaling port in the cloud namespace.
 const SIGNAL_PORT: u16 = 7447;
 /// Messages per second from the phone (each is echoed back).
@@ -300,23 +302,15 @@ async fn handoffs(args: &HandoffArgs) -> anyhow::Result<(HandoffReport, usize)> 
     cloud.join().await.context("the cloud thread failed")??;
     lab.teardown().await.context("tearing the lab down")?;
 
-    let default = percentiles(&mut latencies[0]);
-    let seed = percentiles(&mut latencies[1]);
+    let [default, seed] = latencies.map(percentiles);
     let ratio_p50 = if default.p50_ms > 0.0 { seed.p50_ms / default.p50_ms } else { 0.0 };
     let report = HandoffReport { default, seed, ratio_p50, handoffs: args.runs, lost, duplicated };
     Ok((report, failures))
 }
 
-fn percentiles(samples: &mut [Duration]) -> Percentiles {
-    if samples.is_empty() {
-        return Percentiles::default();
-    }
-    samples.sort();
-    let at = |q: f64| {
-        let index = ((samples.len() as f64 - 1.0) * q).round() as usize;
-        samples[index.min(samples.len() - 1)].as_secs_f64() * 1e3
-    };
-    Percentiles { p50_ms: at(0.50), p95_ms: at(0.95) }
+fn percentiles(latencies: Vec<Duration>) -> Percentiles {
+    let samples = Samples::new(latencies);
+    Percentiles { p50_ms: ms(samples.at(0.50)), p95_ms: ms(samples.at(0.95)) }
 }
 
 /// The signaling server and the far peer, which echoes every message.

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod demo;
 mod lab;
+mod percentile;
 mod replay;
 mod serve;
 

@@ -15,6 +15,8 @@ use tether::{
 use tokio::sync::broadcast::error::TryRecvError;
 use tokio::time::Instant;
 
+use crate::percentile::{Samples, us};
+
 const WARMUP: usize = 200;
 
 #[derive(Serialize)]
@@ -90,13 +92,9 @@ async fn sample(
     Ok(latencies)
 }
 
-fn summarize(mut latencies: Vec<Duration>) -> Latency {
-    latencies.sort();
-    let at = |q: f64| {
-        let index = ((latencies.len() as f64 - 1.0) * q).round() as usize;
-        latencies.get(index).map_or(0.0, |d| d.as_secs_f64() * 1e6)
-    };
-    Latency { p50_us: at(0.50), p99_us: at(0.99) }
+fn summarize(latencies: Vec<Duration>) -> Latency {
+    let samples = Samples::new(latencies);
+    Latency { p50_us: us(samples.at(0.50)), p99_us: us(samples.at(0.99)) }
 }
 
 pub(crate) fn print_table(report: &HandleReport) {
