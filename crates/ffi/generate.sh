@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Builds the tether-ffi cdylib and generates its Swift, Kotlin and Python
+# bindings in UniFFI library mode (the bindings are read from the metadata
+# symbols of the built library, so it must not be stripped first).
+#
+# Usage: crates/ffi/generate.sh [--release] [swift] [kotlin] [python]
+#   No language: all three. --release builds with the release profile
+#   (the workspace's keeps symbols: it sets no `strip`).
+#
+# Output (ignored by git):
+#   crates/ffi/build/swift/   Tether.swift, TetherFFI.h, TetherFFI.modulemap
+#   crates/ffi/build/kotlin/  rt/tether/tether_ffi.kt
+#   crates/ffi/build/python/  tether_ffi.py
+# and, for python, the generated module and the library copied into the
+# package crates/ffi/python/tether/ so that `import tether` works.
+#
+# Uses CARGO_TARGET_DIR when set, else the workspace's target directory.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+workspace="$(cd "$here/../.." && pwd)"
+
+profile=debug
+cargo_profile=()
+languages=()
+for arg in "$@"; do
+    case "$arg" in
+        --release) profile=release; cargo_profile=(--release) ;;
+        swift | kotlin | python) languages+=("$arg") ;;
+        *) echo "usage: $0 [--release] [swift] [kotlin] [python]" >&2; exit 2 ;;
+    esac
+done
+if [ ${#languages[@]} -eq 0 ]; then
+    languages=(swift kotlin python)
+fi
+
+cd "$workspace"
+if [ -n "${CARGO_TARGET_DIR:-}" ]; then
+    target_dir="$CARGO_TARGET_DIR"
+else
+    target_dir="$(cargo metadata --format-version 1 --no-deps |
+        sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+fi
+case "$(uname -s)" in
+    Darwin) library_file=libtether_ffi.dylib ;;
+    *) library_file=libtether_ffi.so ;;
+esac
+
+echo "== building tether-ffi ($profile)"
+# The library and the bindgen binary in one build, with the same features,
+# so uniffi is compiled once.
+cargo build -p tether-ffi --features bindgen-cli --lib --bin uniffi-bindgen "${cargo_profile[@]}"
+library="$target_dir/$profile/$library_file"
+bindgen="$target_dir/$profile/uniffi-bindgen"
+
+for language in "${languages[@]}"; do
+    out="$here/build/$language"
+    echo "== generating $language bindings into ${out#"$workspace"/}"
+    rm -rf "$out"
+    # --no-format: no ktlint/swiftformat run, so the output does not depend
+    # on what happens to be installed. --metadata-no-deps: everything
+    # exported lives in this crate.
+    "$bindgen" generate --library "$library" --language "$language" \
+        --out-dir "$out" --no-format --metadata-no-deps
+done
+
+for language in "${languages[@]}"; do
+    if [ "$language" = python ]; then
+        package="$here/python/tether"
+        cp "$here/build/python/tether_ffi.py" "$package/tether_ffi.py"
+        cp "$library" "$package/$library_file"
+        echo "== python package ready: ${package#"$workspace"/}"
+    fi
+done

@@ -1,0 +1,281 @@
+//! [`TetherNodeBuilder`]: how an app sets a node up.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tracing::info;
+
+use crate::node::Backend;
+use crate::runtime::runtime;
+use crate::{Policy, SimulatedEffects, TetherError, TetherNode};
+
+/// Sets up a [`TetherNode`]. Every setter returns the builder, so calls
+/// chain; nothing is checked until `build`, which names
+/// the first field that is missing or out of range.
+///
+/// A live node needs `signaling_url`, `peer_id` and `token`; a simulated
+/// node (for tests and demos without a server) needs only `simulated`.
+#[derive(Debug, uniffi::Object)]
+pub struct TetherNodeBuilder {
+    config: Mutex<BuilderConfig>,
+}
+
+/// A STUN or TURN server for WebRTC.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct IceServer {
+    /// `stun:host:port` / `turn:host:port?transport=udp` URLs.
+    pub urls: Vec<String>,
+    /// TURN user name (empty for STUN).
+    #[uniffi(default = "")]
+    pub username: String,
+    /// TURN credential (empty for STUN).
+    #[uniffi(default = "")]
+    pub credential: String,
+}
+
+#[derive(Debug, Clone, Default)]
+struct BuilderConfig {
+    /// A preset live configuration (the test signaling server's): fields
+    /// set on the builder override it.
+    base: Option<tether::RtcNodeConfig>,
+    name: Option<String>,
+    signaling_url: Option<String>,
+    peer_id: Option<String>,
+    token: Option<String>,
+    room: Option<String>,
+    auto_connect: Option<bool>,
+    ice_servers: Option<Vec<IceServer>>,
+    send_deadline_ms: Option<i64>,
+    policy: Policy,
+    result_timeout_ms: Option<i64>,
+    shutdown_timeout_ms: Option<i64>,
+    simulated: Option<SimulatedEffects>,
+}
+
+impl TetherNodeBuilder {
+    fn with(self: Arc<Self>, set: impl FnOnce(&mut BuilderConfig)) -> Arc<Self> {
+        set(&mut self.lock());
+        self
+    }
+
+    /// A builder preset with `base` (see [`BuilderConfig::base`]).
+    pub(crate) fn with_base(base: tether::RtcNodeConfig) -> Arc<Self> {
+        let config = BuilderConfig { base: Some(base), ..BuilderConfig::default() };
+        Arc::new(Self { config: Mutex::new(config) })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BuilderConfig> {
+        // Setters only assign fields; a poisoned lock holds a usable config.
+        self.config.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Default for TetherNodeBuilder {
+    fn default() -> Self {
+        Self { config: Mutex::new(BuilderConfig::default()) }
+    }
+}
+
+#[uniffi::export]
+impl TetherNodeBuilder {
+    /// An empty builder: policy v1, a 5 s result timeout.
+    #[uniffi::constructor]
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// A name for logs; defaults to the peer id.
+    pub fn name(self: Arc<Self>, name: String) -> Arc<Self> {
+        self.with(|c| c.name = Some(name))
+    }
+
+    /// The signaling server, `ws://` or `wss://`.
+    pub fn signaling_url(self: Arc<Self>, url: String) -> Arc<Self> {
+        self.with(|c| c.signaling_url = Some(url))
+    }
+
+    /// This node's peer id on the signaling server.
+    pub fn peer_id(self: Arc<Self>, peer_id: String) -> Arc<Self> {
+        self.with(|c| c.peer_id = Some(peer_id))
+    }
+
+    /// The credential the signaling server checks.
+    pub fn token(self: Arc<Self>, token: String) -> Arc<Self> {
+        self.with(|c| c.token = Some(token))
+    }
+
+    /// A presence room on the signaling server: the node learns who joins
+    /// and leaves.
+    pub fn room(self: Arc<Self>, room: String) -> Arc<Self> {
+        self.with(|c| c.room = Some(room))
+    }
+
+    /// Whether to connect to every peer of the room on its own (default
+    /// true).
+    pub fn auto_connect(self: Arc<Self>, auto_connect: bool) -> Arc<Self> {
+        self.with(|c| c.auto_connect = Some(auto_connect))
+    }
+
+    /// STUN/TURN servers. None (the default) gathers host candidates only,
+    /// which reach peers on the same network.
+    pub fn ice_servers(self: Arc<Self>, servers: Vec<IceServer>) -> Arc<Self> {
+        self.with(|c| c.ice_servers = Some(servers))
+    }
+
+    /// How long `send` waits for room and for the peer's acknowledgement.
+    /// Default 10 000; must be positive.
+    pub fn send_deadline_ms(self: Arc<Self>, deadline_ms: i64) -> Arc<Self> {
+        self.with(|c| c.send_deadline_ms = Some(deadline_ms))
+    }
+
+    /// Overrides of the decision policy.
+    pub fn policy(self: Arc<Self>, policy: Policy) -> Arc<Self> {
+        self.with(|c| c.policy = policy)
+    }
+
+    /// How long an event method waits for its result before it fails with
+    /// [`TetherError::ResultTimeout`] (the work goes on). Default 5000;
+    /// must be positive.
+    pub fn result_timeout_ms(self: Arc<Self>, timeout_ms: i64) -> Arc<Self> {
+        self.with(|c| c.result_timeout_ms = Some(timeout_ms))
+    }
+
+    /// The bound on the final cleanup at shutdown. Default 3000; must not
+    /// be negative.
+    pub fn shutdown_timeout_ms(self: Arc<Self>, timeout_ms: i64) -> Arc<Self> {
+        self.with(|c| c.shutdown_timeout_ms = Some(timeout_ms))
+    }
+
+    /// Build a simulated node: the real decision engine and node runtime,
+    /// with actions that play `effects` instead of touching the network.
+    /// For tests, demos and UI work without a server.
+    pub fn simulated(self: Arc<Self>, effects: SimulatedEffects) -> Arc<Self> {
+        self.with(|c| c.simulated = Some(effects))
+    }
+
+    /// Starts the node. The builder can be used again.
+    ///
+    /// # Errors
+    ///
+    /// [`TetherError::InvalidConfig`] naming the first missing or
+    /// out-of-range field; [`TetherError::Internal`] when the runtime
+    /// cannot start. A live node does not connect here: the first Available
+    /// snapshot (or a forced reconnect) makes it restore, which connects.
+    pub fn build(&self) -> Result<Arc<TetherNode>, TetherError> {
+        let config = self.lock().clone();
+        let node_config = config.node_config()?;
+        let runtime = runtime()?;
+        let (name, backend) = match &config.simulated {
+            Some(effects) => {
+                let executor = Arc::new(tether::ScriptedExecutor::new(effects.to_effects()?));
+                let name = node_config.name.clone();
+                let _runtime = runtime.enter();
+                let node = tether::Node::spawn(node_config, Arc::clone(&executor))?;
+                (name, Backend::Simulated { node, executor })
+            }
+            None => {
+                let live = config.live_config(node_config)?;
+                let name = live.node.name.clone();
+                let _runtime = runtime.enter();
+                (name, Backend::Live(tether::RtcNode::start(live)?))
+            }
+        };
+        let kind = match backend {
+            Backend::Live(_) => "live",
+            Backend::Simulated { .. } => "simulated",
+        };
+        info!(name: "ffi.node.built", node = %name, backend = kind);
+        Ok(Arc::new(TetherNode::new(name, backend)))
+    }
+}
+
+impl BuilderConfig {
+    /// What every backend shares, checked.
+    fn node_config(&self) -> Result<tether::NodeConfig, TetherError> {
+        let defaults = tether::NodeConfig::default();
+        let result_timeout = match self.result_timeout_ms {
+            None => defaults.result_timeout,
+            Some(ms) => positive_ms("result_timeout_ms", ms)?,
+        };
+        let shutdown_timeout = match self.shutdown_timeout_ms {
+            None => defaults.shutdown_timeout,
+            Some(ms) => u64::try_from(ms).map(Duration::from_millis).map_err(|_| {
+                TetherError::InvalidConfig(format!(
+                    "shutdown_timeout_ms must not be negative (got {ms})"
+                ))
+            })?,
+        };
+        let name = self
+            .name
+            .clone()
+            .or_else(|| self.peer_id.clone())
+            .unwrap_or_else(|| defaults.name.clone());
+        Ok(tether::NodeConfig {
+            name,
+            policy: self.policy.to_config()?,
+            result_timeout,
+            shutdown_timeout,
+            ..defaults
+        })
+    }
+
+    /// The live node's configuration, checked.
+    fn live_config(&self, node: tether::NodeConfig) -> Result<tether::RtcNodeConfig, TetherError> {
+        let base = self.base.as_ref();
+        let required = |field: &str, set: &Option<String>, preset: Option<&String>| {
+            set.as_ref().or(preset).filter(|value| !value.is_empty()).cloned().ok_or_else(|| {
+                TetherError::InvalidConfig(format!(
+                    "{field} is required for a live node (or use simulated() for one without a server)"
+                ))
+            })
+        };
+        let url = required("signaling_url", &self.signaling_url, base.map(|b| &b.signaling_url))?;
+        let peer_id = required("peer_id", &self.peer_id, base.map(|b| &b.peer_id))?;
+        let token = required("token", &self.token, base.map(|b| &b.token))?;
+        if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+            return Err(TetherError::InvalidConfig(format!(
+                "signaling_url must start with ws:// or wss:// (got {url:?})"
+            )));
+        }
+        let mut live = match base {
+            Some(base) => base.clone(),
+            None => tether::RtcNodeConfig::new(peer_id.clone(), url.clone(), token.clone()),
+        };
+        live.peer_id = peer_id;
+        live.signaling_url = url;
+        live.token = token;
+        if let Some(room) = &self.room {
+            live.room = Some(room.clone()).filter(|room| !room.is_empty());
+        }
+        if let Some(auto_connect) = self.auto_connect {
+            live.auto_connect = auto_connect;
+        }
+        if let Some(servers) = &self.ice_servers {
+            live.rtc.ice_servers = servers
+                .iter()
+                .map(|server| tether_rtc::IceServer {
+                    urls: server.urls.clone(),
+                    username: server.username.clone(),
+                    credential: server.credential.clone(),
+                })
+                .collect();
+        }
+        if let Some(ms) = self.send_deadline_ms {
+            live.messaging.send_deadline = positive_ms("send_deadline_ms", ms)?;
+        }
+        live.node = tether::NodeConfig {
+            name: self.name.clone().unwrap_or_else(|| live.peer_id.clone()),
+            ..node
+        };
+        Ok(live)
+    }
+}
+
+/// `ms` as a positive duration, or an error naming `field`.
+fn positive_ms(field: &str, ms: i64) -> Result<Duration, TetherError> {
+    u64::try_from(ms)
+        .ok()
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis)
+        .ok_or_else(|| TetherError::InvalidConfig(format!("{field} must be positive (got {ms})")))
+}

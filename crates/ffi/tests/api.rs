@@ -1,0 +1,158 @@
+//! The foreign API, driven from Rust: what the bindings call, without a
+//! foreign language in the way.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tether_ffi::{
+    ActionKind, AppLifecycleState, Availability, ConnectionState, ListenerError, NetworkEvent,
+    NetworkSnapshot, ReconnectReason, SimulatedEffects, StateListener, TetherError,
+    TetherNodeBuilder, Transport,
+};
+
+fn wifi(sequence: i64) -> NetworkSnapshot {
+    NetworkSnapshot {
+        sequence,
+        availability: Availability::Available,
+        transports: vec![Transport::Wifi],
+        is_expensive: false,
+        is_constrained: false,
+        path_id: 0,
+    }
+}
+
+fn simulated(duration_ms: i64) -> Arc<tether_ffi::TetherNode> {
+    TetherNodeBuilder::new()
+        .name("api-test".into())
+        .simulated(SimulatedEffects { duration_ms: Some(duration_ms), failures: Vec::new() })
+        .build()
+        .unwrap()
+}
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<ConnectionState>>);
+
+impl StateListener for Recorder {
+    fn on_state_changed(&self, state: ConnectionState) -> Result<(), ListenerError> {
+        self.0.lock().unwrap().push(state);
+        Ok(())
+    }
+}
+
+impl Recorder {
+    async fn wait_for(&self, want: &[ConnectionState]) {
+        for _ in 0..500 {
+            if self.0.lock().unwrap().ends_with(want) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("saw {:?}, wanted to end with {want:?}", self.0.lock().unwrap());
+    }
+}
+
+#[tokio::test]
+async fn events_get_results_and_the_listener_follows() {
+    let node = simulated(40);
+    let handle = node.handle();
+    let recorder = Arc::new(Recorder::default());
+    let _subscription = node.subscribe_state(recorder.clone()).unwrap();
+
+    let result = handle.network_path_changed(wifi(1)).await.unwrap();
+    assert_eq!(result.action, Some(ActionKind::Restore));
+    assert!(result.success && result.error.is_none());
+    assert_eq!(node.state(), ConnectionState::Connected);
+
+    let result = handle.force_reconnect(ReconnectReason::ManualReconnect).await.unwrap();
+    assert_eq!(result.action, Some(ActionKind::Reconnect));
+    recorder
+        .wait_for(&[
+            ConnectionState::Recovering { action: ActionKind::Reconnect, attempt: 1 },
+            ConnectionState::Connected,
+        ])
+        .await;
+
+    node.shutdown().await.unwrap();
+    assert_eq!(
+        handle.force_reconnect(ReconnectReason::ManualReconnect).await,
+        Err(TetherError::ShutDown)
+    );
+    assert_eq!(node.shutdown().await, Err(TetherError::ShutDown));
+}
+
+#[tokio::test]
+async fn invalid_input_is_rejected_before_the_node() {
+    let node = simulated(10);
+    let handle = node.handle();
+    let err = handle
+        .app_lifecycle_changed(AppLifecycleState::Foreground { background_duration_ms: -1 })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TetherError::InvalidArgument { .. }), "{err}");
+    let err = handle
+        .submit(NetworkEvent::NetworkPathChanged { snapshot: wifi(i64::MIN) })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("NetworkSnapshot.sequence"), "{err}");
+    // Nothing reached the node: the first real snapshot is still news.
+    let result = handle.network_path_changed(wifi(1)).await.unwrap();
+    assert_eq!(result.action, Some(ActionKind::Restore));
+    node.shutdown().await.unwrap();
+}
+
+#[test]
+fn a_node_builds_and_shuts_down_without_any_caller_runtime() {
+    // Foreign callers have no tokio runtime: build() and the async methods
+    // must work from a plain thread with any executor.
+    let node = simulated(5);
+    let handle = node.handle();
+    let result = block_on_without_tokio(handle.network_path_changed(wifi(1))).unwrap();
+    assert!(result.success);
+    block_on_without_tokio(node.shutdown()).unwrap();
+    assert!(handle.is_shut_down());
+}
+
+/// A minimal executor with no tokio context, as a foreign runtime would be.
+fn block_on_without_tokio<F: std::future::Future>(future: F) -> F::Output {
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
+
+#[tokio::test]
+async fn two_live_nodes_exchange_a_message() {
+    let server = tether_ffi::start_test_signaling_server().await.unwrap();
+    let alice = server.node_builder("alice".into()).unwrap().build().unwrap();
+    let bob = server.node_builder("bob".into()).unwrap().build().unwrap();
+    for node in [&alice, &bob] {
+        let result = node.handle().network_path_changed(wifi(1)).await.unwrap();
+        assert!(result.success, "{result:?}");
+    }
+    alice.connect_peer("bob".into()).await.unwrap();
+    alice.send("bob".into(), b"hello".to_vec()).await.unwrap();
+    let message = bob.receive().await.unwrap();
+    assert_eq!((message.sender.as_str(), message.payload.as_slice()), ("alice", &b"hello"[..]));
+    assert!(matches!(
+        alice.post("bob".into(), vec![0; 70_000]).await,
+        Err(TetherError::InvalidArgument { field: "payload", .. })
+    ));
+    let report = alice.shutdown().await.unwrap();
+    assert_eq!(report.cleanup_error, None);
+    bob.shutdown().await.unwrap();
+    assert_eq!(bob.receive().await, Err(TetherError::ShutDown));
+    server.shutdown().await.unwrap();
+}
