@@ -250,8 +250,14 @@ impl Supervisor {
                 ConnectionState::Recovering { action: intent.kind, attempt: next_attempt }
             }
             _ if self.signaling_up => ConnectionState::Connected,
-            // Signaling is down and recovery waits (background, settle).
-            _ => ConnectionState::Recovering { action: ActionKind::Restore, attempt: next_attempt },
+            // Signaling is down and nothing is decided. In the background,
+            // the foreground will restore it; otherwise nothing asked for a
+            // connection yet (a cold start before the first snapshot): not
+            // connected, and not trying.
+            _ if self.phase == Phase::Background => {
+                ConnectionState::Recovering { action: ActionKind::Restore, attempt: next_attempt }
+            }
+            _ => ConnectionState::Offline,
         }
     }
 
