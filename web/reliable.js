@@ -118,6 +118,20 @@ export class ReliableStream {
     this.transmitNext = this.acked + 1n;
   }
 
+  /**
+   * Says Hello again on the current channel and replays everything not yet
+   * acknowledged: for a Hello that never reached the peer, which then drops
+   * our data as "data before hello" and sends none of its own. Harmless when
+   * the first one did arrive: a repeated Hello changes nothing for the peer
+   * (MESSAGING.md rule 2) and the replay comes back as duplicates it drops.
+   * (Not in the Rust stream, which never needed it: see session.js.)
+   */
+  repeatHello() {
+    if (!this.channelOpen) return;
+    this.helloOwed = true;
+    this.transmitNext = this.acked + 1n;
+  }
+
   /** The channel is gone; frames in flight on it may be lost. */
   channelClosed() {
     this.channelOpen = false;

@@ -11,6 +11,16 @@ import { BufferFull, ReliableStream, randomSession } from './reliable.js';
 /** Pause data frames while this much is queued on the channel. */
 const HIGH_WATER = 1 << 20;
 const LOW_WATER = 256 << 10;
+/**
+ * When to say Hello again on a new channel (ms after it opened) while the
+ * peer shows no sign of having ours. Chromium (seen with 156, as the answerer,
+ * against webrtc-rs) now and then drops the first message sent on a data
+ * channel that just opened: `send()` returns, the channel's stats count
+ * nothing and nothing goes on the wire. A peer without our Hello refuses our
+ * data and sends none of its own, so without this the stream would stall
+ * until the next channel.
+ */
+const HELLO_REPEATS_MS = [500, 1500, 4000];
 
 /**
  * Events (CustomEvent `detail`):
@@ -38,10 +48,14 @@ export class MessageSession extends EventTarget {
     this.dropOutgoing = false;
     this.counters = {
       sent: 0, confirmed: 0, received: 0, withdrawn: 0, badFrames: 0, protocolErrors: 0,
-      framesOut: 0, framesIn: 0, framesDropped: 0, channels: 0,
+      framesOut: 0, framesIn: 0, framesDropped: 0, channels: 0, helloRepeats: 0,
     };
     /** @type {ReturnType<typeof setTimeout> | null} */
     this.ackTimer = null;
+    /** Whether the peer showed it has our Hello on this channel (it sent Data or an Ack). */
+    this.peerHasHello = false;
+    /** @type {ReturnType<typeof setTimeout>[]} */
+    this.helloTimers = [];
     this.decoder = new TextDecoder('utf-8', { fatal: true });
     this.encoder = new TextEncoder();
     this.deadlineTimer = setInterval(() => this.checkDeadlines(), 1000);
@@ -67,9 +81,20 @@ export class MessageSession extends EventTarget {
       if (this.channel === channel) this.pump();
     };
     this.stream.channelOpened();
+    this.peerHasHello = false;
+    this.helloTimers = HELLO_REPEATS_MS.map((ms) => setTimeout(() => this.checkHello(channel), ms));
     this.log(`session: channel of peer connection ${generation} carries the stream (${this.stream.buffered()} messages to resume)`);
     this.pump();
     this.emitChange();
+  }
+
+  /** Says Hello again on `channel` if it is still current and the peer gave no sign of having it. @param {RTCDataChannel} channel */
+  checkHello(channel) {
+    if (this.channel !== channel || this.peerHasHello) return;
+    this.counters.helloRepeats += 1;
+    this.log('session: no data or ack from the peer yet on this channel; saying Hello again');
+    this.stream.repeatHello();
+    this.pump();
   }
 
   /** The channel of `generation` is gone. @param {number} generation */
@@ -82,6 +107,8 @@ export class MessageSession extends EventTarget {
     this.stream.channelClosed();
     if (this.ackTimer) clearTimeout(this.ackTimer);
     this.ackTimer = null;
+    for (const timer of this.helloTimers) clearTimeout(timer);
+    this.helloTimers = [];
     this.emitChange();
   }
 
@@ -106,6 +133,7 @@ export class MessageSession extends EventTarget {
   close() {
     clearInterval(this.deadlineTimer);
     if (this.ackTimer) clearTimeout(this.ackTimer);
+    for (const timer of this.helloTimers) clearTimeout(timer);
   }
 
   status() {
@@ -142,6 +170,8 @@ export class MessageSession extends EventTarget {
     }
     try {
       this.stream.handleFrame(performance.now(), frame);
+      // The peer sends Data only after our Hello, and acks only our Data.
+      if (frame.type !== 'hello') this.peerHasHello = true;
     } catch (error) {
       this.counters.protocolErrors += 1;
       this.log(`session: dropped a ${frame.type} frame: ${/** @type {Error} */ (error).message}`);

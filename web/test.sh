@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # The browser peer's tests, from a clean checkout: a type check and Node unit
 # tests of the page's modules, then end-to-end tests in headless Chromium (Debian's
-# package, driven by playwright-core) against `tether serve`.
+# package, driven by playwright-core) against `tether serve`: two pages
+# (tests/e2e/pair.test.js), and a page with a Rust node, `tether chat`
+# (tests/e2e/node.test.js).
 #
 #   web/test.sh            everything (installs chromium with apt-get if missing)
 #   web/test.sh unit       unit tests only (no browser, no Rust build)
+#
+# Needs Node.js 20+ and npm, cargo, and for a missing chromium root (or
+# passwordless sudo) with Debian's package lists.
 #
 # Environment: CARGO_TARGET_DIR (where `tether` is built), CHROMIUM (default
 # /usr/bin/chromium), WEB_ARTIFACTS (screenshots and logs; default
@@ -20,21 +25,29 @@ what="${1:-all}"
 
 tests_pid=""
 cleanup() {
-  # The test processes stop their own servers and browsers; this is for an
-  # interrupted run.
+  # The test processes stop their own servers, browsers and chats; this is
+  # for an interrupted run: the test runner runs in its own process group
+  # (setsid), which goes as a whole. (A `tether chat` child has a group of
+  # its own; it quits when its stdin, a pipe from the tests, closes.)
   if [ -n "$tests_pid" ] && kill -0 "$tests_pid" 2>/dev/null; then
-    kill "$tests_pid" 2>/dev/null || true
+    kill -TERM -- "-$tests_pid" 2>/dev/null || kill "$tests_pid" 2>/dev/null || true
     wait "$tests_pid" 2>/dev/null || true
   fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+setsid=""
+command -v setsid >/dev/null && setsid="setsid --wait"
 run_tests() {
-  node --test --test-concurrency=1 "$@" &
+  $setsid node --test --test-concurrency=1 "$@" &
   tests_pid=$!
   wait "$tests_pid"
   tests_pid=""
+}
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo -n "$@"; else "$@"; fi
 }
 
 node_major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
@@ -57,12 +70,16 @@ run_tests tests/unit/
 if [ ! -x "$CHROMIUM" ]; then
   echo "== web: installing chromium (apt-get)"
   log="$(mktemp)"
-  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >"$log" 2>&1; then
+  if ! { as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >"$log" 2>&1; then
     tail -n 20 "$log" >&2
     echo "web/test.sh: could not install chromium with apt-get (root and Debian's package lists are needed); install it, or set CHROMIUM=/path/to/chromium" >&2
     exit 1
   fi
   rm -f "$log"
+  if [ ! -x "$CHROMIUM" ]; then
+    echo "web/test.sh: $CHROMIUM is still missing after installing Debian's chromium; set CHROMIUM=/usr/bin/chromium" >&2
+    exit 1
+  fi
 fi
 echo "== web: $("$CHROMIUM" --version 2>/dev/null | head -n 1)"
 
@@ -71,4 +88,6 @@ echo "== web: cargo build -p tether-cli"
 export TETHER_BIN="$CARGO_TARGET_DIR/debug/tether"
 
 echo "== web: browser tests (artifacts in ${WEB_ARTIFACTS:-$CARGO_TARGET_DIR/web-artifacts})"
+started=$SECONDS
 run_tests tests/e2e/
+echo "== web: browser tests passed in $((SECONDS - started)) s"

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod chat;
 mod demo;
 mod lab;
 mod percentile;
@@ -33,6 +34,9 @@ enum Command {
     /// Two nodes on loopback stream messages while the demo breaks their
     /// connections; shows each recovery and counts every message.
     Demo(demo::DemoArgs),
+    /// One node in the terminal chatting with a peer (e.g. the browser page
+    /// of `tether serve --demo`); slash commands break its connections.
+    Chat(chat::ChatArgs),
     /// The network-namespace handoff lab (root only).
     #[command(subcommand)]
     Lab(lab::LabCommand),
@@ -45,6 +49,7 @@ fn main() -> ExitCode {
         Command::Bench(command) => bench::run(command),
         Command::Serve(args) => serve::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Chat(args) => chat::run(&args),
         Command::Lab(command) => lab::run(command),
     };
     match result {

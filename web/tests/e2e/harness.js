@@ -222,3 +222,149 @@ export function waitReady(/** @type {any} */ peer, timeout = 15000) {
 export function batch(/** @type {string} */ prefix, /** @type {number} */ from, /** @type {number} */ to) {
   return Array.from({ length: to - from + 1 }, (_, i) => `${prefix}-${from + i}`);
 }
+
+/**
+ * A `tether chat --json` child process: one Rust tether node talking to
+ * `args.to`. It runs in its own process group, killed by `stop()` and when
+ * this process exits; its stdin is a pipe, so it also quits on its own (EOF)
+ * if this process dies. Every JSON line it prints is kept in `events`.
+ * @param {string} base  the `tether serve --demo` base URL (http://host:port)
+ * @param {{peer: string, to: string, room: string}} args
+ * @param {string} name  log file name under the artifacts folder
+ */
+export async function startChat(base, args, name = `chat-${args.peer}`) {
+  const binary = tetherBinary();
+  if (!existsSync(binary)) throw new Error(`${binary} is missing: cargo build -p tether-cli (or set TETHER_BIN)`);
+  const logPath = path.join(artifactsDir, `${name}.log`);
+  const log = createWriteStream(logPath);
+  const child = spawn(binary, [
+    'chat', '--json',
+    '--signal', `${base.replace(/^http/, 'ws')}/ws`,
+    '--token-url', `${base}/demo/token`,
+    '--peer-id', args.peer, '--to', args.to, '--room', args.room,
+  ], {
+    env: {
+      ...process.env,
+      TETHER_SECRET: '',
+      RUST_LOG: process.env.RUST_LOG ?? 'warn,tether=info,tether_rtc=info,tether_signal=info',
+    },
+    stdio: ['pipe', 'pipe', 'pipe'],
+    detached: true,
+  });
+  const pid = /** @type {number} */ (child.pid);
+  const killGroup = () => {
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  };
+  process.once('exit', killGroup);
+  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal)));
+  child.stderr.pipe(log, { end: false });
+  // A chat that quit (or was killed) must not turn a later write into an
+  // unhandled error: `say` checks `alive` and fails with a clear message.
+  child.stdin.on('error', () => {});
+
+  /** @type {any[]} */
+  const events = [];
+  /** @type {Set<() => void>} */
+  const waiters = new Set();
+  let partial = '';
+  child.stdout.setEncoding('utf8');
+  child.stdout.on('data', (/** @type {string} */ chunk) => {
+    const lines = (partial + chunk).split('\n');
+    partial = lines.pop() ?? '';
+    for (const line of lines) {
+      if (!line) continue;
+      log.write(`stdout: ${line}\n`);
+      try {
+        events.push(JSON.parse(line));
+      } catch {
+        events.push({ event: 'unparsable', line });
+      }
+    }
+    for (const wake of waiters) wake();
+  });
+  child.once('exit', () => {
+    for (const wake of waiters) wake();
+  });
+
+  const chat = {
+    name: args.peer,
+    events,
+    logPath,
+    get alive() {
+      return child.exitCode === null && child.signalCode === null;
+    },
+    /** Writes lines to the chat's stdin (messages, or /commands). @param {string[]} lines */
+    write(lines) {
+      if (!chat.alive) throw new Error(`${args.peer}: tether chat is not running; see ${logPath}`);
+      child.stdin.write(lines.map((line) => `${line}\n`).join(''));
+    },
+    /** Writes raw bytes to the chat's stdin. @param {Buffer} bytes */
+    writeRaw(bytes) {
+      if (!chat.alive) throw new Error(`${args.peer}: tether chat is not running; see ${logPath}`);
+      child.stdin.write(bytes);
+    },
+    /**
+     * Waits until `predicate(events)` holds (checked on every new line), or
+     * fails with the chat's last lines.
+     * @template T
+     * @param {string} what
+     * @param {(events: any[]) => T | undefined | false} predicate
+     * @param {number} [timeout]
+     * @returns {Promise<T>}
+     */
+    waitFor(what, predicate, timeout = 15000) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const found = predicate(events);
+          if (found) {
+            done();
+            resolve(found);
+          } else if (!chat.alive) {
+            done();
+            reject(new Error(`${args.peer}: tether chat exited (${child.exitCode ?? child.signalCode}) while waiting for ${what}\n${tail()}`));
+          }
+        };
+        const timer = setTimeout(() => {
+          done();
+          reject(new Error(`${args.peer}: timed out after ${timeout} ms waiting for ${what}\n${tail()}`));
+        }, timeout);
+        const done = () => {
+          clearTimeout(timer);
+          waiters.delete(check);
+        };
+        waiters.add(check);
+        check();
+      });
+    },
+    /** The texts received, in order. */
+    received: () => events.filter((e) => e.event === 'received').map((e) => e.text),
+    /** Quits with /quit and waits for the exit (SIGKILL after 10 s); returns the `quit` event. */
+    async stop() {
+      if (chat.alive) {
+        child.stdin.end('/quit\n');
+        const timer = setTimeout(killGroup, 10000);
+        await exited;
+        clearTimeout(timer);
+      }
+      killGroup();
+      process.removeListener('exit', killGroup);
+      log.end();
+      return events.find((e) => e.event === 'quit');
+    },
+    /** Sends SIGINT to the chat (as Ctrl-C would) and waits for it to exit (SIGKILL after 10 s). */
+    async interrupt() {
+      if (chat.alive) child.kill('SIGINT');
+      const timer = setTimeout(killGroup, 10000);
+      const result = await exited;
+      clearTimeout(timer);
+      return result;
+    },
+  };
+  const tail = () => events.slice(-15).map((e) => `  ${JSON.stringify(e)}`).join('\n');
+  await chat.waitFor('the chat to start', (all) => all.some((e) => e.event === 'started'), 10000);
+  return chat;
+}

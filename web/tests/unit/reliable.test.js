@@ -316,3 +316,41 @@ test('sessions are random, nonzero and u64', () => {
   assert.equal(seen.size, 100);
   assert.throws(() => new ReliableStream(0n), RangeError);
 });
+
+test('a lost Hello: the peer refuses data until a repeated Hello, then gets everything once', () => {
+  const a = new ReliableStream(5n);
+  const b = new ReliableStream(9n);
+  a.channelOpened();
+  b.channelOpened();
+  const frames = (/** @type {ReliableStream} */ from) => {
+    const out = [];
+    for (let f = from.pollTransmit(0, true); f; f = from.pollTransmit(0, true)) out.push(f);
+    return out;
+  };
+  const helloOfA = frames(a);
+  assert.deepEqual(helloOfA.map((f) => f.type), ['hello']); // lost on the way
+  for (const f of frames(b)) a.handleFrame(0, f); // b's Hello arrives
+  a.push(new Uint8Array([1]));
+  a.push(new Uint8Array([2]));
+  const early = frames(a);
+  assert.deepEqual(early.map((f) => f.type), ['data', 'data']);
+  // b never saw a's Hello: it drops a's data (and so sends none of its own).
+  assert.throws(() => b.handleFrame(0, early[0]), (e) => e.code === 'data_before_hello');
+  a.repeatHello();
+  const again = frames(a);
+  assert.deepEqual(again.map((f) => f.type), ['hello', 'data', 'data'], 'Hello, then the replay');
+  for (const f of again) b.handleFrame(0, f);
+  // The second data frame of the first try arrives late: a duplicate, dropped.
+  b.handleFrame(0, early[1]);
+  assert.deepEqual([b.pollDelivery(), b.pollDelivery(), b.pollDelivery()], [new Uint8Array([1]), new Uint8Array([2]), null]);
+  assert.equal(b.stats.duplicates, 1);
+  // A repeated Hello that was not needed changes nothing for the peer.
+  a.repeatHello();
+  for (const f of frames(a)) b.handleFrame(0, f);
+  assert.equal(b.delivered, 2n);
+  assert.equal(b.pollDelivery(), null);
+  // Nothing to repeat on a closed channel.
+  a.channelClosed();
+  a.repeatHello();
+  assert.equal(a.pollTransmit(0, true), null);
+});
