@@ -156,8 +156,8 @@ impl Pair {
             Op::Open => {
                 if !self.up {
                     self.up = true;
-                    self.a.stream.channel_opened();
-                    self.b.stream.channel_opened();
+                    self.a.stream.channel_opened(self.now);
+                    self.b.stream.channel_opened(self.now);
                 }
             }
             Op::Advance(ms) => self.now += Duration::from_millis(ms),
@@ -261,7 +261,7 @@ fn a_full_buffer_refuses_and_acks_make_room() {
     stream.push(Bytes::from_static(b"b"), None).unwrap();
     let full = stream.push(Bytes::from_static(b"c"), None).unwrap_err();
     assert_eq!(full.messages, 2);
-    stream.channel_opened();
+    stream.channel_opened(now);
     stream
         .handle_frame(
             now,
@@ -282,7 +282,7 @@ fn only_unsent_messages_with_a_passed_deadline_are_withdrawn() {
     let t0 = Instant::now();
     let deadline = Some(t0 + Duration::from_secs(1));
     let sent = stream.push(Bytes::from_static(b"sent"), deadline).unwrap();
-    stream.channel_opened();
+    stream.channel_opened(t0);
     stream
         .handle_frame(
             t0,
@@ -301,4 +301,49 @@ fn only_unsent_messages_with_a_passed_deadline_are_withdrawn() {
     assert_eq!(stream.buffered(), 3);
     let abandoned = stream.abandon();
     assert_eq!(abandoned, [sent, patient, later]);
+}
+
+#[test]
+fn an_unanswered_hello_is_repeated_then_given_up() {
+    let mut stream = ReliableStream::new(1, StreamConfig::default());
+    let t0 = Instant::now();
+    stream.channel_opened(t0);
+    let hellos = |stream: &mut ReliableStream, at: Instant| {
+        std::iter::from_fn(|| stream.poll_transmit(at, true))
+            .filter(|f| matches!(f, Frame::Hello { .. }))
+            .count()
+    };
+    assert_eq!(hellos(&mut stream, t0), 1);
+    assert_eq!(stream.poll_timeout(), Some(t0 + Duration::from_millis(500)));
+    assert_eq!(hellos(&mut stream, t0 + Duration::from_millis(499)), 0);
+    assert_eq!(hellos(&mut stream, t0 + Duration::from_millis(500)), 1);
+    assert_eq!(hellos(&mut stream, t0 + Duration::from_millis(1500)), 1);
+    assert_eq!(hellos(&mut stream, t0 + Duration::from_millis(4000)), 1);
+    assert_eq!(stream.poll_timeout(), None, "three repeats, then silence");
+    assert_eq!(hellos(&mut stream, t0 + Duration::from_secs(60)), 0);
+
+    // The peer's Hello stops the repeats.
+    let mut stream = ReliableStream::new(1, StreamConfig::default());
+    stream.channel_opened(t0);
+    assert_eq!(hellos(&mut stream, t0), 1);
+    stream
+        .handle_frame(
+            t0,
+            Frame::Hello { session: 2, resume_from: 1, peer_session: 0, delivered: 0 },
+        )
+        .unwrap();
+    assert_eq!(stream.poll_timeout(), None);
+    assert_eq!(hellos(&mut stream, t0 + Duration::from_secs(1)), 0);
+    // A repeated Hello from the peer changes nothing.
+    stream.push(Bytes::from_static(b"x"), None).unwrap();
+    assert!(matches!(stream.poll_transmit(t0, true), Some(Frame::Data { seq: 1, .. })));
+    stream
+        .handle_frame(
+            t0,
+            Frame::Hello { session: 2, resume_from: 1, peer_session: 1, delivered: 0 },
+        )
+        .unwrap();
+    stream.handle_frame(t0, Frame::Data { seq: 1, payload: Bytes::from_static(b"y") }).unwrap();
+    assert_eq!(stream.poll_delivery(), Some(Bytes::from_static(b"y")));
+    assert_eq!(stream.buffered(), 1, "nothing was acknowledged by the repeat");
 }

@@ -301,6 +301,9 @@ struct Generation {
     remote_offer: Option<OfferId>,
     /// Answerer: the last answer sent, to answer a duplicate offer again.
     last_answer: Option<String>,
+    /// Offerer: the sequence number and restart flag of the last offer
+    /// sent, to send it again when it may have been lost.
+    last_offer: Option<(u64, bool)>,
     channel_open: bool,
     /// An ICE restart was applied; the next ICE `connected` completes it.
     restart_applied: bool,
@@ -748,11 +751,15 @@ impl PeerTask {
                 self.retire(PeerState::Closed, "unusable peer connection replaced").await;
                 self.offer_new_generation().await
             }
-            // The first offer of this peer connection is on its way: it is the answer.
+            // The first offer of this peer connection is unanswered. The request
+            // usually crossed it on the wire, but the signaling server drops
+            // relays to peers not registered yet: send it again (same session and
+            // sequence, so a duplicate is answered again, not renegotiated), with
+            // the candidates gathered since.
             Some(generation)
                 if generation.awaiting_answer() && !generation.has_remote_description() =>
             {
-                Ok(())
+                self.resend_offer().await
             }
             // Otherwise offer a restart, superseding a restart offer still unanswered: the
             // answerer asking again suggests that offer was lost.
@@ -970,6 +977,7 @@ impl PeerTask {
             remote_description_set: false,
             remote_offer: None,
             last_answer: None,
+            last_offer: None,
             channel_open: false,
             restart_applied: false,
         })
@@ -1044,7 +1052,24 @@ impl PeerTask {
         if restart {
             info!(name: "rtc.ice.restart", phase = "offer_sent", generation = id);
         }
+        generation.last_offer = Some((seq, restart));
         self.signal(SignalPayload::Offer { sdp: tag_offer(&sdp, seq, restart) })
+    }
+
+    /// Sends the current peer connection's unanswered offer again, as it
+    /// stands now (with every candidate gathered so far).
+    async fn resend_offer(&mut self) -> Result<(), RtcError> {
+        let Some(generation) = self.current.as_ref() else {
+            return Err(RtcError::NoPeerConnection { peer: self.peer.clone() });
+        };
+        let Some((seq, restart)) = generation.last_offer else {
+            return Ok(());
+        };
+        let Some(local) = generation.pc().local_description().await else {
+            return Ok(());
+        };
+        debug!(name: "rtc.negotiation.offer", generation = generation.id, seq, restart, resent = true);
+        self.signal(SignalPayload::Offer { sdp: tag_offer(&local.sdp, seq, restart) })
     }
 
     async fn add_remote_candidate(&mut self, candidate: RTCIceCandidateInit) {
@@ -1179,18 +1204,19 @@ impl PeerTask {
         let task = async move {
             let mut opened = false;
             while let Some(event) = channel.poll().await {
+                // webrtc-rs may deliver a message before the open event:
+                // the channel is open then, and consumers must hear so
+                // before they see the message.
+                let opens =
+                    matches!(event, DataChannelEvent::OnOpen | DataChannelEvent::OnMessage(_));
+                if opens && !opened && view.open_channel(generation, &channel) {
+                    opened = true;
+                    let _ =
+                        internal.send(Internal { generation, event: InternalEvent::ChannelOpened });
+                    let opened_event = RtcEvent::ChannelOpened { peer: peer.clone(), generation };
+                    let _ = traffic.send(opened_event).await;
+                }
                 match event {
-                    DataChannelEvent::OnOpen => {
-                        if !view.open_channel(generation, &channel) {
-                            continue;
-                        }
-                        opened = true;
-                        let _ = internal
-                            .send(Internal { generation, event: InternalEvent::ChannelOpened });
-                        let opened_event =
-                            RtcEvent::ChannelOpened { peer: peer.clone(), generation };
-                        let _ = traffic.send(opened_event).await;
-                    }
                     DataChannelEvent::OnMessage(message) => {
                         trace!(name: "rtc.channel.message", bytes = message.data.len());
                         let received = RtcEvent::MessageReceived {

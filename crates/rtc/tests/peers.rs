@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use lab::{Lab, fast_config};
 use tether_rtc::{InterfaceFilter, LocalAddresses, PeerState, Role, RtcError, SignalPayload};
+use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_peers_exchange_messages_both_ways() {
@@ -504,4 +505,29 @@ fn candidate_ports(lab: &Lab, from: &str) -> HashSet<u16> {
             _ => None,
         })
         .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_first_offer_is_sent_again_when_the_answerer_asks() {
+    lab::init_tracing();
+    let lab = lab::Lab::with_config(&["alice", "bob"], lab::fast_config());
+    let alice = lab.set("alice");
+    let bob = lab.set("bob");
+    // Alice offers while bob is not reachable (the signaling server drops
+    // relays to peers that are not registered yet).
+    lab.relay.drop_kind("offer");
+    let connecting = tokio::spawn({
+        let alice = alice.clone();
+        async move { alice.connect("bob").await }
+    });
+    wait_relayed(&lab, "alice", "offer", 1).await;
+    lab.relay.deliver_kind("offer");
+    // Bob registers and asks for a negotiation: the offer comes again, well
+    // before alice's connect timeout.
+    let asked = Instant::now();
+    bob.connect("alice").await.expect("bob connects once the offer is sent again");
+    assert!(asked.elapsed() < Duration::from_secs(2), "waited {:?}", asked.elapsed());
+    connecting.await.unwrap().unwrap();
+    lab.send_and_expect("alice", "bob", "hello").await;
+    assert_eq!(alice.status("bob").unwrap().generation, 1, "the same peer connection");
 }

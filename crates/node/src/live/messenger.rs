@@ -214,7 +214,7 @@ impl Running {
                 self.config.roster.want(&peer);
                 let link = self.link(&peer);
                 link.channel = Some(generation);
-                link.stream.channel_opened();
+                link.stream.channel_opened(now);
             }
             RtcEvent::ChannelClosed { peer, generation } => {
                 let Some(link) = self.links.get_mut(&peer) else { return };

@@ -59,6 +59,11 @@ impl Default for StreamConfig {
     }
 }
 
+/// Gaps between repeats of a Hello the peer has not answered on a new
+/// channel (0.5 s, then 1.5 s and 4 s after the channel opened).
+const HELLO_REPEATS: [Duration; 3] =
+    [Duration::from_millis(500), Duration::from_millis(1000), Duration::from_millis(2500)];
+
 /// The app's handle on one accepted message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MessageId(pub u64);
@@ -147,6 +152,9 @@ pub struct ReliableStream {
     channel_open: bool,
     hello_owed: bool,
     hello_seen: bool,
+    /// While the peer's Hello has not arrived on this channel: when to say
+    /// Hello again, and how many repeats are left.
+    hello_repeat: Option<(Instant, usize)>,
     stats: StreamStats,
 }
 
@@ -171,6 +179,7 @@ impl ReliableStream {
             channel_open: false,
             hello_owed: false,
             hello_seen: false,
+            hello_repeat: None,
             stats: StreamStats::default(),
         }
     }
@@ -199,12 +208,15 @@ impl ReliableStream {
         Ok(id)
     }
 
-    /// A new channel to the peer is open: say Hello and replay everything
-    /// not yet acknowledged.
-    pub fn channel_opened(&mut self) {
+    /// A new channel to the peer is open: say Hello (again after 0.5, 1.5
+    /// and 4 s while the peer says nothing: a browser has been seen to drop
+    /// the first message on a channel it just opened) and replay everything
+    /// not yet acknowledged once the peer's Hello arrives.
+    pub fn channel_opened(&mut self, now: Instant) {
         self.channel_open = true;
         self.hello_owed = true;
         self.hello_seen = false;
+        self.hello_repeat = Some((now + HELLO_REPEATS[0], 1));
         self.transmit_next = self.acked + 1;
     }
 
@@ -213,6 +225,7 @@ impl ReliableStream {
         self.channel_open = false;
         self.hello_owed = false;
         self.hello_seen = false;
+        self.hello_repeat = None;
         self.acks_owed = 0;
         self.ack_due = None;
     }
@@ -232,6 +245,7 @@ impl ReliableStream {
                     self.delivered = resume_from.saturating_sub(1);
                 }
                 self.hello_seen = true;
+                self.hello_repeat = None;
                 if peer_session == self.session {
                     self.acknowledged(delivered.min(self.ever_sent))?;
                 }
@@ -288,6 +302,12 @@ impl ReliableStream {
         if !self.channel_open {
             return None;
         }
+        if let Some((due, sent)) = self.hello_repeat
+            && due <= now
+        {
+            self.hello_owed = true;
+            self.hello_repeat = HELLO_REPEATS.get(sent).map(|&after| (due + after, sent + 1));
+        }
         if self.hello_owed {
             self.hello_owed = false;
             return Some(Frame::Hello {
@@ -339,10 +359,15 @@ impl ReliableStream {
         self.confirmed.pop_front()
     }
 
-    /// When an acknowledgement is due.
+    /// When an acknowledgement or a repeated Hello is due.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.channel_open && self.acks_owed > 0 { self.ack_due } else { None }
+        if !self.channel_open {
+            return None;
+        }
+        let ack = if self.acks_owed > 0 { self.ack_due } else { None };
+        let hello = self.hello_repeat.map(|(due, _)| due);
+        [ack, hello].into_iter().flatten().min()
     }
 
     /// Withdraws every message whose deadline is at or before `now` and that
