@@ -81,6 +81,13 @@ struct HandoffReport {
 
 pub(crate) fn run(command: LabCommand) -> anyhow::Result<ExitCode> {
     let LabCommand::Handoff(args) = command;
+    // Logs (one `lab.handoff` line per handoff at info) only when asked for.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     ensure!(args.runs > 0, "--runs must be at least 1");
     ensure!(
         args.rtt_ms == 0,
@@ -124,6 +131,8 @@ async fn interrupted() {
 #[derive(Default)]
 struct PhoneLog {
     snapshots: Vec<(Instant, NetworkSnapshot)>,
+    /// When each message was accepted for sending (index: sequence - 1).
+    sent_at: Vec<Instant>,
     /// Echo arrivals: (when, sequence).
     echoes: Vec<(Instant, u64)>,
     /// Per sequence number, how many echoes came back.
@@ -243,7 +252,12 @@ async fn handoffs(args: &HandoffArgs) -> anyhow::Result<(HandoffReport, usize)> 
         for _ in 0..args.runs {
             let to = uplink.other();
             let started = Instant::now();
-            lab.handoff(to).await.with_context(|| format!("handoff to {}", to.name()))?;
+            let timing =
+                lab.handoff(to).await.with_context(|| format!("handoff to {}", to.name()))?;
+            // Only a message sent after the old address was gone proves the
+            // new path: earlier ones may have left on the old one, and their
+            // echoes can still be read after the Available snapshot.
+            let old_path_gone = timing.old_address_removed.unwrap_or(timing.started);
             uplink = to;
             let transport = to.transport();
             let available = phone
@@ -262,16 +276,27 @@ async fn handoffs(args: &HandoffArgs) -> anyhow::Result<(HandoffReport, usize)> 
             };
             let echoed = phone
                 .wait_for(HANDOFF_BOUND, |log| {
-                    log.echoes
-                        .iter()
-                        .rev()
-                        .take_while(|(at, _)| *at > available)
-                        .last()
-                        .map(|(at, _)| *at)
+                    log.echoes.iter().find_map(|&(at, seq)| {
+                        let sent = usize::try_from(seq)
+                            .ok()
+                            .and_then(|s| log.sent_at.get(s.checked_sub(1)?));
+                        (at > available && sent.is_some_and(|sent| *sent >= old_path_gone))
+                            .then_some(at)
+                    })
                 })
                 .await;
             match echoed {
-                Some(echoed) => latencies[index].push(echoed.duration_since(available)),
+                Some(echoed) => {
+                    let latency = echoed.duration_since(available);
+                    tracing::info!(
+                        name: "lab.handoff",
+                        policy = if seed_style { "seed" } else { "default" },
+                        to = to.name(),
+                        available_after_ms = ms(available.duration_since(started)),
+                        latency_ms = ms(latency),
+                    );
+                    latencies[index].push(latency);
+                }
                 None => failures += 1,
             }
             // Let the stream run steadily on the new path before the next one.
@@ -386,7 +411,10 @@ fn start_phone(
                 _ = tick.tick() => {
                     let seq = sent + 1;
                     match node.post("cloud", format!("{phase}-{seq}")).await {
-                        Ok(_) => sent = seq,
+                        Ok(_) => {
+                            sent = seq;
+                            phone.log().sent_at.push(Instant::now());
+                        }
                         Err(err) => phone.log().errors.push(format!("post {seq}: {err}")),
                     }
                 }
