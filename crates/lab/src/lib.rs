@@ -2,9 +2,9 @@
 //! uplinks, a router and a cloud (see `lab/README.md`), driven from Rust.
 //!
 //! - [`Lab`] builds the topology by running `lab/lab.sh` (embedded, the one
-//!   description of it), performs handoffs with kernel-stamped
-//!   [`HandoffTiming`]s, and tears everything down when dropped, also while
-//!   a panic unwinds.
+//!   description of it), performs handoffs timed by a netlink listener in
+//!   the phone ([`HandoffTiming`]), and tears everything down when dropped,
+//!   also while a panic unwinds.
 //! - [`spawn_in_netns`] runs a future on its own thread inside a namespace,
 //!   so that the sockets it opens (a node in the phone, a server in the
 //!   cloud) live there.
