@@ -3,6 +3,9 @@
 #
 #   lab.sh setup [wifi|cell|none]   build the namespaces; bring the given uplink up (default wifi)
 #   lab.sh handoff to-cell|to-wifi  move the phone to the other uplink, as a phone does
+#   lab.sh delay on|off             route everything the router forwards through
+#                                   the TUN device $DELAY_DEV (which a delay line,
+#                                   tether-lab's DelayRouter, must have created)
 #   lab.sh teardown                 remove everything (idempotent)
 #   lab.sh env                      print the names and addresses as KEY=VALUE lines
 #
@@ -47,6 +50,10 @@ CLOUD_DEV=eth0
 ROUTER_CLOUD_ADDR=10.77.9.1
 CLOUD_ADDR=10.77.9.2
 CLOUD_PREFIX_LEN=24
+# Added delay: a TUN device in the router and a routing table into it.
+DELAY_DEV=r-delay
+DELAY_TABLE=77
+DELAY_RULE_PREF=1000
 
 require_root() {
     if [[ "$(id -u)" -ne 0 ]]; then
@@ -167,6 +174,38 @@ cmd_handoff() {
     esac
 }
 
+# With delay on, packets arriving on the router's three veths are routed by
+# table $DELAY_TABLE into the TUN device; the delay line writes them back,
+# they arrive with iif $DELAY_DEV, match no rule of ours, and the main table
+# forwards them on. Reverse-path filtering would drop them (they arrive on
+# an interface their source is not routed through), so it is off in the
+# router.
+cmd_delay() {
+    local state=${1:-}
+    require_root
+    ns_exists "$ROUTER_NS" || die "namespace $ROUTER_NS does not exist; run setup.sh (with the same LAB_ID) first"
+    case "$state" in
+        on)
+            ip -n "$ROUTER_NS" link show "$DELAY_DEV" >/dev/null 2>&1 ||
+                die "delay on: no device $DELAY_DEV in $ROUTER_NS; start the delay line (tether-lab DelayRouter) first"
+            # shellcheck disable=SC2016 # expanded by the inner bash, in the namespace
+            ip netns exec "$ROUTER_NS" bash -c \
+                'for f in /proc/sys/net/ipv4/conf/*/rp_filter; do echo 0 > "$f"; done'
+            {
+                echo "route replace default dev $DELAY_DEV table $DELAY_TABLE"
+                for dev in "$ROUTER_WIFI_DEV" "$ROUTER_CELL_DEV" "$ROUTER_CLOUD_DEV"; do
+                    echo "rule add iif $dev lookup $DELAY_TABLE pref $DELAY_RULE_PREF"
+                done
+            } | ip -n "$ROUTER_NS" -batch -
+            ;;
+        off)
+            while ip -n "$ROUTER_NS" rule del pref "$DELAY_RULE_PREF" 2>/dev/null; do :; done
+            ip -n "$ROUTER_NS" route flush table "$DELAY_TABLE" 2>/dev/null || true
+            ;;
+        *) die "delay: expected on or off, got '$state'" ;;
+    esac
+}
+
 # Ends the processes still running inside NS (TERM, then KILL after 2 s), so
 # that deleting the name also frees the namespace. Never this script or its
 # caller.
@@ -225,6 +264,7 @@ CLOUD_DEV=$CLOUD_DEV
 ROUTER_CLOUD_ADDR=$ROUTER_CLOUD_ADDR
 CLOUD_ADDR=$CLOUD_ADDR
 CLOUD_PREFIX_LEN=$CLOUD_PREFIX_LEN
+DELAY_DEV=$DELAY_DEV
 EOF
 }
 
@@ -234,9 +274,10 @@ main() {
     case "$command" in
         setup) cmd_setup "$@" ;;
         handoff) cmd_handoff "$@" ;;
+        delay) cmd_delay "$@" ;;
         teardown) cmd_teardown "$@" ;;
         env) cmd_env "$@" ;;
-        *) die "usage: lab.sh setup [wifi|cell|none] | handoff to-cell|to-wifi | teardown | env" ;;
+        *) die "usage: lab.sh setup [wifi|cell|none] | handoff to-cell|to-wifi | delay on|off | teardown | env" ;;
     esac
 }
 

@@ -39,6 +39,9 @@ const SIGNAL_PORT: u16 = 7447;
 const STREAM_RATE: u64 = 100;
 /// Bound on any one recovery before a handoff counts as failed.
 const HANDOFF_BOUND: Duration = Duration::from_secs(15);
+/// Largest `--rtt-ms` (the lab's signaling timing declares a socket dead
+/// after 2 s of silence).
+const MAX_RTT_MS: u64 = 2000;
 /// Bound on the initial connection and on draining at the end.
 const SETTLE_BOUND: Duration = Duration::from_secs(20);
 
@@ -54,8 +57,9 @@ pub(crate) struct HandoffArgs {
     /// Handoffs per policy (alternating Wi-Fi -> cellular -> Wi-Fi ...).
     #[arg(long, default_value_t = 10)]
     runs: usize,
-    /// Added round-trip time between phone and cloud, in milliseconds
-    /// (needs a userspace delay relay; not supported yet, must be 0).
+    /// Added round-trip time between phone and cloud, in milliseconds: the
+    /// lab's router delays every packet it forwards (signaling, ICE, data)
+    /// by half of it, in userspace (at most 2000).
     #[arg(long, default_value_t = 0)]
     rtt_ms: u64,
     /// Print one JSON object instead of a table.
@@ -77,6 +81,10 @@ struct HandoffReport {
     handoffs: usize,
     lost: u64,
     duplicated: u64,
+    /// Handoffs (both policies) whose recovery did not finish in time.
+    failed: usize,
+    /// The `--rtt-ms` the run had.
+    added_rtt_ms: u64,
 }
 
 pub(crate) fn run(command: LabCommand) -> anyhow::Result<ExitCode> {
@@ -90,8 +98,9 @@ pub(crate) fn run(command: LabCommand) -> anyhow::Result<ExitCode> {
     }
     ensure!(args.runs > 0, "--runs must be at least 1");
     ensure!(
-        args.rtt_ms == 0,
-        "--rtt-ms: added delay needs the userspace relay on the media path, which is not wired yet"
+        args.rtt_ms <= MAX_RTT_MS,
+        "--rtt-ms {} is more than {MAX_RTT_MS}: the nodes' signaling timeouts assume less",
+        args.rtt_ms
     );
     tether_lab::require_root().context("the lab needs root (network namespaces and veth)")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -106,13 +115,13 @@ pub(crate) fn run(command: LabCommand) -> anyhow::Result<ExitCode> {
             () = interrupted() => bail!("interrupted; the lab was torn down"),
         }
     })?;
-    let (report, failures) = outcome;
+    let report = outcome;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        print_table(&report, failures);
+        print_table(&report);
     }
-    let clean = failures == 0 && report.lost == 0 && report.duplicated == 0;
+    let clean = report.failed == 0 && report.lost == 0 && report.duplicated == 0;
     Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
@@ -215,9 +224,10 @@ impl Credentials {
     }
 }
 
-async fn handoffs(args: &HandoffArgs) -> anyhow::Result<(HandoffReport, usize)> {
+async fn handoffs(args: &HandoffArgs) -> anyhow::Result<HandoffReport> {
     tether_lab::check_support().await.context("network namespaces are not available here")?;
-    let mut lab = Lab::setup(LabConfig::unique()).await.context("cannot build the lab")?;
+    let config = LabConfig::unique().round_trip_delay(Duration::from_millis(args.rtt_ms));
+    let mut lab = Lab::setup(config).await.context("cannot build the lab")?;
     let topology = lab.topology().clone();
     let cloud_addr = SocketAddr::from((topology.cloud_addr, SIGNAL_PORT));
     let credentials = Arc::new(Credentials {
@@ -328,14 +338,28 @@ async fn handoffs(args: &HandoffArgs) -> anyhow::Result<(HandoffReport, usize)> 
     lab.teardown().await.context("tearing the lab down")?;
 
     let [default, seed] = latencies.map(percentiles);
-    let ratio_p50 = if default.p50_ms > 0.0 { seed.p50_ms / default.p50_ms } else { 0.0 };
-    let report = HandoffReport { default, seed, ratio_p50, handoffs: args.runs, lost, duplicated };
-    Ok((report, failures))
+    let ratio_p50 = if default.p50_ms > 0.0 { round3(seed.p50_ms / default.p50_ms) } else { 0.0 };
+    let report = HandoffReport {
+        default,
+        seed,
+        ratio_p50,
+        handoffs: args.runs,
+        lost,
+        duplicated,
+        failed: failures,
+        added_rtt_ms: args.rtt_ms,
+    };
+    Ok(report)
 }
 
 fn percentiles(latencies: Vec<Duration>) -> Percentiles {
     let samples = Samples::new(latencies);
-    Percentiles { p50_ms: ms(samples.at(0.50)), p95_ms: ms(samples.at(0.95)) }
+    Percentiles { p50_ms: round3(ms(samples.at(0.50))), p95_ms: round3(ms(samples.at(0.95))) }
+}
+
+/// To the microsecond, for readable JSON.
+fn round3(value: f64) -> f64 {
+    (value * 1e3).round() / 1e3
 }
 
 /// The signaling server and the far peer, which echoes every message.
@@ -434,8 +458,11 @@ fn start_phone(
     })?)
 }
 
-fn print_table(report: &HandoffReport, failures: usize) {
-    println!("Wi-Fi <-> cellular handoffs, {} per policy ({} failed)", report.handoffs, failures);
+fn print_table(report: &HandoffReport) {
+    println!(
+        "Wi-Fi <-> cellular handoffs, {} per policy ({} failed), added RTT {} ms",
+        report.handoffs, report.failed, report.added_rtt_ms
+    );
     println!("path Available -> first echo over the data channel (ms)");
     println!("  {:<40} {:>9} {:>9}", "policy", "p50", "p95");
     println!(

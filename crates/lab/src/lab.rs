@@ -14,6 +14,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::error::LabError;
 use crate::netns::{NetnsTask, spawn_in_netns};
+use crate::relay::{DelayRouter, RelayStats, RelayStatsHandle};
 use crate::script;
 use crate::topology::{Topology, Uplink};
 
@@ -32,12 +33,21 @@ pub struct LabConfig {
     /// Tear down a lab with the same id first (left over by a killed run)
     /// instead of refusing.
     pub replace_existing: bool,
+    /// Added round-trip time between the phone and the cloud, for all
+    /// traffic: the router delays every packet it forwards by half of it
+    /// ([`DelayRouter`]). Zero: plain kernel forwarding.
+    pub round_trip_delay: Duration,
 }
 
 impl LabConfig {
     /// A lab called `id`, on Wi-Fi, refusing to replace an existing one.
     pub fn new(id: impl Into<String>) -> Self {
-        Self { id: id.into(), initial_uplink: Some(Uplink::Wifi), replace_existing: false }
+        Self {
+            id: id.into(),
+            initial_uplink: Some(Uplink::Wifi),
+            replace_existing: false,
+            round_trip_delay: Duration::ZERO,
+        }
     }
 
     /// A lab with an id unique to this process (`p<pid>-<n>`).
@@ -57,6 +67,13 @@ impl LabConfig {
     #[must_use]
     pub fn replace_existing(mut self, replace: bool) -> Self {
         self.replace_existing = replace;
+        self
+    }
+
+    /// Sets [`round_trip_delay`](Self::round_trip_delay).
+    #[must_use]
+    pub fn round_trip_delay(mut self, rtt: Duration) -> Self {
+        self.round_trip_delay = rtt;
         self
     }
 }
@@ -106,6 +123,9 @@ pub struct Lab {
     uplink: Option<Uplink>,
     /// The listener thread in the phone namespace; dropped before teardown.
     listener: Option<NetnsTask<()>>,
+    /// The delay router's thread in the router namespace, with a way to
+    /// read its counters; `None` without added delay.
+    delay: Option<(NetnsTask<()>, RelayStatsHandle)>,
     /// What the listener saw, in order.
     changes: mpsc::UnboundedReceiver<ObservedChange>,
     torn_down: bool,
@@ -213,6 +233,7 @@ impl Lab {
             topology,
             uplink: config.initial_uplink,
             listener: None,
+            delay: None,
             changes,
             torn_down: false,
         };
@@ -232,6 +253,9 @@ impl Lab {
                 });
             }
         }
+        if !config.round_trip_delay.is_zero() {
+            lab.start_delay(config.round_trip_delay / 2).await?;
+        }
         tracing::info!(
             event = "lab.setup",
             lab = config.id,
@@ -239,8 +263,46 @@ impl Lab {
             router = lab.topology.router.name(),
             cloud = lab.topology.cloud.name(),
             uplink = initial,
+            round_trip_delay_ms = config.round_trip_delay.as_secs_f64() * 1e3,
         );
         Ok(lab)
+    }
+
+    /// Starts the delay router in the router namespace and routes the
+    /// router's traffic through it.
+    async fn start_delay(&mut self, one_way: Duration) -> Result<(), LabError> {
+        let device = self.topology.delay_device.clone();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let task = spawn_in_netns(&self.topology.router, move || async move {
+            match DelayRouter::start(&device, one_way) {
+                Ok(router) => {
+                    let _ = ready_tx.send(Ok(router.stats_handle()));
+                    // Runs until the lab aborts this task.
+                    std::future::pending::<()>().await;
+                    drop(router);
+                }
+                Err(error) => {
+                    let _ = ready_tx.send(Err(error));
+                }
+            }
+        })?;
+        let stats = match ready_rx.await {
+            Ok(Ok(stats)) => stats,
+            Ok(Err(error)) => return Err(error),
+            Err(_) => {
+                let netns = task.netns().to_owned();
+                return Err(task.join().await.err().unwrap_or(LabError::TaskPanicked { netns }));
+            }
+        };
+        self.delay = Some((task, stats));
+        script::run(self.id(), &["delay", "on"]).await?;
+        Ok(())
+    }
+
+    /// What the delay router has forwarded and dropped so far; `None`
+    /// without added delay.
+    pub fn delay_stats(&self) -> Option<RelayStats> {
+        self.delay.as_ref().map(|(_, stats)| stats.stats())
     }
 
     /// The lab id.
@@ -361,6 +423,9 @@ impl Lab {
         if let Some(listener) = self.listener.take() {
             let _ = listener.join_aborted().await;
         }
+        if let Some((router, _)) = self.delay.take() {
+            let _ = router.join_aborted().await;
+        }
         let result = script::run(self.id(), &["teardown"]).await.map(drop);
         if result.is_ok() {
             self.torn_down = true;
@@ -375,8 +440,10 @@ impl Drop for Lab {
         if self.torn_down {
             return;
         }
-        // Aborts the listener (its thread closes the socket on its own).
+        // Aborts the listener and the delay router (their threads close
+        // their sockets and devices on their own).
         drop(self.listener.take());
+        drop(self.delay.take());
         match script::run_blocking(&self.topology.id, &["teardown"]) {
             Ok(_) => tracing::info!(event = "lab.teardown", lab = self.topology.id, on_drop = true),
             Err(error) => {

@@ -8,8 +8,10 @@
 //! - [`spawn_in_netns`] runs a future on its own thread inside a namespace,
 //!   so that the sockets it opens (a node in the phone, a server in the
 //!   cloud) live there.
-//! - [`DelayRelay`] adds a one-way delay to UDP or TCP traffic in userspace,
-//!   since the kernel has no `netem`.
+//! - [`DelayRouter`] adds a one-way delay to every packet the lab's router
+//!   forwards (a TUN device and a delay line; [`LabConfig::round_trip_delay`]
+//!   sets it up), and [`DelayRelay`] to one UDP or TCP flow through a
+//!   proxy, both in userspace, since the kernel has no `netem`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), tether_lab::LabError> {
@@ -42,6 +44,8 @@ mod topology;
 pub use error::LabError;
 pub use lab::{HandoffTiming, Lab, LabConfig, check_support, require_root, teardown};
 pub use netns::{NetnsTask, run_in_netns, spawn_in_netns};
-pub use relay::{DelayRelay, DelayRelayConfig, RelayProtocol, RelayStats};
+pub use relay::{
+    DelayRelay, DelayRelayConfig, DelayRouter, RelayProtocol, RelayStats, RelayStatsHandle,
+};
 pub use script::LAB_SCRIPT;
 pub use topology::{Netns, Topology, Uplink, UplinkAddresses};

@@ -106,6 +106,8 @@ pub struct Topology {
     pub cloud_addr: Ipv4Addr,
     /// The router's address on the cloud side (the cloud's gateway).
     pub router_cloud_addr: Ipv4Addr,
+    /// The TUN device in the router that added delay runs through.
+    pub delay_device: String,
 }
 
 impl Topology {
@@ -163,6 +165,7 @@ impl Topology {
             },
             cloud_addr: addr("CLOUD_ADDR")?,
             router_cloud_addr: addr("ROUTER_CLOUD_ADDR")?,
+            delay_device: text("DELAY_DEV")?,
         })
     }
 }
@@ -175,7 +178,7 @@ mod tests {
         CLOUD_NS=tether-cloud-t1\nWIFI_DEV=wifi0\nCELL_DEV=cell0\nPHONE_WIFI_ADDR=10.77.1.2\n\
         ROUTER_WIFI_ADDR=10.77.1.1\nPHONE_CELL_ADDR=10.77.2.2\nROUTER_CELL_ADDR=10.77.2.1\n\
         UPLINK_PREFIX_LEN=24\nROUTER_CLOUD_DEV=r-cloud\nCLOUD_DEV=eth0\n\
-        ROUTER_CLOUD_ADDR=10.77.9.1\nCLOUD_ADDR=10.77.9.2\nCLOUD_PREFIX_LEN=24\n";
+        ROUTER_CLOUD_ADDR=10.77.9.1\nCLOUD_ADDR=10.77.9.2\nCLOUD_PREFIX_LEN=24\nDELAY_DEV=r-delay\n";
 
     #[test]
     fn parses_lab_env() {
@@ -185,6 +188,7 @@ mod tests {
         assert_eq!(t.uplink(Uplink::Cell).phone, Ipv4Addr::new(10, 77, 2, 2));
         assert_eq!(t.uplink(Uplink::Wifi).router, Ipv4Addr::new(10, 77, 1, 1));
         assert_eq!(t.cloud_addr, Ipv4Addr::new(10, 77, 9, 2));
+        assert_eq!(t.delay_device, "r-delay");
     }
 
     #[test]

@@ -232,3 +232,93 @@ async fn relay_in_the_router_delays_phone_to_cloud_traffic() {
     );
     lab.teardown().await.expect("teardown");
 }
+
+/// From inside the phone: the median UDP round trip to the cloud's echo
+/// over `samples` pings, and the address the cloud saw.
+async fn udp_rtt_to_cloud(topology: &Topology, samples: usize) -> (Duration, String) {
+    let cloud = SocketAddr::new(topology.cloud_addr.into(), ECHO_PORT);
+    spawn_in_netns(&topology.phone, move || async move {
+        let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await.expect("bind in the phone");
+        let mut buf = [0u8; 64];
+        let mut rtts = Vec::new();
+        let mut seen = String::new();
+        // Bounded: a lost first datagram (ARP after a handoff) is retried.
+        let mut attempts = 0;
+        while rtts.len() < samples {
+            attempts += 1;
+            assert!(attempts <= samples + 5, "the cloud stopped answering");
+            let start = std::time::Instant::now();
+            socket.send_to(b"ping", cloud).await.expect("send");
+            if let Ok(Ok(len)) = timeout(Duration::from_secs(1), socket.recv(&mut buf)).await {
+                rtts.push(start.elapsed());
+                seen = String::from_utf8_lossy(&buf[..len]).into_owned();
+            }
+        }
+        rtts.sort();
+        (rtts[rtts.len() / 2], seen)
+    })
+    .expect("spawn phone")
+    .join()
+    .await
+    .expect("phone task")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_delay_applies_to_all_traffic_across_a_handoff() {
+    if !supported().await {
+        return;
+    }
+    let rtt = Duration::from_millis(40);
+    let mut lab =
+        Lab::setup(LabConfig::unique().round_trip_delay(rtt)).await.expect("lab with delay builds");
+    let topology = lab.topology().clone();
+    let _echo = start_echo(&topology);
+
+    // TCP too: the handshake crosses the router twice.
+    let tcp_addr = SocketAddr::new(topology.cloud_addr.into(), ECHO_PORT + 1);
+    let (listening_tx, listening_rx) = std::sync::mpsc::channel();
+    let _tcp = spawn_in_netns(&topology.cloud, move || async move {
+        let listener = tokio::net::TcpListener::bind(tcp_addr).await.expect("bind tcp");
+        let _ = listening_tx.send(());
+        while let Ok((stream, _)) = listener.accept().await {
+            drop(stream);
+        }
+    })
+    .expect("spawn tcp listener");
+    listening_rx.recv_timeout(DEADLINE).expect("tcp listener ready");
+
+    let slack = Duration::from_millis(20);
+    for to in [None, Some(Uplink::Cell), Some(Uplink::Wifi)] {
+        if let Some(to) = to {
+            lab.handoff(to).await.expect("handoff");
+        }
+        let uplink = lab.uplink().expect("an uplink is up");
+        let (udp_rtt, seen) = udp_rtt_to_cloud(&topology, 9).await;
+        let connect = spawn_in_netns(&topology.phone, move || async move {
+            let start = std::time::Instant::now();
+            timeout(DEADLINE, tokio::net::TcpStream::connect(tcp_addr))
+                .await
+                .expect("connect in time")
+                .expect("connect");
+            start.elapsed()
+        })
+        .expect("spawn phone")
+        .join()
+        .await
+        .expect("phone task");
+        eprintln!(
+            "+{rtt:?} RTT on {}: udp p50 {udp_rtt:?}, tcp connect {connect:?}",
+            uplink.name()
+        );
+        let want = topology.uplink(uplink).phone.to_string();
+        assert!(seen.starts_with(&format!("{want}:")), "no NAT: the cloud saw {seen}");
+        assert!(udp_rtt >= rtt, "UDP RTT {udp_rtt:?} below the added {rtt:?}");
+        assert!(udp_rtt <= rtt + slack, "UDP RTT {udp_rtt:?} far above the added {rtt:?}");
+        assert!(connect >= rtt, "TCP connect {connect:?} below the added {rtt:?}");
+    }
+    let stats = lab.delay_stats().expect("the lab has a delay router");
+    assert!(stats.packets >= 2 * 27 + 4, "every packet went through the router: {stats:?}");
+    assert_eq!(stats.dropped, 0, "{stats:?}");
+    lab.teardown().await.expect("teardown");
+    assert_eq!(namespaces_exist(&topology), [false; 3], "teardown leaves nothing");
+}

@@ -17,9 +17,16 @@
 //!   accepts at once), so a new connection costs one RTT less than over a
 //!   real delayed path.
 //!
-//! Run it inside a lab namespace with [`spawn_in_netns`](crate::spawn_in_netns).
+//! - Router ([`DelayRouter`]): not a proxy but a TUN device in the lab's
+//!   router that all forwarded traffic is routed through (`lab.sh delay
+//!   on`), so the real addresses stay in place: ICE, handoffs and the
+//!   signaling handshake all see the delay, as on a slow network. This is
+//!   what `LabConfig::round_trip_delay` uses.
+//!
+//! Run them inside a lab namespace with [`spawn_in_netns`](crate::spawn_in_netns).
 
 mod clock;
+mod router;
 mod tcp;
 mod udp;
 
@@ -217,5 +224,85 @@ impl Drop for DelayRelay {
         // The relay's task owns every socket and sub-task (JoinSet), so
         // aborting it stops everything.
         self.task.abort();
+    }
+}
+
+/// A running delay router: a TUN device and the delay line behind it. It
+/// runs as a task on the runtime that started it; dropping it closes the
+/// device, which removes it (and the routes through it).
+#[derive(Debug)]
+pub struct DelayRouter {
+    device: String,
+    one_way_delay: Duration,
+    counters: Arc<Counters>,
+    task: JoinHandle<()>,
+}
+
+impl DelayRouter {
+    /// Creates the TUN device `device` (up, without an address) in the
+    /// calling thread's network namespace and delays every packet routed
+    /// into it by `one_way_delay` before writing it back. Routing packets
+    /// into the device is the caller's part (`lab.sh delay on`).
+    ///
+    /// Must be called from within a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`LabError::Relay`] when the device cannot be created (no
+    /// `/dev/net/tun`, no `CAP_NET_ADMIN`, the name is taken) or the timer
+    /// thread cannot start.
+    pub fn start(device: &str, one_way_delay: Duration) -> Result<DelayRouter, LabError> {
+        let counters = Arc::new(Counters::default());
+        let clock = clock::PreciseClock::start().map_err(|source| LabError::Relay {
+            what: "start the timer thread".to_owned(),
+            source,
+        })?;
+        let task = router::start(device, one_way_delay, counters.clone(), clock)?;
+        tracing::debug!(
+            event = "lab.relay.router.start",
+            device,
+            one_way_delay_ms = one_way_delay.as_secs_f64() * 1e3,
+        );
+        Ok(DelayRouter { device: device.to_owned(), one_way_delay, counters, task })
+    }
+
+    /// The TUN device's name.
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+
+    /// The delay added to each packet.
+    pub fn one_way_delay(&self) -> Duration {
+        self.one_way_delay
+    }
+
+    /// Counters so far (`sessions` and `upstream_failures` stay 0).
+    pub fn stats(&self) -> RelayStats {
+        self.counters.snapshot()
+    }
+
+    /// A handle that reads the counters after the router has moved
+    /// elsewhere (to the thread of its namespace).
+    pub fn stats_handle(&self) -> RelayStatsHandle {
+        RelayStatsHandle { counters: self.counters.clone() }
+    }
+}
+
+impl Drop for DelayRouter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reads a relay's or router's counters from anywhere.
+#[derive(Debug, Clone)]
+pub struct RelayStatsHandle {
+    counters: Arc<Counters>,
+}
+
+impl RelayStatsHandle {
+    /// Counters so far.
+    pub fn stats(&self) -> RelayStats {
+        self.counters.snapshot()
     }
 }
