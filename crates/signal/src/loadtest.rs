@@ -3,6 +3,10 @@
 //! rate, and the relay latency distribution (client `send` to the
 //! receiver's event stream).
 //!
+//! The server runs on a thread of its own with a current-thread tokio
+//! runtime, so it uses one core at most (DESIGN §8's target is per core);
+//! the clients run on the caller's runtime.
+//!
 //! Needs about two file descriptors per client (both ends live in this
 //! process); the caller raises `RLIMIT_NOFILE` first.
 
@@ -185,8 +189,8 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, SignalError> {
     let mut server_config = ServerConfig::new(Authenticator::with_secret(secret.clone()));
     server_config.limits.max_connections = config.clients as u64 * 2 + 64;
     server_config.limits.outbound_queue = 1024;
-    let server = SignalServer::bind(server_config).await?.spawn();
-    let url = server.websocket_url();
+    let server = ServerThread::start(server_config).await?;
+    let url = server.url.clone();
 
     let connect_started = Instant::now();
     let connected: Vec<Result<(SignalClient, SignalEvents), SignalError>> =
@@ -297,6 +301,79 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, SignalError> {
     }
     server.shutdown().await;
     Ok(report)
+}
+
+/// The server on its own OS thread and current-thread runtime.
+struct ServerThread {
+    url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServerThread {
+    async fn start(config: ServerConfig) -> Result<ServerThread, SignalError> {
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("signal-server".to_owned())
+            .spawn(move || {
+                let runtime =
+                    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                        Ok(runtime) => runtime,
+                        Err(error) => {
+                            let _ = ready_tx.send(Err(SignalError::Io {
+                                what: "build the server runtime",
+                                source: error,
+                            }));
+                            return;
+                        }
+                    };
+                runtime.block_on(async move {
+                    let server = match SignalServer::bind(config).await {
+                        Ok(server) => server.spawn(),
+                        Err(error) => {
+                            let _ = ready_tx.send(Err(error));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(server.websocket_url()));
+                    // A dropped sender (the test was dropped) stops it too.
+                    let _ = stop_rx.await;
+                    server.shutdown().await;
+                });
+            })
+            .map_err(|source| SignalError::Io { what: "start the server thread", source })?;
+        let mut server =
+            ServerThread { url: String::new(), stop: Some(stop), thread: Some(thread) };
+        match ready_rx.await {
+            Ok(Ok(url)) => server.url = url,
+            Ok(Err(error)) => return Err(error),
+            Err(_) => {
+                return Err(SignalError::Io {
+                    what: "start the server",
+                    source: std::io::Error::other("the server thread panicked"),
+                });
+            }
+        }
+        Ok(server)
+    }
+
+    /// Shuts the server down and waits for its thread.
+    async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+impl Drop for ServerThread {
+    fn drop(&mut self) {
+        // Stops the server without waiting (the thread ends on its own).
+        drop(self.stop.take());
+    }
 }
 
 #[cfg(test)]

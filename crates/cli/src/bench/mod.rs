@@ -29,7 +29,8 @@ pub(crate) enum BenchCommand {
         #[arg(long, default_value_t = 25)]
         seed_samples: usize,
     },
-    /// Relay latency of the signaling server with N clients on loopback.
+    /// Relay latency of the signaling server (on one thread: one core) with
+    /// N clients on loopback.
     Signal(signal::SignalArgs),
 }
 
