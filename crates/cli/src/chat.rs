@@ -30,6 +30,8 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
+use crate::{percentile, startup};
+
 /// Bound on fetching a token, and on each command the node is asked to run.
 const TOKEN_BOUND: Duration = Duration::from_secs(5);
 const COMMAND_BOUND: Duration = Duration::from_secs(30);
@@ -87,18 +89,11 @@ pub(crate) struct ChatArgs {
 }
 
 pub(crate) fn run(args: &ChatArgs) -> anyhow::Result<ExitCode> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
-    let _ =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    startup::init_logging(Some(DEFAULT_LOG));
     let me = PeerId::new(args.peer_id.as_str()).context("--peer-id")?;
     PeerId::new(args.to.as_str()).context("--to")?;
     ensure!(args.peer_id != args.to, "--to must name another peer than --peer-id");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
+    let runtime = startup::node_runtime()?;
     let code = runtime.block_on(async {
         let token = token(args, &me).await?;
         chat(args, token).await
@@ -452,7 +447,7 @@ fn show_action(out: Out, report: &ActionReport) {
     let ActionReport::Ended { kind, outcome, elapsed, error, .. } = report else {
         return;
     };
-    let ms = (elapsed.as_secs_f64() * 1e4).round() / 10.0;
+    let ms = percentile::rounded(percentile::ms(*elapsed), 1);
     let error = error.as_ref().map(ToString::to_string);
     let human = match &error {
         None => format!("✔ {} {} ({ms:.0} ms)", kind.name(), outcome.name()),

@@ -22,6 +22,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::{percentile, startup};
+
 /// How long the demo waits for any one recovery or for traffic to settle.
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -57,19 +59,10 @@ struct DemoReport {
 
 pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     // Logs only when asked for (RUST_LOG=...), so the timeline stays clean.
-    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .try_init();
-    }
+    startup::init_logging(None);
     ensure!(args.rate > 0, "--rate must be at least 1");
     ensure!(args.pause.is_finite() && args.pause >= 0.0, "--pause must be a number of seconds");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
+    let runtime = startup::node_runtime()?;
     let report = runtime.block_on(demo(args))?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -375,7 +368,7 @@ async fn collect(
             Ok(ActionReport::Ended { kind, outcome, elapsed, .. }) => {
                 into.lock().unwrap_or_else(PoisonError::into_inner).push(Recovery {
                     action: kind.name(),
-                    ms: (elapsed.as_secs_f64() * 1e3 * 10.0).round() / 10.0,
+                    ms: percentile::rounded(percentile::ms(elapsed), 1),
                     ok: outcome.name() == "ok",
                 });
             }

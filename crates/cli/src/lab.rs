@@ -31,7 +31,8 @@ use tether_signal::{ServerConfig, SignalServer};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::percentile::{Samples, ms};
+use crate::percentile::{Samples, ms, rounded};
+use crate::startup;
 
 /// The signaling port in the cloud namespace.
 const SIGNAL_PORT: u16 = 7447;
@@ -90,12 +91,7 @@ struct HandoffReport {
 pub(crate) fn run(command: LabCommand) -> anyhow::Result<ExitCode> {
     let LabCommand::Handoff(args) = command;
     // Logs (one `lab.handoff` line per handoff at info) only when asked for.
-    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .try_init();
-    }
+    startup::init_logging(None);
     ensure!(args.runs > 0, "--runs must be at least 1");
     ensure!(
         args.rtt_ms <= MAX_RTT_MS,
@@ -103,11 +99,7 @@ pub(crate) fn run(command: LabCommand) -> anyhow::Result<ExitCode> {
         args.rtt_ms
     );
     tether_lab::require_root().context("the lab needs root (network namespaces and veth)")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
+    let runtime = startup::node_runtime()?;
     let outcome = runtime.block_on(async {
         // Dropping the run on a signal drops the lab, which tears it down.
         tokio::select! {
@@ -338,7 +330,8 @@ async fn handoffs(args: &HandoffArgs) -> anyhow::Result<HandoffReport> {
     lab.teardown().await.context("tearing the lab down")?;
 
     let [default, seed] = latencies.map(percentiles);
-    let ratio_p50 = if default.p50_ms > 0.0 { round3(seed.p50_ms / default.p50_ms) } else { 0.0 };
+    let ratio_p50 =
+        if default.p50_ms > 0.0 { rounded(seed.p50_ms / default.p50_ms, 3) } else { 0.0 };
     let report = HandoffReport {
         default,
         seed,
@@ -354,12 +347,11 @@ async fn handoffs(args: &HandoffArgs) -> anyhow::Result<HandoffReport> {
 
 fn percentiles(latencies: Vec<Duration>) -> Percentiles {
     let samples = Samples::new(latencies);
-    Percentiles { p50_ms: round3(ms(samples.at(0.50))), p95_ms: round3(ms(samples.at(0.95))) }
-}
-
-/// To the microsecond, for readable JSON.
-fn round3(value: f64) -> f64 {
-    (value * 1e3).round() / 1e3
+    // To the microsecond, for readable JSON.
+    Percentiles {
+        p50_ms: rounded(ms(samples.at(0.50)), 3),
+        p95_ms: rounded(ms(samples.at(0.95)), 3),
+    }
 }
 
 /// The signaling server and the far peer, which echoes every message.

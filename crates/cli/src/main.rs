@@ -12,6 +12,7 @@ mod lab;
 mod percentile;
 mod replay;
 mod serve;
+mod startup;
 
 /// tether: connection recovery for real-time apps on mobile networks.
 #[derive(Parser)]

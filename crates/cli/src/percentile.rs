@@ -29,6 +29,12 @@ pub(crate) fn us(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e6
 }
 
+/// `value` rounded to `decimals` places, for readable reports.
+pub(crate) fn rounded(value: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    (value * scale).round() / scale
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -40,5 +46,12 @@ mod tests {
         assert_eq!(samples.at(0.99), Duration::from_millis(99));
         assert_eq!(samples.at(1.0), Duration::from_millis(100));
         assert_eq!(Samples::new(Vec::new()).at(0.5), Duration::ZERO);
+    }
+
+    #[test]
+    fn rounding_for_reports() {
+        assert_eq!(rounded(1.23456, 1), 1.2);
+        assert_eq!(rounded(30.588517999999997, 3), 30.589);
+        assert_eq!(rounded(ms(Duration::from_micros(2_149)), 1), 2.1);
     }
 }

@@ -14,6 +14,8 @@ use tether_signal::auth::{Authenticator, HmacSecret, SECRET_ENV_VAR, mint_token}
 use tether_signal::protocol::PeerId;
 use tether_signal::{ServerConfig, SignalServer};
 
+use crate::startup;
+
 #[derive(Args)]
 pub(crate) struct ServeArgs {
     /// Address to listen on.
@@ -87,13 +89,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     config.extra_routes = web::routes(args.static_dir.is_none(), demo_secret);
     config.limits.max_frame_bytes = args.max_frame_bytes;
     config.limits.hard_frame_bytes = config.limits.hard_frame_bytes.max(args.max_frame_bytes);
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    startup::init_logging(Some("info"));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let server = SignalServer::bind(config).await?;

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use serde::Serialize;
 use tether::{
     ActionReport, Availability, InitialState, NetworkSnapshot, Node, NodeConfig, Phase,
@@ -16,6 +16,7 @@ use tokio::sync::broadcast::error::TryRecvError;
 use tokio::time::Instant;
 
 use crate::percentile::{Samples, us};
+use crate::startup;
 
 const WARMUP: usize = 200;
 
@@ -32,11 +33,7 @@ pub(crate) struct HandleReport {
 }
 
 pub(crate) fn measure(samples: usize, seed_samples: usize) -> anyhow::Result<HandleReport> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
+    let runtime = startup::node_runtime()?;
     // The callers run as runtime tasks, as an app's would (not on the
     // thread blocked in `block_on`).
     runtime.block_on(async {
