@@ -6,9 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use tether_pathmon::view::Family;
-use tether_pathmon::{
-    Change, MAIN_TABLE, ObservedChange, PathMonitor, PathMonitorConfig, PathMonitorError,
-};
+use tether_pathmon::{Change, MAIN_TABLE, ObservedChange, PathMonitor, PathMonitorConfig};
 use tokio::process::Command;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -239,20 +237,8 @@ impl Lab {
         };
         let (ready_tx, ready_rx) = oneshot::channel();
         let listener = spawn_in_netns(&lab.topology.phone, move || listen(ready_tx, changes_tx))?;
+        let (listener, ()) = started(listener, ready_rx).await?;
         lab.listener = Some(listener);
-        match ready_rx.await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => return Err(LabError::Monitor(error)),
-            Err(_) => {
-                let netns = lab.topology.phone.name().to_owned();
-                return Err(match lab.listener.take() {
-                    Some(task) => {
-                        task.join().await.err().unwrap_or(LabError::TaskPanicked { netns })
-                    }
-                    None => LabError::TaskPanicked { netns },
-                });
-            }
-        }
         if !config.round_trip_delay.is_zero() {
             lab.start_delay(config.round_trip_delay / 2).await?;
         }
@@ -286,15 +272,7 @@ impl Lab {
                 }
             }
         })?;
-        let stats = match ready_rx.await {
-            Ok(Ok(stats)) => stats,
-            Ok(Err(error)) => return Err(error),
-            Err(_) => {
-                let netns = task.netns().to_owned();
-                return Err(task.join().await.err().unwrap_or(LabError::TaskPanicked { netns }));
-            }
-        };
-        self.delay = Some((task, stats));
+        self.delay = Some(started(task, ready_rx).await?);
         script::run(self.id(), &["delay", "on"]).await?;
         Ok(())
     }
@@ -455,14 +433,31 @@ impl Drop for Lab {
 
 /// The lab's listener, on its thread in the phone namespace: a path monitor
 /// whose kernel changes are forwarded to the [`Lab`].
+/// Waits for `task`'s start-up report on `ready`. A task that ended without
+/// one reports its own error (it could not enter its namespace, or
+/// panicked). On an error the task is dropped, which aborts it.
+async fn started<T>(
+    task: NetnsTask<()>,
+    ready: oneshot::Receiver<Result<T, LabError>>,
+) -> Result<(NetnsTask<()>, T), LabError> {
+    match ready.await {
+        Ok(Ok(value)) => Ok((task, value)),
+        Ok(Err(error)) => Err(error),
+        Err(_) => {
+            let netns = task.netns().to_owned();
+            Err(task.join().await.err().unwrap_or(LabError::TaskPanicked { netns }))
+        }
+    }
+}
+
 async fn listen(
-    ready: oneshot::Sender<Result<(), PathMonitorError>>,
+    ready: oneshot::Sender<Result<(), LabError>>,
     forward: mpsc::UnboundedSender<ObservedChange>,
 ) {
     let monitor = match PathMonitor::start(PathMonitorConfig::default()).await {
         Ok((monitor, _snapshots)) => monitor,
         Err(error) => {
-            let _ = ready.send(Err(error));
+            let _ = ready.send(Err(LabError::Monitor(error)));
             return;
         }
     };

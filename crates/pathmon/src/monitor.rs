@@ -183,15 +183,7 @@ impl PathMonitor {
         let view = netlink::dump(&handle).await?;
         let path = path::derive(&view, &config.classifier, config.route_table);
         let initial = path.snapshot(config.first_sequence);
-        tracing::debug!(
-            event = "pathmon.snapshot",
-            sequence = initial.sequence,
-            availability = initial.availability.name(),
-            transports = ?initial.transports,
-            expensive = initial.is_expensive,
-            interfaces = ?path.interfaces,
-            initial = true,
-        );
+        log_snapshot(&initial, &path, true);
         let (snapshot_tx, snapshot_rx) = mpsc::unbounded_channel();
         let _ = snapshot_tx.send(initial);
         let (current_tx, current_rx) = watch::channel(initial);
@@ -256,6 +248,19 @@ impl Drop for PathMonitor {
         // Dropping the stop sender ends the task at its next poll.
         self.stop.take();
     }
+}
+
+/// The `pathmon.snapshot` event, for the first snapshot and every later one.
+fn log_snapshot(snapshot: &NetworkSnapshot, path: &Path, initial: bool) {
+    tracing::debug!(
+        event = "pathmon.snapshot",
+        sequence = snapshot.sequence,
+        availability = snapshot.availability.name(),
+        transports = ?snapshot.transports,
+        expensive = snapshot.is_expensive,
+        interfaces = ?path.interfaces,
+        initial,
+    );
 }
 
 struct AbortOnDrop<T>(JoinHandle<T>);
@@ -381,15 +386,7 @@ impl Driver {
         };
         self.sequence = sequence;
         let snapshot = path.snapshot(sequence);
-        tracing::debug!(
-            event = "pathmon.snapshot",
-            sequence = snapshot.sequence,
-            availability = snapshot.availability.name(),
-            transports = ?snapshot.transports,
-            expensive = snapshot.is_expensive,
-            interfaces = ?path.interfaces,
-            initial = false,
-        );
+        log_snapshot(&snapshot, &path, false);
         self.path = path;
         // The receiver may be gone; `current()` still tracks the path.
         let _ = self.snapshots.send(snapshot);

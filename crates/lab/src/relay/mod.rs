@@ -116,6 +116,11 @@ impl Counters {
     }
 }
 
+fn start_clock() -> Result<clock::PreciseClock, LabError> {
+    clock::PreciseClock::start()
+        .map_err(|source| LabError::Relay { what: "start the timer thread".to_owned(), source })
+}
+
 /// A running delay relay. It runs as tasks on the runtime that started it
 /// (in that runtime's network namespace) and stops when dropped.
 #[derive(Debug)]
@@ -139,10 +144,7 @@ impl DelayRelay {
     /// Cancel safe: nothing runs until this returns.
     pub async fn start(config: DelayRelayConfig) -> Result<DelayRelay, LabError> {
         let counters = Arc::new(Counters::default());
-        let clock = clock::PreciseClock::start().map_err(|source| LabError::Relay {
-            what: "start the timer thread".to_owned(),
-            source,
-        })?;
+        let clock = start_clock()?;
         let (local_addr, task) = match config.protocol {
             RelayProtocol::Udp => udp::start(config, counters.clone(), clock).await?,
             RelayProtocol::Tcp => tcp::start(config, counters.clone(), clock).await?,
@@ -253,10 +255,7 @@ impl DelayRouter {
     /// thread cannot start.
     pub fn start(device: &str, one_way_delay: Duration) -> Result<DelayRouter, LabError> {
         let counters = Arc::new(Counters::default());
-        let clock = clock::PreciseClock::start().map_err(|source| LabError::Relay {
-            what: "start the timer thread".to_owned(),
-            source,
-        })?;
+        let clock = start_clock()?;
         let task = router::start(device, one_way_delay, counters.clone(), clock)?;
         tracing::debug!(
             event = "lab.relay.router.start",

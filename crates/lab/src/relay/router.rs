@@ -47,20 +47,16 @@ pub(super) fn start(
     counters: Arc<Counters>,
     clock: PreciseClock,
 ) -> Result<JoinHandle<()>, LabError> {
+    let failed =
+        |source| LabError::Relay { what: format!("create the tun device {device}"), source };
     let tun = Tun::builder()
         .name(device)
         .up()
         .close_on_exec()
         .build()
-        .map_err(|error| LabError::Relay {
-            what: format!("create the tun device {device}"),
-            source: io_error(error),
-        })?
+        .map_err(|error| failed(io_error(error)))?
         .pop()
-        .ok_or_else(|| LabError::Relay {
-            what: format!("create the tun device {device}"),
-            source: io::Error::other("no queue was opened"),
-        })?;
+        .ok_or_else(|| failed(io::Error::other("no queue was opened")))?;
     Ok(tokio::spawn(run(tun, one_way_delay, counters, clock)))
 }
 
