@@ -100,14 +100,13 @@ pub(crate) fn run(command: LabCommand) -> anyhow::Result<ExitCode> {
     );
     tether_lab::require_root().context("the lab needs root (network namespaces and veth)")?;
     let runtime = startup::node_runtime()?;
-    let outcome = runtime.block_on(async {
+    let report = runtime.block_on(async {
         // Dropping the run on a signal drops the lab, which tears it down.
         tokio::select! {
             outcome = handoffs(&args) => outcome,
             () = interrupted() => bail!("interrupted; the lab was torn down"),
         }
     })?;
-    let report = outcome;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -332,7 +331,7 @@ async fn handoffs(args: &HandoffArgs) -> anyhow::Result<HandoffReport> {
     let [default, seed] = latencies.map(percentiles);
     let ratio_p50 =
         if default.p50_ms > 0.0 { rounded(seed.p50_ms / default.p50_ms, 3) } else { 0.0 };
-    let report = HandoffReport {
+    Ok(HandoffReport {
         default,
         seed,
         ratio_p50,
@@ -341,8 +340,7 @@ async fn handoffs(args: &HandoffArgs) -> anyhow::Result<HandoffReport> {
         duplicated,
         failed: failures,
         added_rtt_ms: args.rtt_ms,
-    };
-    Ok(report)
+    })
 }
 
 fn percentiles(latencies: Vec<Duration>) -> Percentiles {

@@ -431,8 +431,6 @@ impl Drop for Lab {
     }
 }
 
-/// The lab's listener, on its thread in the phone namespace: a path monitor
-/// whose kernel changes are forwarded to the [`Lab`].
 /// Waits for `task`'s start-up report on `ready`. A task that ended without
 /// one reports its own error (it could not enter its namespace, or
 /// panicked). On an error the task is dropped, which aborts it.
@@ -450,6 +448,8 @@ async fn started<T>(
     }
 }
 
+/// The lab's listener, on its thread in the phone namespace: a path monitor
+/// whose kernel changes are forwarded to the [`Lab`].
 async fn listen(
     ready: oneshot::Sender<Result<(), LabError>>,
     forward: mpsc::UnboundedSender<ObservedChange>,

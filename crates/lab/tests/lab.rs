@@ -64,23 +64,35 @@ fn start_echo(topology: &Topology) -> NetnsTask<()> {
     task
 }
 
-/// From inside the phone: the address the cloud sees us at.
-async fn seen_from_cloud(topology: &Topology) -> Result<String, LabError> {
+/// From inside the phone: the median UDP round trip to the cloud's echo
+/// over `samples` pings, and the address the cloud saw us at.
+async fn udp_rtt_to_cloud(topology: &Topology, samples: usize) -> (Duration, String) {
     let cloud = SocketAddr::new(topology.cloud_addr.into(), ECHO_PORT);
     spawn_in_netns(&topology.phone, move || async move {
         let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await.expect("bind in the phone");
         let mut buf = [0u8; 64];
-        // A few tries: the router learns the phone's new MAC via ARP.
-        for _ in 0..5 {
-            socket.send_to(b"who am i", cloud).await.expect("send to cloud");
+        let mut rtts = Vec::new();
+        let mut seen = String::new();
+        // Bounded: a lost datagram (ARP after a handoff) is retried, four
+        // times at most.
+        let mut attempts = 0;
+        while rtts.len() < samples {
+            attempts += 1;
+            assert!(attempts <= samples + 4, "the cloud did not answer the phone");
+            let start = std::time::Instant::now();
+            socket.send_to(b"ping", cloud).await.expect("send");
             if let Ok(Ok(len)) = timeout(Duration::from_secs(1), socket.recv(&mut buf)).await {
-                return String::from_utf8_lossy(&buf[..len]).into_owned();
+                rtts.push(start.elapsed());
+                seen = String::from_utf8_lossy(&buf[..len]).into_owned();
             }
         }
-        panic!("the cloud did not answer from the phone");
-    })?
+        rtts.sort();
+        (rtts[rtts.len() / 2], seen)
+    })
+    .expect("spawn phone")
     .join()
     .await
+    .expect("phone task")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,7 +124,7 @@ async fn lab_smoke_wifi_then_cell_then_wifi() {
     assert_eq!(initial.transports, TransportSet::only(Uplink::Wifi.transport()));
 
     let _echo = start_echo(&topology);
-    let seen = seen_from_cloud(&topology).await.expect("phone task");
+    let (_, seen) = udp_rtt_to_cloud(&topology, 1).await;
     assert!(seen.starts_with(&format!("{}:", topology.wifi.phone)), "the cloud saw {seen}");
 
     let mut last_sequence = initial.sequence;
@@ -156,7 +168,7 @@ async fn lab_smoke_wifi_then_cell_then_wifi() {
             timing.outage().expect("outage"),
         );
 
-        let seen = seen_from_cloud(&topology).await.expect("phone task");
+        let (_, seen) = udp_rtt_to_cloud(&topology, 1).await;
         let want = topology.uplink(to).phone.to_string();
         assert!(seen.starts_with(&format!("{want}:")), "the cloud saw {seen}, expected {want}");
     }
@@ -231,36 +243,6 @@ async fn relay_in_the_router_delays_phone_to_cloud_traffic() {
         "RTT {rtt:?} far above the added delay"
     );
     lab.teardown().await.expect("teardown");
-}
-
-/// From inside the phone: the median UDP round trip to the cloud's echo
-/// over `samples` pings, and the address the cloud saw.
-async fn udp_rtt_to_cloud(topology: &Topology, samples: usize) -> (Duration, String) {
-    let cloud = SocketAddr::new(topology.cloud_addr.into(), ECHO_PORT);
-    spawn_in_netns(&topology.phone, move || async move {
-        let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await.expect("bind in the phone");
-        let mut buf = [0u8; 64];
-        let mut rtts = Vec::new();
-        let mut seen = String::new();
-        // Bounded: a lost first datagram (ARP after a handoff) is retried.
-        let mut attempts = 0;
-        while rtts.len() < samples {
-            attempts += 1;
-            assert!(attempts <= samples + 5, "the cloud stopped answering");
-            let start = std::time::Instant::now();
-            socket.send_to(b"ping", cloud).await.expect("send");
-            if let Ok(Ok(len)) = timeout(Duration::from_secs(1), socket.recv(&mut buf)).await {
-                rtts.push(start.elapsed());
-                seen = String::from_utf8_lossy(&buf[..len]).into_owned();
-            }
-        }
-        rtts.sort();
-        (rtts[rtts.len() / 2], seen)
-    })
-    .expect("spawn phone")
-    .join()
-    .await
-    .expect("phone task")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

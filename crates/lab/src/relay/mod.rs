@@ -234,8 +234,6 @@ impl Drop for DelayRelay {
 /// device, which removes it (and the routes through it).
 #[derive(Debug)]
 pub struct DelayRouter {
-    device: String,
-    one_way_delay: Duration,
     counters: Arc<Counters>,
     task: JoinHandle<()>,
 }
@@ -262,17 +260,7 @@ impl DelayRouter {
             device,
             one_way_delay_ms = one_way_delay.as_secs_f64() * 1e3,
         );
-        Ok(DelayRouter { device: device.to_owned(), one_way_delay, counters, task })
-    }
-
-    /// The TUN device's name.
-    pub fn device(&self) -> &str {
-        &self.device
-    }
-
-    /// The delay added to each packet.
-    pub fn one_way_delay(&self) -> Duration {
-        self.one_way_delay
+        Ok(DelayRouter { counters, task })
     }
 
     /// Counters so far (`sessions` and `upstream_failures` stay 0).
