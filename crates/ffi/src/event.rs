@@ -1,4 +1,4 @@
-//! The event model as foreign records and enums (DESIGN.md §2), and its
+//! The event model as foreign records and enums, and its
 //! validated conversion into tether's.
 //!
 //! Integers a foreign caller fills in are signed (`i64`): Kotlin and Swift

@@ -7,7 +7,7 @@ use tether_recovery::scenario::{DEFAULT_DURATION_MS, Effects, FailRule};
 
 use crate::{ActionKind, FailureKind, TetherError};
 
-/// Overrides of the decision policy (DESIGN.md §3). Every field left unset
+/// Overrides of the decision policy (docs/POLICY.md). Every field left unset
 /// keeps tether's default (policy v1), so `Policy()` is policy v1.
 #[derive(Debug, Clone, Default, PartialEq, uniffi::Record)]
 pub struct Policy {

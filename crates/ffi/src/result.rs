@@ -1,4 +1,4 @@
-//! What a caller hears about its event (DESIGN.md §5).
+//! What a caller hears about its event.
 
 use crate::{ActionKind, FailureKind, NetworkEvent, ParkReason};
 

@@ -1,7 +1,7 @@
 //! The connection state for UI, and the action and failure kinds results
 //! and states name.
 
-/// One recovery action (DESIGN.md §4).
+/// One recovery action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, uniffi::Enum)]
 pub enum ActionKind {
     /// Ping the live signaling socket.

@@ -20,7 +20,7 @@
 //! the few microseconds between the address and the route being installed
 //! (DHCP, SLAAC, the lab's handoff), and reporting Unknown there would make
 //! the Supervisor start a `Probe` of the old, dead socket in the middle of a
-//! handoff and hold the `Restore` behind it (DESIGN.md §3 rules 4 and 7).
+//! handoff and hold the `Restore` behind it (docs/POLICY.md: an Unknown path probes; a restore waits for a probe).
 //! Linux has no captive-portal or "requires connection" signal in netlink;
 //! an application that has one (NetworkManager's connectivity check) can
 //! report Unknown itself.

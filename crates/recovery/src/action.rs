@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-/// One recovery action (DESIGN.md §4). `Noop` is the absence of an action.
+/// One recovery action. `Noop` is the absence of an action.
 ///
 /// The derived order is the *strength* used when folding intents:
 /// `Probe < Restore < Reconnect`, and the teardowns above them.

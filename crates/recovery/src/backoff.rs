@@ -1,4 +1,4 @@
-//! Retry delays: capped exponential backoff with seeded jitter (rule 8).
+//! Retry delays: capped exponential backoff with seeded jitter (docs/POLICY.md, failures).
 //!
 //! `delay(k) = min(base * 2^(k-1), cap) * U(1 - jitter, 1 + jitter)`.
 //! The randomness comes from a SplitMix64 generator seeded by the policy, so

@@ -1,4 +1,4 @@
-//! The public event model: what the platform reports (DESIGN.md §2).
+//! The public event model: what the platform reports.
 //!
 //! These types mirror what iOS (`NWPathMonitor`, scene phases), Android
 //! (`ConnectivityManager`, process lifecycle) and a Linux path monitor see.

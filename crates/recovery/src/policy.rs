@@ -1,4 +1,4 @@
-//! Policy knobs of the decision rules (DESIGN.md §3), with their defaults.
+//! Policy knobs of the decision rules (docs/POLICY.md), with their defaults.
 
 use std::time::Duration;
 
@@ -12,12 +12,12 @@ const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
 #[derive(Debug, Clone, PartialEq)]
 pub struct PolicyConfig {
     /// How long an Unavailable path may last before the node commits to
-    /// offline and runs `Disconnect` (rule 3). Default 400 ms.
+    /// offline and runs `Disconnect`. Default 400 ms.
     pub offline_grace: Duration,
     /// A foreground after at least this long in the background reconnects
-    /// instead of probing (rule 5). Default 30 s.
+    /// instead of probing. Default 30 s.
     pub long_background: Duration,
-    /// Delay before the first retry after a failure (rule 8). Default 250 ms.
+    /// Delay before the first retry after a failure. Default 250 ms.
     pub backoff_base: Duration,
     /// Upper bound of the retry delay before jitter. Default 8 s.
     pub backoff_cap: Duration,
@@ -29,7 +29,7 @@ pub struct PolicyConfig {
     /// decisions. Default 1.
     pub seed: u64,
     /// Consecutive failed `Restore`s after which retries escalate to
-    /// `Reconnect` (rule 8). Default 2.
+    /// `Reconnect` (while the path is Available). Default 2.
     pub restore_failures_before_reconnect: u32,
     /// Seed-style debounce: when set, a path change never acts at once; the
     /// decision waits for this fixed window after the first path event of a

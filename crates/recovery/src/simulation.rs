@@ -126,7 +126,7 @@ impl FinalState {
 }
 
 impl Trace {
-    /// The JSON lines of DESIGN.md §7, in order, the final line last.
+    /// The JSON lines of `tether replay` (scenarios/README.md), in order, the final line last.
     pub fn json_lines(&self) -> impl Iterator<Item = String> + '_ {
         self.records
             .iter()

@@ -1,5 +1,5 @@
 //! What the Supervisor believes about the world, as seen from outside:
-//! the connection state for UI (DESIGN.md §5), the path and the app phase.
+//! the connection state for UI (docs/POLICY.md, connection states), the path and the app phase.
 
 use std::fmt;
 

@@ -1,5 +1,6 @@
 //! The Supervisor: every recovery decision of tether, as a sans-IO state
-//! machine (DESIGN.md §3).
+//! machine. docs/POLICY.md states each rule in words, with the scenario
+//! files that pin it.
 //!
 //! Methods come in four groups, like quinn-proto's `Connection`:
 //! getters (`&self`), inputs (`handle_input`, `handle_timeout`), and outputs
@@ -166,13 +167,13 @@ pub struct Supervisor {
     /// A non-parking cleanup ran and no recovery has started since.
     closed: bool,
     /// A Cleanup or Disconnect released the connections and no recovery has
-    /// started since: committing offline needs no Disconnect (rule 3).
+    /// started since: committing offline needs no Disconnect.
     released: bool,
 
     // Work.
     running: Option<Running>,
     pending: Option<Intent>,
-    /// The kind of the retry armed in `timers` (rule 8).
+    /// The kind of the retry armed in `timers`.
     retry_kind: ActionKind,
     /// Consecutive failed Restore/Reconnect attempts.
     failures: u32,
@@ -220,7 +221,9 @@ impl Supervisor {
 
     // ---- getters ----
 
-    /// The connection state for UI (DESIGN.md §5).
+    /// The connection state for UI; the first match wins: parked, closed,
+    /// offline, recovering (a Probe of a live link shows connected),
+    /// connected, then by phase.
     pub fn state(&self) -> ConnectionState {
         if let Some(reason) = self.parked {
             return ConnectionState::Parked { reason };
@@ -386,7 +389,10 @@ impl Supervisor {
         }
     }
 
-    /// Rules 1-4.
+    /// Stale snapshots change nothing; a duplicate route does nothing (unless
+    /// it finds a dead link nobody repairs); a new Available route restores
+    /// at once; Unknown probes a live link; Unavailable arms the offline
+    /// grace.
     fn path_changed(&mut self, now: Instant, snapshot: NetworkSnapshot, ticket: Option<Ticket>) {
         if snapshot.sequence <= self.path.sequence {
             return self.answer(ticket, NoAction::Stale);
@@ -414,7 +420,7 @@ impl Supervisor {
                     };
                     self.request(now, kind, Cause::RouteChange, ticket);
                 } else if available && !self.signaling_up && !self.recovery_in_hand() {
-                    // Rule 2: a duplicate still restores a dead link that
+                    // A duplicate still restores a dead link that
                     // nothing is repairing.
                     self.request(now, ActionKind::Restore, Cause::SignalingLoss, ticket);
                 } else if previous.is_expensive != snapshot.is_expensive
@@ -441,7 +447,8 @@ impl Supervisor {
         }
     }
 
-    /// Rule 5.
+    /// Foreground probes, or reconnects after a long absence; the
+    /// background holds recovery and tears nothing down.
     fn lifecycle_changed(
         &mut self,
         now: Instant,
@@ -474,17 +481,12 @@ impl Supervisor {
         }
     }
 
-    /// Rule 6.
+    /// Cleanup tears down at once, drops what waits, never reconnects, and
+    /// parks on logout or termination; a second one joins the first.
     fn cleanup(&mut self, now: Instant, reason: CleanupReason, ticket: Option<Ticket>) {
         let park = ParkReason::from_cleanup(reason);
-        if let Some(running) = self.running.as_mut().filter(|r| r.kind == ActionKind::Cleanup) {
-            running.waiters.push(ticket, true);
-            if park.is_some() {
-                self.parked = park;
-            }
-            return;
-        }
-        self.cancel_running_for_good(|_| true);
+        // A cleanup drops whatever was decided but not started, whether it
+        // starts a Cleanup or joins the one already running.
         if let Some(mut intent) = self.pending.take() {
             self.resolve(&mut intent.waiters, None, Verdict::NoAction(NoAction::Superseded));
         }
@@ -499,10 +501,17 @@ impl Supervisor {
             None => self.closed = true,
         }
         debug!(name: "recovery.cleanup", reason = reason.name(), parked = park.is_some());
+        if let Some(running) = self.running.as_mut().filter(|r| r.kind == ActionKind::Cleanup) {
+            // A second Cleanup joins the running one instead of restarting it.
+            running.waiters.push(ticket, true);
+            return;
+        }
+        self.cancel_running_for_good(|_| true);
         self.start(now, ActionKind::Cleanup, Waiters::one(ticket, false));
     }
 
-    /// Rule 7.
+    /// ForceReconnect reconnects, preempting weaker work only when it could
+    /// start now, and lifts a park.
     fn force_reconnect(&mut self, now: Instant, reason: ReconnectReason, ticket: Option<Ticket>) {
         if let Some(park) = self.parked {
             if park.needs_manual_reconnect() && reason != ReconnectReason::ManualReconnect {
@@ -515,7 +524,8 @@ impl Supervisor {
         self.request(now, ActionKind::Reconnect, Cause::Request, ticket);
     }
 
-    /// Rule 9.
+    /// A spontaneous loss of a live link restores, unless something that
+    /// re-establishes signaling is already in hand.
     fn signaling_lost(&mut self, now: Instant) {
         if !mem::replace(&mut self.signaling_up, false) {
             return;
@@ -532,8 +542,8 @@ impl Supervisor {
         self.request(now, ActionKind::Restore, Cause::SignalingLoss, None);
     }
 
-    /// A peer connection died (not a DESIGN.md rule of its own: treated as
-    /// rule 9 treats signaling loss, with a follow-up like rule 2's).
+    /// A peer connection died on its own: restored like a signaling loss,
+    /// with a follow-up like a route change's (a tether extension).
     fn peer_lost(&mut self, now: Instant) {
         let teardown_running = self.running.as_ref().is_some_and(|r| !r.kind.is_recovery());
         let pending_restore = self.pending.as_ref().is_some_and(|i| i.kind >= ActionKind::Restore);
@@ -549,7 +559,8 @@ impl Supervisor {
         self.request(now, ActionKind::Restore, Cause::PeerLoss, None);
     }
 
-    /// Rule 8 and the end of every action.
+    /// The end of every action: failures retry with backoff, failed
+    /// Restores escalate to Reconnect on an Available path, rejections park.
     fn complete(
         &mut self,
         now: Instant,
@@ -591,8 +602,12 @@ impl Supervisor {
             (_, Err(_)) => {
                 self.signaling_up = false;
                 self.failures = self.failures.saturating_add(1);
+                // Failed Restores escalate only on an Available path: behind
+                // a captive portal (Unknown) a Reconnect would throw away
+                // the peer state that an ICE restart still needs.
                 let escalate = kind == ActionKind::Reconnect
-                    || self.failures >= self.config.restore_failures_before_reconnect;
+                    || (self.failures >= self.config.restore_failures_before_reconnect
+                        && self.path.availability == Availability::Available);
                 let retry = if escalate { ActionKind::Reconnect } else { ActionKind::Restore };
                 if let Some(intent) = self.pending.as_mut() {
                     // Something new happened meanwhile (a route change): the
@@ -665,6 +680,11 @@ impl Supervisor {
                     // Reconnect does what the preempted action was for.
                     waiters.absorb(preempted.waiters);
                 }
+                if let Some(intent) = self.pending.take() {
+                    // ... and what every weaker intent waiting behind it was
+                    // for: no Restore follows for a cause older than it.
+                    waiters.absorb(intent.waiters);
+                }
                 return self.start_recovery(now, kind, waiters);
             }
             return self.fold_pending(kind, ticket, false);
@@ -716,7 +736,9 @@ impl Supervisor {
 
     /// Starts a recovery action, absorbing any armed retry.
     fn start_recovery(&mut self, now: Instant, kind: ActionKind, waiters: Waiters) {
-        let mut kind = self.sharpen(kind);
+        // Probe or Restore was chosen when the trigger arrived (`request`),
+        // from what was believed then; it is not chosen again here.
+        let mut kind = kind;
         if self.timers.is_armed(Timer::Retry) {
             self.timers.stop(Timer::Retry);
             kind = kind.max(self.retry_kind);

@@ -6,9 +6,9 @@ use std::time::Instant;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Timer {
     /// The path went Unavailable; when this fires, offline is committed
-    /// (rule 3).
+    /// (the offline grace).
     OfflineGrace,
-    /// A failed action's retry is due (rule 8).
+    /// A failed action's retry is due (backoff).
     Retry,
     /// Seed-style settle window ended; decide now
     /// ([`PolicyConfig::settle_window`](crate::PolicyConfig::settle_window)).

@@ -1,5 +1,5 @@
 //! Property tests over random event sequences (issue 2, item 5). Each
-//! property is an invariant of DESIGN.md §3 that a wrong Supervisor breaks.
+//! property is an invariant of docs/POLICY.md that a wrong Supervisor breaks.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::HashMap;

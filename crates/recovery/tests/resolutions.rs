@@ -219,6 +219,34 @@ fn cleanup_cancels_and_supersedes() {
 }
 
 #[test]
+fn a_second_cleanup_joins_and_drops_what_waits() {
+    let mut h = Harness::online();
+    let first = h.event(NetworkEvent::CleanupConnections { reason: CleanupReason::ManualReset });
+    let (cleanup, kind) = h.last_start();
+    assert_eq!(kind, ActionKind::Cleanup);
+    let route = h.at(10).path(Availability::Available, Some(Transport::Cellular));
+    let gone = h.at(15).path(Availability::Unavailable, None);
+    assert!(h.unanswered(route) && h.unanswered(gone));
+    let second =
+        h.at(20).event(NetworkEvent::CleanupConnections { reason: CleanupReason::UserLogout });
+    // It joins the running cleanup (no cancel, no restart) ...
+    assert_eq!(h.commands.len(), 1, "{:?}", h.commands);
+    // ... and still drops the waiting restore and the offline candidate, and
+    // parks for the logout.
+    assert_eq!(h.answer(route).verdict, Verdict::NoAction(NoAction::Superseded));
+    assert_eq!(h.answer(gone).verdict, Verdict::NoAction(NoAction::Superseded));
+    assert_eq!(h.supervisor.pending(), None);
+    assert_eq!(h.supervisor.poll_timeout(), None, "no grace left armed");
+    assert_eq!(h.supervisor.state(), ConnectionState::Parked { reason: ParkReason::UserLogout });
+    h.at(50).complete(cleanup, Ok(()));
+    assert_eq!(h.answer(first).action, Some((cleanup, ActionKind::Cleanup)));
+    assert_eq!(h.answer(second).action, Some((cleanup, ActionKind::Cleanup)));
+    assert!(h.answer(second).coalesced);
+    h.at(2_000);
+    assert_eq!(h.commands.len(), 1, "nothing ran after the cleanup: {:?}", h.commands);
+}
+
+#[test]
 fn an_unavailable_path_hears_from_the_offline_commit() {
     let mut h = Harness::online();
     let gone = h.path(Availability::Unavailable, None);

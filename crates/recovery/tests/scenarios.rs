@@ -101,7 +101,7 @@ fn a_wrong_expectation_is_reported() {
     assert!(outcome.problems[0].contains("restore cancelled"), "{:?}", outcome.problems);
 }
 
-/// The JSON lines are exactly DESIGN.md §7's.
+/// The JSON lines are exactly the ones scenarios/README.md describes.
 #[test]
 fn replay_prints_the_documented_lines() {
     let text =

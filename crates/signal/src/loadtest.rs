@@ -4,7 +4,7 @@
 //! receiver's event stream).
 //!
 //! The server runs on a thread of its own with a current-thread tokio
-//! runtime, so it uses one core at most (DESIGN §8's target is per core);
+//! runtime, so it uses one core at most (the target is per core);
 //! the clients run on the caller's runtime.
 //!
 //! Needs about two file descriptors per client (both ends live in this

@@ -70,7 +70,7 @@ impl RtcNodeConfig {
     }
 }
 
-/// Signaling link timing (DESIGN.md §6).
+/// Signaling link timing (docs/PROTOCOL.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SignalingTiming {
     /// Bound on TCP connect + WebSocket handshake + register.
@@ -100,7 +100,7 @@ impl Default for SignalingTiming {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RestoreStrategy {
     /// Race a fresh connection against a probe of the old socket; keep the
-    /// first healthy one (DESIGN.md §4).
+    /// first healthy one.
     RaceFreshConnection,
     /// The seed design: probe the old socket, and only when the probe fails
     /// (after `probe_timeout`) open a new one.

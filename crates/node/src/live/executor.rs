@@ -1,4 +1,4 @@
-//! The real [`RecoveryExecutor`]: DESIGN.md §4's actions on a signaling
+//! The real [`RecoveryExecutor`]: the recovery actions on a signaling
 //! client and a set of WebRTC peers. It runs what it is told; it never
 //! decides what to do next.
 
