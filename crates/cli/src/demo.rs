@@ -14,10 +14,10 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use tether::live::testbed::{LoopbackTestbed, Traffic, TrafficSummary};
 use tether::{
-    ActionReport, CleanupReason, Messages, NetworkSnapshot, ReconnectReason, RtcNode, SendError,
-    Transport, TransportSet,
+    ActionReport, CleanupReason, ConnectionState, Messages, NetworkSnapshot, ReconnectReason,
+    RtcNode, SendError, Transport, TransportSet,
 };
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -43,6 +43,7 @@ pub(crate) struct DemoArgs {
 
 #[derive(Serialize)]
 struct Recovery {
+    node: &'static str,
     action: &'static str,
     ms: f64,
     ok: bool,
@@ -55,6 +56,14 @@ struct DemoReport {
     lost: u64,
     duplicated: u64,
     recoveries: Vec<Recovery>,
+    /// How long each step took, disruption to traffic flowing again.
+    steps: Vec<StepTime>,
+}
+
+#[derive(Serialize, Clone)]
+struct StepTime {
+    step: String,
+    ms: f64,
 }
 
 pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
@@ -81,6 +90,8 @@ struct Timeline {
     bars: MultiProgress,
     counters: ProgressBar,
     plain: bool,
+    /// Every finished step's duration, in order.
+    times: Arc<Mutex<Vec<StepTime>>>,
 }
 
 impl Timeline {
@@ -98,10 +109,11 @@ impl Timeline {
             ProgressStyle::with_template("  {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
-        Self { bars, counters, plain }
+        Self { bars, counters, plain, times: Arc::default() }
     }
 
     fn step(&self, label: &str) -> Step {
+        let times = Arc::clone(&self.times);
         let bar = self.bars.insert_before(&self.counters, ProgressBar::new_spinner());
         bar.set_style(
             ProgressStyle::with_template("{spinner:.cyan} {msg}")
@@ -109,7 +121,7 @@ impl Timeline {
         );
         bar.enable_steady_tick(Duration::from_millis(80));
         bar.set_message(format!("{label} …"));
-        Step { bar, label: label.to_owned(), started: Instant::now(), plain: self.plain }
+        Step { bar, label: label.to_owned(), started: Instant::now(), plain: self.plain, times }
     }
 
     fn show(&self, summary: &TrafficSummary) {
@@ -129,11 +141,16 @@ struct Step {
     label: String,
     started: Instant,
     plain: bool,
+    times: Arc<Mutex<Vec<StepTime>>>,
 }
 
 impl Step {
     fn done(self, outcome: &str) {
         let ms = self.started.elapsed().as_secs_f64() * 1e3;
+        self.times
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(StepTime { step: self.label.clone(), ms: percentile::rounded(ms, 1) });
         self.bar.set_style(
             ProgressStyle::with_template("{msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
@@ -148,12 +165,131 @@ impl Step {
 
 struct Shared {
     traffic: Mutex<Traffic>,
+    /// Woken whenever a message arrives.
+    arrived: Notify,
 }
 
 impl Shared {
     fn books(&self) -> std::sync::MutexGuard<'_, Traffic> {
         // The books stay consistent whatever panicked while holding the lock.
         self.traffic.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn received(&self, name: &str, message: &tether::Message) {
+        self.books().received(name, message);
+        self.arrived.notify_waiters();
+    }
+}
+
+/// The two nodes and their books: what every step waits on.
+struct Pair {
+    alice: Arc<RtcNode>,
+    bob: Arc<RtcNode>,
+    shared: Arc<Shared>,
+}
+
+/// The action reports of both nodes from the moment a step began.
+struct Watch {
+    reports: [(&'static str, broadcast::Receiver<ActionReport>); 2],
+    ended: Vec<String>,
+}
+
+impl Watch {
+    /// Records an ended action of `node`; returns whether it was one.
+    fn record(&mut self, node: &str, report: &ActionReport) -> bool {
+        let ActionReport::Ended { kind, outcome, .. } = report else { return false };
+        self.ended.push(format!("{node}: {kind} {}", outcome.name()));
+        true
+    }
+
+    /// Waits (until `deadline`) for `node` to end an action, recording what
+    /// either node ends meanwhile.
+    async fn next_end_of(&mut self, node: &str, deadline: Instant) -> anyhow::Result<()> {
+        loop {
+            let [(first, a), (second, b)] = &mut self.reports;
+            let (name, report) = tokio::time::timeout_at(deadline, async {
+                tokio::select! {
+                    report = a.recv() => (*first, report),
+                    report = b.recv() => (*second, report),
+                }
+            })
+            .await
+            .with_context(|| format!("{node} ran no recovery within the demo's patience"))?;
+            match report {
+                Ok(report) => {
+                    if self.record(name, &report) && name == node {
+                        return Ok(());
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => bail!("{name} stopped"),
+            }
+        }
+    }
+
+    /// Records whatever ended since the last look, without waiting.
+    fn catch_up(&mut self) {
+        for index in 0..self.reports.len() {
+            let name = self.reports[index].0;
+            while let Ok(report) = self.reports[index].1.try_recv() {
+                self.record(name, &report);
+            }
+        }
+    }
+}
+
+impl Pair {
+    fn watch(&self) -> Watch {
+        Watch {
+            reports: [("alice", self.alice.actions()), ("bob", self.bob.actions())],
+            ended: Vec::new(),
+        }
+    }
+
+    /// Waits until a disruption is behind us, whichever node recovered:
+    /// `must_act` (if any) ended a recovery, messages sent from now on
+    /// have arrived both ways, and both nodes are connected with nothing
+    /// running. Describes what the nodes ran meanwhile.
+    async fn recovered(&self, mut watch: Watch, must_act: Option<&str>) -> anyhow::Result<String> {
+        let deadline = Instant::now() + PATIENCE;
+        if let Some(node) = must_act {
+            watch.next_end_of(node, deadline).await?;
+        }
+        let mark = {
+            let books = self.shared.books();
+            [books.sent_so_far("alice", "bob"), books.sent_so_far("bob", "alice")]
+        };
+        let mut states = [self.alice.state(), self.bob.state()];
+        loop {
+            // Registered before looking, so no arrival slips between the
+            // look and the wait.
+            let arrived = self.shared.arrived.notified();
+            let flowing = {
+                let books = self.shared.books();
+                books.highest_received("alice", "bob") > mark[0]
+                    && books.highest_received("bob", "alice") > mark[1]
+            };
+            let settled = states.iter().all(|state| *state.borrow() == ConnectionState::Connected);
+            if flowing && settled {
+                break;
+            }
+            let [alice_state, bob_state] = &mut states;
+            tokio::time::timeout_at(deadline, async {
+                tokio::select! {
+                    () = arrived => {}
+                    _ = alice_state.changed() => {}
+                    _ = bob_state.changed() => {}
+                }
+            })
+            .await
+            .context("traffic did not flow both ways again within the demo's patience")?;
+        }
+        watch.catch_up();
+        Ok(if watch.ended.is_empty() {
+            "flowing".to_owned()
+        } else {
+            format!("{} · flowing", watch.ended.join(", "))
+        })
     }
 }
 
@@ -168,18 +304,23 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<DemoReport> {
     alice.connect_peer("bob").await?;
     setup.done("alice ⇄ bob connected");
 
-    let shared = Arc::new(Shared { traffic: Mutex::new(Traffic::default()) });
+    let shared =
+        Arc::new(Shared { traffic: Mutex::new(Traffic::default()), arrived: Notify::new() });
+    // Senders stop first; only once none can count another message as sent
+    // do the receivers (and the rest) stop, so the books are final.
+    let stop_sending = CancellationToken::new();
     let stop = CancellationToken::new();
+    let mut senders = JoinSet::new();
     let mut tasks = JoinSet::new();
     let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate));
     for (from, to, node) in [("alice", "bob", &alice), ("bob", "alice", &bob)] {
-        tasks.spawn(stream(
+        senders.spawn(stream(
             Arc::clone(node),
             from,
             to,
             interval,
             Arc::clone(&shared),
-            stop.clone(),
+            stop_sending.clone(),
         ));
     }
     let inboxes = [("alice", alice.messages()), ("bob", bob.messages())];
@@ -188,8 +329,8 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<DemoReport> {
         tasks.spawn(receive(name, inbox, Arc::clone(&shared), stop.clone()));
     }
     let recoveries = Arc::new(Mutex::new(Vec::new()));
-    for node in [&alice, &bob] {
-        tasks.spawn(collect(node.actions(), Arc::clone(&recoveries), stop.clone()));
+    for (name, node) in [("alice", &alice), ("bob", &bob)] {
+        tasks.spawn(collect(name, node.actions(), Arc::clone(&recoveries), stop.clone()));
     }
     let ticker = {
         let shared = Arc::clone(&shared);
@@ -208,45 +349,62 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<DemoReport> {
     tokio::time::sleep(pause).await;
     step.done("flowing");
 
+    let pair =
+        Pair { alice: Arc::clone(&alice), bob: Arc::clone(&bob), shared: Arc::clone(&shared) };
+
+    // Each step breaks something, then waits for what the step is about:
+    // traffic flowing both ways again and both nodes connected, whichever
+    // node did the recovering.
     let step = timeline.step("signaling socket killed (alice)");
-    let mut actions = alice.actions();
+    let watch = pair.watch();
     ensure!(alice.faults().sever_signaling(), "alice had no signaling socket to kill");
-    let outcome = ended(&mut actions).await?;
-    step.done(&outcome);
+    // Alice's own socket died: she notices and restores, every time.
+    step.done(&pair.recovered(watch, Some("alice")).await?);
     tokio::time::sleep(pause).await;
 
     let step = timeline.step("force reconnect (bob)");
+    let watch = pair.watch();
     let result = bob.handle().force_reconnect(ReconnectReason::ManualReconnect).await?;
-    step.done(&describe(&result));
+    let after = pair.recovered(watch, None).await?;
+    step.done(&format!("answered {} · {after}", describe(&result)));
     tokio::time::sleep(pause).await;
 
     let step = timeline.step("cleanup: manual reset (alice)");
     let result = alice.handle().cleanup_connections(CleanupReason::ManualReset).await?;
     step.done(&describe(&result));
     let step = timeline.step("restore: the path is back (alice)");
+    let watch = pair.watch();
     let snapshot = NetworkSnapshot::available(2, TransportSet::only(Transport::Wifi));
     let result = alice.handle().network_path_changed(snapshot).await?;
-    step.done(&describe(&result));
+    let after = pair.recovered(watch, None).await?;
+    step.done(&format!("answered {} · {after}", describe(&result)));
     tokio::time::sleep(pause).await;
 
     let step = timeline.step("peer connection torn down (bob → alice)");
-    let mut actions = bob.actions();
+    let watch = pair.watch();
     bob.faults().drop_peer_connection("alice").await?;
-    let outcome = ended(&mut actions).await?;
-    step.done(&outcome);
+    // The connection died on bob's side: bob reports it and restores,
+    // every time; alice may notice first and restore too.
+    step.done(&pair.recovered(watch, Some("bob")).await?);
     tokio::time::sleep(pause).await;
 
     let step = timeline.step("Wi-Fi → cellular handoff (alice)");
+    let watch = pair.watch();
     let snapshot =
         NetworkSnapshot::available(3, TransportSet::only(Transport::Cellular)).with_expensive(true);
     let result = alice.handle().network_path_changed(snapshot).await?;
-    step.done(&describe(&result));
+    let after = pair.recovered(watch, None).await?;
+    step.done(&format!("answered {} · {after}", describe(&result)));
     tokio::time::sleep(pause).await;
 
     let step = timeline.step("stopping traffic, waiting for the last messages");
+    stop_sending.cancel();
+    while let Some(joined) = senders.join_next().await {
+        joined.context("a demo sender failed")??;
+    }
+    // Nothing more is sent; the receivers read on until nothing is in
+    // flight (bounded by the demo's patience).
     stop.cancel();
-    // The senders stop; the receivers read on until nothing is in flight
-    // (bounded by the demo's patience).
     while let Some(joined) = tasks.join_next().await {
         joined.context("a demo task failed")??;
     }
@@ -257,6 +415,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<DemoReport> {
 
     let recoveries =
         std::mem::take(&mut *recoveries.lock().unwrap_or_else(PoisonError::into_inner));
+    drop(pair);
     for node in [alice, bob] {
         if let Ok(node) = Arc::try_unwrap(node) {
             node.shutdown().await;
@@ -269,6 +428,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<DemoReport> {
         lost: summary.lost,
         duplicated: summary.duplicated,
         recoveries,
+        steps: timeline.times.lock().unwrap_or_else(PoisonError::into_inner).clone(),
     })
 }
 
@@ -277,23 +437,6 @@ fn describe(result: &tether::NetworkEventResult) -> String {
     match &result.error {
         None => format!("{action} ok"),
         Some(error) => format!("{action}: {error}"),
-    }
-}
-
-/// Waits for the next action to end on a node, and describes it.
-async fn ended(actions: &mut broadcast::Receiver<ActionReport>) -> anyhow::Result<String> {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let report = tokio::time::timeout_at(deadline, actions.recv())
-            .await
-            .context("no recovery within the demo's patience")?;
-        match report {
-            Ok(ActionReport::Ended { kind, outcome, .. }) => {
-                return Ok(format!("{kind} {}", outcome.name()));
-            }
-            Ok(ActionReport::Started { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-            Err(broadcast::error::RecvError::Closed) => bail!("the node stopped"),
-        }
     }
 }
 
@@ -334,27 +477,33 @@ async fn receive(
         tokio::select! {
             () = stop.cancelled() => break,
             message = inbox.recv() => match message {
-                Some(message) => shared.books().received(name, &message),
+                Some(message) => shared.received(name, &message),
                 None => break,
             },
         }
     }
-    // Keep reading what is already on its way.
+    // Keep reading what is already on its way, until the books balance
+    // (the other receiver may be the one that balances them).
     let deadline = Instant::now() + PATIENCE;
-    while Instant::now() < deadline {
+    loop {
+        let arrived = shared.arrived.notified();
         if shared.books().summary().lost == 0 {
             break;
         }
-        match tokio::time::timeout(Duration::from_millis(200), inbox.recv()).await {
-            Ok(Some(message)) => shared.books().received(name, &message),
-            Ok(None) => break,
-            Err(_) => {}
+        tokio::select! {
+            message = inbox.recv() => match message {
+                Some(message) => shared.received(name, &message),
+                None => break,
+            },
+            () = arrived => {}
+            () = tokio::time::sleep_until(deadline) => break,
         }
     }
     Ok(())
 }
 
 async fn collect(
+    node: &'static str,
     mut actions: broadcast::Receiver<ActionReport>,
     into: Arc<Mutex<Vec<Recovery>>>,
     stop: CancellationToken,
@@ -367,6 +516,7 @@ async fn collect(
         match report {
             Ok(ActionReport::Ended { kind, outcome, elapsed, .. }) => {
                 into.lock().unwrap_or_else(PoisonError::into_inner).push(Recovery {
+                    node,
                     action: kind.name(),
                     ms: percentile::rounded(percentile::ms(elapsed), 1),
                     ok: outcome.name() == "ok",
@@ -388,6 +538,6 @@ fn print_summary(report: &DemoReport) {
     println!("recoveries:");
     for recovery in &report.recoveries {
         let mark = if recovery.ok { "ok" } else { "FAILED" };
-        println!("  {:<10} {:>8.1} ms  {mark}", recovery.action, recovery.ms);
+        println!("  {:<6} {:<10} {:>8.1} ms  {mark}", recovery.node, recovery.action, recovery.ms);
     }
 }

@@ -105,18 +105,34 @@ impl Faults<'_> {
         self.node.signal.sever()
     }
 
-    /// Tears the peer connection to `peer` down (as the far end or a
-    /// middlebox would).
+    /// Tears the peer connection to `peer` down, as a failure on this side
+    /// would (the far side hears `bye` and sees its channel close).
+    ///
+    /// This node reports the loss to its Supervisor itself, exactly once,
+    /// whatever the far side does meanwhile: a connection that died here is
+    /// this node's loss, so its Supervisor always decides a Restore, whether
+    /// or not the far side has already begun a replacement. (Left to the
+    /// channel's close event, the report would depend on which side moved
+    /// first.) The far side notices on its own and may recover too.
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: the close runs in the peer's task.
+    /// Not cancel safe: dropped before the close finishes, the close still
+    /// runs in the peer's task but the loss is not reported.
     pub async fn drop_peer_connection(&self, peer: &str) -> Result<(), RtcNodeError> {
-        self.node
-            .peers
-            .close(peer)
-            .await
-            .map_err(|err| RtcNodeError::Peer { peer: peer.to_owned(), message: err.to_string() })
+        let roster = &self.node.roster;
+        if let Some(status) = self.node.peers.status(peer) {
+            // The report below stands for this close: the channel's close
+            // event must not report it a second time.
+            roster.closing_on_purpose(peer, status.generation);
+        }
+        let closed =
+            self.node.peers.close(peer).await.map_err(|err| RtcNodeError::Peer {
+                peer: peer.to_owned(),
+                message: err.to_string(),
+            });
+        roster.report_peer_lost();
+        closed
     }
 }
 

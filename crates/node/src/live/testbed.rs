@@ -149,6 +149,17 @@ impl Traffic {
         *self.next.entry((from.to_owned(), to.to_owned())).or_default() += 1;
     }
 
+    /// How many messages from `from` to `to` were accepted so far (the
+    /// sequence number of the last one).
+    pub fn sent_so_far(&self, from: &str, to: &str) -> u64 {
+        self.next.get(&(from.to_owned(), to.to_owned())).copied().unwrap_or(0)
+    }
+
+    /// The highest sequence number `to` received from `from` (0 if none).
+    pub fn highest_received(&self, from: &str, to: &str) -> u64 {
+        self.last.get(&(from.to_owned(), to.to_owned())).copied().unwrap_or(0)
+    }
+
     /// Records `message` as received by `to`.
     pub fn received(&mut self, to: &str, message: &Message) {
         let text = String::from_utf8_lossy(&message.payload);
