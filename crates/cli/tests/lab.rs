@@ -1,33 +1,38 @@
 //! A short handoff lab (3 Wi-Fi <-> cellular handoffs per policy) in real
 //! network namespaces: fails on any lost or duplicated message or failed
 //! recovery, with and without added delay. Skips, loudly, only where
-//! namespaces cannot be created.
+//! namespaces cannot be created, and fails there too when
+//! `TETHER_REQUIRE_NETNS=1` is set (CI). How fast recovery is, is the
+//! benchmarks' business; these tests check what happened.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::process::Command;
+mod common;
 
-fn skip(why: &str) {
-    eprintln!("\n==================== SKIP ====================");
-    eprintln!("lab handoff test skipped: {why}");
-    eprintln!("==============================================\n");
-}
+use std::process::Command;
+use std::time::Duration;
+
+use common::output_within;
+
+/// A hang guard for one `tether lab handoff` run, not a timing target.
+/// Healthy runs take seconds. The command bounds its own waits (20 s for a
+/// phone to start, 3 x 15 s per handoff, per policy), so this sits above
+/// its worst case with `--runs 3`: a slow failure is still reported by the
+/// command itself, and only a true hang is cut here.
+const GUARD: Duration = Duration::from_secs(600);
 
 /// Runs `tether lab handoff --json` with `args`; `None` when the lab
-/// cannot run here (after a loud skip message).
+/// cannot run here (after a loud skip message, or a failure when
+/// `TETHER_REQUIRE_NETNS=1`: see [`tether_lab::netns_available`]).
 async fn lab_report(args: &[&str]) -> Option<serde_json::Value> {
-    if let Err(err) = tether_lab::require_root() {
-        skip(&err.to_string());
+    // The harness names the test's thread after the test.
+    let test = std::thread::current().name().unwrap_or("a tether lab handoff test").to_owned();
+    if !tether_lab::netns_available(&test).await {
         return None;
     }
-    if let Err(err) = tether_lab::check_support().await {
-        skip(&err.to_string());
-        return None;
-    }
-    let output = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["lab", "handoff", "--json"])
-        .args(args)
-        .output()
-        .unwrap();
+    let output = output_within(
+        Command::new(env!("CARGO_BIN_EXE_tether")).args(["lab", "handoff", "--json"]).args(args),
+        GUARD,
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "the lab failed:\nstdout: {stdout}\nstderr: {stderr}");
@@ -35,6 +40,19 @@ async fn lab_report(args: &[&str]) -> Option<serde_json::Value> {
     assert_eq!(report["lost"], 0, "{report}");
     assert_eq!(report["duplicated"], 0, "{report}");
     assert_eq!(report["failed"], 0, "{report}");
+    // The JSON contract: every field there, with its type.
+    for field in ["handoffs", "lost", "duplicated", "failed", "added_rtt_ms"] {
+        assert!(report[field].is_u64(), "{field} missing or not a count: {report}");
+    }
+    for field in ["default", "seed"] {
+        for percentile in ["p50_ms", "p95_ms"] {
+            assert!(
+                report[field][percentile].is_f64(),
+                "{field}.{percentile} missing or not a number: {report}"
+            );
+        }
+    }
+    assert!(report["ratio_p50"].is_f64(), "ratio_p50 missing or not a number: {report}");
     Some(report)
 }
 
@@ -44,12 +62,13 @@ async fn three_handoffs_lose_nothing() {
     assert_eq!(report["handoffs"], 3, "{report}");
     assert_eq!(report["added_rtt_ms"], 0, "{report}");
     for policy in ["default", "seed"] {
+        // Every handoff recovered (`failed` is 0), so each policy has
+        // measurements: a zero here means none was recorded.
         let p50 = report[policy]["p50_ms"].as_f64().unwrap();
         assert!(p50 > 0.0, "{policy}: no handoff was measured: {report}");
     }
-    // Timing targets are checked by the benchmark run, not here (noisy
-    // machines), but the seed design must still be the slower one.
-    assert!(report["ratio_p50"].as_f64().unwrap() > 1.0, "{report}");
+    // Which policy is faster, and by how much, is a measurement
+    // (`sudo tether lab handoff --runs N`), not a pass/fail property.
 }
 
 /// With 60 ms added round trip on every packet (signaling, ICE, data),

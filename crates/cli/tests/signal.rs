@@ -1,19 +1,25 @@
 //! `tether serve` and `tether bench signal` as a user runs them.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::{first_line_within, output_within, wait_within};
 
 const SECRET: &str = "cli-test-secret-0123456789";
+/// A hang guard for one run of `tether` or one step of the server: each
+/// takes well under a second when healthy.
+const GUARD: Duration = Duration::from_secs(30);
 
 fn tether(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(args)
-        .env_remove("TETHER_SECRET")
-        .output()
-        .unwrap()
+    output_within(
+        Command::new(env!("CARGO_BIN_EXE_tether")).args(args).env_remove("TETHER_SECRET"),
+        GUARD,
+    )
 }
 
 /// Kills the server if a test fails before stopping it.
@@ -46,9 +52,8 @@ fn serve_answers_health_checks_and_stops_on_sigterm() {
         .spawn()
         .unwrap();
     let mut server = Server(child);
-    let mut stderr = BufReader::new(server.0.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
+    let stderr = server.0.stderr.take().unwrap();
+    let line = first_line_within(stderr, "address line from tether serve", GUARD);
     let addr = line
         .trim()
         .strip_prefix("tether: signaling on ws://")
@@ -61,15 +66,8 @@ fn serve_answers_health_checks_and_stops_on_sigterm() {
 
     let status = Command::new("kill").args(["-TERM", &server.0.id().to_string()]).status().unwrap();
     assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = server.0.try_wait().unwrap() {
-            assert!(status.success(), "{status}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "tether serve did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20)); // polling a child process, bounded above
-    }
+    let status = wait_within(&mut server.0, GUARD).expect("tether serve did not stop on SIGTERM");
+    assert!(status.success(), "{status}");
 }
 
 #[test]

@@ -133,26 +133,36 @@ fn block_on_without_tokio<F: std::future::Future>(future: F) -> F::Output {
     }
 }
 
+/// A hang guard for one step on loopback (healthy: well under a second):
+/// a broken node fails the test naming the step instead of hanging it.
+async fn bounded<T>(what: &str, step: impl std::future::Future<Output = T>) -> T {
+    const GUARD: Duration = Duration::from_secs(30);
+    tokio::time::timeout(GUARD, step)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within {GUARD:?}"))
+}
+
 #[tokio::test]
 async fn two_live_nodes_exchange_a_message() {
     let server = tether_ffi::start_test_signaling_server().await.unwrap();
     let alice = server.node_builder("alice".into()).unwrap().build().unwrap();
     let bob = server.node_builder("bob".into()).unwrap().build().unwrap();
     for node in [&alice, &bob] {
-        let result = node.handle().network_path_changed(wifi(1)).await.unwrap();
+        let result =
+            bounded("going online", node.handle().network_path_changed(wifi(1))).await.unwrap();
         assert!(result.success, "{result:?}");
     }
-    alice.connect_peer("bob".into()).await.unwrap();
-    alice.send("bob".into(), b"hello".to_vec()).await.unwrap();
-    let message = bob.receive().await.unwrap();
+    bounded("connect", alice.connect_peer("bob".into())).await.unwrap();
+    bounded("send", alice.send("bob".into(), b"hello".to_vec())).await.unwrap();
+    let message = bounded("receive", bob.receive()).await.unwrap();
     assert_eq!((message.sender.as_str(), message.payload.as_slice()), ("alice", &b"hello"[..]));
     assert!(matches!(
         alice.post("bob".into(), vec![0; 70_000]).await,
         Err(TetherError::InvalidArgument { field: "payload", .. })
     ));
-    let report = alice.shutdown().await.unwrap();
+    let report = bounded("alice's shutdown", alice.shutdown()).await.unwrap();
     assert_eq!(report.cleanup_error, None);
-    bob.shutdown().await.unwrap();
-    assert_eq!(bob.receive().await, Err(TetherError::ShutDown));
+    bounded("bob's shutdown", bob.shutdown()).await.unwrap();
+    assert_eq!(bounded("receive after shutdown", bob.receive()).await, Err(TetherError::ShutDown));
     server.shutdown().await.unwrap();
 }

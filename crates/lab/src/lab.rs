@@ -161,6 +161,41 @@ pub async fn check_support() -> Result<(), LabError> {
     veth.and(removed)
 }
 
+/// The environment variable that makes [`netns_available`] fail a test
+/// instead of skipping it: set it to `1` where namespaces are promised (CI).
+pub const REQUIRE_NETNS_VAR: &str = "TETHER_REQUIRE_NETNS";
+
+/// For tests that need network namespaces (the lab, a node in it): whether
+/// `test` can run here, by [`check_support`]. When it cannot, prints a loud
+/// SKIP banner to stderr (past the test harness's capture) and returns
+/// `false`, so that a developer's laptop without root skips visibly.
+///
+/// # Panics
+///
+/// When it cannot run and [`REQUIRE_NETNS_VAR`] is `1`: there a skip would
+/// pass without testing anything.
+///
+/// # Cancel safety
+///
+/// As [`check_support`].
+pub async fn netns_available(test: &str) -> bool {
+    let Err(reason) = check_support().await else { return true };
+    assert!(
+        std::env::var(REQUIRE_NETNS_VAR).as_deref() != Ok("1"),
+        "{test} needs network namespaces and {REQUIRE_NETNS_VAR}=1 is set, but: {reason}"
+    );
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n==================================================================\n\
+         SKIP: {test} did not run: {reason}\n      \
+         (needs root, `ip netns` and veth; nothing was tested here;\n      \
+         set {REQUIRE_NETNS_VAR}=1 to make this a failure)\n\
+         =================================================================="
+    );
+    false
+}
+
 async fn ip(args: &[&str]) -> Result<(), LabError> {
     let output = Command::new("ip")
         .args(args)

@@ -42,7 +42,10 @@ mod script;
 mod topology;
 
 pub use error::LabError;
-pub use lab::{HandoffTiming, Lab, LabConfig, check_support, require_root, teardown};
+pub use lab::{
+    HandoffTiming, Lab, LabConfig, REQUIRE_NETNS_VAR, check_support, netns_available, require_root,
+    teardown,
+};
 pub use netns::{NetnsTask, run_in_netns, spawn_in_netns};
 pub use relay::{
     DelayRelay, DelayRelayConfig, DelayRouter, RelayProtocol, RelayStats, RelayStatsHandle,

@@ -1,7 +1,9 @@
 //! The lab end to end: build the topology, reach the cloud from the phone
 //! over Wi-Fi, hand off to cellular, reach it again from the new address,
 //! tear down. Needs root and network namespaces; without them each test
-//! prints a loud SKIP and passes.
+//! prints a loud SKIP and passes, unless `TETHER_REQUIRE_NETNS=1` is set,
+//! which turns the skip into a failure. Time is only bounded from below
+//! (an added delay is never skipped); upper bounds are hang guards.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -9,8 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use tether_lab::{
-    DelayRelay, Lab, LabConfig, LabError, NetnsTask, Topology, Uplink, check_support,
-    spawn_in_netns,
+    DelayRelay, Lab, LabConfig, LabError, NetnsTask, Topology, Uplink, spawn_in_netns,
 };
 use tether_pathmon::{Availability, PathMonitor, PathMonitorConfig, TransportSet};
 use tokio::net::UdpSocket;
@@ -19,27 +20,12 @@ use tokio::time::timeout;
 const ECHO_PORT: u16 = 7000;
 const DEADLINE: Duration = Duration::from_secs(5);
 
-/// Written straight to stderr, past the test harness's capture, so that
-/// a skipped run is visible in a plain `cargo test`.
-fn skip(reason: &str) {
-    use std::io::Write;
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n==================================================================\n\
-         SKIP: tether-lab namespace test did not run: {reason}\n      \
-         (needs root, `ip netns` and veth; nothing was tested here)\n\
-         =================================================================="
-    );
-}
-
+/// Whether the namespace tests can run here: a loud SKIP without root or
+/// `ip netns`, a failure instead when `TETHER_REQUIRE_NETNS=1` (CI).
 async fn supported() -> bool {
-    match check_support().await {
-        Ok(()) => true,
-        Err(reason) => {
-            skip(&reason.to_string());
-            false
-        }
-    }
+    // The harness names the test's thread after the test.
+    let test = std::thread::current().name().unwrap_or("a tether-lab test").to_owned();
+    tether_lab::netns_available(&test).await
 }
 
 fn namespaces_exist(topology: &Topology) -> [bool; 3] {
@@ -64,9 +50,9 @@ fn start_echo(topology: &Topology) -> NetnsTask<()> {
     task
 }
 
-/// From inside the phone: the median UDP round trip to the cloud's echo
-/// over `samples` pings, and the address the cloud saw us at.
-async fn udp_rtt_to_cloud(topology: &Topology, samples: usize) -> (Duration, String) {
+/// From inside the phone: `samples` UDP round trips to the cloud's echo,
+/// sorted, and the address the cloud saw us at.
+async fn udp_rtts_to_cloud(topology: &Topology, samples: usize) -> (Vec<Duration>, String) {
     let cloud = SocketAddr::new(topology.cloud_addr.into(), ECHO_PORT);
     spawn_in_netns(&topology.phone, move || async move {
         let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await.expect("bind in the phone");
@@ -87,7 +73,7 @@ async fn udp_rtt_to_cloud(topology: &Topology, samples: usize) -> (Duration, Str
             }
         }
         rtts.sort();
-        (rtts[rtts.len() / 2], seen)
+        (rtts, seen)
     })
     .expect("spawn phone")
     .join()
@@ -124,7 +110,7 @@ async fn lab_smoke_wifi_then_cell_then_wifi() {
     assert_eq!(initial.transports, TransportSet::only(Uplink::Wifi.transport()));
 
     let _echo = start_echo(&topology);
-    let (_, seen) = udp_rtt_to_cloud(&topology, 1).await;
+    let (_, seen) = udp_rtts_to_cloud(&topology, 1).await;
     assert!(seen.starts_with(&format!("{}:", topology.wifi.phone)), "the cloud saw {seen}");
 
     let mut last_sequence = initial.sequence;
@@ -133,7 +119,9 @@ async fn lab_smoke_wifi_then_cell_then_wifi() {
         assert_eq!(lab.uplink(), Some(to));
         let removed = timing.old_address_removed.expect("the old address went away");
         assert!(timing.started <= removed && removed <= timing.new_route_installed);
-        assert!(timing.new_route_installed <= timing.finished + Duration::from_millis(50));
+        // No order against `timing.finished` to check: the listener stamps a
+        // change when it reads it, which may be after the script exited;
+        // `handoff` fails by itself when a change is not seen in time.
 
         // The monitor in the phone says: Unavailable, then Available on the
         // new transport, and the Available snapshot comes after the route.
@@ -168,7 +156,7 @@ async fn lab_smoke_wifi_then_cell_then_wifi() {
             timing.outage().expect("outage"),
         );
 
-        let (_, seen) = udp_rtt_to_cloud(&topology, 1).await;
+        let (_, seen) = udp_rtts_to_cloud(&topology, 1).await;
         let want = topology.uplink(to).phone.to_string();
         assert!(seen.starts_with(&format!("{want}:")), "the cloud saw {seen}, expected {want}");
     }
@@ -219,29 +207,31 @@ async fn relay_in_the_router_delays_phone_to_cloud_traffic() {
     .expect("spawn relay");
     ready_rx.recv_timeout(DEADLINE).expect("relay ready");
 
-    let rtt = spawn_in_netns(&topology.phone, move || async move {
+    let rtts = spawn_in_netns(&topology.phone, move || async move {
         let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await.expect("bind in the phone");
         let mut buf = [0u8; 64];
         let mut rtts = Vec::new();
         for _ in 0..10 {
             let start = std::time::Instant::now();
             socket.send_to(b"ping", relay_addr).await.expect("send");
+            // A hang guard: every ping must come back, how fast is timing.
             timeout(DEADLINE, socket.recv(&mut buf)).await.expect("answer in time").expect("recv");
             rtts.push(start.elapsed());
         }
         rtts.sort();
-        rtts[rtts.len() / 2]
+        rtts
     })
     .expect("spawn phone")
     .join()
     .await
     .expect("phone task");
-    eprintln!("phone -> router relay (+{one_way:?} each way) -> cloud: RTT p50 {rtt:?}");
-    assert!(rtt >= one_way * 2, "RTT {rtt:?} below the added delay");
-    assert!(
-        rtt <= one_way * 2 + Duration::from_millis(20),
-        "RTT {rtt:?} far above the added delay"
+    eprintln!(
+        "phone -> router relay (+{one_way:?} each way) -> cloud: RTT min {:?} p50 {:?}",
+        rtts[0],
+        rtts[rtts.len() / 2]
     );
+    // Never early: even the fastest ping waited the added delay both ways.
+    assert!(rtts[0] >= one_way * 2, "RTT {:?} below the added delay", rtts[0]);
     lab.teardown().await.expect("teardown");
 }
 
@@ -269,13 +259,12 @@ async fn round_trip_delay_applies_to_all_traffic_across_a_handoff() {
     .expect("spawn tcp listener");
     listening_rx.recv_timeout(DEADLINE).expect("tcp listener ready");
 
-    let slack = Duration::from_millis(20);
     for to in [None, Some(Uplink::Cell), Some(Uplink::Wifi)] {
         if let Some(to) = to {
             lab.handoff(to).await.expect("handoff");
         }
         let uplink = lab.uplink().expect("an uplink is up");
-        let (udp_rtt, seen) = udp_rtt_to_cloud(&topology, 9).await;
+        let (udp_rtts, seen) = udp_rtts_to_cloud(&topology, 9).await;
         let connect = spawn_in_netns(&topology.phone, move || async move {
             let start = std::time::Instant::now();
             timeout(DEADLINE, tokio::net::TcpStream::connect(tcp_addr))
@@ -289,13 +278,16 @@ async fn round_trip_delay_applies_to_all_traffic_across_a_handoff() {
         .await
         .expect("phone task");
         eprintln!(
-            "+{rtt:?} RTT on {}: udp p50 {udp_rtt:?}, tcp connect {connect:?}",
-            uplink.name()
+            "+{rtt:?} RTT on {}: udp min {:?} p50 {:?}, tcp connect {connect:?}",
+            uplink.name(),
+            udp_rtts[0],
+            udp_rtts[udp_rtts.len() / 2]
         );
         let want = topology.uplink(uplink).phone.to_string();
         assert!(seen.starts_with(&format!("{want}:")), "no NAT: the cloud saw {seen}");
-        assert!(udp_rtt >= rtt, "UDP RTT {udp_rtt:?} below the added {rtt:?}");
-        assert!(udp_rtt <= rtt + slack, "UDP RTT {udp_rtt:?} far above the added {rtt:?}");
+        // Never early, for every packet: even the fastest round trip waited
+        // the added delay. (Upper bounds are timeouts, hang guards only.)
+        assert!(udp_rtts[0] >= rtt, "UDP RTT {:?} below the added {rtt:?}", udp_rtts[0]);
         assert!(connect >= rtt, "TCP connect {connect:?} below the added {rtt:?}");
     }
     let stats = lab.delay_stats().expect("the lab has a delay router");

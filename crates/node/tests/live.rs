@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use tether::live::RtcShutdownReport;
 use tether::live::testbed::{LoopbackTestbed, Traffic};
 use tether::{
     ActionKind, ActionReport, CleanupReason, ConnectionState, Messages, NetworkSnapshot,
@@ -53,8 +54,9 @@ impl Pair {
         }
     }
 
-    /// Receives until everything sent so far arrived, or fails.
-    async fn settle(&mut self) {
+    /// Receives until everything sent so far arrived, or fails after
+    /// [`PROMPT`].
+    async fn receive_all(&mut self) {
         let deadline = Instant::now() + PROMPT;
         loop {
             let summary = self.traffic.summary();
@@ -68,10 +70,40 @@ impl Pair {
                 () = tokio::time::sleep_until(deadline) => {}
             }
         }
-        // Anything extra (a duplicate) shows up right behind.
-        while let Ok(Some(message)) =
-            timeout(Duration::from_millis(200), self.alice_inbox.recv()).await
-        {
+    }
+
+    /// Receives until everything sent so far arrived, then checks that
+    /// nothing was duplicated or reordered.
+    ///
+    /// A late duplicate is caught without a time window: once everything
+    /// arrived, each side `send`s one more numbered message, a marker, which
+    /// returns only once the peer acknowledged it, and we receive until both
+    /// markers are in the books. A data channel is ordered, a stream replays
+    /// what is unacknowledged before anything new, and frames of a replaced
+    /// channel are never applied, so every copy of an earlier message that
+    /// was put on the wire before the marker reaches the inbox ahead of it.
+    /// The acknowledged markers also acknowledge everything before them
+    /// (acks are cumulative), so nothing is left to replay: no copy can be
+    /// produced later either, unless the stream is broken, and
+    /// [`finish`](Self::finish) catches even that by reading the inboxes to
+    /// their end after shutdown.
+    async fn settle(&mut self) {
+        self.receive_all().await;
+        let to_bob = self.traffic.next_message("alice", "bob");
+        let to_alice = self.traffic.next_message("bob", "alice");
+        // The inboxes are not read meanwhile; the markers fit in their
+        // backlog (4096) with everything this test sends.
+        let (to_bob, to_alice) = timeout(PROMPT, async {
+            tokio::join!(self.alice.send("bob", to_bob), self.bob.send("alice", to_alice))
+        })
+        .await
+        .expect("the markers were not acknowledged in time");
+        to_bob.expect("alice's marker");
+        to_alice.expect("bob's marker");
+        self.traffic.sent("alice", "bob");
+        self.traffic.sent("bob", "alice");
+        self.receive_all().await;
+        while let Some(message) = self.alice_inbox.try_recv() {
             self.traffic.received("alice", &message);
         }
         while let Some(message) = self.bob_inbox.try_recv() {
@@ -83,6 +115,41 @@ impl Pair {
             (0, 0, 0),
             "{summary:?}"
         );
+    }
+
+    /// Shuts everything down, then reads both inboxes to their end (they end
+    /// once their node stopped), so that the books hold every message ever
+    /// delivered: exact, not "nothing showed up for a while". Returns the
+    /// nodes' reports (alice, bob).
+    async fn finish(self) -> (RtcShutdownReport, RtcShutdownReport) {
+        let Pair { testbed, alice, bob, mut alice_inbox, mut bob_inbox, mut traffic } = self;
+        let alice_report = timeout(PROMPT, alice.shutdown()).await.expect("alice shut down");
+        let bob_report = timeout(PROMPT, bob.shutdown()).await.expect("bob shut down");
+        timeout(PROMPT, testbed.shutdown()).await.expect("the server shut down");
+        for (name, inbox) in [("alice", &mut alice_inbox), ("bob", &mut bob_inbox)] {
+            let rest = timeout(PROMPT, async {
+                let mut rest = Vec::new();
+                while let Some(message) = inbox.recv().await {
+                    rest.push(message);
+                }
+                rest
+            })
+            .await
+            .unwrap_or_else(|_| panic!("{name}'s inbox did not end after shutdown"));
+            for message in &rest {
+                traffic.received(name, message);
+            }
+        }
+        let summary = traffic.summary();
+        assert_eq!(
+            (summary.lost, summary.duplicated, summary.out_of_order),
+            (0, 0, 0),
+            "the complete books: {summary:?}"
+        );
+        // The last markers were acknowledged, and acks are cumulative.
+        assert_eq!(alice_report.messaging.unacknowledged, 0, "{alice_report:?}");
+        assert_eq!(bob_report.messaging.unacknowledged, 0, "{bob_report:?}");
+        (alice_report, bob_report)
     }
 
     async fn exchange(&mut self, count: usize) {
@@ -153,10 +220,8 @@ async fn messages_survive_every_disruption() {
 
     let summary = pair.traffic.summary();
     assert!(summary.sent >= 300, "{summary:?}");
-    let report = pair.alice.shutdown().await;
-    assert_eq!(report.messaging.stats.duplicates, 0);
-    pair.bob.shutdown().await;
-    pair.testbed.shutdown().await;
+    let (alice, _) = pair.finish().await;
+    assert_eq!(alice.messaging.stats.duplicates, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,11 +242,7 @@ async fn cleanup_closes_everything_and_later_sends_fail_clearly() {
     assert!(result.success, "{result:?}");
     pair.exchange(10).await;
 
-    // After shutdown, sends fail at once with a clear error.
-    let Pair { alice, bob, testbed, .. } = pair;
-    alice.shutdown().await;
-    bob.shutdown().await;
-    testbed.shutdown().await;
+    pair.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

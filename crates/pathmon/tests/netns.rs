@@ -1,6 +1,7 @@
 //! The monitor against a real kernel: a private network namespace with veth
 //! uplinks, changed with `ip`. Needs root and `ip netns`; without them the
-//! test prints a loud SKIP and passes.
+//! test prints a loud SKIP and passes, unless `TETHER_REQUIRE_NETNS=1` is
+//! set, which makes it fail.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::process::Command;
@@ -71,15 +72,24 @@ impl Drop for TestNetns {
     }
 }
 
-/// Written straight to stderr, past the test harness's capture, so that
-/// a skipped run is visible in a plain `cargo test`.
+/// Without root or `ip netns`: a loud SKIP, written straight to stderr past
+/// the test harness's capture so that a skipped run is visible in a plain
+/// `cargo test`. With `TETHER_REQUIRE_NETNS=1` (CI), where a skip would
+/// pass without testing anything, a failure instead. (tether-lab's
+/// `netns_available` does the same for the lab; this crate is below it.)
 fn skip(reason: &str) {
     use std::io::Write;
+    assert!(
+        std::env::var("TETHER_REQUIRE_NETNS").as_deref() != Ok("1"),
+        "the pathmon netns test needs a network namespace and TETHER_REQUIRE_NETNS=1 is set, \
+         but: {reason}"
+    );
     let _ = writeln!(
         std::io::stderr(),
         "\n==================================================================\n\
          SKIP: tether-pathmon netns test did not run: {reason}\n      \
-         (needs root and `ip netns add`; nothing was tested here)\n\
+         (needs root and `ip netns add`; nothing was tested here;\n      \
+         set TETHER_REQUIRE_NETNS=1 to make this a failure)\n\
          =================================================================="
     );
 }
@@ -130,7 +140,10 @@ async fn monitor_follows_addresses_routes_and_links_in_a_namespace() {
     netns.ip("link set cell0-peer up");
 
     let config = PathMonitorConfig::default().netns(netns.path()).first_sequence(100);
-    let (monitor, mut rx) = PathMonitor::start(config).await.expect("monitor starts");
+    let (monitor, mut rx) = timeout(DEADLINE, PathMonitor::start(config))
+        .await
+        .expect("the monitor starts in time")
+        .expect("monitor starts");
     let mut seen = Vec::new();
 
     // Initial snapshot: nothing has a default route.
@@ -216,8 +229,9 @@ async fn monitor_follows_addresses_routes_and_links_in_a_namespace() {
     }
     assert_eq!(monitor.current(), *seen.last().expect("snapshots"));
     assert!(monitor.is_running());
-    monitor.stop().await;
-    assert_eq!(rx.recv().await, None, "the receiver ends after stop");
+    timeout(DEADLINE, monitor.stop()).await.expect("the monitor stops");
+    let end = timeout(DEADLINE, rx.recv()).await.expect("the receiver ends after stop");
+    assert_eq!(end, None, "the receiver ends after stop");
     eprintln!("pathmon netns test saw {} snapshots: {seen:?}", seen.len());
 }
 

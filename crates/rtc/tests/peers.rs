@@ -12,7 +12,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use lab::{Lab, fast_config};
 use tether_rtc::{InterfaceFilter, LocalAddresses, PeerState, Role, RtcError, SignalPayload};
-use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_peers_exchange_messages_both_ways() {
@@ -251,7 +250,12 @@ async fn replace_recovers_after_one_side_tore_down_silently() {
     lab.set("bob").close("alice").await.unwrap();
     wait_relayed(&lab, "bob", "bye", 1).await;
     lab.relay.deliver_kind("bye");
-    assert!(alice.is_connected("bob") || alice.status("bob").is_some());
+    // Alice never heard the bye: she still holds her first peer connection,
+    // not retired (a bye would close it) and not replaced. (webrtc-rs never
+    // reports Closed for a remote teardown; only a local close does.)
+    let status = alice.status("bob").expect("alice still has bob");
+    assert_eq!(status.generation, 1, "{status:?}");
+    assert_ne!(status.state, Some(PeerState::Closed), "alice closed it: {status:?}");
 
     // An ICE restart cannot revive it: bob does not have that session any more, says so, and
     // alice's caller learns it without waiting for a timeout.
@@ -278,8 +282,13 @@ async fn a_restart_that_cannot_finish_times_out_and_replace_recovers() {
     let started = tokio::time::Instant::now();
     let error = bob.restart_ice("alice").await.unwrap_err();
     assert!(error.is_timeout(), "{error}");
-    assert!(matches!(error, RtcError::RestartTimeout { .. }), "{error}");
-    assert!(started.elapsed() < Duration::from_secs(2), "bounded by restart_timeout");
+    assert!(
+        matches!(error, RtcError::RestartTimeout { after, .. } if after == Duration::from_millis(600)),
+        "{error}"
+    );
+    // Bounded by restart_timeout (the error names it), not by some longer
+    // timer; how much later than the bound it came is the scheduler's.
+    assert!(started.elapsed() >= Duration::from_millis(600), "gave up before restart_timeout");
 
     // Signaling is back; the answerer replaces the peer connection.
     lab.relay.set_blackhole(false);
@@ -524,9 +533,9 @@ async fn a_lost_first_offer_is_sent_again_when_the_answerer_asks() {
     lab.relay.deliver_kind("offer");
     // Bob registers and asks for a negotiation: the offer comes again, well
     // before alice's connect timeout.
-    let asked = Instant::now();
     bob.connect("alice").await.expect("bob connects once the offer is sent again");
-    assert!(asked.elapsed() < Duration::from_secs(2), "waited {:?}", asked.elapsed());
+    // Alice's connect would fail at its connect timeout had the offer not
+    // been sent again: it succeeds instead.
     connecting.await.unwrap().unwrap();
     lab.send_and_expect("alice", "bob", "hello").await;
     assert_eq!(alice.status("bob").unwrap().generation, 1, "the same peer connection");

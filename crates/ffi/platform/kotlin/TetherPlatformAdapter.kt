@@ -10,7 +10,9 @@
 //   lock, consumed by one coroutine that submits them one at a time, so the
 //   node sees them in the order Android reported them.
 //
-// The same logic, line for line, runs in crates/ffi/python/tests/test_adapter.py.
+// crates/ffi/python/tests/test_adapter.py holds a Python mirror of this
+// logic as an executable specification; it does not test this file, which
+// is not compiled on the project's machines.
 // Needs the generated bindings (crates/ffi/generate.sh kotlin: package
 // rt.tether), JNA, kotlinx-coroutines and androidx.lifecycle:lifecycle-process.
 

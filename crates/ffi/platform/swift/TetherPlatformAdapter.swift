@@ -9,7 +9,9 @@
 //   one task that submits them one at a time, so the node sees them in the
 //   order iOS reported them.
 //
-// The same logic, line for line, runs in crates/ffi/python/tests/test_adapter.py.
+// crates/ffi/python/tests/test_adapter.py holds a Python mirror of this
+// logic as an executable specification; it does not test this file, which
+// is not compiled on the project's machines.
 // Requires iOS 16 / macOS 13 (ContinuousClock) and the generated `Tether`
 // module (crates/ffi/generate.sh swift).
 

@@ -1,12 +1,25 @@
-"""The platform adapters' usage, in Python.
+"""An executable specification of the platform adapters' decision logic.
 
-crates/ffi/platform/ holds the Swift (NWPathMonitor) and Kotlin
-(ConnectivityManager.NetworkCallback) adapters, which cannot be compiled
-here. `PlatformAdapter` below is the same logic line for line, so that this
-test runs what they do: snapshots numbered with an increasing sequence and
-emitted only on a material change, background time measured on a monotonic
-clock, and every event delivered in order by one consumer through
-`handle.submit`.
+What this file is: `PlatformAdapter` below is a Python mirror, written by
+hand, of the decisions that crates/ffi/platform/'s Swift
+(`TetherPlatformAdapter.swift`, NWPathMonitor) and Kotlin
+(`TetherPlatformAdapter.kt`, ConnectivityManager.NetworkCallback) adapters
+make, and the tests run that mirror against a real (simulated) node through
+the generated bindings:
+
+- a snapshot only on a material change of the path, numbered with an
+  increasing sequence;
+- a repeated background not sent again, and the background time measured
+  on a monotonic clock (here an injected one);
+- every event delivered in order by one consumer through `handle.submit`,
+  each awaited before the next; `TetherError.ShutDown` ends the consumer.
+
+What it is not: a test of the Swift or Kotlin code. Neither is compiled or
+run here (no Xcode or Android SDK on these machines), the mirror can drift
+from them unnoticed, and the platform mapping (NWPath / NetworkCapabilities
+to availability, transports and `path_id`, lifecycle notifications) is not
+mirrored at all. Compiling and testing the real adapters is a later issue's
+work. A change to an adapter's decisions must be made here too.
 """
 
 import asyncio
@@ -18,6 +31,10 @@ A = tether.ActionKind
 
 
 class PlatformAdapter:
+    """The Python mirror of the Swift/Kotlin `TetherPlatformAdapter`'s
+    decisions (see the module docstring); the platform callbacks become
+    plain methods, named after the callbacks they stand for."""
+
     def __init__(self, handle, clock):
         self._handle = handle
         self._clock = clock  # monotonic milliseconds, counting while asleep
@@ -69,20 +86,33 @@ class PlatformAdapter:
             try:
                 await self._handle.submit(event)
                 self.delivered.append(event)
-            except tether.TetherError as err:
+            except tether.TetherError.ShutDown as err:
                 self.failures.append(err)
+                return  # the node is gone; nothing more to deliver
+            except tether.TetherError as err:
+                self.failures.append(err)  # logged by the adapters; the next event goes on
             finally:
                 self._events.task_done()
 
     async def drained(self):
-        await self._events.join()
+        """Until every event reported so far was delivered, or the consumer
+        ended (the node shut down)."""
+        joined = asyncio.ensure_future(self._events.join())
+        try:
+            await asyncio.wait([joined, self._consumer], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            joined.cancel()
+
+    @property
+    def consumer_ended(self):
+        return self._consumer.done()
 
     def close(self):
         self._consumer.cancel()
 
 
 @asynctest
-async def test_adapter_numbers_material_changes_and_delivers_in_order():
+async def test_adapter_spec_numbers_material_changes_and_delivers_in_order():
     now_ms = [1_000_000]
     async with simulated_node(duration_ms=400) as node:
         recorder = StateRecorder()
@@ -115,12 +145,16 @@ async def test_adapter_numbers_material_changes_and_delivers_in_order():
 
 
 @asynctest
-async def test_adapter_reports_a_shut_down_node_without_crashing():
+async def test_adapter_spec_stops_delivering_to_a_shut_down_node():
     async with simulated_node() as node:
         adapter = PlatformAdapter(node.handle(), clock=lambda: 0)
         await node.shutdown()
         adapter.path_changed(tether.Availability.UNAVAILABLE, [])
         await adapter.drained()
+        assert adapter.consumer_ended
         assert adapter.delivered == []
         assert [type(e) for e in adapter.failures] == [tether.TetherError.ShutDown]
+        # Events after that are not sent anywhere, and nothing raises.
+        adapter.path_changed(tether.Availability.AVAILABLE, [tether.Transport.WIFI])
+        assert adapter.delivered == [] and len(adapter.failures) == 1
         adapter.close()

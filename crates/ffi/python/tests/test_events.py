@@ -1,10 +1,21 @@
 """Every event kind through the handle, with the result checked."""
 
 import asyncio
-import time
 
 import tether
-from conftest import BACKGROUND, asynctest, foreground, simulated_node, snapshot, wait_for_state
+from conftest import (
+    ACTION_NEVER_ENDS_MS,
+    BACKGROUND,
+    CONNECTED,
+    OFFLINE,
+    StateRecorder,
+    asynctest,
+    foreground,
+    recovering,
+    simulated_node,
+    snapshot,
+    wait_for_state,
+)
 
 A = tether.ActionKind
 
@@ -21,7 +32,8 @@ def assert_no_action(result, why):
     assert result.action is None, str(result)
     assert result.success, str(result)
     assert result.no_action == why
-    assert result.duration_ms < 2500  # at once, not after the result timeout
+    # Answered at once: an answer that never came would have raised
+    # TetherError.ResultTimeout instead of returning.
 
 
 @asynctest
@@ -116,14 +128,14 @@ async def test_force_reconnect():
 
 @asynctest
 async def test_submit_returns_on_acceptance():
-    async with simulated_node(duration_ms=1_500, shutdown_timeout_ms=100) as node:
+    # Every scripted action outlasts the test: a submit that waited for its
+    # event's result would hang until the test's bound, and fail.
+    async with simulated_node(duration_ms=ACTION_NEVER_ENDS_MS, shutdown_timeout_ms=100) as node:
         handle = node.handle()
         event = tether.NetworkEvent.NETWORK_PATH_CHANGED(snapshot=snapshot(1))
-        started = time.monotonic()
         assert await handle.submit(event) is None
-        # Accepted, not finished: the restore is still running.
-        assert time.monotonic() - started < 1.2
-        await wait_for_state(node, tether.ConnectionState.CONNECTED())
+        # Accepted, not finished: the restore it led to is running.
+        await wait_for_state(node, recovering(A.RESTORE))
         for event in [
             tether.NetworkEvent.APP_LIFECYCLE_CHANGED(state=BACKGROUND),
             tether.NetworkEvent.APP_LIFECYCLE_CHANGED(state=foreground(10)),
@@ -131,19 +143,94 @@ async def test_submit_returns_on_acceptance():
             tether.NetworkEvent.FORCE_RECONNECT(reason=tether.ReconnectReason.PROBE_FAILED),
         ]:
             assert await handle.submit(event) is None
+        # Acted on: the cleanup cancelled the restore and runs (the forced
+        # reconnect waits for it).
+        await wait_for_state(node, tether.ConnectionState.CLOSED())
+
+
+# How long the scripted actions of the coalescing tests take. The later events
+# are sent the moment the first action is seen running, and reach the node in
+# microseconds; this only has to outlast that. Nothing asserts a duration: if
+# an event ever arrived after the action ended, the `coalesced` flags and the
+# listener's states (a second action) say so.
+RUNNING_ACTION_MS = 2_000
+
+
+async def start_reconnect_and_wait_until_it_runs(node, recorder):
+    """Forces a reconnect on a fresh node and returns (the pending call, once
+    the state listener reports the reconnect running)."""
+    await recorder.wait_for(lambda s: s == [OFFLINE])
+    first = asyncio.ensure_future(node.handle().force_reconnect(tether.ReconnectReason.PROBE_FAILED))
+    await recorder.wait_for(lambda s: s == [OFFLINE, recovering(A.RECONNECT)])
+    assert not first.done(), "the reconnect was answered before it could have run"
+    return first
 
 
 @asynctest
 async def test_concurrent_events_coalesce_into_one_action():
-    async with simulated_node(duration_ms=200) as node:
+    async with simulated_node(
+        duration_ms=RUNNING_ACTION_MS, result_timeout_ms=20_000, shutdown_timeout_ms=100
+    ) as node:
         handle = node.handle()
-        await handle.network_path_changed(snapshot(1))
-        reconnect = asyncio.ensure_future(handle.force_reconnect(tether.ReconnectReason.PROBE_FAILED))
-        await asyncio.sleep(0.05)  # the reconnect is running
-        restore = await handle.network_path_changed(snapshot(2, transports=[tether.Transport.CELLULAR]))
-        first = await reconnect
-        assert_action(first, A.RECONNECT)
-        assert restore.success and restore.action is not None
+        recorder = StateRecorder()
+        node.subscribe_state(recorder)
+        first = await start_reconnect_and_wait_until_it_runs(node, recorder)
+
+        # While the reconnect runs: two more forced reconnects, and a return
+        # from the background (a probe, weaker), which the running reconnect covers.
+        later_events = [
+            tether.NetworkEvent.FORCE_RECONNECT(reason=tether.ReconnectReason.STALE_CONNECTION_SUSPECTED),
+            tether.NetworkEvent.FORCE_RECONNECT(reason=tether.ReconnectReason.MANUAL_RECONNECT),
+        ]
+        later = [asyncio.ensure_future(handle.force_reconnect(e.reason)) for e in later_events]
+        # Going to the background changes the phase only: answered at once.
+        assert_no_action(await handle.app_lifecycle_changed(BACKGROUND), tether.NoAction.STATE_ONLY)
+        back = tether.NetworkEvent.APP_LIFECYCLE_CHANGED(state=foreground(1_500))
+        later_events.append(back)
+        later.append(asyncio.ensure_future(handle.app_lifecycle_changed(back.state)))
+
+        started = await first
+        assert_action(started, A.RECONNECT)
+        assert not started.coalesced, str(started)
+        for event, result in zip(later_events, await asyncio.gather(*later)):
+            assert result.event == event, str(result)
+            # Answered by the reconnect that was already running, as its
+            # co-waiter: same action, same outcome.
+            assert result.coalesced, f"{event} was not coalesced: {result}"
+            assert_action(result, A.RECONNECT)
+
+        # One action ran for all four callers: one reconnect, then connected.
+        states = await recorder.wait_for(lambda s: s[-1:] == [CONNECTED])
+        assert states == [OFFLINE, recovering(A.RECONNECT), CONNECTED], [str(s) for s in states]
+        assert node.state() == CONNECTED
+
+
+@asynctest
+async def test_a_route_change_during_a_reconnect_is_not_coalesced_but_followed_up():
+    # The reconnect began before the new route existed: the route change gets
+    # its own restore right after, instead of sharing the reconnect.
+    async with simulated_node(
+        duration_ms=RUNNING_ACTION_MS, result_timeout_ms=20_000, shutdown_timeout_ms=100
+    ) as node:
+        handle = node.handle()
+        recorder = StateRecorder()
+        node.subscribe_state(recorder)
+        first = await start_reconnect_and_wait_until_it_runs(node, recorder)
+
+        route = snapshot(1, transports=[tether.Transport.CELLULAR])
+        restore = await handle.network_path_changed(route)
+        assert_action(await first, A.RECONNECT)
+        assert_action(restore, A.RESTORE)
+        assert not restore.coalesced, str(restore)
+        states = await recorder.wait_for(lambda s: s[-1:] == [CONNECTED])
+        # The restore followed the reconnect directly: it was queued while
+        # the reconnect ran.
+        assert states == [
+            OFFLINE,
+            recovering(A.RECONNECT),
+            recovering(A.RESTORE),
+            CONNECTED,
+        ], [str(s) for s in states]
 
 
 @asynctest

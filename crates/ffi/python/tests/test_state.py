@@ -1,16 +1,20 @@
 """The state listener: what a "Reconnecting…" banner follows."""
 
-import asyncio
 import threading
 
 import tether
-from conftest import CONNECTED, StateRecorder, asynctest, simulated_node, snapshot
+from conftest import (
+    CONNECTED,
+    OFFLINE,
+    StateRecorder,
+    asynctest,
+    recovering,
+    simulated_node,
+    snapshot,
+    wait_until,
+)
 
 A = tether.ActionKind
-
-
-def recovering(action, attempt=1):
-    return tether.ConnectionState.RECOVERING(action=action, attempt=attempt)
 
 
 @asynctest
@@ -54,30 +58,36 @@ async def test_listener_follows_signaling_loss_and_offline():
 async def test_cancelled_subscription_gets_no_more_updates():
     async with simulated_node(duration_ms=50) as node:
         handle = node.handle()
+        # A subscription that stays, to know when the states have come.
+        watcher = StateRecorder()
+        node.subscribe_state(watcher)
         recorder = StateRecorder()
-        node.subscribe_state(recorder).cancel()
+        subscription = node.subscribe_state(recorder)
+        subscription.cancel()
+        assert not subscription.is_active()
+        # A subscription always delivers the state current when it started,
+        # even if cancelled at once; nothing changes until the event below.
+        await recorder.wait_for(lambda s: len(s) >= 1)
+
         await handle.network_path_changed(snapshot(1))
-        await asyncio.sleep(0.1)
-        # At most the state that was current when it subscribed.
-        assert len(recorder.snapshot()) <= 1
+        await watcher.wait_for(lambda s: s[-1:] == [CONNECTED] and len(s) >= 2)
+        # The states the watcher followed never reached the cancelled one.
+        assert recorder.snapshot() == [OFFLINE], [str(s) for s in recorder.snapshot()]
 
 
 @asynctest
 async def test_a_failing_listener_keeps_its_subscription():
-    class Failing(tether.StateListener):
-        def __init__(self):
-            self.calls = 0
-
-        def on_state_changed(self, state):
-            self.calls += 1
-            raise RuntimeError("the UI is gone")
-
     async with simulated_node(duration_ms=50) as node:
-        failing = Failing()
+        failing = StateRecorder(raise_error=RuntimeError("the UI is gone"))
         subscription = node.subscribe_state(failing)
+        await failing.wait_for(lambda s: s == [OFFLINE])  # raised once already
         await node.handle().network_path_changed(snapshot(1))
-        await asyncio.sleep(0.1)
-        assert failing.calls >= 2
+        # Every call raised, and the next states still came.
+        states = await failing.wait_for(lambda s: s[-1:] == [CONNECTED])
+        assert states[0] == OFFLINE and len(states) >= 2, [str(s) for s in states]
+        assert subscription.is_active()
+        await node.handle().cleanup_connections(tether.CleanupReason.MANUAL_RESET)
+        await failing.wait_for(lambda s: s[-1:] == [tether.ConnectionState.CLOSED()])
         assert subscription.is_active()
 
 
@@ -92,8 +102,5 @@ async def test_subscriptions_end_at_shutdown_after_the_last_state():
         assert report.cleanup_error is None
         assert report.callers_answered == 0
         await recorder.wait_for(lambda s: s[-1:] == [tether.ConnectionState.CLOSED()])
-        for _ in range(100):
-            if not subscription.is_active():
-                break
-            await asyncio.sleep(0.01)
-        assert not subscription.is_active()
+        # Nothing notifies the end of a subscription: poll, bounded.
+        await wait_until(lambda: not subscription.is_active(), "the subscription to end after shutdown")
