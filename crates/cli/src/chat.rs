@@ -19,8 +19,8 @@ use clap::Args;
 use serde_json::{Value, json};
 use tether::live::testbed::LoopbackTestbed;
 use tether::{
-    ActionReport, ConnectionState, NetworkEventResult, NetworkSnapshot, ReconnectReason, RtcNode,
-    RtcNodeConfig, Transport, TransportSet,
+    ActionKind, ActionReport, ConnectionState, EventError, Handled, NetworkSnapshot,
+    ReconnectReason, RtcNode, RtcNodeConfig, Transport, TransportSet,
 };
 use tether_rtc::RtcConfig;
 use tether_signal::auth::{HmacSecret, SECRET_ENV_VAR, mint_token_for};
@@ -409,16 +409,16 @@ fn run_command(
 fn command_result(
     out: Out,
     command: &str,
-    result: Result<Result<NetworkEventResult, tether::NodeError>, tokio::time::error::Elapsed>,
+    result: Result<Result<Handled, EventError>, tokio::time::error::Elapsed>,
 ) {
     let (ok, action, error, ms) = match result {
-        Ok(Ok(result)) => (
-            result.success,
-            result.action.map(|a| a.name()),
-            result.error.map(|e| e.to_string()),
-            Some(result.duration_ms),
+        Ok(Ok(handled)) => (
+            true,
+            handled.action().map(ActionKind::name),
+            None,
+            Some(percentile::rounded(percentile::ms(handled.elapsed), 1)),
         ),
-        Ok(Err(err)) => (false, None, Some(err.to_string()), None),
+        Ok(Err(err)) => (false, err.action().map(ActionKind::name), Some(err.to_string()), None),
         Err(_) => (false, None, Some(format!("no answer within {COMMAND_BOUND:?}")), None),
     };
     let human = error.as_ref().map(|err| format!("✘ {command}: {err}"));

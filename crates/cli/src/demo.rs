@@ -14,8 +14,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use tether::live::testbed::{LoopbackTestbed, Traffic, TrafficSummary};
 use tether::{
-    ActionReport, CleanupReason, ConnectionState, Messages, NetworkSnapshot, ReconnectReason,
-    RtcNode, SendError, Transport, TransportSet,
+    ActionKind, ActionReport, CleanupReason, ConnectionState, EventError, Handled, Messages,
+    NetworkSnapshot, ReconnectReason, RtcNode, SendError, Transport, TransportSet,
 };
 use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinSet;
@@ -364,18 +364,18 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<DemoReport> {
 
     let step = timeline.step("force reconnect (bob)");
     let watch = pair.watch();
-    let result = bob.handle().force_reconnect(ReconnectReason::ManualReconnect).await?;
+    let result = bob.handle().force_reconnect(ReconnectReason::ManualReconnect).await;
     let after = pair.recovered(watch, None).await?;
     step.done(&format!("answered {} · {after}", describe(&result)));
     tokio::time::sleep(pause).await;
 
     let step = timeline.step("cleanup: manual reset (alice)");
-    let result = alice.handle().cleanup_connections(CleanupReason::ManualReset).await?;
+    let result = alice.handle().cleanup_connections(CleanupReason::ManualReset).await;
     step.done(&describe(&result));
     let step = timeline.step("restore: the path is back (alice)");
     let watch = pair.watch();
     let snapshot = NetworkSnapshot::available(2, TransportSet::only(Transport::Wifi));
-    let result = alice.handle().network_path_changed(snapshot).await?;
+    let result = alice.handle().network_path_changed(snapshot).await;
     let after = pair.recovered(watch, None).await?;
     step.done(&format!("answered {} · {after}", describe(&result)));
     tokio::time::sleep(pause).await;
@@ -392,7 +392,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<DemoReport> {
     let watch = pair.watch();
     let snapshot =
         NetworkSnapshot::available(3, TransportSet::only(Transport::Cellular)).with_expensive(true);
-    let result = alice.handle().network_path_changed(snapshot).await?;
+    let result = alice.handle().network_path_changed(snapshot).await;
     let after = pair.recovered(watch, None).await?;
     step.done(&format!("answered {} · {after}", describe(&result)));
     tokio::time::sleep(pause).await;
@@ -432,11 +432,10 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<DemoReport> {
     })
 }
 
-fn describe(result: &tether::NetworkEventResult) -> String {
-    let action = result.action.map_or("no action", |a| a.name());
-    match &result.error {
-        None => format!("{action} ok"),
-        Some(error) => format!("{action}: {error}"),
+fn describe(result: &Result<Handled, EventError>) -> String {
+    match result {
+        Ok(handled) => format!("{} ok", handled.action().map_or("no action", ActionKind::name)),
+        Err(error) => error.to_string(),
     }
 }
 

@@ -3,6 +3,7 @@
 use crate::event::{
     AppLifecycleState, CleanupReason, NetworkEvent, NetworkSnapshot, ReconnectReason,
 };
+use crate::result::flatten;
 use crate::runtime::run;
 use crate::{NetworkEventResult, TetherError};
 
@@ -36,6 +37,18 @@ impl NetworkEventHandle {
     pub(crate) fn new(inner: tether::NetworkEventHandle) -> Self {
         Self { inner }
     }
+
+    /// Sends `event` (as the handle's methods do, through the node's
+    /// mailbox) on the bindings' runtime, and flattens the node's typed
+    /// answer into the record foreign code gets.
+    async fn call(&self, event: tether::NetworkEvent) -> Result<NetworkEventResult, TetherError> {
+        let node = self.inner.node_ref().clone();
+        run(async move {
+            let started = tokio::time::Instant::now();
+            flatten(event, node.call(event).await, started)
+        })
+        .await
+    }
 }
 
 #[uniffi::export]
@@ -46,8 +59,8 @@ impl NetworkEventHandle {
         snapshot: NetworkSnapshot,
     ) -> Result<NetworkEventResult, TetherError> {
         let snapshot = snapshot.try_into()?;
-        let inner = self.inner.clone();
-        run(async move { Ok(inner.network_path_changed(snapshot).await?.into()) }).await
+        let event = tether::NetworkEvent::NetworkPathChanged { snapshot };
+        self.call(event).await
     }
 
     /// The app moved to the background or the foreground.
@@ -56,8 +69,8 @@ impl NetworkEventHandle {
         state: AppLifecycleState,
     ) -> Result<NetworkEventResult, TetherError> {
         let state = state.try_into()?;
-        let inner = self.inner.clone();
-        run(async move { Ok(inner.app_lifecycle_changed(state).await?.into()) }).await
+        let event = tether::NetworkEvent::AppLifecycleChanged { state };
+        self.call(event).await
     }
 
     /// Tear every connection down.
@@ -65,8 +78,9 @@ impl NetworkEventHandle {
         &self,
         reason: CleanupReason,
     ) -> Result<NetworkEventResult, TetherError> {
-        let inner = self.inner.clone();
-        run(async move { Ok(inner.cleanup_connections(reason.into()).await?.into()) }).await
+        let reason = reason.into();
+        let event = tether::NetworkEvent::CleanupConnections { reason };
+        self.call(event).await
     }
 
     /// Rebuild every connection.
@@ -74,8 +88,9 @@ impl NetworkEventHandle {
         &self,
         reason: ReconnectReason,
     ) -> Result<NetworkEventResult, TetherError> {
-        let inner = self.inner.clone();
-        run(async move { Ok(inner.force_reconnect(reason.into()).await?.into()) }).await
+        let reason = reason.into();
+        let event = tether::NetworkEvent::ForceReconnect { reason };
+        self.call(event).await
     }
 
     /// Hands `event` over and returns as soon as the node accepted it,

@@ -1,6 +1,10 @@
 //! What a caller hears about its event.
 
-use crate::{ActionKind, FailureKind, NetworkEvent, ParkReason};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::{ActionKind, FailureKind, NetworkEvent, ParkReason, TetherError};
 
 /// Why no action ran for an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, uniffi::Enum)]
@@ -39,8 +43,8 @@ pub enum EventError {
     Superseded,
     /// Recovery is parked; nothing was recovered.
     Parked {
-        /// Why recovery is parked, when known.
-        reason: Option<ParkReason>,
+        /// Why recovery is parked.
+        reason: ParkReason,
     },
     /// A kind of failure this version of the bindings does not name.
     Other {
@@ -78,44 +82,85 @@ impl From<tether::NoAction> for NoAction {
             tether::NoAction::Stale => Self::Stale,
             tether::NoAction::Duplicate => Self::Duplicate,
             tether::NoAction::StateOnly => Self::StateOnly,
-            tether::NoAction::Parked => Self::Parked,
-            tether::NoAction::Superseded => Self::Superseded,
         }
     }
 }
 
-impl From<&tether::EventError> for EventError {
-    fn from(value: &tether::EventError) -> Self {
-        match value {
-            tether::EventError::ActionFailed { action, kind, message } => Self::ActionFailed {
-                action: (*action).into(),
-                kind: (*kind).into(),
-                message: message.clone(),
-            },
-            tether::EventError::Cancelled { action } => {
-                Self::Cancelled { action: (*action).into() }
+impl EventError {
+    /// The record's view of a node error that is not a failure of the call
+    /// itself (those become [`TetherError`]s), with the no-action reason
+    /// the seed-compatible record gives it.
+    fn flattened(error: &tether::EventError) -> (Self, Option<NoAction>) {
+        match error {
+            tether::EventError::ActionFailed { action, failure, .. } => (
+                Self::ActionFailed {
+                    action: (*action).into(),
+                    kind: failure.kind.into(),
+                    message: failure.message.clone(),
+                },
+                None,
+            ),
+            tether::EventError::Cancelled { action, .. } => {
+                (Self::Cancelled { action: (*action).into() }, None)
             }
-            tether::EventError::Superseded => Self::Superseded,
-            tether::EventError::Parked { reason } => {
-                Self::Parked { reason: reason.map(ParkReason::from) }
+            tether::EventError::Superseded => (Self::Superseded, Some(NoAction::Superseded)),
+            tether::EventError::Parked(reason) => {
+                (Self::Parked { reason: (*reason).into() }, Some(NoAction::Parked))
             }
             // `EventError` is non-exhaustive: keep its words.
-            other => Self::Other { message: other.to_string() },
+            other => (Self::Other { message: other.to_string() }, None),
         }
     }
 }
 
-impl From<tether::NetworkEventResult> for NetworkEventResult {
-    fn from(value: tether::NetworkEventResult) -> Self {
-        Self {
-            event: value.event.into(),
-            action: value.action.map(ActionKind::from),
-            success: value.success,
-            error: value.error.as_ref().map(EventError::from),
-            error_message: value.error.as_ref().map(ToString::to_string),
-            duration_ms: value.duration_ms,
-            coalesced: value.coalesced,
-            no_action: value.no_action.map(NoAction::from),
+/// Flattens a node's typed answer into the seed-compatible record, at the
+/// FFI edge only. A call that the node did not answer (shut down, mailbox
+/// full, result timeout) is an error of the call, not a record.
+pub(crate) fn flatten(
+    event: tether::NetworkEvent,
+    answer: Result<tether::Handled, tether::EventError>,
+    started: Instant,
+) -> Result<NetworkEventResult, TetherError> {
+    let record = match answer {
+        Ok(handled) => {
+            let (action, no_action) = match handled.by {
+                tether::HandledBy::Action(kind) => (Some(kind.into()), None),
+                tether::HandledBy::NoAction(reason) => (None, Some(reason.into())),
+            };
+            NetworkEventResult {
+                event: handled.event.into(),
+                action,
+                success: true,
+                error: None,
+                error_message: None,
+                duration_ms: millis(handled.elapsed),
+                coalesced: handled.coalesced,
+                no_action,
+            }
         }
-    }
+        Err(tether::EventError::Node(error)) => return Err(error.into()),
+        Err(error) => {
+            let (flat, no_action) = EventError::flattened(&error);
+            let coalesced = match error {
+                tether::EventError::ActionFailed { coalesced, .. }
+                | tether::EventError::Cancelled { coalesced, .. } => coalesced,
+                _ => false,
+            };
+            NetworkEventResult {
+                event: event.into(),
+                action: error.action().map(ActionKind::from),
+                success: false,
+                error: Some(flat),
+                error_message: Some(error.to_string()),
+                duration_ms: millis(started.elapsed()),
+                coalesced,
+                no_action,
+            }
+        }
+    };
+    Ok(record)
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

@@ -16,17 +16,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use tether_recovery::{
-    ActionCommand, ActionId, ActionKind, ActionOutcome, CleanupReason, ConnectionState, Input,
-    NetworkEvent, NoAction, Resolution, Supervisor, Ticket, Verdict,
+    ActionCommand, ActionError, ActionId, ActionKind, ActionOutcome, CleanupReason,
+    ConnectionState, Input, NetworkEvent, Resolution, Supervisor, Ticket, Verdict,
 };
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace, warn};
 
-use crate::executor::{ActionContext, ActionError, ActionResult, LinkEvent, RecoveryExecutor};
+use crate::executor::{ActionContext, ActionResult, LinkEvent, RecoveryExecutor};
 use crate::mailbox::{Reply, Request};
-use crate::{ActionReport, EventError, NetworkEventResult, NodeConfig, NodeError};
+use crate::{ActionReport, EventError, Handled, HandledBy, NodeConfig, NodeError};
 
 type ActionFuture = Pin<Box<dyn Future<Output = ActionResult> + Send>>;
 
@@ -75,8 +75,6 @@ pub(crate) struct Driver<E> {
     next_ticket: u64,
     /// Waiter count at which closed waiters are swept next.
     sweep_at: usize,
-    /// The error of the action that just ended, for its callers' answers.
-    last_failure: Option<(ActionId, ActionError)>,
     state: watch::Sender<ConnectionState>,
     reports: broadcast::Sender<ActionReport>,
 }
@@ -107,7 +105,6 @@ impl<E: RecoveryExecutor> Driver<E> {
             waiters: HashMap::new(),
             next_ticket: 0,
             sweep_at: FIRST_SWEEP,
-            last_failure: None,
             state: parts.state,
             reports: parts.reports,
         }
@@ -191,13 +188,7 @@ impl<E: RecoveryExecutor> Driver<E> {
         // Invariant: `ActionDone` only comes from a running action.
         let Some(action) = self.running.take() else { return };
         self.end_report(&action, outcome_of(&result), result.as_ref().err().cloned());
-        let input = Input::ActionCompleted {
-            id: action.id,
-            result: result.as_ref().map_err(|e| e.kind).copied(),
-        };
-        if let Err(err) = result {
-            self.last_failure = Some((action.id, err));
-        }
+        let input = Input::ActionCompleted { id: action.id, result };
         if let Err(err) = self.supervisor.handle_input(Instant::now().into_std(), input) {
             warn!(name: "node.contract", error = %err);
         }
@@ -215,7 +206,6 @@ impl<E: RecoveryExecutor> Driver<E> {
         while let Some(resolution) = self.supervisor.poll_resolution() {
             self.answer(resolution);
         }
-        self.last_failure = None;
         let state = self.supervisor.state();
         self.state.send_if_modified(|current| {
             let changed = *current != state;
@@ -290,48 +280,31 @@ impl<E: RecoveryExecutor> Driver<E> {
         });
     }
 
+    /// Forwards a resolution to its caller: every fact is in the verdict.
     fn answer(&mut self, resolution: Resolution) {
         let Some(waiter) = self.waiters.remove(&resolution.ticket) else { return };
-        let action = resolution.action.map(|(_, kind)| kind);
-        let (error, no_action) = match resolution.verdict {
-            Verdict::Succeeded => (None, None),
-            Verdict::Failed(kind) => {
-                let message = match (&self.last_failure, resolution.action) {
-                    (Some((failed, err)), Some((id, _))) if *failed == id => err.message.clone(),
-                    _ => kind.name().to_owned(),
-                };
-                let action = action.unwrap_or(ActionKind::Restore);
-                (Some(EventError::ActionFailed { action, kind, message }), None)
-            }
-            Verdict::Cancelled => (
-                Some(EventError::Cancelled { action: action.unwrap_or(ActionKind::Restore) }),
-                None,
-            ),
-            Verdict::NoAction(NoAction::Superseded) => {
-                (Some(EventError::Superseded), Some(NoAction::Superseded))
-            }
-            Verdict::NoAction(NoAction::Parked) => {
-                let reason = match self.supervisor.state() {
-                    ConnectionState::Parked { reason } => Some(reason),
-                    _ => None,
-                };
-                (Some(EventError::Parked { reason }), Some(NoAction::Parked))
-            }
-            Verdict::NoAction(reason) => (None, Some(reason)),
-        };
-        let elapsed = waiter.accepted_at.elapsed();
         trace!(name: "node.answer", ticket = resolution.ticket.0, ok = resolution.is_success());
-        let result = NetworkEventResult {
-            event: waiter.event,
-            action,
-            success: resolution.is_success(),
-            error,
-            duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
-            coalesced: resolution.coalesced,
-            no_action,
+        let coalesced = resolution.coalesced;
+        let by = match resolution.verdict {
+            Verdict::Succeeded { action } => Ok(HandledBy::Action(action.kind)),
+            Verdict::NoAction(reason) => Ok(HandledBy::NoAction(reason)),
+            Verdict::Failed { action, failure } => {
+                Err(EventError::ActionFailed { action: action.kind, failure, coalesced })
+            }
+            Verdict::Cancelled { action } => {
+                Err(EventError::Cancelled { action: action.kind, coalesced })
+            }
+            Verdict::Superseded => Err(EventError::Superseded),
+            Verdict::Parked(reason) => Err(EventError::Parked(reason)),
         };
+        let result = by.map(|by| Handled {
+            event: waiter.event,
+            by,
+            coalesced,
+            elapsed: waiter.accepted_at.elapsed(),
+        });
         // The caller may have stopped waiting; that is its right.
-        let _ = waiter.reply.send(Ok(result));
+        let _ = waiter.reply.send(result);
     }
 
     /// Forgets waiters whose callers stopped waiting, once the map grows.
@@ -367,14 +340,9 @@ impl<E: RecoveryExecutor> Driver<E> {
                             outcome_of(&result),
                             result.as_ref().err().cloned(),
                         );
-                        let input = Input::ActionCompleted {
-                            id: action.id,
-                            result: result.as_ref().map_err(|e| e.kind).copied(),
-                        };
+                        let input =
+                            Input::ActionCompleted { id: action.id, result: result.clone() };
                         let _ = self.supervisor.handle_input(Instant::now().into_std(), input);
-                        if let Err(err) = &result {
-                            self.last_failure = Some((action.id, err.clone()));
-                        }
                         self.flush();
                         result
                     }
@@ -393,12 +361,12 @@ impl<E: RecoveryExecutor> Driver<E> {
         let mut callers_answered = 0;
         while let Ok(Request::Event { reply, .. }) = self.mailbox.try_recv() {
             if let Some(reply) = reply {
-                let _ = reply.send(Err(NodeError::Shutdown));
+                let _ = reply.send(Err(NodeError::Shutdown.into()));
                 callers_answered += 1;
             }
         }
         for (_, waiter) in self.waiters.drain() {
-            let _ = waiter.reply.send(Err(NodeError::Shutdown));
+            let _ = waiter.reply.send(Err(NodeError::Shutdown.into()));
             callers_answered += 1;
         }
         self.state.send_replace(ConnectionState::Closed);

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tether_recovery::DriveError;
+use tether_recovery::PolicyError;
 
 /// Why a call to a node failed. The work an event started may still go
 /// on (see each variant).
@@ -25,5 +25,5 @@ pub enum NodeError {
     NoRuntime,
     /// The node's configuration is invalid.
     #[error("invalid node configuration: {0}")]
-    Config(#[from] DriveError),
+    Config(#[from] PolicyError),
 }

@@ -4,37 +4,9 @@
 
 use std::future::Future;
 
-use tether_recovery::{ActionId, ActionKind, FailureKind};
+use tether_recovery::{ActionError, ActionId, ActionKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-
-/// Why an action failed: the kind the Supervisor decides on, and a
-/// message for people.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{kind}: {message}")]
-pub struct ActionError {
-    /// How the Supervisor classifies the failure.
-    pub kind: FailureKind,
-    /// What went wrong, for logs and callers.
-    pub message: String,
-}
-
-impl ActionError {
-    /// An error of `kind` with `message`.
-    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into() }
-    }
-
-    /// A bounded step ran out of time.
-    pub fn timeout(message: impl Into<String>) -> Self {
-        Self::new(FailureKind::Timeout, message)
-    }
-
-    /// The server or peer could not be reached.
-    pub fn unreachable(message: impl Into<String>) -> Self {
-        Self::new(FailureKind::Unreachable, message)
-    }
-}
 
 /// What an action is, handed to the executor with it.
 #[derive(Debug, Clone)]

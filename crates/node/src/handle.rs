@@ -4,16 +4,17 @@ use tether_recovery::{
     AppLifecycleState, CleanupReason, NetworkEvent, NetworkSnapshot, ReconnectReason,
 };
 
-use crate::{NetworkEventResult, NodeError, NodeRef};
+use crate::{EventError, Handled, NodeError, NodeRef};
 
 /// What platform adapters (Swift `NWPathMonitor`, Kotlin
 /// `NetworkCallback`, the Linux path monitor, FFI) call. Cheap to clone,
 /// `Send + Sync`.
 ///
 /// Each method returns when the action the event led to (or that subsumed
-/// it) has finished, bounded by the node's result timeout; stale and
-/// duplicate events return at once with no action. Errors are those of
-/// [`NodeRef::call`].
+/// it) has finished, bounded by the node's result timeout: [`Handled`]
+/// when it succeeded or none was needed (stale and duplicate events return
+/// at once), an [`EventError`] saying why not otherwise. Errors are those
+/// of [`NodeRef::call`].
 #[derive(Debug, Clone)]
 pub struct NetworkEventHandle {
     node: NodeRef,
@@ -33,7 +34,7 @@ impl NetworkEventHandle {
     pub async fn network_path_changed(
         &self,
         snapshot: NetworkSnapshot,
-    ) -> Result<NetworkEventResult, NodeError> {
+    ) -> Result<Handled, EventError> {
         self.node.call(NetworkEvent::NetworkPathChanged { snapshot }).await
     }
 
@@ -45,7 +46,7 @@ impl NetworkEventHandle {
     pub async fn app_lifecycle_changed(
         &self,
         state: AppLifecycleState,
-    ) -> Result<NetworkEventResult, NodeError> {
+    ) -> Result<Handled, EventError> {
         self.node.call(NetworkEvent::AppLifecycleChanged { state }).await
     }
 
@@ -54,10 +55,7 @@ impl NetworkEventHandle {
     /// # Cancel safety
     ///
     /// As [`NodeRef::call`].
-    pub async fn cleanup_connections(
-        &self,
-        reason: CleanupReason,
-    ) -> Result<NetworkEventResult, NodeError> {
+    pub async fn cleanup_connections(&self, reason: CleanupReason) -> Result<Handled, EventError> {
         self.node.call(NetworkEvent::CleanupConnections { reason }).await
     }
 
@@ -66,10 +64,7 @@ impl NetworkEventHandle {
     /// # Cancel safety
     ///
     /// As [`NodeRef::call`].
-    pub async fn force_reconnect(
-        &self,
-        reason: ReconnectReason,
-    ) -> Result<NetworkEventResult, NodeError> {
+    pub async fn force_reconnect(&self, reason: ReconnectReason) -> Result<Handled, EventError> {
         self.node.call(NetworkEvent::ForceReconnect { reason }).await
     }
 

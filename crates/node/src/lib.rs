@@ -7,8 +7,8 @@
 //! Supervisor's actions run through a [`RecoveryExecutor`] (the real
 //! signaling + WebRTC one, or the [`ScriptedExecutor`] that plays scenario
 //! effects), one at a time; their outcomes go back in as inputs, and every
-//! caller gets exactly one answer: a [`NetworkEventResult`] or a clear
-//! [`NodeError`].
+//! caller gets exactly one answer: [`Handled`] or an [`EventError`]
+//! saying why not.
 //!
 //! Time comes from `tokio::time::Instant`, so `#[tokio::test(start_paused
 //! = true)]` drives a node end to end on virtual time.
@@ -31,10 +31,8 @@ pub mod reliable;
 pub use config::NodeConfig;
 pub use driver::ShutdownReport;
 pub use error::NodeError;
-pub use event_result::{EventError, NetworkEventResult};
-pub use executor::{
-    ActionContext, ActionError, ActionResult, LinkEvent, LinkReporter, RecoveryExecutor,
-};
+pub use event_result::{EventError, Handled, HandledBy};
+pub use executor::{ActionContext, ActionResult, LinkEvent, LinkReporter, RecoveryExecutor};
 pub use handle::NetworkEventHandle;
 pub use live::{Message, Messages, RtcNode, RtcNodeConfig, SendError};
 pub use mailbox::NodeRef;
@@ -45,7 +43,8 @@ pub use scripted::ScriptedExecutor;
 /// The event model and policy, re-exported so that applications need only
 /// this crate.
 pub use tether_recovery::{
-    ActionId, ActionKind, ActionOutcome, AppLifecycleState, Availability, CleanupReason,
-    ConnectionState, FailureKind, InitialState, NetworkEvent, NetworkSnapshot, NoAction,
-    ParkReason, PathStatus, Phase, PolicyConfig, ReconnectReason, Transport, TransportSet,
+    ActionError, ActionId, ActionKind, ActionOutcome, AppLifecycleState, Availability,
+    CleanupReason, ConnectionState, FailureKind, InitialState, NetworkEvent, NetworkSnapshot,
+    NoAction, ParkReason, PathStatus, Phase, PolicyConfig, ReconnectReason, Transport,
+    TransportSet,
 };

@@ -9,10 +9,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout_at};
 use tracing::trace;
 
-use crate::{NetworkEventResult, NodeError};
+use crate::{EventError, Handled, NodeError};
 
 /// Where a request's answer goes.
-pub(crate) type Reply = oneshot::Sender<Result<NetworkEventResult, NodeError>>;
+pub(crate) type Reply = oneshot::Sender<Result<Handled, EventError>>;
 
 /// One message to the node's driver.
 #[derive(Debug)]
@@ -42,6 +42,10 @@ impl NodeRef {
     ///
     /// # Errors
     ///
+    /// What the event's work came to ([`EventError::ActionFailed`],
+    /// [`EventError::Cancelled`], [`EventError::Superseded`],
+    /// [`EventError::Parked`]), or [`EventError::Node`] when the node did
+    /// not answer:
     /// - [`NodeError::ResultTimeout`]: accepted, but no result in time; the
     ///   work goes on.
     /// - [`NodeError::MailboxFull`]: not accepted within the timeout.
@@ -53,22 +57,22 @@ impl NodeRef {
     /// after the event was accepted does not withdraw it: the node still
     /// acts on it and only the answer is discarded; other callers are not
     /// affected.
-    pub async fn call(&self, event: NetworkEvent) -> Result<NetworkEventResult, NodeError> {
+    pub async fn call(&self, event: NetworkEvent) -> Result<Handled, EventError> {
         let accepted_at = Instant::now();
         let deadline = accepted_at + self.result_timeout;
         let (reply, answer) = oneshot::channel();
         let request = Request::Event { event, reply: Some(reply), accepted_at };
         match timeout_at(deadline, self.tx.send(request)).await {
-            Err(_) => return Err(NodeError::MailboxFull),
-            Ok(Err(_)) => return Err(NodeError::Shutdown),
+            Err(_) => return Err(NodeError::MailboxFull.into()),
+            Ok(Err(_)) => return Err(NodeError::Shutdown.into()),
             Ok(Ok(())) => trace!(name: "node.enqueue", event = event.name(), waits = true),
         }
         match timeout_at(deadline, answer).await {
             Ok(Ok(result)) => result,
             // The driver answers every waiter before it stops; a dropped
             // reply means it is gone.
-            Ok(Err(_)) => Err(NodeError::Shutdown),
-            Err(_) => Err(NodeError::ResultTimeout(self.result_timeout)),
+            Ok(Err(_)) => Err(NodeError::Shutdown.into()),
+            Err(_) => Err(NodeError::ResultTimeout(self.result_timeout).into()),
         }
     }
 

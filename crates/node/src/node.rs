@@ -8,8 +8,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::ActionError;
 use crate::driver::{Driver, DriverParts, ShutdownReport};
-use crate::executor::{ActionError, LinkReporter, RecoveryExecutor};
+use crate::executor::{LinkReporter, RecoveryExecutor};
 use crate::{ActionReport, NetworkEventHandle, NodeConfig, NodeError, NodeRef};
 
 /// How many action reports a slow subscriber may lag behind before it

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tether_recovery::{ActionId, ActionKind, ActionOutcome};
 use tokio::time::Instant;
 
-use crate::executor::ActionError;
+use crate::ActionError;
 
 /// One action started or ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

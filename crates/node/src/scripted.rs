@@ -10,7 +10,8 @@ use std::time::Duration;
 use tether_recovery::ActionKind;
 use tether_recovery::scenario::Effects;
 
-use crate::executor::{ActionContext, ActionError, ActionResult, LinkReporter, RecoveryExecutor};
+use crate::ActionError;
+use crate::executor::{ActionContext, ActionResult, LinkReporter, RecoveryExecutor};
 
 /// Plays scripted effects. See the [module docs](self).
 #[derive(Debug)]

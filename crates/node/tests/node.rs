@@ -8,7 +8,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use tether::{
-    ActionKind, ActionReport, Availability, CleanupReason, ConnectionState, EventError,
+    ActionKind, ActionReport, Availability, CleanupReason, ConnectionState, EventError, HandledBy,
     InitialState, NetworkEvent, NetworkSnapshot, NoAction, Node, NodeConfig, NodeError, Phase,
     ReconnectReason, ScriptedExecutor, Transport, TransportSet,
 };
@@ -70,13 +70,13 @@ async fn stale_and_duplicate_events_answer_at_once() {
         .network_path_changed(snapshot(1, Availability::Unavailable, Transport::Wifi))
         .await
         .unwrap();
-    assert_eq!((stale.action, stale.no_action, stale.success), (None, Some(NoAction::Stale), true));
+    assert_eq!(stale.by, HandledBy::NoAction(NoAction::Stale));
     let duplicate = handle
         .network_path_changed(snapshot(2, Availability::Available, Transport::Wifi))
         .await
         .unwrap();
-    assert_eq!(duplicate.no_action, Some(NoAction::Duplicate));
-    assert_eq!(duplicate.duration_ms, 0);
+    assert_eq!(duplicate.by, HandledBy::NoAction(NoAction::Duplicate));
+    assert_eq!(duplicate.elapsed, Duration::ZERO);
     assert_eq!(Instant::now(), started, "no virtual time passed");
     assert_eq!(executor.starts(ActionKind::Restore), 0);
 }
@@ -96,9 +96,9 @@ async fn an_event_hears_its_action_and_the_state_follows() {
         ConnectionState::Recovering { action: ActionKind::Restore, attempt: 1 }
     );
     let result = call.await.unwrap().unwrap();
-    assert_eq!(result.action, Some(ActionKind::Restore));
-    assert!(result.success && !result.coalesced && result.error.is_none());
-    assert_eq!(result.duration_ms, 250);
+    assert_eq!(result.by, HandledBy::Action(ActionKind::Restore));
+    assert!(!result.coalesced);
+    assert_eq!(result.elapsed, Duration::from_millis(250));
     assert_eq!(*state.borrow_and_update(), ConnectionState::Connected);
 }
 
@@ -118,7 +118,7 @@ async fn coalesced_callers_share_one_result() {
         results.push(done.unwrap().unwrap());
     }
     assert_eq!(executor.starts(ActionKind::Reconnect), 1, "five requests, one reconnect");
-    assert!(results.iter().all(|(_, r)| r.action == Some(ActionKind::Reconnect) && r.success));
+    assert!(results.iter().all(|(_, r)| r.by == HandledBy::Action(ActionKind::Reconnect)));
     assert_eq!(results.iter().filter(|(_, r)| !r.coalesced).count(), 1);
     assert_eq!(results.iter().filter(|(_, r)| r.coalesced).count(), 4);
 }
@@ -184,8 +184,7 @@ async fn a_caller_that_stops_waiting_disturbs_nobody() {
     impatient.abort();
     assert!(impatient.await.unwrap_err().is_cancelled());
     let result = patient.await.unwrap().unwrap();
-    assert_eq!(result.action, Some(ActionKind::Restore));
-    assert!(result.success);
+    assert_eq!(result.by, HandledBy::Action(ActionKind::Restore));
     // The route change during the first restore still got its follow-up.
     assert_eq!(executor.starts(ActionKind::Restore), 2);
 }
@@ -201,7 +200,7 @@ async fn the_timeout_error_arrives_while_the_work_goes_on() {
         .network_path_changed(snapshot(1, Availability::Available, Transport::Wifi))
         .await
         .unwrap_err();
-    assert_eq!(err, NodeError::ResultTimeout(Duration::from_secs(5)));
+    assert_eq!(err, EventError::Node(NodeError::ResultTimeout(Duration::from_secs(5))));
     assert_eq!(Instant::now() - started, Duration::from_secs(5));
     assert!(err.to_string().contains("the work goes on"), "{err}");
     let start = reports.recv().await.unwrap();
@@ -238,10 +237,10 @@ async fn shutdown_answers_every_pending_caller_and_later_calls_fail_fast() {
     let a = call(path(1, Transport::Wifi), 0);
     let b = call(path(2, Transport::Cellular), 1);
     let c = call(NetworkEvent::CleanupConnections { reason: CleanupReason::ManualReset }, 2);
-    let a = a.await.unwrap().unwrap();
-    assert_eq!(a.error, Some(EventError::Cancelled { action: ActionKind::Restore }));
-    let b = b.await.unwrap().unwrap();
-    assert_eq!(b.error, Some(EventError::Superseded));
+    let a = a.await.unwrap().unwrap_err();
+    assert_eq!(a, EventError::Cancelled { action: ActionKind::Restore, coalesced: false });
+    let b = b.await.unwrap().unwrap_err();
+    assert_eq!(b, EventError::Superseded);
     tokio::time::sleep(Duration::from_millis(100)).await;
     // A call still in the mailbox when shutdown begins, by construction, not
     // by a race: one poll puts it there (there is room), and shutdown is
@@ -260,15 +259,15 @@ async fn shutdown_answers_every_pending_caller_and_later_calls_fail_fast() {
     assert_eq!(executor.starts(ActionKind::Cleanup), 1, "the final cleanup joins the running one");
     let err = report.cleanup.clone().unwrap_err();
     assert_eq!(err.kind, FailureKind::Timeout, "a 20 s cleanup hits the 3 s bound: {err}");
-    assert_eq!(c.await.unwrap().unwrap_err(), NodeError::Shutdown);
-    assert_eq!(queued.unwrap_err(), NodeError::Shutdown);
+    assert_eq!(c.await.unwrap().unwrap_err(), NodeError::Shutdown.into());
+    assert_eq!(queued.unwrap_err(), NodeError::Shutdown.into());
     // Exactly the two still waiting: C (its cleanup was cut short) and the
     // queued reconnect. A and B had their answers already.
     assert_eq!(report.callers_answered, 2, "{report:?}");
 
     let before = Instant::now();
     let late = handle.force_reconnect(ReconnectReason::ManualReconnect).await;
-    assert_eq!(late.unwrap_err(), NodeError::Shutdown);
+    assert_eq!(late.unwrap_err(), NodeError::Shutdown.into());
     assert_eq!(Instant::now(), before, "fails fast");
     let tell = handle
         .node_ref()
@@ -287,7 +286,7 @@ async fn dropping_the_node_shuts_it_down() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let err = handle.cleanup_connections(CleanupReason::ManualReset).await.unwrap_err();
-    assert_eq!(err, NodeError::Shutdown);
+    assert_eq!(err, NodeError::Shutdown.into());
 }
 
 #[tokio::test(start_paused = true)]
@@ -305,13 +304,14 @@ async fn the_actor_path_reaches_the_same_supervisor() {
     );
     // The handle's request joins the reconnect the actor asked for.
     let joined = handle.force_reconnect(ReconnectReason::ManualReconnect).await.unwrap();
-    assert!(joined.coalesced && joined.success);
+    assert!(joined.coalesced);
+    assert_eq!(joined.action(), Some(ActionKind::Reconnect));
     assert_eq!(executor.starts(ActionKind::Reconnect), 1);
     let logout = actor
         .call(NetworkEvent::CleanupConnections { reason: CleanupReason::UserLogout })
         .await
         .unwrap();
-    assert_eq!(logout.action, Some(ActionKind::Cleanup));
+    assert_eq!(logout.by, HandledBy::Action(ActionKind::Cleanup));
     assert_eq!(
         *node.state().borrow(),
         ConnectionState::Parked { reason: tether::ParkReason::UserLogout }
@@ -319,12 +319,8 @@ async fn the_actor_path_reaches_the_same_supervisor() {
     let parked = handle
         .network_path_changed(snapshot(9, Availability::Available, Transport::Cellular))
         .await
-        .unwrap();
-    assert!(!parked.success);
-    assert_eq!(
-        parked.error,
-        Some(EventError::Parked { reason: Some(tether::ParkReason::UserLogout) })
-    );
+        .unwrap_err();
+    assert_eq!(parked, EventError::Parked(tether::ParkReason::UserLogout));
 }
 
 #[tokio::test(start_paused = true)]
@@ -354,12 +350,11 @@ async fn failures_carry_the_executors_message() {
         .handle()
         .network_path_changed(snapshot(1, Availability::Available, Transport::Wifi))
         .await
-        .unwrap();
-    assert!(!result.success);
-    match result.error {
-        Some(EventError::ActionFailed { action, kind, message }) => {
-            assert_eq!((action, kind), (ActionKind::Restore, FailureKind::Unreachable));
-            assert!(message.contains("scripted failure"), "{message}");
+        .unwrap_err();
+    match result {
+        EventError::ActionFailed { action, failure, coalesced: false } => {
+            assert_eq!((action, failure.kind), (ActionKind::Restore, FailureKind::Unreachable));
+            assert!(failure.message.contains("scripted failure"), "{failure}");
         }
         other => panic!("unexpected {other:?}"),
     }

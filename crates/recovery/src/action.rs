@@ -125,6 +125,44 @@ impl fmt::Display for FailureKind {
     }
 }
 
+/// Why an action failed: the kind recovery decisions depend on, and a
+/// message for people. Executors return it; the Supervisor carries it to
+/// every caller whose event the action served.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct ActionError {
+    /// How the Supervisor classifies the failure.
+    pub kind: FailureKind,
+    /// What went wrong, for logs and callers.
+    pub message: String,
+}
+
+impl ActionError {
+    /// An error of `kind` with `message`.
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
+
+    /// A bounded step ran out of time.
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self::new(FailureKind::Timeout, message)
+    }
+
+    /// The server or peer could not be reached.
+    pub fn unreachable(message: impl Into<String>) -> Self {
+        Self::new(FailureKind::Unreachable, message)
+    }
+}
+
+/// One action the Supervisor started: which, and what kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ActionRef {
+    /// Its id.
+    pub id: ActionId,
+    /// What it was.
+    pub kind: ActionKind,
+}
+
 /// How an action ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ActionOutcome {

@@ -26,12 +26,14 @@ pub mod scenario;
 pub mod simulation;
 pub mod workload;
 
-pub use action::{ActionCommand, ActionId, ActionKind, ActionOutcome, FailureKind};
+pub use action::{
+    ActionCommand, ActionError, ActionId, ActionKind, ActionOutcome, ActionRef, FailureKind,
+};
 pub use event::{
     AppLifecycleState, Availability, CleanupReason, NetworkEvent, NetworkSnapshot, ReconnectReason,
     Transport, TransportSet,
 };
-pub use policy::PolicyConfig;
+pub use policy::{PolicyConfig, PolicyError};
 pub use resolution::{NoAction, Resolution, Ticket, Verdict};
 pub use state::{ConnectionState, ParkReason, PathStatus, Phase};
 pub use supervisor::{DriveError, InitialState, Input, Supervisor};

@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use crate::DriveError;
-
 /// The longest delay any timer may be armed for: keeps deadline arithmetic
 /// far from `Instant` overflow.
 const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -63,11 +61,10 @@ impl PolicyConfig {
     ///
     /// # Errors
     ///
-    /// [`DriveError::InvalidPolicy`] naming the field that is out of range.
-    pub fn validate(&self) -> Result<(), DriveError> {
-        let invalid = |field: &'static str, reason: &'static str| {
-            Err(DriveError::InvalidPolicy { field, reason })
-        };
+    /// [`PolicyError`] naming the field that is out of range.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        let invalid =
+            |field: &'static str, reason: &'static str| Err(PolicyError { field, reason });
         if !(0.0..1.0).contains(&self.jitter) {
             return invalid("jitter", "must be at least 0 and less than 1");
         }
@@ -120,4 +117,14 @@ mod tests {
         let cap = PolicyConfig { backoff_cap: Duration::from_millis(1), ..PolicyConfig::default() };
         assert!(cap.validate().unwrap_err().to_string().contains("backoff_cap"));
     }
+}
+
+/// A policy knob is out of range: the Supervisor cannot be built with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid policy: {field} {reason}")]
+pub struct PolicyError {
+    /// The field.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: &'static str,
 }

@@ -6,14 +6,14 @@
 //! [`Resolution`] per ticket, drained with
 //! [`Supervisor::poll_resolution`](crate::Supervisor::poll_resolution).
 
-use crate::{ActionId, ActionKind, FailureKind};
+use crate::{ActionError, ActionRef, ParkReason};
 
 /// An opaque caller token chosen by the driver; the Supervisor only carries
 /// it and hands it back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Ticket(pub u64);
 
-/// Why an event led to no action of its own.
+/// Why an event needed no action: it is handled as it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NoAction {
     /// A snapshot whose sequence was not greater than the last accepted one.
@@ -23,12 +23,6 @@ pub enum NoAction {
     /// The event changed what the node believes (metered flags, background,
     /// offline after a cleanup) but warrants no action.
     StateOnly,
-    /// Recovery is parked; the event was recorded but recovers nothing.
-    Parked,
-    /// The work the event asked for was dropped before it started: a cleanup
-    /// or an offline commit took its place, or the path came back within the
-    /// offline grace.
-    Superseded,
 }
 
 impl NoAction {
@@ -38,32 +32,65 @@ impl NoAction {
             Self::Stale => "stale",
             Self::Duplicate => "duplicate",
             Self::StateOnly => "state_only",
-            Self::Parked => "parked",
-            Self::Superseded => "superseded",
         }
     }
 }
 
-/// How the work behind a ticket ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// How the work behind a ticket ended. Every fact a caller's answer needs
+/// is here: the action, its failure, the park reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// The action succeeded.
-    Succeeded,
-    /// The action failed (a retry may follow; it resolves no ticket).
-    Failed(FailureKind),
-    /// The action was cancelled by a cleanup or by the path going offline.
-    Cancelled,
-    /// No action ran for this event.
+    /// The action the event led to (or that absorbed it) succeeded.
+    Succeeded {
+        /// The action.
+        action: ActionRef,
+    },
+    /// That action failed (a retry may follow on its own; it answers no
+    /// ticket).
+    Failed {
+        /// The action.
+        action: ActionRef,
+        /// How it failed, as the executor reported it.
+        failure: ActionError,
+    },
+    /// That action was cancelled by a cleanup or by the path going offline.
+    Cancelled {
+        /// The action.
+        action: ActionRef,
+    },
+    /// The work the event asked for was dropped before it started: a
+    /// cleanup or an offline commit took its place, or the path came back
+    /// within the offline grace.
+    Superseded,
+    /// Recovery is parked; the event was recorded but recovers nothing.
+    Parked(ParkReason),
+    /// No action was needed.
     NoAction(NoAction),
 }
 
+impl Verdict {
+    /// The action that served the event, if one ran.
+    pub fn action(&self) -> Option<ActionRef> {
+        match self {
+            Self::Succeeded { action }
+            | Self::Failed { action, .. }
+            | Self::Cancelled { action } => Some(*action),
+            Self::Superseded | Self::Parked(_) | Self::NoAction(_) => None,
+        }
+    }
+
+    /// Whether the caller should see success: the action succeeded, or no
+    /// action was needed.
+    pub fn is_success(&self) -> bool {
+        matches!(self, Self::Succeeded { .. } | Self::NoAction(_))
+    }
+}
+
 /// The answer for one [`Ticket`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolution {
     /// The caller's ticket.
     pub ticket: Ticket,
-    /// The action the event led to, or that subsumed it.
-    pub action: Option<(ActionId, ActionKind)>,
     /// How it ended.
     pub verdict: Verdict,
     /// Whether the event shared an action that another event started (it
@@ -76,11 +103,7 @@ impl Resolution {
     /// Whether the caller should see success: the action succeeded, or no
     /// action was needed.
     pub fn is_success(&self) -> bool {
-        match self.verdict {
-            Verdict::Succeeded => true,
-            Verdict::NoAction(reason) => !matches!(reason, NoAction::Superseded | NoAction::Parked),
-            Verdict::Failed(_) | Verdict::Cancelled => false,
-        }
+        self.verdict.is_success()
     }
 }
 

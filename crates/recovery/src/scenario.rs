@@ -556,16 +556,13 @@ impl RawPolicy {
                 .unwrap_or(defaults.restore_failures_before_reconnect),
             settle_window,
         };
-        policy.validate().map_err(|err| match err {
-            crate::DriveError::InvalidPolicy { field, reason } => {
-                let field = match field {
-                    "offline_grace" | "long_background" | "backoff_base" | "backoff_cap"
-                    | "settle_window" => format!("{field}_ms"),
-                    other => other.to_owned(),
-                };
-                format!("policy.{field}: {reason}")
-            }
-            other => other.to_string(),
+        policy.validate().map_err(|crate::PolicyError { field, reason }| {
+            let field = match field {
+                "offline_grace" | "long_background" | "backoff_base" | "backoff_cap"
+                | "settle_window" => format!("{field}_ms"),
+                other => other.to_owned(),
+            };
+            format!("policy.{field}: {reason}")
         })?;
         Ok(policy)
     }

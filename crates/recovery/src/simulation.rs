@@ -21,8 +21,8 @@ use serde_json::json;
 
 use crate::scenario::{Scenario, ScenarioInput};
 use crate::{
-    ActionCommand, ActionId, ActionKind, ActionOutcome, ConnectionState, DriveError, FailureKind,
-    Input, PathStatus, Phase, Resolution, Supervisor, Ticket,
+    ActionCommand, ActionError, ActionId, ActionKind, ActionOutcome, ConnectionState, DriveError,
+    FailureKind, Input, PathStatus, Phase, PolicyError, Resolution, Supervisor, Ticket,
 };
 
 /// Upper bound on simulation steps, so that no input can make a run spin.
@@ -153,6 +153,10 @@ pub enum SimulationError {
     /// The Supervisor rejected its driving (a bug in the runner or the core).
     #[error("supervisor rejected the simulated executor: {0}")]
     Drive(#[from] DriveError),
+    /// The scenario's policy could not build a Supervisor (the parser
+    /// checks it first, so only a hand-built scenario gets here).
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     /// The run did not settle within its step budget.
     #[error("the run did not settle within {MAX_STEPS} steps")]
     Runaway,
@@ -211,7 +215,12 @@ pub fn run(scenario: &Scenario, epoch: Instant) -> Result<Trace, SimulationError
             });
             supervisor.handle_input(
                 now,
-                Input::ActionCompleted { id: effect.id, result: effect.result },
+                Input::ActionCompleted {
+                    id: effect.id,
+                    result: effect
+                        .result
+                        .map_err(|kind| ActionError::new(kind, "failure scripted by the scenario")),
+                },
             )?;
             world.drain(&mut supervisor, scenario, now_offset);
         }

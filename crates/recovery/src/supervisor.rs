@@ -23,14 +23,14 @@ use crate::backoff::Backoff;
 use crate::resolution::Waiters;
 use crate::timer::TimerTable;
 use crate::{
-    ActionCommand, ActionId, ActionKind, ActionOutcome, AppLifecycleState, Availability,
-    CleanupReason, ConnectionState, FailureKind, NetworkEvent, NetworkSnapshot, NoAction,
-    ParkReason, PathStatus, Phase, PolicyConfig, ReconnectReason, Resolution, Ticket, Timer,
-    TransportSet, Verdict,
+    ActionCommand, ActionError, ActionId, ActionKind, ActionOutcome, ActionRef, AppLifecycleState,
+    Availability, CleanupReason, ConnectionState, FailureKind, NetworkEvent, NetworkSnapshot,
+    NoAction, ParkReason, PathStatus, Phase, PolicyConfig, PolicyError, ReconnectReason,
+    Resolution, Ticket, Timer, TransportSet, Verdict,
 };
 
 /// Everything that can change what the Supervisor decides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
     /// A platform or application event. Pass a ticket to get one
     /// [`Resolution`] for it.
@@ -45,8 +45,9 @@ pub enum Input {
     ActionCompleted {
         /// The id from [`ActionCommand::Start`].
         id: ActionId,
-        /// `Ok` when it did its job.
-        result: Result<(), FailureKind>,
+        /// `Ok` when it did its job; the executor's error otherwise, which
+        /// the Supervisor hands to every caller the action served.
+        result: Result<(), ActionError>,
     },
     /// The signaling link died on its own (server closed it, ping timeout).
     SignalingLost,
@@ -89,7 +90,8 @@ impl Default for InitialState {
     }
 }
 
-/// Misuse of the driving contract.
+/// Misuse of the driving contract (building a Supervisor fails with a
+/// [`PolicyError`] instead).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DriveError {
@@ -100,14 +102,6 @@ pub enum DriveError {
     NotRunning {
         /// The id that was reported.
         id: ActionId,
-    },
-    /// A policy knob is out of range.
-    #[error("invalid policy: {field} {reason}")]
-    InvalidPolicy {
-        /// The field.
-        field: &'static str,
-        /// What is wrong with it.
-        reason: &'static str,
     },
 }
 
@@ -191,8 +185,8 @@ impl Supervisor {
     ///
     /// # Errors
     ///
-    /// [`DriveError::InvalidPolicy`] when a knob is out of range.
-    pub fn new(config: PolicyConfig, initial: InitialState) -> Result<Self, DriveError> {
+    /// [`PolicyError`] when a knob is out of range.
+    pub fn new(config: PolicyConfig, initial: InitialState) -> Result<Self, PolicyError> {
         config.validate()?;
         let backoff =
             Backoff::new(config.backoff_base, config.backoff_cap, config.jitter, config.seed);
@@ -343,13 +337,13 @@ impl Supervisor {
             self.last_timeout_reason = Some(timer);
             trace!(name: "recovery.timer", timer = timer.name());
             match timer {
-                Timer::OfflineGrace => self.commit_offline(now),
+                Timer::OfflineGrace => self.commit_offline(),
                 Timer::Retry => {
                     let kind = self.retry_kind;
                     self.fold_pending(kind, None, false);
-                    self.drive(now);
+                    self.drive();
                 }
-                Timer::Settle => self.drive(now),
+                Timer::Settle => self.drive(),
             }
         }
     }
@@ -384,7 +378,7 @@ impl Supervisor {
             NetworkEvent::AppLifecycleChanged { state } => {
                 self.lifecycle_changed(now, state, ticket)
             }
-            NetworkEvent::CleanupConnections { reason } => self.cleanup(now, reason, ticket),
+            NetworkEvent::CleanupConnections { reason } => self.cleanup(reason, ticket),
             NetworkEvent::ForceReconnect { reason } => self.force_reconnect(now, reason, ticket),
         }
     }
@@ -395,7 +389,7 @@ impl Supervisor {
     /// grace.
     fn path_changed(&mut self, now: Instant, snapshot: NetworkSnapshot, ticket: Option<Ticket>) {
         if snapshot.sequence <= self.path.sequence {
-            return self.answer(ticket, NoAction::Stale);
+            return self.answer(ticket, Verdict::NoAction(NoAction::Stale));
         }
         let previous = mem::replace(&mut self.path, snapshot);
         let same_route = previous.same_route(&snapshot);
@@ -404,7 +398,7 @@ impl Supervisor {
             Availability::Unavailable => {
                 if same_route {
                     // A repeated Unavailable does not restart the grace.
-                    return self.answer(ticket, NoAction::Duplicate);
+                    return self.answer(ticket, Verdict::NoAction(NoAction::Duplicate));
                 }
                 self.timers.set(Timer::OfflineGrace, now + self.config.offline_grace);
                 self.grace_waiters.push(ticket, false);
@@ -426,9 +420,9 @@ impl Supervisor {
                 } else if previous.is_expensive != snapshot.is_expensive
                     || previous.is_constrained != snapshot.is_constrained
                 {
-                    self.answer(ticket, NoAction::StateOnly);
+                    self.answer(ticket, Verdict::NoAction(NoAction::StateOnly));
                 } else {
-                    self.answer(ticket, NoAction::Duplicate);
+                    self.answer(ticket, Verdict::NoAction(NoAction::Duplicate));
                 }
             }
         }
@@ -439,7 +433,7 @@ impl Supervisor {
     fn leave_offline(&mut self, was_unavailable: bool) {
         if self.timers.is_armed(Timer::OfflineGrace) {
             self.timers.stop(Timer::OfflineGrace);
-            self.answer_all_waiting_grace(NoAction::Superseded);
+            self.answer_all_waiting_grace(Verdict::Superseded);
         }
         if was_unavailable {
             self.offline_committed = false;
@@ -458,20 +452,24 @@ impl Supervisor {
         match state {
             AppLifecycleState::Background => {
                 if self.phase == Phase::Background {
-                    return self.answer(ticket, NoAction::Duplicate);
+                    return self.answer(ticket, Verdict::NoAction(NoAction::Duplicate));
                 }
                 self.phase = Phase::Background;
-                self.answer(ticket, NoAction::StateOnly);
+                self.answer(ticket, Verdict::NoAction(NoAction::StateOnly));
             }
             AppLifecycleState::Foreground { background_duration_ms } => {
                 let previous = mem::replace(&mut self.phase, Phase::Foreground);
                 let long =
                     u128::from(background_duration_ms) >= self.config.long_background.as_millis();
                 match previous {
-                    Phase::Foreground => return self.answer(ticket, NoAction::Duplicate),
+                    Phase::Foreground => {
+                        return self.answer(ticket, Verdict::NoAction(NoAction::Duplicate));
+                    }
                     // Cold start already counted as foreground: only an
                     // explicit long absence warrants work.
-                    Phase::Unknown if !long => return self.answer(ticket, NoAction::StateOnly),
+                    Phase::Unknown if !long => {
+                        return self.answer(ticket, Verdict::NoAction(NoAction::StateOnly));
+                    }
                     Phase::Unknown | Phase::Background => {}
                 }
                 self.failures = 0;
@@ -483,18 +481,18 @@ impl Supervisor {
 
     /// Cleanup tears down at once, drops what waits, never reconnects, and
     /// parks on logout or termination; a second one joins the first.
-    fn cleanup(&mut self, now: Instant, reason: CleanupReason, ticket: Option<Ticket>) {
+    fn cleanup(&mut self, reason: CleanupReason, ticket: Option<Ticket>) {
         let park = ParkReason::from_cleanup(reason);
         // A cleanup drops whatever was decided but not started, whether it
         // starts a Cleanup or joins the one already running.
         if let Some(mut intent) = self.pending.take() {
-            self.resolve(&mut intent.waiters, None, Verdict::NoAction(NoAction::Superseded));
+            self.resolve(&mut intent.waiters, &Verdict::Superseded);
         }
         self.timers.stop(Timer::Retry);
         self.timers.stop(Timer::Settle);
         if self.timers.is_armed(Timer::OfflineGrace) {
             self.timers.stop(Timer::OfflineGrace);
-            self.answer_all_waiting_grace(NoAction::Superseded);
+            self.answer_all_waiting_grace(Verdict::Superseded);
         }
         match park {
             Some(reason) => self.parked = Some(reason),
@@ -507,7 +505,7 @@ impl Supervisor {
             return;
         }
         self.cancel_running_for_good(|_| true);
-        self.start(now, ActionKind::Cleanup, Waiters::one(ticket, false));
+        self.start(ActionKind::Cleanup, Waiters::one(ticket, false));
     }
 
     /// ForceReconnect reconnects, preempting weaker work only when it could
@@ -515,7 +513,7 @@ impl Supervisor {
     fn force_reconnect(&mut self, now: Instant, reason: ReconnectReason, ticket: Option<Ticket>) {
         if let Some(park) = self.parked {
             if park.needs_manual_reconnect() && reason != ReconnectReason::ManualReconnect {
-                return self.answer(ticket, NoAction::Parked);
+                return self.answer(ticket, Verdict::Parked(park));
             }
             debug!(name: "recovery.unpark", reason = park.name());
             self.parked = None;
@@ -565,20 +563,26 @@ impl Supervisor {
         &mut self,
         now: Instant,
         id: ActionId,
-        result: Result<(), FailureKind>,
+        result: Result<(), ActionError>,
     ) -> Result<(), DriveError> {
         let Some(mut running) = self.running.take_if(|r| r.id == id) else {
             return Err(DriveError::NotRunning { id });
         };
         let kind = running.kind;
-        let verdict = match result {
-            Ok(()) => Verdict::Succeeded,
-            Err(failure) => Verdict::Failed(failure),
+        let action = ActionRef { id, kind };
+        let outcome = match &result {
+            Ok(()) => ActionOutcome::Succeeded,
+            Err(failure) => ActionOutcome::Failed(failure.kind),
         };
-        self.resolve(&mut running.waiters, Some((id, kind)), verdict);
-        debug!(name: "recovery.action.end", id = id.0, kind = kind.name(), outcome = ActionOutcome::from(result).name());
+        debug!(name: "recovery.action.end", id = id.0, kind = kind.name(), outcome = outcome.name());
+        let failure = result.as_ref().err().map(|failure| failure.kind);
+        let verdict = match result {
+            Ok(()) => Verdict::Succeeded { action },
+            Err(failure) => Verdict::Failed { action, failure },
+        };
+        self.resolve(&mut running.waiters, &verdict);
 
-        match (kind, result) {
+        match (kind, failure.map_or(Ok(()), Err)) {
             (ActionKind::Disconnect | ActionKind::Cleanup, _) => self.signaling_up = false,
             (_, Ok(())) => {
                 self.signaling_up = true;
@@ -621,11 +625,11 @@ impl Supervisor {
                 }
             }
         }
-        self.drive(now);
+        self.drive();
         Ok(())
     }
 
-    fn commit_offline(&mut self, now: Instant) {
+    fn commit_offline(&mut self) {
         self.offline_committed = true;
         debug!(name: "recovery.offline", released = self.released);
         self.cancel_running_for_good(ActionKind::is_recovery);
@@ -633,7 +637,7 @@ impl Supervisor {
             if intent.kind == ActionKind::Reconnect {
                 self.pending = Some(intent);
             } else {
-                self.resolve(&mut intent.waiters, None, Verdict::NoAction(NoAction::Superseded));
+                self.resolve(&mut intent.waiters, &Verdict::Superseded);
             }
         }
         if self.timers.is_armed(Timer::Retry) {
@@ -647,9 +651,9 @@ impl Supervisor {
         if self.released || self.running.is_some() {
             // A Cleanup or Disconnect already released the connections.
             let mut waiters = waiters;
-            self.resolve(&mut waiters, None, Verdict::NoAction(NoAction::StateOnly));
+            self.resolve(&mut waiters, &Verdict::NoAction(NoAction::StateOnly));
         } else {
-            self.start(now, ActionKind::Disconnect, waiters);
+            self.start(ActionKind::Disconnect, waiters);
         }
     }
 
@@ -658,8 +662,8 @@ impl Supervisor {
     /// Decides what to do with a recovery intent (`Probe`, `Restore`,
     /// `Reconnect`) at `now`.
     fn request(&mut self, now: Instant, kind: ActionKind, cause: Cause, ticket: Option<Ticket>) {
-        if self.parked.is_some() {
-            return self.answer(ticket, NoAction::Parked);
+        if let Some(reason) = self.parked {
+            return self.answer(ticket, Verdict::Parked(reason));
         }
         let kind = self.sharpen(kind);
         if let Some(running) = self.running.as_mut() {
@@ -685,7 +689,7 @@ impl Supervisor {
                     // for: no Restore follows for a cause older than it.
                     waiters.absorb(intent.waiters);
                 }
-                return self.start_recovery(now, kind, waiters);
+                return self.start_recovery(kind, waiters);
             }
             return self.fold_pending(kind, ticket, false);
         }
@@ -696,7 +700,7 @@ impl Supervisor {
         {
             self.timers.set(Timer::Settle, now + window);
         }
-        self.drive(now);
+        self.drive();
     }
 
     /// A Probe is only worth it while signaling is believed up.
@@ -725,17 +729,17 @@ impl Supervisor {
     }
 
     /// Starts the pending intent if nothing runs and the gate is open.
-    fn drive(&mut self, now: Instant) {
+    fn drive(&mut self) {
         if self.running.is_some() || !self.gate_open() {
             return;
         }
         if let Some(intent) = self.pending.take() {
-            self.start_recovery(now, intent.kind, intent.waiters);
+            self.start_recovery(intent.kind, intent.waiters);
         }
     }
 
     /// Starts a recovery action, absorbing any armed retry.
-    fn start_recovery(&mut self, now: Instant, kind: ActionKind, waiters: Waiters) {
+    fn start_recovery(&mut self, kind: ActionKind, waiters: Waiters) {
         // Probe or Restore was chosen when the trigger arrived (`request`),
         // from what was believed then; it is not chosen again here.
         let mut kind = kind;
@@ -745,10 +749,10 @@ impl Supervisor {
         }
         self.closed = false;
         self.released = false;
-        self.start(now, kind, waiters);
+        self.start(kind, waiters);
     }
 
-    fn start(&mut self, _now: Instant, kind: ActionKind, waiters: Waiters) {
+    fn start(&mut self, kind: ActionKind, waiters: Waiters) {
         debug_assert!(self.running.is_none(), "one action at a time");
         let attempt = if kind.is_recovery() { self.failures.saturating_add(1) } else { 1 };
         if !kind.is_recovery() {
@@ -775,8 +779,8 @@ impl Supervisor {
     /// hear that it was cancelled.
     fn cancel_running_for_good(&mut self, which: impl Fn(ActionKind) -> bool) {
         if let Some(mut running) = self.cancel_running(which) {
-            let action = Some((running.id, running.kind));
-            self.resolve(&mut running.waiters, action, Verdict::Cancelled);
+            let action = ActionRef { id: running.id, kind: running.kind };
+            self.resolve(&mut running.waiters, &Verdict::Cancelled { action });
         }
     }
 
@@ -786,7 +790,7 @@ impl Supervisor {
         self.timers.stop(Timer::Retry);
         self.timers.stop(Timer::Settle);
         if let Some(mut intent) = self.pending.take() {
-            self.resolve(&mut intent.waiters, None, Verdict::NoAction(NoAction::Parked));
+            self.resolve(&mut intent.waiters, &Verdict::Parked(reason));
         }
     }
 
@@ -801,34 +805,24 @@ impl Supervisor {
         running || pending || self.timers.is_armed(Timer::Retry)
     }
 
-    fn answer(&mut self, ticket: Option<Ticket>, reason: NoAction) {
-        trace!(name: "recovery.no_action", reason = reason.name());
+    /// Answers a ticket at once (no action ran for its event).
+    fn answer(&mut self, ticket: Option<Ticket>, verdict: Verdict) {
+        trace!(name: "recovery.no_action", verdict = ?verdict);
         if let Some(ticket) = ticket {
-            self.resolutions.push_back(Resolution {
-                ticket,
-                action: None,
-                verdict: Verdict::NoAction(reason),
-                coalesced: false,
-            });
+            self.resolutions.push_back(Resolution { ticket, verdict, coalesced: false });
         }
     }
 
-    fn answer_all_waiting_grace(&mut self, reason: NoAction) {
+    fn answer_all_waiting_grace(&mut self, verdict: Verdict) {
         let mut waiters = mem::take(&mut self.grace_waiters);
-        self.resolve(&mut waiters, None, Verdict::NoAction(reason));
+        self.resolve(&mut waiters, &verdict);
     }
 
-    fn resolve(
-        &mut self,
-        waiters: &mut Waiters,
-        action: Option<(ActionId, ActionKind)>,
-        verdict: Verdict,
-    ) {
+    fn resolve(&mut self, waiters: &mut Waiters, verdict: &Verdict) {
         for waiter in waiters.drain() {
             self.resolutions.push_back(Resolution {
                 ticket: waiter.ticket,
-                action,
-                verdict,
+                verdict: verdict.clone(),
                 coalesced: waiter.coalesced,
             });
         }

@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 
 use crate::backoff::JitterRng;
 use crate::{
-    ActionCommand, ActionId, AppLifecycleState, Availability, CleanupReason, FailureKind,
-    InitialState, Input, NetworkEvent, NetworkSnapshot, Phase, PolicyConfig, ReconnectReason,
-    Supervisor, Ticket, Transport, TransportSet,
+    ActionCommand, ActionError, ActionId, AppLifecycleState, Availability, CleanupReason,
+    FailureKind, InitialState, Input, NetworkEvent, NetworkSnapshot, Phase, PolicyConfig,
+    ReconnectReason, Supervisor, Ticket, Transport, TransportSet,
 };
 
 /// One pre-generated input of a workload.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct TimedInput {
     /// Virtual time since the start of the run.
     pub at: Duration,
@@ -182,8 +182,11 @@ impl MixedWorkload {
         for timed in &self.inputs {
             let now = epoch + timed.at;
             if let Some((id, _)) = running.take_if(|(_, ends)| *ends <= now) {
-                let result =
-                    if rng.below(10) == 0 { Err(FailureKind::Unreachable) } else { Ok(()) };
+                let result = if rng.below(10) == 0 {
+                    Err(ActionError::new(FailureKind::Unreachable, "simulated"))
+                } else {
+                    Ok(())
+                };
                 let _ = supervisor.handle_input(now, Input::ActionCompleted { id, result });
                 stats.inputs += 1;
                 drain(supervisor, now + ACTION_TIME, &mut running, &mut stats);
@@ -193,7 +196,7 @@ impl MixedWorkload {
                 stats.inputs += 1;
                 drain(supervisor, now + ACTION_TIME, &mut running, &mut stats);
             }
-            let _ = supervisor.handle_input(now, timed.input);
+            let _ = supervisor.handle_input(now, timed.input.clone());
             stats.inputs += 1;
             drain(supervisor, now + ACTION_TIME, &mut running, &mut stats);
         }

@@ -6,10 +6,10 @@
 use std::time::{Duration, Instant};
 
 use tether_recovery::{
-    ActionCommand, ActionId, ActionKind, AppLifecycleState, Availability, CleanupReason,
-    ConnectionState, DriveError, FailureKind, InitialState, Input, NetworkEvent, NetworkSnapshot,
-    NoAction, ParkReason, Phase, PolicyConfig, ReconnectReason, Resolution, Supervisor, Ticket,
-    Transport, TransportSet, Verdict,
+    ActionCommand, ActionError, ActionId, ActionKind, ActionRef, AppLifecycleState, Availability,
+    CleanupReason, ConnectionState, DriveError, FailureKind, InitialState, Input, NetworkEvent,
+    NetworkSnapshot, NoAction, ParkReason, Phase, PolicyConfig, ReconnectReason, Resolution,
+    Supervisor, Ticket, Transport, TransportSet, Verdict,
 };
 
 /// A Supervisor with a clock, and the commands and answers it produced.
@@ -89,6 +89,7 @@ impl Harness {
 
     fn complete(&mut self, id: ActionId, result: Result<(), FailureKind>) {
         let now = self.epoch + self.now;
+        let result = result.map_err(|kind| ActionError::new(kind, format!("{kind} in the test")));
         self.supervisor.handle_input(now, Input::ActionCompleted { id, result }).unwrap();
         self.drain();
     }
@@ -106,9 +107,14 @@ impl Harness {
 
     fn answer(&self, ticket: Ticket) -> Resolution {
         let mut found = self.answers.iter().filter(|a| a.ticket == ticket);
-        let answer = *found.next().unwrap_or_else(|| panic!("{ticket:?} has no answer yet"));
+        let answer = found.next().unwrap_or_else(|| panic!("{ticket:?} has no answer yet")).clone();
         assert!(found.next().is_none(), "{ticket:?} answered twice");
         answer
+    }
+
+    /// The action that served `ticket`, as `(id, kind)`.
+    fn action_of(&self, ticket: Ticket) -> Option<(ActionId, ActionKind)> {
+        self.answer(ticket).verdict.action().map(|action| (action.id, action.kind))
     }
 
     fn unanswered(&self, ticket: Ticket) -> bool {
@@ -147,8 +153,10 @@ fn the_event_that_starts_an_action_hears_its_outcome() {
     );
     h.at(30).complete(id, Ok(()));
     let answer = h.answer(ticket);
-    assert_eq!(answer.action, Some((id, ActionKind::Restore)));
-    assert_eq!(answer.verdict, Verdict::Succeeded);
+    assert_eq!(
+        answer.verdict,
+        Verdict::Succeeded { action: ActionRef { id, kind: ActionKind::Restore } }
+    );
     assert!(!answer.coalesced);
     assert_eq!(h.supervisor.state(), ConnectionState::Connected);
 }
@@ -162,15 +170,18 @@ fn a_storm_during_an_action_shares_one_follow_up() {
     let third = h.at(20).path(Availability::Available, Some(Transport::Wifi));
     assert_eq!(h.supervisor.pending(), Some(ActionKind::Restore));
     h.at(30).complete(restore, Ok(()));
-    assert_eq!(h.answer(first).verdict, Verdict::Succeeded);
+    assert!(
+        matches!(h.answer(first).verdict, Verdict::Succeeded { action } if action.id == restore)
+    );
     let (follow_up, kind) = h.last_start();
     assert_ne!(follow_up, restore);
     assert_eq!(kind, ActionKind::Restore);
     h.at(60).complete(follow_up, Err(FailureKind::Timeout));
     let (a, b) = (h.answer(second), h.answer(third));
-    assert_eq!(a.action, Some((follow_up, ActionKind::Restore)));
-    assert_eq!(b.action, a.action);
-    assert_eq!(a.verdict, Verdict::Failed(FailureKind::Timeout));
+    let action = ActionRef { id: follow_up, kind: ActionKind::Restore };
+    let failure = ActionError::new(FailureKind::Timeout, "timeout in the test");
+    assert_eq!(a.verdict, Verdict::Failed { action, failure });
+    assert_eq!(b.verdict, a.verdict, "the coalesced caller hears the same failure");
     assert!(!a.coalesced, "the event that created the follow-up led to it");
     assert!(b.coalesced, "the later event shared it");
     assert!(!a.is_success());
@@ -193,10 +204,11 @@ fn a_preempted_restore_hands_its_callers_to_the_reconnect() {
     );
     assert_eq!(late, Err(DriveError::NotRunning { id: restore }));
     h.at(80).complete(reconnect, Ok(()));
-    assert_eq!(h.answer(path).action, Some((reconnect, ActionKind::Reconnect)));
+    assert_eq!(h.action_of(path), Some((reconnect, ActionKind::Reconnect)));
     assert!(h.answer(path).coalesced);
     assert!(!h.answer(force).coalesced);
-    assert_eq!(h.answer(force).verdict, Verdict::Succeeded);
+    let action = ActionRef { id: reconnect, kind: ActionKind::Reconnect };
+    assert_eq!(h.answer(force).verdict, Verdict::Succeeded { action });
 }
 
 #[test]
@@ -207,14 +219,14 @@ fn cleanup_cancels_and_supersedes() {
     let route = h.at(10).path(Availability::Available, Some(Transport::Cellular));
     let cleanup =
         h.at(20).event(NetworkEvent::CleanupConnections { reason: CleanupReason::ManualReset });
-    assert_eq!(h.answer(path).verdict, Verdict::Cancelled);
-    assert_eq!(h.answer(path).action, Some((restore, ActionKind::Restore)));
-    assert_eq!(h.answer(route).verdict, Verdict::NoAction(NoAction::Superseded));
+    let action = ActionRef { id: restore, kind: ActionKind::Restore };
+    assert_eq!(h.answer(path).verdict, Verdict::Cancelled { action });
+    assert_eq!(h.answer(route).verdict, Verdict::Superseded);
     let (id, kind) = h.last_start();
     assert_eq!(kind, ActionKind::Cleanup);
     assert_eq!(h.supervisor.state(), ConnectionState::Closed);
     h.at(50).complete(id, Ok(()));
-    assert_eq!(h.answer(cleanup).verdict, Verdict::Succeeded);
+    assert_eq!(h.answer(cleanup).verdict, Verdict::Succeeded { action: ActionRef { id, kind } });
     assert_eq!(h.supervisor.state(), ConnectionState::Closed);
 }
 
@@ -233,14 +245,14 @@ fn a_second_cleanup_joins_and_drops_what_waits() {
     assert_eq!(h.commands.len(), 1, "{:?}", h.commands);
     // ... and still drops the waiting restore and the offline candidate, and
     // parks for the logout.
-    assert_eq!(h.answer(route).verdict, Verdict::NoAction(NoAction::Superseded));
-    assert_eq!(h.answer(gone).verdict, Verdict::NoAction(NoAction::Superseded));
+    assert_eq!(h.answer(route).verdict, Verdict::Superseded);
+    assert_eq!(h.answer(gone).verdict, Verdict::Superseded);
     assert_eq!(h.supervisor.pending(), None);
     assert_eq!(h.supervisor.poll_timeout(), None, "no grace left armed");
     assert_eq!(h.supervisor.state(), ConnectionState::Parked { reason: ParkReason::UserLogout });
     h.at(50).complete(cleanup, Ok(()));
-    assert_eq!(h.answer(first).action, Some((cleanup, ActionKind::Cleanup)));
-    assert_eq!(h.answer(second).action, Some((cleanup, ActionKind::Cleanup)));
+    assert_eq!(h.action_of(first), Some((cleanup, ActionKind::Cleanup)));
+    assert_eq!(h.action_of(second), Some((cleanup, ActionKind::Cleanup)));
     assert!(h.answer(second).coalesced);
     h.at(2_000);
     assert_eq!(h.commands.len(), 1, "nothing ran after the cleanup: {:?}", h.commands);
@@ -263,14 +275,14 @@ fn an_unavailable_path_hears_from_the_offline_commit() {
     assert_eq!(kind, ActionKind::Disconnect);
     assert_eq!(h.supervisor.state(), ConnectionState::Offline);
     h.at(430).complete(id, Ok(()));
-    assert_eq!(h.answer(gone).action, Some((id, ActionKind::Disconnect)));
+    assert_eq!(h.action_of(gone), Some((id, ActionKind::Disconnect)));
     assert_eq!(h.supervisor.state(), ConnectionState::Offline);
 
     // Inside the grace, the path's return supersedes the candidate.
     let mut h = Harness::online();
     let gone = h.path(Availability::Unavailable, None);
     let back = h.at(100).path(Availability::Available, Some(Transport::Cellular));
-    assert_eq!(h.answer(gone).verdict, Verdict::NoAction(NoAction::Superseded));
+    assert_eq!(h.answer(gone).verdict, Verdict::Superseded);
     assert_eq!(h.last_start().1, ActionKind::Restore);
     assert!(h.unanswered(back));
 }
@@ -283,7 +295,7 @@ fn parked_recovery_answers_parked_and_state_says_why() {
     h.at(30).complete(restore, Err(FailureKind::AuthRejected));
     assert_eq!(h.supervisor.state(), ConnectionState::Parked { reason: ParkReason::AuthRejected });
     let route = h.at(100).path(Availability::Available, Some(Transport::Cellular));
-    assert_eq!(h.answer(route).verdict, Verdict::NoAction(NoAction::Parked));
+    assert_eq!(h.answer(route).verdict, Verdict::Parked(ParkReason::AuthRejected));
     assert!(!h.answer(route).is_success());
     assert_eq!(h.supervisor.poll_timeout(), None, "no retry after a rejection");
 
@@ -346,7 +358,7 @@ fn a_lost_peer_restores_and_follows_up_a_running_restore() {
 fn invalid_policy_is_refused() {
     let policy = PolicyConfig { jitter: -0.5, ..PolicyConfig::default() };
     let err = Supervisor::new(policy, InitialState::default()).unwrap_err();
-    assert!(matches!(err, DriveError::InvalidPolicy { field: "jitter", .. }));
+    assert_eq!(err.field, "jitter");
     let policy = PolicyConfig {
         backoff_cap: Duration::from_secs(10 * 365 * 24 * 3600),
         ..PolicyConfig::default()
@@ -381,5 +393,6 @@ fn driver_facing_types_are_send_and_small() {
     is_send::<Input>();
     is_send::<Resolution>();
     assert!(std::mem::size_of::<Input>() <= 48, "{}", std::mem::size_of::<Input>());
-    assert!(std::mem::size_of::<Resolution>() <= 48);
+    // An answer carries the executor's error (its message on the heap).
+    assert!(std::mem::size_of::<Resolution>() <= 80, "{}", std::mem::size_of::<Resolution>());
 }

@@ -1,6 +1,6 @@
 //! Errors of the live node.
 
-use crate::NodeError;
+use crate::{EventError, NodeError};
 
 /// Why an [`RtcNode`](super::RtcNode) could not start or do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -12,6 +12,9 @@ pub enum RtcNodeError {
     /// The recovery runtime refused.
     #[error(transparent)]
     Node(#[from] NodeError),
+    /// A recovery the call waited for did not succeed.
+    #[error("recovery did not succeed: {0}")]
+    Recovery(#[from] EventError),
     /// A peer connection could not be made.
     #[error("peer {peer}: {message}")]
     Peer {

@@ -12,7 +12,8 @@ use tracing::{info, warn};
 
 use super::config::{RecoveryTiming, RestoreStrategy};
 use super::roster::Roster;
-use crate::executor::{ActionContext, ActionError, ActionResult, LinkReporter, RecoveryExecutor};
+use crate::ActionError;
+use crate::executor::{ActionContext, ActionResult, LinkReporter, RecoveryExecutor};
 
 /// Runs actions against a [`SignalClient`] and a [`PeerSet`].
 #[derive(Debug)]
