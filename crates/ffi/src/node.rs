@@ -18,7 +18,8 @@ pub(crate) enum Backend {
     /// Real signaling + WebRTC peers + reliable messaging.
     Live(tether::RtcNode),
     /// Actions play a script (durations, failures); no server, no network.
-    Simulated { node: tether::Node, executor: Arc<tether::ScriptedExecutor> },
+    /// Simulated link losses are reported through `link`.
+    Simulated { node: tether::Node, link: tether::LinkReporter },
 }
 
 impl Backend {
@@ -319,8 +320,8 @@ impl TetherNode {
         let guard = self.shared.backend.try_read().map_err(|_| TetherError::ShutDown)?;
         match guard.as_ref() {
             Some(Backend::Live(node)) => Ok(node.faults().sever_signaling()),
-            Some(Backend::Simulated { executor, .. }) => {
-                if executor.lose_signaling() {
+            Some(Backend::Simulated { link, .. }) => {
+                if link.signaling_lost() {
                     Ok(true)
                 } else {
                     Err(TetherError::ShutDown)
@@ -352,8 +353,8 @@ impl TetherNode {
                         closed = faults.drop_peer_connection(&peer) => closed.map_err(TetherError::from),
                     }
                 }
-                Some(Backend::Simulated { executor, .. }) => {
-                    if executor.lose_peer() {
+                Some(Backend::Simulated { link, .. }) => {
+                    if link.peer_lost() {
                         Ok(())
                     } else {
                         Err(TetherError::ShutDown)

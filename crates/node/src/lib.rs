@@ -33,7 +33,7 @@ pub use driver::ShutdownReport;
 pub use error::NodeError;
 pub use event_result::{EventError, NetworkEventResult};
 pub use executor::{
-    ActionContext, ActionError, ActionResult, LinkEvent, LinkReporter, RecoveryExecutor,
+    ActionContext, ActionError, ActionResult, LinkEvent, LinkEvents, LinkReporter, RecoveryExecutor,
 };
 pub use handle::NetworkEventHandle;
 pub use live::{Message, Messages, RtcNode, RtcNodeConfig, SendError};

@@ -16,6 +16,7 @@ use tracing::{debug, info, trace, warn};
 
 use super::error::SendError;
 use super::roster::Roster;
+use crate::executor::LinkReporter;
 use crate::reliable::{Frame, MessageId, ReliableStream, StreamConfig, StreamStats};
 
 /// One message from a peer.
@@ -80,6 +81,8 @@ pub(crate) struct Messenger {
     pub(crate) receive_backlog: usize,
     pub(crate) peers: PeerSet,
     pub(crate) roster: Arc<Roster>,
+    /// Where peer connections that die on their own are reported.
+    pub(crate) link: LinkReporter,
     pub(crate) state: watch::Receiver<ConnectionState>,
     pub(crate) stop: CancellationToken,
 }
@@ -248,7 +251,7 @@ impl Running {
             return;
         }
         info!(name: "live.peer.lost", peer, generation, why);
-        self.config.roster.report_peer_lost();
+        self.config.link.peer_lost();
     }
 
     fn on_timer(&mut self) {

@@ -49,6 +49,7 @@ use self::bridge::Bridge;
 use self::executor::RtcExecutor;
 use self::messenger::{Messenger, Outgoing, Request};
 use self::roster::Roster;
+use crate::executor::LinkReporter;
 use crate::reliable::MessageId;
 use crate::{ActionReport, NetworkEventHandle, Node, NodeRef, ShutdownReport};
 
@@ -120,18 +121,17 @@ impl Faults<'_> {
     /// Not cancel safe: dropped before the close finishes, the close still
     /// runs in the peer's task but the loss is not reported.
     pub async fn drop_peer_connection(&self, peer: &str) -> Result<(), RtcNodeError> {
-        let roster = &self.node.roster;
         if let Some(status) = self.node.peers.status(peer) {
             // The report below stands for this close: the channel's close
             // event must not report it a second time.
-            roster.closing_on_purpose(peer, status.generation);
+            self.node.roster.closing_on_purpose(peer, status.generation);
         }
         let closed =
             self.node.peers.close(peer).await.map_err(|err| RtcNodeError::Peer {
                 peer: peer.to_owned(),
                 message: err.to_string(),
             });
-        roster.report_peer_lost();
+        self.node.link.peer_lost();
         closed
     }
 }
@@ -144,6 +144,8 @@ pub struct RtcNode {
     signal: SignalClient,
     peers: PeerSet,
     roster: Arc<Roster>,
+    /// Reports the peer connections [`Faults`] breaks.
+    link: LinkReporter,
     requests: mpsc::Sender<Request>,
     messages: Mutex<Option<Messages>>,
     messaging: MessagingConfig,
@@ -183,13 +185,17 @@ impl RtcNode {
         let (peers, rtc_events) =
             PeerSet::new(config.peer_id.clone(), config.rtc.clone(), signals_tx);
         let roster = Arc::new(Roster::default());
+        // The link channel comes first: the bridge and the messenger report
+        // into it from the moment they exist, and the node hears every
+        // report, whenever its driver first runs.
+        let (link, link_events) = LinkReporter::channel();
         let executor = Arc::new(RtcExecutor {
             signal: signal.clone(),
             peers: peers.clone(),
             roster: Arc::clone(&roster),
             timing: config.recovery,
         });
-        let node = Node::spawn(config.node.clone(), executor)?;
+        let node = Node::spawn(config.node.clone(), executor, link_events)?;
 
         let stop = CancellationToken::new();
         let span = tracing::info_span!("live", peer = %config.peer_id);
@@ -199,6 +205,7 @@ impl RtcNode {
             outbound: signals_rx,
             peers: peers.clone(),
             roster: Arc::clone(&roster),
+            link: link.clone(),
             auto_connect: config.auto_connect,
             stop: stop.clone(),
         };
@@ -215,6 +222,7 @@ impl RtcNode {
             receive_backlog: config.messaging.receive_backlog.max(1),
             peers: peers.clone(),
             roster: Arc::clone(&roster),
+            link: link.clone(),
             state: node.state(),
             stop: stop.clone(),
         };
@@ -226,6 +234,7 @@ impl RtcNode {
             signal,
             peers,
             roster,
+            link,
             requests,
             messages: Mutex::new(Some(Messages { receiver: deliveries_rx })),
             messaging: config.messaging,
