@@ -36,7 +36,7 @@ pub use executor::{
     ActionContext, ActionError, ActionResult, LinkEvent, LinkEvents, LinkReporter, RecoveryExecutor,
 };
 pub use handle::NetworkEventHandle;
-pub use live::{Message, Messages, RtcNode, RtcNodeConfig, SendError};
+pub use live::{Message, Messages, PeerLinkState, PeerStates, RtcNode, RtcNodeConfig, SendError};
 pub use mailbox::NodeRef;
 pub use node::Node;
 pub use report::ActionReport;

@@ -23,6 +23,7 @@ mod config;
 mod error;
 mod executor;
 mod messenger;
+mod peer_state;
 mod roster;
 pub mod testbed;
 
@@ -44,6 +45,10 @@ pub use config::{
 };
 pub use error::{RtcNodeError, SendError};
 pub use messenger::{Message, MessengerReport};
+pub use peer_state::{PeerLinkState, PeerStates};
+/// The state of a peer connection, as [`PeerLinkState::connection`] reports
+/// it.
+pub use tether_rtc::PeerState;
 
 use self::bridge::Bridge;
 use self::executor::RtcExecutor;
@@ -146,6 +151,7 @@ pub struct RtcNode {
     roster: Arc<Roster>,
     /// Reports the peer connections [`Faults`] breaks.
     link: LinkReporter,
+    peer_states: watch::Receiver<PeerStates>,
     requests: mpsc::Sender<Request>,
     messages: Mutex<Option<Messages>>,
     messaging: MessagingConfig,
@@ -213,6 +219,7 @@ impl RtcNode {
 
         let (requests, requests_rx) = mpsc::channel(SEND_QUEUE);
         let (deliveries, deliveries_rx) = mpsc::channel(config.messaging.receive_backlog.max(1));
+        let (peer_states_tx, peer_states) = watch::channel(PeerStates::default());
         let messenger = Messenger {
             session: messenger::new_session(),
             stream_config: config.messaging.stream.clone(),
@@ -224,6 +231,7 @@ impl RtcNode {
             roster: Arc::clone(&roster),
             link: link.clone(),
             state: node.state(),
+            peer_states: peer_states_tx,
             stop: stop.clone(),
         };
         let messenger = tokio::spawn(messenger.run().instrument(span));
@@ -235,6 +243,7 @@ impl RtcNode {
             peers,
             roster,
             link,
+            peer_states,
             requests,
             messages: Mutex::new(Some(Messages { receiver: deliveries_rx })),
             messaging: config.messaging,
@@ -311,6 +320,22 @@ impl RtcNode {
     /// The peers with an open data channel now.
     pub fn connected_peers(&self) -> Vec<String> {
         self.peers.connected_peers()
+    }
+
+    /// The peers' states for UI ("bob connected"): the current snapshot
+    /// with [`borrow`](watch::Receiver::borrow), and
+    /// [`changed`](watch::Receiver::changed) wakes when it changes (a state
+    /// that lasted no time may be skipped; the latest is always seen).
+    /// `changed` fails once the node has shut down.
+    ///
+    /// The snapshot follows the peer connections' events as the messenger
+    /// takes them in, in order with received messages: while the
+    /// application leaves [`messages`](Self::messages) unread and their
+    /// backlog full, it waits with them. Its last value, after
+    /// [`shutdown`](Self::shutdown), shows the peer connections the final
+    /// cleanup closed.
+    pub fn peer_states(&self) -> watch::Receiver<PeerStates> {
+        self.peer_states.clone()
     }
 
     /// Queues `payload` for `peer`, reliably and in order, and returns once
