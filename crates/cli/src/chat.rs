@@ -38,8 +38,6 @@ const COMMAND_BOUND: Duration = Duration::from_secs(30);
 /// Bound on handing over what was typed before quitting, and on shutdown.
 const DRAIN_BOUND: Duration = Duration::from_secs(5);
 const SHUTDOWN_BOUND: Duration = Duration::from_secs(10);
-/// How often the peer's data channel is looked at (for "connected" lines).
-const PEER_POLL: Duration = Duration::from_millis(200);
 /// Longest stdin line read (the node refuses messages over ~64 KiB anyway).
 const MAX_LINE: u64 = 64 * 1024;
 /// Lifetime of a token minted from TETHER_SECRET.
@@ -171,6 +169,7 @@ async fn chat(args: &ChatArgs, token: String) -> anyhow::Result<ExitCode> {
     let mut inbox = node.messages().context("the node's inbox was already taken")?;
     let mut actions = node.actions();
     let mut state = node.state();
+    let mut peers = node.peer_states();
 
     out.emit(
         json!({"event": "started", "peer": args.peer_id, "to": to, "room": args.room, "signal": args.signal}),
@@ -204,8 +203,6 @@ async fn chat(args: &ChatArgs, token: String) -> anyhow::Result<ExitCode> {
     tokio::pin!(interrupt);
     let terminate = terminate_signal();
     tokio::pin!(terminate);
-    let mut poll = tokio::time::interval(PEER_POLL);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut peer_connected = false;
 
     let quit = loop {
@@ -254,8 +251,11 @@ async fn chat(args: &ChatArgs, token: String) -> anyhow::Result<ExitCode> {
                 Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => bail!("the node stopped"),
             },
-            _ = poll.tick() => {
-                let connected = node.connected_peers().contains(&to);
+            changed = peers.changed() => {
+                if changed.is_err() {
+                    bail!("the node stopped");
+                }
+                let connected = peers.borrow_and_update().is_connected(&to);
                 if connected != peer_connected {
                     peer_connected = connected;
                     let human = if connected { format!("● {to} connected") } else { format!("… {to} disconnected") };

@@ -168,10 +168,13 @@ impl TetherNodeBuilder {
         let (name, backend) = match &config.simulated {
             Some(effects) => {
                 let executor = Arc::new(tether::ScriptedExecutor::new(effects.to_effects()?));
+                // The node keeps the link's reporter: simulated losses are
+                // reported through it, as a real link's watchers would.
+                let (link, link_events) = tether::LinkReporter::channel();
                 let name = node_config.name.clone();
                 let _runtime = runtime.enter();
-                let node = tether::Node::spawn(node_config, Arc::clone(&executor))?;
-                (name, Backend::Simulated { node, executor })
+                let node = tether::Node::spawn(node_config, executor, link_events)?;
+                (name, Backend::Simulated { node, link })
             }
             None => {
                 let live = config.live_config(node_config)?;

@@ -9,13 +9,15 @@
 //! - [`TetherNodeBuilder`] -> [`TetherNode`]: build (live on signaling +
 //!   WebRTC, or simulated for tests and demos),
 //!   [`handle`](TetherNode::handle),
-//!   [`subscribe_state`](TetherNode::subscribe_state), messages
+//!   [`subscribe_state`](TetherNode::subscribe_state),
+//!   [`subscribe_peer_states`](TetherNode::subscribe_peer_states), messages
 //!   ([`send`](TetherNode::send), [`post`](TetherNode::post),
 //!   [`receive`](TetherNode::receive)), [`shutdown`](TetherNode::shutdown).
 //! - [`NetworkEventHandle`]: the platform's four async methods, each
 //!   returning a [`NetworkEventResult`], and `submit`.
 //! - [`StateListener`]: implemented by the app (a foreign trait) for
-//!   "Reconnecting…" UI; see [`listener`] for threading.
+//!   "Reconnecting…" UI, and [`PeerStateListener`] for "bob connected"; see
+//!   [`listener`] for threading.
 //! - [`TetherError`]: the one error every call can fail with.
 //! - [`start_test_signaling_server`]: an embedded signaling server on
 //!   loopback, for tests and demos of live nodes.
@@ -37,6 +39,7 @@ mod event;
 mod handle;
 pub mod listener;
 mod node;
+mod peer;
 mod policy;
 mod result;
 mod runtime;
@@ -50,8 +53,9 @@ pub use event::{
     Transport,
 };
 pub use handle::NetworkEventHandle;
-pub use listener::{StateListener, StateSubscription};
+pub use listener::{PeerStateListener, StateListener, StateSubscription};
 pub use node::{ReceivedMessage, ShutdownReport, TetherNode};
+pub use peer::{PeerConnectionState, PeerStatus};
 pub use policy::{Policy, SimulatedEffects, SimulatedFailure};
 pub use result::{EventError, NetworkEventResult, NoAction};
 pub use state::{ActionKind, ConnectionState, FailureKind, ParkReason};

@@ -1,5 +1,5 @@
-//! State listeners: how an app follows the connection state for UI
-//! ("Reconnecting…").
+//! Listeners: how an app follows the connection state ("Reconnecting…")
+//! and the peers' states ("bob connected") for UI.
 //!
 //! # Threading
 //!
@@ -18,7 +18,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::{ConnectionState, ListenerError};
+use crate::peer::statuses;
+use crate::{ConnectionState, ListenerError, PeerStatus};
 
 /// Implemented by the app to follow the connection state.
 ///
@@ -41,10 +42,31 @@ pub trait StateListener: Send + Sync {
     fn on_state_changed(&self, state: ConnectionState) -> Result<(), ListenerError>;
 }
 
-/// A running subscription of a [`StateListener`]. It lasts until
-/// `cancel` or until the node shuts down; dropping this
-/// object does not end it (foreign garbage collectors drop objects at
-/// unpredictable times).
+/// Implemented by the app to follow a live node's peers.
+///
+/// `on_peer_states_changed` is called with every peer's state as soon as
+/// the subscription starts, then after every change. States that lasted no
+/// time may be skipped (the listener always sees the latest ones), and the
+/// same list is never reported twice in a row.
+///
+/// Threading: as [`StateListener`]: called on one of tether's runtime
+/// threads, one call at a time per subscription, in order. Return quickly.
+#[uniffi::export(foreign)]
+pub trait PeerStateListener: Send + Sync {
+    /// The peers are now as `peers` says: every peer the node has had a
+    /// peer connection with, sorted by peer id.
+    ///
+    /// # Errors
+    ///
+    /// Whatever the listener throws is logged (`ffi.listener.failed`); the
+    /// subscription goes on.
+    fn on_peer_states_changed(&self, peers: Vec<PeerStatus>) -> Result<(), ListenerError>;
+}
+
+/// A running subscription of a [`StateListener`] or a
+/// [`PeerStateListener`]. It lasts until `cancel` or until the node shuts
+/// down; dropping this object does not end it (foreign garbage collectors
+/// drop objects at unpredictable times).
 #[derive(Debug, uniffi::Object)]
 pub struct StateSubscription {
     cancel: CancellationToken,
@@ -69,26 +91,56 @@ impl StateSubscription {
     /// Starts delivering `state` to `listener` on `runtime`, until
     /// cancelled or until the node drops its end of `state`.
     pub(crate) fn start(
-        mut state: watch::Receiver<tether::ConnectionState>,
+        state: watch::Receiver<tether::ConnectionState>,
         listener: Arc<dyn StateListener>,
         runtime: &tokio::runtime::Runtime,
     ) -> Arc<Self> {
+        Self::follow(state, runtime, move |state: &tether::ConnectionState| {
+            debug!(name: "ffi.listener.state", state = %state);
+            let state = ConnectionState::from(*state);
+            deliver(|| listener.on_state_changed(state));
+        })
+    }
+
+    /// Starts delivering `peers` to `listener` on `runtime`, until
+    /// cancelled or until the node drops its end of `peers`.
+    pub(crate) fn start_peers(
+        peers: watch::Receiver<tether::PeerStates>,
+        listener: Arc<dyn PeerStateListener>,
+        runtime: &tokio::runtime::Runtime,
+    ) -> Arc<Self> {
+        Self::follow(peers, runtime, move |peers: &tether::PeerStates| {
+            debug!(name: "ffi.listener.peers", peers = ?peers);
+            let peers = statuses(peers);
+            deliver(|| listener.on_peer_states_changed(peers));
+        })
+    }
+
+    /// Calls `notify` with the current value of `values` at once, then
+    /// after every change, skipping repeats.
+    fn follow<T>(
+        mut values: watch::Receiver<T>,
+        runtime: &tokio::runtime::Runtime,
+        mut notify: impl FnMut(&T) + Send + 'static,
+    ) -> Arc<Self>
+    where
+        T: Clone + PartialEq + Send + Sync + 'static,
+    {
         let cancel = CancellationToken::new();
         let stop = cancel.clone();
         runtime.spawn(async move {
-            let mut last = None;
+            let mut last: Option<T> = None;
             loop {
-                let current = *state.borrow_and_update();
-                if last != Some(current) {
+                let current = values.borrow_and_update().clone();
+                if last.as_ref() != Some(&current) {
+                    notify(&current);
                     last = Some(current);
-                    debug!(name: "ffi.listener.state", state = %current);
-                    deliver(&*listener, current.into());
                 }
                 tokio::select! {
                     biased;
                     () = stop.cancelled() => break,
-                    changed = state.changed() => {
-                        // The node stopped and its last state was seen.
+                    changed = values.changed() => {
+                        // The node stopped and its last value was seen.
                         if changed.is_err() {
                             break;
                         }
@@ -102,10 +154,10 @@ impl StateSubscription {
     }
 }
 
-/// Calls the foreign listener. Foreign code may block; tell the runtime so
+/// Calls a foreign listener. Foreign code may block; tell the runtime so
 /// that other tasks move to another worker meanwhile.
-fn deliver(listener: &dyn StateListener, state: ConnectionState) {
-    if let Err(err) = tokio::task::block_in_place(|| listener.on_state_changed(state)) {
+fn deliver(call: impl FnOnce() -> Result<(), ListenerError>) {
+    if let Err(err) = tokio::task::block_in_place(call) {
         warn!(name: "ffi.listener.failed", error = %err);
     }
 }

@@ -8,8 +8,12 @@ use tokio::sync::{Mutex as AsyncMutex, RwLock, RwLockReadGuard, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::peer::statuses;
 use crate::runtime::{run, runtime};
-use crate::{ConnectionState, NetworkEventHandle, StateListener, StateSubscription, TetherError};
+use crate::{
+    ConnectionState, NetworkEventHandle, PeerStateListener, PeerStatus, StateListener,
+    StateSubscription, TetherError,
+};
 
 /// What runs a node's actions. One interface for the app, whichever backend
 /// the builder chose.
@@ -18,7 +22,8 @@ pub(crate) enum Backend {
     /// Real signaling + WebRTC peers + reliable messaging.
     Live(tether::RtcNode),
     /// Actions play a script (durations, failures); no server, no network.
-    Simulated { node: tether::Node, executor: Arc<tether::ScriptedExecutor> },
+    /// Simulated link losses are reported through `link`.
+    Simulated { node: tether::Node, link: tether::LinkReporter },
 }
 
 impl Backend {
@@ -100,7 +105,8 @@ fn live<'a>(backend: &'a Option<Backend>, what: &str) -> Result<&'a tether::RtcN
 }
 
 /// A running tether node. Build one with `TetherNodeBuilder`; feed it
-/// through its `handle`; follow it with `subscribe_state`; exchange
+/// through its `handle`; follow it with `subscribe_state` (and its peers
+/// with `subscribe_peer_states`); exchange
 /// messages with `connect_peer`, `send`, `post` and `receive` (live nodes);
 /// end it with `shutdown`. Usable from any thread.
 ///
@@ -111,6 +117,8 @@ pub struct TetherNode {
     name: String,
     handle: tether::NetworkEventHandle,
     state: watch::Receiver<tether::ConnectionState>,
+    /// The live node's peer states; `None` for a simulated node.
+    peer_states: Option<watch::Receiver<tether::PeerStates>>,
     shared: Arc<Shared>,
     /// The live node's incoming messages; `None` for a simulated node.
     inbox: AsyncMutex<Option<tether::Messages>>,
@@ -118,15 +126,17 @@ pub struct TetherNode {
 
 impl TetherNode {
     pub(crate) fn new(name: String, backend: Backend) -> Self {
-        let (handle, state, inbox) = match &backend {
-            Backend::Live(node) => (node.handle(), node.state(), node.messages()),
-            Backend::Simulated { node, .. } => (node.handle(), node.state(), None),
+        let (handle, state, peer_states, inbox) = match &backend {
+            Backend::Live(node) => {
+                (node.handle(), node.state(), Some(node.peer_states()), node.messages())
+            }
+            Backend::Simulated { node, .. } => (node.handle(), node.state(), None, None),
         };
         let shared = Arc::new(Shared {
             backend: RwLock::new(Some(backend)),
             closing: CancellationToken::new(),
         });
-        Self { name, handle, state, shared, inbox: AsyncMutex::new(inbox) }
+        Self { name, handle, state, peer_states, shared, inbox: AsyncMutex::new(inbox) }
     }
 
     /// Runs `op` on the live node, on the runtime; gives up with
@@ -231,6 +241,37 @@ impl TetherNode {
         }
     }
 
+    /// Live nodes: every peer the node has had a peer connection with and
+    /// how it is connected now, sorted by peer id. Empty for a simulated
+    /// node. After shutdown: the peers as they were last.
+    pub fn peer_states(&self) -> Vec<PeerStatus> {
+        self.peer_states.as_ref().map(|peers| statuses(&peers.borrow())).unwrap_or_default()
+    }
+
+    /// Live nodes: calls `listener` with every peer's state at once, then
+    /// after every change ("bob connected", "bob disconnected"), on a
+    /// tether runtime thread (see `PeerStateListener`), until the
+    /// subscription is cancelled or the node shuts down.
+    ///
+    /// # Errors
+    ///
+    /// [`TetherError::Unsupported`] on a simulated node (it has no peers);
+    /// [`TetherError::ShutDown`] when the node is shut down.
+    pub fn subscribe_peer_states(
+        &self,
+        listener: Arc<dyn PeerStateListener>,
+    ) -> Result<Arc<StateSubscription>, TetherError> {
+        if self.shared.closing.is_cancelled() {
+            return Err(TetherError::ShutDown);
+        }
+        let peers = self.peer_states.clone().ok_or_else(|| {
+            TetherError::Unsupported(
+                "subscribe_peer_states needs a live node; this one is simulated".into(),
+            )
+        })?;
+        Ok(StateSubscription::start_peers(peers, listener, runtime()?))
+    }
+
     /// Live nodes: sends `payload` to `peer`, reliably and in order, and
     /// returns once the peer acknowledged it (bounded by the send deadline,
     /// 10 s by default). During recovery the message waits in a bounded
@@ -319,8 +360,8 @@ impl TetherNode {
         let guard = self.shared.backend.try_read().map_err(|_| TetherError::ShutDown)?;
         match guard.as_ref() {
             Some(Backend::Live(node)) => Ok(node.faults().sever_signaling()),
-            Some(Backend::Simulated { executor, .. }) => {
-                if executor.lose_signaling() {
+            Some(Backend::Simulated { link, .. }) => {
+                if link.signaling_lost() {
                     Ok(true)
                 } else {
                     Err(TetherError::ShutDown)
@@ -352,8 +393,8 @@ impl TetherNode {
                         closed = faults.drop_peer_connection(&peer) => closed.map_err(TetherError::from),
                     }
                 }
-                Some(Backend::Simulated { executor, .. }) => {
-                    if executor.lose_peer() {
+                Some(Backend::Simulated { link, .. }) => {
+                    if link.peer_lost() {
                         Ok(())
                     } else {
                         Err(TetherError::ShutDown)

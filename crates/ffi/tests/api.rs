@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use tether_ffi::{
     ActionKind, AppLifecycleState, Availability, ConnectionState, ListenerError, NetworkEvent,
-    NetworkSnapshot, ReconnectReason, SimulatedEffects, StateListener, TetherError,
-    TetherNodeBuilder, Transport,
+    NetworkSnapshot, PeerConnectionState, PeerStateListener, PeerStatus, ReconnectReason,
+    SimulatedEffects, StateListener, TetherError, TetherNodeBuilder, Transport,
 };
 
 fn wifi(sequence: i64) -> NetworkSnapshot {
@@ -50,6 +50,40 @@ impl Recorder {
         }
         panic!("saw {:?}, wanted to end with {want:?}", self.0.lock().unwrap());
     }
+}
+
+/// Records every peer list a [`PeerStateListener`] is given.
+#[derive(Default)]
+struct PeerRecorder(Mutex<Vec<Vec<PeerStatus>>>);
+
+impl PeerStateListener for PeerRecorder {
+    fn on_peer_states_changed(&self, peers: Vec<PeerStatus>) -> Result<(), ListenerError> {
+        self.0.lock().unwrap().push(peers);
+        Ok(())
+    }
+}
+
+impl PeerRecorder {
+    /// Waits (bounded) until the last list says `peer` is `connected`.
+    async fn wait_for(&self, peer: &str, connected: bool) {
+        for _ in 0..3000 {
+            let last = self.0.lock().unwrap().last().cloned().unwrap_or_default();
+            if last.iter().any(|p| p.peer == peer && p.connected == connected) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{peer} never connected={connected}: {:?}", self.0.lock().unwrap());
+    }
+}
+
+#[tokio::test]
+async fn a_simulated_node_has_no_peer_states() {
+    let node = simulated(10);
+    assert!(node.peer_states().is_empty());
+    let err = node.subscribe_peer_states(Arc::new(PeerRecorder::default())).unwrap_err();
+    assert!(matches!(err, TetherError::Unsupported(_)), "{err}");
+    node.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -152,7 +186,15 @@ async fn two_live_nodes_exchange_a_message() {
             bounded("going online", node.handle().network_path_changed(wifi(1))).await.unwrap();
         assert!(result.success, "{result:?}");
     }
+    let peers = Arc::new(PeerRecorder::default());
+    let subscription = alice.subscribe_peer_states(peers.clone()).unwrap();
     bounded("connect", alice.connect_peer("bob".into())).await.unwrap();
+    peers.wait_for("bob", true).await;
+    let bob_status = alice.peer_states().into_iter().find(|p| p.peer == "bob").unwrap();
+    assert_eq!(
+        (bob_status.connected, bob_status.connection),
+        (true, PeerConnectionState::Connected)
+    );
     bounded("send", alice.send("bob".into(), b"hello".to_vec())).await.unwrap();
     let message = bounded("receive", bob.receive()).await.unwrap();
     assert_eq!((message.sender.as_str(), message.payload.as_slice()), ("alice", &b"hello"[..]));
@@ -162,6 +204,15 @@ async fn two_live_nodes_exchange_a_message() {
     ));
     let report = bounded("alice's shutdown", alice.shutdown()).await.unwrap();
     assert_eq!(report.cleanup_error, None);
+    // The final cleanup closed the peer connection; the last list says so.
+    peers.wait_for("bob", false).await;
+    for _ in 0..3000 {
+        if !subscription.is_active() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!subscription.is_active(), "the subscription ends with the node");
     bounded("bob's shutdown", bob.shutdown()).await.unwrap();
     assert_eq!(bounded("receive after shutdown", bob.receive()).await, Err(TetherError::ShutDown));
     server.shutdown().await.unwrap();

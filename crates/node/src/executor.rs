@@ -1,6 +1,8 @@
 //! The executor contract: how a node runs the actions its Supervisor
-//! decides. Executors never decide; they do one action when told, report
-//! how it went, and report what the link does on its own.
+//! decides. Executors never decide; they do one action when told and report
+//! how it went. What the link does on its own reaches the Supervisor through
+//! a [`LinkReporter`], made before the node with [`LinkReporter::channel`]
+//! and handed to whatever watches the link.
 
 use std::future::Future;
 
@@ -32,13 +34,11 @@ pub type ActionResult = Result<(), ActionError>;
 /// action's future is dropped and its [`ActionContext::cancel`] token
 /// cancelled. Every method must be bounded in time by the executor itself
 /// (a hung step is a `Timeout` failure, not a hang).
+///
+/// Executors only run actions. Whatever watches the link (the executor
+/// itself or tasks beside it) reports what it does on its own through a
+/// [`LinkReporter`] it was given when it was built.
 pub trait RecoveryExecutor: Send + Sync + 'static {
-    /// Called once when the node starts, with the channel through which the
-    /// executor reports what the link does on its own.
-    fn attach(&self, link: LinkReporter) {
-        let _ = link;
-    }
-
     /// Ping the live signaling link.
     fn probe(&self, ctx: ActionContext) -> impl Future<Output = ActionResult> + Send;
 
@@ -71,21 +71,43 @@ pub enum LinkEvent {
     PeerLost,
 }
 
-/// Reports [`LinkEvent`]s to the node's Supervisor. Cheap to clone.
+/// Reports [`LinkEvent`]s to a node's Supervisor. Cheap to clone.
 ///
-/// Reports never block and are never dropped while the node runs (the
-/// channel is unbounded: link events are rare and each carries no data).
+/// Made with [`channel`](Self::channel) before the node, so that it can be
+/// handed to everything that watches the link when that is built. Reports
+/// never block and are never dropped: those made before the node runs wait
+/// in the channel and reach the Supervisor first thing (the channel is
+/// unbounded: link events are rare and each carries no data).
 #[derive(Debug, Clone)]
 pub struct LinkReporter {
     tx: mpsc::UnboundedSender<LinkEvent>,
 }
 
+/// The receiving end of a [`LinkReporter::channel`], for
+/// [`Node::spawn`](crate::Node::spawn).
+#[derive(Debug)]
+pub struct LinkEvents {
+    rx: mpsc::UnboundedReceiver<LinkEvent>,
+}
+
+impl LinkEvents {
+    pub(crate) fn into_receiver(self) -> mpsc::UnboundedReceiver<LinkEvent> {
+        self.rx
+    }
+}
+
 impl LinkReporter {
-    pub(crate) fn new(tx: mpsc::UnboundedSender<LinkEvent>) -> Self {
-        Self { tx }
+    /// A new link channel: the reporter, for whatever watches the link, and
+    /// the events, for the node that is to hear them. Reports made before
+    /// the node is spawned are kept for it; once the node has stopped (or
+    /// if it never started), reports return `false`.
+    pub fn channel() -> (LinkReporter, LinkEvents) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (LinkReporter { tx }, LinkEvents { rx })
     }
 
-    /// Reports `event`. Returns `false` when the node has shut down.
+    /// Reports `event`. Returns `false` when the node has shut down (or its
+    /// [`LinkEvents`] were dropped without a node).
     pub fn report(&self, event: LinkEvent) -> bool {
         self.tx.send(event).is_ok()
     }

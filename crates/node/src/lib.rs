@@ -32,9 +32,11 @@ pub use config::NodeConfig;
 pub use driver::ShutdownReport;
 pub use error::NodeError;
 pub use event_result::{EventError, Handled, HandledBy};
-pub use executor::{ActionContext, ActionResult, LinkEvent, LinkReporter, RecoveryExecutor};
+pub use executor::{
+    ActionContext, ActionResult, LinkEvent, LinkEvents, LinkReporter, RecoveryExecutor,
+};
 pub use handle::NetworkEventHandle;
-pub use live::{Message, Messages, RtcNode, RtcNodeConfig, SendError};
+pub use live::{Message, Messages, PeerLinkState, PeerStates, RtcNode, RtcNodeConfig, SendError};
 pub use mailbox::NodeRef;
 pub use node::Node;
 pub use report::ActionReport;

@@ -10,7 +10,7 @@ use tracing::Instrument;
 
 use crate::ActionError;
 use crate::driver::{Driver, DriverParts, ShutdownReport};
-use crate::executor::{LinkReporter, RecoveryExecutor};
+use crate::executor::{LinkEvents, RecoveryExecutor};
 use crate::{ActionReport, NetworkEventHandle, NodeConfig, NodeError, NodeRef};
 
 /// How many action reports a slow subscriber may lag behind before it
@@ -32,24 +32,34 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts a node on the current tokio runtime.
+    /// Starts a node on the current tokio runtime, running its actions
+    /// through `executor` and hearing what the link does on its own through
+    /// `link`.
+    ///
+    /// Wiring is two-phase: first [`LinkReporter::channel`], whose reporter
+    /// goes to the executor and whatever else watches the link as they are
+    /// built, then this, with the channel's events. Reports made in between
+    /// (or while the node starts) are not lost: they wait in the channel and
+    /// the Supervisor hears them, in order, as soon as the node runs.
     ///
     /// # Errors
     ///
     /// [`NodeError::Config`] when the policy is invalid,
-    /// [`NodeError::NoRuntime`] outside a tokio runtime.
+    /// [`NodeError::NoRuntime`] outside a tokio runtime. The link's reports
+    /// then return `false`.
+    ///
+    /// [`LinkReporter::channel`]: crate::LinkReporter::channel
     pub fn spawn<E: RecoveryExecutor>(
         config: NodeConfig,
         executor: Arc<E>,
+        link: LinkEvents,
     ) -> Result<Node, NodeError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| NodeError::NoRuntime)?;
         let supervisor = Supervisor::new(config.policy.clone(), config.initial)?;
         let (tx, mailbox) = mpsc::channel(config.mailbox_capacity.max(1));
-        let (link_tx, link_events) = mpsc::unbounded_channel();
         let (state_tx, state) = watch::channel(supervisor.state());
         let (reports, _) = broadcast::channel(REPORT_BUFFER);
         let shutdown = CancellationToken::new();
-        executor.attach(LinkReporter::new(link_tx));
         let node_ref = NodeRef::new(tx, config.result_timeout);
         let span = tracing::info_span!("node", id = %config.name);
         let driver = Driver::new(DriverParts {
@@ -57,7 +67,7 @@ impl Node {
             executor,
             config,
             mailbox,
-            link_events,
+            link_events: link.into_receiver(),
             shutdown: shutdown.clone(),
             state: state_tx,
             reports: reports.clone(),

@@ -3,6 +3,11 @@
 //! number — the simulated executor of scenarios/README.md, on real tokio
 //! time. Used by tests, by `tether bench handle`, and to run scenario files
 //! live through a node.
+//!
+//! It plays effects only. A scenario's link events (`signaling_lost`,
+//! `peer_lost`) are inputs, not effects: whoever plays the scenario reports
+//! them through the [`LinkReporter`](crate::LinkReporter) whose events the
+//! node was spawned with.
 
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -11,9 +16,10 @@ use tether_recovery::ActionKind;
 use tether_recovery::scenario::Effects;
 
 use crate::ActionError;
-use crate::executor::{ActionContext, ActionResult, LinkReporter, RecoveryExecutor};
+use crate::executor::{ActionContext, ActionResult, RecoveryExecutor};
 
-/// Plays scripted effects. See the [module docs](self).
+/// Plays scripted effects: every action takes the scripted time and fails
+/// when a `fail` rule names its kind and start number.
 #[derive(Debug)]
 pub struct ScriptedExecutor {
     effects: Effects,
@@ -24,7 +30,6 @@ pub struct ScriptedExecutor {
 struct ScriptState {
     /// Starts so far, per kind (index: `ActionKind as usize`).
     starts: [u32; 5],
-    link: Option<LinkReporter>,
 }
 
 impl ScriptedExecutor {
@@ -37,20 +42,6 @@ impl ScriptedExecutor {
     pub fn succeeding(duration: Duration) -> Self {
         let duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
         Self::new(Effects { duration_ms, failures: Vec::new() })
-    }
-
-    /// Simulates the signaling link dying on its own (a `signaling_lost`
-    /// scenario event). Returns `false` before the node attached or after
-    /// it shut down.
-    pub fn lose_signaling(&self) -> bool {
-        self.lock().link.as_ref().is_some_and(LinkReporter::signaling_lost)
-    }
-
-    /// Simulates a peer connection dying on its own (a `peer_lost`
-    /// scenario event). Returns `false` before the node attached or after it
-    /// shut down.
-    pub fn lose_peer(&self) -> bool {
-        self.lock().link.as_ref().is_some_and(LinkReporter::peer_lost)
     }
 
     /// How many times `kind` started.
@@ -80,10 +71,6 @@ impl ScriptedExecutor {
 }
 
 impl RecoveryExecutor for ScriptedExecutor {
-    fn attach(&self, link: LinkReporter) {
-        self.lock().link = Some(link);
-    }
-
     async fn probe(&self, ctx: ActionContext) -> ActionResult {
         self.play(ctx).await
     }

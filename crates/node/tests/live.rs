@@ -8,9 +8,11 @@ use std::time::Duration;
 use tether::live::RtcShutdownReport;
 use tether::live::testbed::{LoopbackTestbed, Traffic};
 use tether::{
-    ActionKind, ActionReport, CleanupReason, ConnectionState, Messages, NetworkSnapshot,
-    ReconnectReason, RtcNode, SendError, Transport, TransportSet,
+    ActionKind, ActionReport, Availability, CleanupReason, ConnectionState, Messages,
+    NetworkSnapshot, PeerLinkState, PeerStates, ReconnectReason, RtcNode, SendError, Transport,
+    TransportSet,
 };
+use tokio::sync::watch;
 use tokio::time::{Instant, timeout};
 
 const PROMPT: Duration = Duration::from_secs(20);
@@ -172,6 +174,70 @@ async fn wait_for_action(
             other => panic!("no {kind} ended: {other:?}"),
         }
     }
+}
+
+/// Waits up to [`PROMPT`] until `peer`'s state in `states` is `what`
+/// (`want`), and returns it.
+async fn wait_for_peer(
+    states: &mut watch::Receiver<PeerStates>,
+    peer: &str,
+    what: &str,
+    want: impl Fn(&PeerLinkState) -> bool,
+) -> PeerLinkState {
+    let seen = timeout(PROMPT, async {
+        let states = states.wait_for(|s| s.get(peer).is_some_and(|p| want(&p))).await;
+        states.expect("the node stopped").get(peer)
+    })
+    .await;
+    match seen {
+        Ok(Some(state)) => state,
+        _ => panic!("{peer} was not {what} within {PROMPT:?}: {:?}", states.borrow().get(peer)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_peer_state_stream_follows_a_dropped_peer_connection() {
+    let mut pair = Pair::start().await;
+    let mut states = pair.alice.peer_states();
+    let first = wait_for_peer(&mut states, "bob", "connected", PeerLinkState::is_connected).await;
+    assert_eq!(states.borrow().connected().collect::<Vec<_>>(), ["bob"]);
+    assert_eq!(pair.alice.connected_peers(), ["bob"]);
+
+    // Offline first (a Disconnect: signaling closed, peer connections kept,
+    // messages still flow), so that nothing can build a new peer connection
+    // before the stream was seen saying the old one is gone: a state that
+    // lasts no time may be skipped.
+    let offline = NetworkSnapshot::new(2, Availability::Unavailable, TransportSet::EMPTY);
+    let mut state = pair.alice.state();
+    let alice = pair.alice.handle();
+    let went_offline = tokio::spawn(async move { alice.network_path_changed(offline).await });
+    timeout(PROMPT, state.wait_for(|s| *s == ConnectionState::Offline))
+        .await
+        .expect("alice did not go offline")
+        .unwrap();
+    let result = timeout(PROMPT, went_offline).await.unwrap().unwrap().unwrap();
+    assert_eq!(result.action(), Some(ActionKind::Disconnect), "{result:?}");
+    assert!(states.borrow().is_connected("bob"), "a Disconnect keeps the peer connections");
+
+    pair.alice.faults().drop_peer_connection("bob").await.unwrap();
+    let gone = wait_for_peer(&mut states, "bob", "disconnected", |s| !s.is_connected()).await;
+    assert_eq!(gone.generation, first.generation, "{gone:?}");
+    assert!(pair.alice.connected_peers().is_empty());
+
+    // Back online: the Restore connects bob again, on a new peer connection.
+    let online =
+        NetworkSnapshot::new(3, Availability::Available, TransportSet::only(Transport::Wifi));
+    let result = pair.alice.handle().network_path_changed(online).await.unwrap();
+    assert_eq!(result.action(), Some(ActionKind::Restore));
+    let again =
+        wait_for_peer(&mut states, "bob", "connected again", PeerLinkState::is_connected).await;
+    assert!(again.generation > first.generation, "{first:?} then {again:?}");
+
+    pair.exchange(5).await;
+    pair.finish().await;
+    timeout(PROMPT, async { while states.changed().await.is_ok() {} })
+        .await
+        .expect("the stream ends with the node");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tether::{ActionReport, Node, NodeConfig, ScriptedExecutor};
+use tether::{ActionReport, LinkReporter, Node, NodeConfig, ScriptedExecutor};
 use tether_recovery::scenario::{Scenario, ScenarioInput};
 use tether_recovery::simulation::{self, Record};
 use tokio::sync::broadcast::error::TryRecvError;
@@ -53,15 +53,16 @@ fn live(scenario: &Scenario) -> (Vec<Line>, &'static str) {
             initial: scenario.start,
             ..NodeConfig::default()
         };
-        let node = Node::spawn(config, Arc::clone(&executor)).unwrap();
+        let (link, link_events) = LinkReporter::channel();
+        let node = Node::spawn(config, executor, link_events).unwrap();
         let mut reports = node.actions();
         let node_ref = node.node_ref();
         for event in &scenario.events {
             tokio::time::sleep_until(epoch + Duration::from_millis(event.at_ms)).await;
             match event.input {
                 ScenarioInput::Network(event) => node_ref.submit(event).await.unwrap(),
-                ScenarioInput::SignalingLost => assert!(executor.lose_signaling()),
-                ScenarioInput::PeerLost => assert!(executor.lose_peer()),
+                ScenarioInput::SignalingLost => assert!(link.signaling_lost()),
+                ScenarioInput::PeerLost => assert!(link.peer_lost()),
             }
         }
         let end = epoch + Duration::from_millis(scenario.run_ms);

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tether::{
     ActionKind, ActionReport, Availability, CleanupReason, ConnectionState, EventError, HandledBy,
-    InitialState, NetworkEvent, NetworkSnapshot, NoAction, Node, NodeConfig, NodeError, Phase,
-    ReconnectReason, ScriptedExecutor, Transport, TransportSet,
+    InitialState, LinkReporter, NetworkEvent, NetworkSnapshot, NoAction, Node, NodeConfig,
+    NodeError, Phase, ReconnectReason, ScriptedExecutor, Transport, TransportSet,
 };
 use tether::{AppLifecycleState, PolicyConfig};
 use tether_recovery::FailureKind;
@@ -53,8 +53,19 @@ fn online_start() -> NodeConfig {
 }
 
 fn spawn(config: NodeConfig, effects: Effects) -> (Node, Arc<ScriptedExecutor>) {
+    let (node, executor, _) = spawn_linked(config, effects);
+    (node, executor)
+}
+
+/// A node and the reporter of its link, which tests use as the executor's
+/// link watchers would.
+fn spawn_linked(
+    config: NodeConfig,
+    effects: Effects,
+) -> (Node, Arc<ScriptedExecutor>, LinkReporter) {
+    let (link, events) = LinkReporter::channel();
     let executor = Arc::new(ScriptedExecutor::new(effects));
-    (Node::spawn(config, Arc::clone(&executor)).unwrap(), executor)
+    (Node::spawn(config, Arc::clone(&executor), events).unwrap(), executor, link)
 }
 
 fn lasting(ms: u64) -> Effects {
@@ -324,15 +335,59 @@ async fn the_actor_path_reaches_the_same_supervisor() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_signaling_loss_reported_by_the_executor_restores() {
-    let (node, executor) = spawn(online_start(), lasting(30));
+async fn a_signaling_loss_reported_on_the_link_restores() {
+    let (node, _, link) = spawn_linked(online_start(), lasting(30));
     let mut reports = node.actions();
-    assert!(executor.lose_signaling());
+    assert!(link.signaling_lost());
     let started = reports.recv().await.unwrap();
     assert!(
         matches!(started, ActionReport::Started { kind: ActionKind::Restore, .. }),
         "{started:?}"
     );
+}
+
+/// Waits (on virtual time, bounded) for the next action to start and end
+/// successfully, and returns its kind.
+async fn first_action(reports: &mut tokio::sync::broadcast::Receiver<ActionReport>) -> ActionKind {
+    let bound = Duration::from_secs(60);
+    let started = tokio::time::timeout(bound, reports.recv())
+        .await
+        .expect("no action started: the link report was lost")
+        .unwrap();
+    let ActionReport::Started { kind, .. } = started else { panic!("{started:?}") };
+    let ended = tokio::time::timeout(bound, reports.recv()).await.expect("no end").unwrap();
+    assert!(
+        matches!(ended, ActionReport::Ended { kind: k, outcome: tether::ActionOutcome::Succeeded, .. } if k == kind),
+        "{ended:?}"
+    );
+    kind
+}
+
+#[tokio::test(start_paused = true)]
+async fn link_reports_made_while_the_node_starts_are_not_lost() {
+    // Before the node exists: whatever watches the link may report as soon
+    // as it is built, before `Node::spawn`.
+    let (link, events) = LinkReporter::channel();
+    assert!(link.signaling_lost(), "kept for the node to come");
+    let executor = Arc::new(ScriptedExecutor::new(lasting(30)));
+    let node = Node::spawn(online_start(), Arc::clone(&executor), events).unwrap();
+    // The driver has not run yet (this runtime has one thread and this
+    // task has not yielded), so this subscription sees its first action.
+    let mut reports = node.actions();
+    assert_eq!(first_action(&mut reports).await, ActionKind::Restore);
+    assert_eq!(executor.starts(ActionKind::Restore), 1);
+    node.shutdown().await;
+    assert!(!link.signaling_lost(), "a stopped node hears nothing");
+
+    // Right at spawn, before the driver's first loop iteration.
+    let (link, events) = LinkReporter::channel();
+    let executor = Arc::new(ScriptedExecutor::new(lasting(30)));
+    let node = Node::spawn(online_start(), Arc::clone(&executor), events).unwrap();
+    let mut reports = node.actions();
+    assert!(link.peer_lost());
+    assert_eq!(first_action(&mut reports).await, ActionKind::Restore);
+    assert_eq!(executor.starts(ActionKind::Restore), 1);
+    node.shutdown().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -363,8 +418,10 @@ async fn failures_carry_the_executors_message() {
 #[test]
 fn outside_a_runtime_spawning_is_an_error_not_a_panic() {
     let executor = Arc::new(ScriptedExecutor::succeeding(Duration::from_millis(1)));
-    let err = Node::spawn(NodeConfig::default(), executor).unwrap_err();
+    let (link, events) = LinkReporter::channel();
+    let err = Node::spawn(NodeConfig::default(), executor, events).unwrap_err();
     assert_eq!(err, NodeError::NoRuntime);
+    assert!(!link.signaling_lost(), "no node will hear it");
 }
 
 #[tokio::test]
@@ -374,6 +431,6 @@ async fn an_invalid_policy_is_refused() {
         policy: PolicyConfig { jitter: 3.0, ..PolicyConfig::default() },
         ..NodeConfig::default()
     };
-    let err = Node::spawn(config, executor).unwrap_err();
+    let err = Node::spawn(config, executor, LinkReporter::channel().1).unwrap_err();
     assert!(err.to_string().contains("jitter"), "{err}");
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::bail;
 use serde::Serialize;
 use tether::{
-    ActionReport, Availability, InitialState, NetworkSnapshot, Node, NodeConfig, Phase,
-    PolicyConfig, ScriptedExecutor, Transport, TransportSet,
+    ActionReport, Availability, InitialState, LinkReporter, NetworkSnapshot, Node, NodeConfig,
+    Phase, PolicyConfig, ScriptedExecutor, Transport, TransportSet,
 };
 use tokio::sync::broadcast::error::TryRecvError;
 use tokio::time::Instant;
@@ -61,7 +61,10 @@ async fn sample(
         },
         ..NodeConfig::default()
     };
-    let node = Node::spawn(config, Arc::new(ScriptedExecutor::succeeding(Duration::ZERO)))?;
+    // Nothing watches a scripted link: its reporter is not needed.
+    let (_, link_events) = LinkReporter::channel();
+    let executor = Arc::new(ScriptedExecutor::succeeding(Duration::ZERO));
+    let node = Node::spawn(config, executor, link_events)?;
     let handle = node.handle();
     let mut reports = node.actions();
     let mut latencies = Vec::with_capacity(samples);

@@ -4,11 +4,12 @@ embedded test signaling server, on loopback only."""
 import asyncio
 import contextlib
 import gc
+import threading
 
 import pytest
 
 import tether
-from conftest import CONNECTED, StateRecorder, asynctest, snapshot, wait_for_state
+from conftest import CONNECTED, StateRecorder, asynctest, snapshot, wait_for_state, wait_until
 
 A = tether.ActionKind
 # WebRTC connects and restarts take seconds on a loaded machine.
@@ -95,6 +96,52 @@ async def test_two_nodes_exchange_messages_across_recoveries():
         assert report.cleanup_error is None, report.cleanup_error
 
 
+class PeerRecorder(tether.PeerStateListener):
+    """A peer-state listener that records every list it is given."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.lists = []
+
+    def on_peer_states_changed(self, peers):
+        with self._lock:
+            self.lists.append(peers)
+
+    def last(self):
+        with self._lock:
+            return self.lists[-1] if self.lists else None
+
+
+def bob_connected(recorder, connected):
+    last = recorder.last() or []
+    return any(p.peer == "bob" and p.connected == connected for p in last)
+
+
+@asynctest
+async def test_the_peer_state_listener_follows_a_dropped_peer_connection():
+    async with live_pair() as (server, alice, bob):
+        recorder = PeerRecorder()
+        subscription = alice.subscribe_peer_states(recorder)
+        await wait_until(lambda: bob_connected(recorder, True), "bob connected", PROMPT_S)
+        (status,) = [p for p in alice.peer_states() if p.peer == "bob"]
+        assert status.connection == tether.PeerConnectionState.CONNECTED, str(status)
+        first = status.generation
+
+        # Dropped: the node restores it, on a new peer connection.
+        await alice.simulate_peer_loss("bob")
+        await wait_until(
+            lambda: any(p.peer == "bob" and p.connected and p.generation > first
+                        for p in recorder.last() or []),
+            "bob connected again on a new peer connection",
+            PROMPT_S,
+        )
+        await exchange(alice, bob, "after-drop", count=2)
+
+        await alice.shutdown()
+        await wait_until(lambda: bob_connected(recorder, False), "bob closed", PROMPT_S)
+        await wait_until(lambda: not subscription.is_active(), "the subscription ended")
+
+
 @asynctest
 async def test_messaging_errors_are_clear_exceptions():
     async with live_pair() as (server, alice, bob):
@@ -163,6 +210,9 @@ async def test_a_simulated_node_has_no_messaging():
         with pytest.raises(tether.TetherError.Unsupported):
             await node.connect_peer("bob")
         assert node.connected_peers() == []
+        assert node.peer_states() == []
+        with pytest.raises(tether.TetherError.Unsupported):
+            node.subscribe_peer_states(PeerRecorder())
     finally:
         await node.shutdown()
 

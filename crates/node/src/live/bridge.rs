@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::roster::Roster;
+use crate::executor::LinkReporter;
 
 /// What the bridge needs.
 pub(crate) struct Bridge {
@@ -20,6 +21,8 @@ pub(crate) struct Bridge {
     pub(crate) outbound: mpsc::Receiver<OutboundSignal>,
     pub(crate) peers: PeerSet,
     pub(crate) roster: Arc<Roster>,
+    /// Where spontaneous signaling losses go.
+    pub(crate) link: LinkReporter,
     pub(crate) auto_connect: bool,
     pub(crate) stop: CancellationToken,
 }
@@ -86,7 +89,7 @@ impl Bridge {
             }
             SignalEvent::Lost { generation, cause } => {
                 info!(name: "live.signaling.lost", generation = generation.get(), %cause);
-                self.roster.report_signaling_lost();
+                self.link.signaling_lost();
             }
             SignalEvent::Connected(connected) => {
                 if self.auto_connect {

@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use super::config::{RecoveryTiming, RestoreStrategy};
 use super::roster::Roster;
 use crate::ActionError;
-use crate::executor::{ActionContext, ActionResult, LinkReporter, RecoveryExecutor};
+use crate::executor::{ActionContext, ActionResult, RecoveryExecutor};
 
 /// Runs actions against a [`SignalClient`] and a [`PeerSet`].
 #[derive(Debug)]
@@ -137,10 +137,6 @@ impl RtcExecutor {
 }
 
 impl RecoveryExecutor for RtcExecutor {
-    fn attach(&self, link: LinkReporter) {
-        self.roster.attach(link);
-    }
-
     async fn probe(&self, _ctx: ActionContext) -> ActionResult {
         self.signal
             .probe_alive(self.timing.probe_timeout)

@@ -1,7 +1,7 @@
 //! The messenger: one task that owns every peer's reliable stream
 //! ([`ReliableStream`]), carries frames over the peers' data channels, hands
-//! received messages to the application, answers senders, and reports peer
-//! connections that die on their own.
+//! received messages to the application, answers senders, reports peer
+//! connections that die on their own, and publishes the peers' states.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -15,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace, warn};
 
 use super::error::SendError;
+use super::peer_state::{PeerLinkState, PeerStates};
 use super::roster::Roster;
+use crate::executor::LinkReporter;
 use crate::reliable::{Frame, MessageId, ReliableStream, StreamConfig, StreamStats};
 
 /// One message from a peer.
@@ -80,7 +82,11 @@ pub(crate) struct Messenger {
     pub(crate) receive_backlog: usize,
     pub(crate) peers: PeerSet,
     pub(crate) roster: Arc<Roster>,
+    /// Where peer connections that die on their own are reported.
+    pub(crate) link: LinkReporter,
     pub(crate) state: watch::Receiver<ConnectionState>,
+    /// Where the peers' states are published.
+    pub(crate) peer_states: watch::Sender<PeerStates>,
     pub(crate) stop: CancellationToken,
 }
 
@@ -176,6 +182,12 @@ impl Running {
 
     fn on_rtc(&mut self, event: RtcEvent) {
         let now = Instant::now();
+        if let RtcEvent::PeerStateChanged { peer, .. }
+        | RtcEvent::ChannelOpened { peer, .. }
+        | RtcEvent::ChannelClosed { peer, .. } = &event
+        {
+            self.publish_peer_state(peer);
+        }
         match event {
             RtcEvent::MessageReceived { peer, generation, data } => {
                 let Some(link) = self.links.get_mut(&peer) else {
@@ -236,6 +248,22 @@ impl Running {
         }
     }
 
+    /// Publishes how `peer` is connected now. The peer set updates its view
+    /// of a peer before it sends the event that says so, so the state read
+    /// here is at least as new as the event that led here, and the last
+    /// event of a change publishes its final state.
+    fn publish_peer_state(&self, peer: &str) {
+        let status = self.config.peers.status(peer);
+        self.config.peer_states.send_if_modified(|states| {
+            let state = PeerLinkState::observe(status, states.get(peer));
+            let changed = states.set(peer, state);
+            if changed {
+                debug!(name: "live.peer.published", peer, state = ?state);
+            }
+            changed
+        });
+    }
+
     /// A peer connection of `peer` went away. Unless this node closed it on
     /// purpose or a newer one is already being built, the Supervisor hears
     /// of it and decides.
@@ -248,7 +276,7 @@ impl Running {
             return;
         }
         info!(name: "live.peer.lost", peer, generation, why);
-        self.config.roster.report_peer_lost();
+        self.config.link.peer_lost();
     }
 
     fn on_timer(&mut self) {
@@ -316,6 +344,13 @@ impl Running {
     }
 
     fn finish(mut self) -> MessengerReport {
+        // The last word on every peer, whatever events are still queued:
+        // after a shutdown, the peer connections its final cleanup closed.
+        let known: Vec<String> =
+            self.config.peer_states.borrow().iter().map(|(peer, _)| peer.to_owned()).collect();
+        for peer in &known {
+            self.publish_peer_state(peer);
+        }
         let mut report = MessengerReport::default();
         for (peer, link) in self.links.drain() {
             let stats = link.stream.stats();

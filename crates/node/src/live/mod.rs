@@ -23,6 +23,7 @@ mod config;
 mod error;
 mod executor;
 mod messenger;
+mod peer_state;
 mod roster;
 pub mod testbed;
 
@@ -44,11 +45,16 @@ pub use config::{
 };
 pub use error::{RtcNodeError, SendError};
 pub use messenger::{Message, MessengerReport};
+pub use peer_state::{PeerLinkState, PeerStates};
+/// The state of a peer connection, as [`PeerLinkState::connection`] reports
+/// it.
+pub use tether_rtc::PeerState;
 
 use self::bridge::Bridge;
 use self::executor::RtcExecutor;
 use self::messenger::{Messenger, Outgoing, Request};
 use self::roster::Roster;
+use crate::executor::LinkReporter;
 use crate::reliable::MessageId;
 use crate::{ActionReport, NetworkEventHandle, Node, NodeRef, ShutdownReport};
 
@@ -120,18 +126,17 @@ impl Faults<'_> {
     /// Not cancel safe: dropped before the close finishes, the close still
     /// runs in the peer's task but the loss is not reported.
     pub async fn drop_peer_connection(&self, peer: &str) -> Result<(), RtcNodeError> {
-        let roster = &self.node.roster;
         if let Some(status) = self.node.peers.status(peer) {
             // The report below stands for this close: the channel's close
             // event must not report it a second time.
-            roster.closing_on_purpose(peer, status.generation);
+            self.node.roster.closing_on_purpose(peer, status.generation);
         }
         let closed =
             self.node.peers.close(peer).await.map_err(|err| RtcNodeError::Peer {
                 peer: peer.to_owned(),
                 message: err.to_string(),
             });
-        roster.report_peer_lost();
+        self.node.link.peer_lost();
         closed
     }
 }
@@ -144,6 +149,9 @@ pub struct RtcNode {
     signal: SignalClient,
     peers: PeerSet,
     roster: Arc<Roster>,
+    /// Reports the peer connections [`Faults`] breaks.
+    link: LinkReporter,
+    peer_states: watch::Receiver<PeerStates>,
     requests: mpsc::Sender<Request>,
     messages: Mutex<Option<Messages>>,
     messaging: MessagingConfig,
@@ -183,13 +191,17 @@ impl RtcNode {
         let (peers, rtc_events) =
             PeerSet::new(config.peer_id.clone(), config.rtc.clone(), signals_tx);
         let roster = Arc::new(Roster::default());
+        // The link channel comes first: the bridge and the messenger report
+        // into it from the moment they exist, and the node hears every
+        // report, whenever its driver first runs.
+        let (link, link_events) = LinkReporter::channel();
         let executor = Arc::new(RtcExecutor {
             signal: signal.clone(),
             peers: peers.clone(),
             roster: Arc::clone(&roster),
             timing: config.recovery,
         });
-        let node = Node::spawn(config.node.clone(), executor)?;
+        let node = Node::spawn(config.node.clone(), executor, link_events)?;
 
         let stop = CancellationToken::new();
         let span = tracing::info_span!("live", peer = %config.peer_id);
@@ -199,6 +211,7 @@ impl RtcNode {
             outbound: signals_rx,
             peers: peers.clone(),
             roster: Arc::clone(&roster),
+            link: link.clone(),
             auto_connect: config.auto_connect,
             stop: stop.clone(),
         };
@@ -206,6 +219,7 @@ impl RtcNode {
 
         let (requests, requests_rx) = mpsc::channel(SEND_QUEUE);
         let (deliveries, deliveries_rx) = mpsc::channel(config.messaging.receive_backlog.max(1));
+        let (peer_states_tx, peer_states) = watch::channel(PeerStates::default());
         let messenger = Messenger {
             session: messenger::new_session(),
             stream_config: config.messaging.stream.clone(),
@@ -215,7 +229,9 @@ impl RtcNode {
             receive_backlog: config.messaging.receive_backlog.max(1),
             peers: peers.clone(),
             roster: Arc::clone(&roster),
+            link: link.clone(),
             state: node.state(),
+            peer_states: peer_states_tx,
             stop: stop.clone(),
         };
         let messenger = tokio::spawn(messenger.run().instrument(span));
@@ -226,6 +242,8 @@ impl RtcNode {
             signal,
             peers,
             roster,
+            link,
+            peer_states,
             requests,
             messages: Mutex::new(Some(Messages { receiver: deliveries_rx })),
             messaging: config.messaging,
@@ -302,6 +320,22 @@ impl RtcNode {
     /// The peers with an open data channel now.
     pub fn connected_peers(&self) -> Vec<String> {
         self.peers.connected_peers()
+    }
+
+    /// The peers' states for UI ("bob connected"): the current snapshot
+    /// with [`borrow`](watch::Receiver::borrow), and
+    /// [`changed`](watch::Receiver::changed) wakes when it changes (a state
+    /// that lasted no time may be skipped; the latest is always seen).
+    /// `changed` fails once the node has shut down.
+    ///
+    /// The snapshot follows the peer connections' events as the messenger
+    /// takes them in, in order with received messages: while the
+    /// application leaves [`messages`](Self::messages) unread and their
+    /// backlog full, it waits with them. Its last value, after
+    /// [`shutdown`](Self::shutdown), shows the peer connections the final
+    /// cleanup closed.
+    pub fn peer_states(&self) -> watch::Receiver<PeerStates> {
+        self.peer_states.clone()
     }
 
     /// Queues `payload` for `peer`, reliably and in order, and returns once

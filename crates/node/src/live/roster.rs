@@ -1,13 +1,11 @@
 //! The roster: which peers this node keeps connections to, and which peer
 //! connections it is closing on purpose. Shared by the executor (which
 //! revives the roster's peers and records deliberate closes), the signaling
-//! bridge (presence) and the messenger (which reports peers that die on
-//! their own).
+//! bridge (presence) and the messenger (which asks, before it reports a
+//! peer connection lost, whether it was closed on purpose).
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
-
-use crate::executor::LinkReporter;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 #[derive(Debug, Default)]
 struct Members {
@@ -23,7 +21,6 @@ struct Members {
 #[derive(Debug, Default)]
 pub(crate) struct Roster {
     members: Mutex<Members>,
-    link: OnceLock<LinkReporter>,
 }
 
 impl Roster {
@@ -58,25 +55,6 @@ impl Roster {
     /// Whether generation `generation` of `peer` was closed on purpose.
     pub(crate) fn closed_on_purpose(&self, peer: &str, generation: u64) -> bool {
         self.lock().closed_on_purpose.get(peer).is_some_and(|&upto| generation <= upto)
-    }
-
-    /// Called once by the node at start.
-    pub(crate) fn attach(&self, link: LinkReporter) {
-        let _ = self.link.set(link);
-    }
-
-    /// Tells the Supervisor that a peer connection died on its own.
-    pub(crate) fn report_peer_lost(&self) {
-        if let Some(link) = self.link.get() {
-            link.peer_lost();
-        }
-    }
-
-    /// Tells the Supervisor that signaling died on its own.
-    pub(crate) fn report_signaling_lost(&self) {
-        if let Some(link) = self.link.get() {
-            link.signaling_lost();
-        }
     }
 }
 

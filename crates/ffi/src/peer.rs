@@ -1,0 +1,80 @@
+//! Peer states for UI ("bob connected"): how a live node is connected to
+//! each peer it has had a peer connection with.
+
+/// The state of a peer connection (the W3C `RTCPeerConnectionState`, with
+/// `new` reported as `Connecting`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, uniffi::Enum)]
+pub enum PeerConnectionState {
+    /// Being built and negotiated, or ICE/DTLS in progress.
+    Connecting,
+    /// ICE and DTLS are up.
+    Connected,
+    /// ICE lost connectivity; it may come back by itself or after an ICE
+    /// restart.
+    Disconnected,
+    /// ICE gave up; recovery restarts or replaces it.
+    Failed,
+    /// Closed, by either side, and no new one is being built.
+    Closed,
+}
+
+/// How a live node is connected to one peer.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct PeerStatus {
+    /// The peer's id.
+    pub peer: String,
+    /// Whether messages flow: the peer connection is connected and its data
+    /// channel open.
+    pub connected: bool,
+    /// The state of the newest peer connection to the peer.
+    pub connection: PeerConnectionState,
+    /// Which peer connection (1, 2, …, never reused): a higher number is a
+    /// replacement; an ICE restart keeps the number.
+    pub generation: u64,
+}
+
+impl From<tether::live::PeerState> for PeerConnectionState {
+    fn from(value: tether::live::PeerState) -> Self {
+        match value {
+            tether::live::PeerState::Connecting => Self::Connecting,
+            tether::live::PeerState::Connected => Self::Connected,
+            tether::live::PeerState::Disconnected => Self::Disconnected,
+            tether::live::PeerState::Failed => Self::Failed,
+            tether::live::PeerState::Closed => Self::Closed,
+        }
+    }
+}
+
+/// Every peer of `states`, sorted by peer id.
+pub(crate) fn statuses(states: &tether::PeerStates) -> Vec<PeerStatus> {
+    states
+        .iter()
+        .map(|(peer, state)| PeerStatus {
+            peer: peer.to_owned(),
+            connected: state.is_connected(),
+            connection: state.connection.into(),
+            generation: state.generation,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_peer_connection_state_has_a_foreign_name() {
+        use tether::live::PeerState;
+        let all = [
+            (PeerState::Connecting, PeerConnectionState::Connecting),
+            (PeerState::Connected, PeerConnectionState::Connected),
+            (PeerState::Disconnected, PeerConnectionState::Disconnected),
+            (PeerState::Failed, PeerConnectionState::Failed),
+            (PeerState::Closed, PeerConnectionState::Closed),
+        ];
+        for (state, foreign) in all {
+            assert_eq!(PeerConnectionState::from(state), foreign);
+        }
+        assert!(statuses(&tether::PeerStates::default()).is_empty());
+    }
+}
