@@ -22,8 +22,8 @@ use tether::{
     ActionReport, ConnectionState, NetworkEventResult, NetworkSnapshot, ReconnectReason, RtcNode,
     RtcNodeConfig, Transport, TransportSet,
 };
+use tether_relay::auth::{HmacSecret, SECRET_ENV_VAR, mint_token_for};
 use tether_rtc::RtcConfig;
-use tether_signal::auth::{HmacSecret, SECRET_ENV_VAR, mint_token_for};
 use tether_signal::protocol::PeerId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{broadcast, mpsc};

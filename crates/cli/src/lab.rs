@@ -24,10 +24,10 @@ use tether::live::testbed::LoopbackTestbed;
 use tether::{Availability, NetworkEvent, NetworkSnapshot, RtcNode, Transport, TransportSet};
 use tether_lab::{Lab, LabConfig, NetnsTask, Uplink, spawn_in_netns};
 use tether_pathmon::{PathMonitor, PathMonitorConfig};
+use tether_relay::auth::{Authenticator, HmacSecret, mint_token_for};
+use tether_relay::{ServerConfig, SignalServer};
 use tether_rtc::{LocalAddresses, RtcConfig};
-use tether_signal::auth::{Authenticator, HmacSecret, mint_token_for};
 use tether_signal::protocol::PeerId;
-use tether_signal::{ServerConfig, SignalServer};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 

@@ -24,6 +24,7 @@ mod error;
 mod executor;
 mod messenger;
 mod roster;
+#[cfg(feature = "testbed")]
 pub mod testbed;
 
 use std::sync::{Arc, Mutex, PoisonError};

@@ -2,15 +2,18 @@
 //! 127.0.0.1, plus numbered traffic that counts what was lost, duplicated
 //! or reordered. Used by tether's own tests and by `tether demo`; useful for
 //! an application's integration tests too.
+//!
+//! Only with the `testbed` feature (it embeds tether-relay, a server an app
+//! does not otherwise need).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use bytes::Bytes;
+use tether_relay::auth::{Authenticator, HmacSecret, mint_token_for};
+use tether_relay::{RunningServer, ServerConfig, SignalServer};
 use tether_rtc::RtcConfig;
-use tether_signal::auth::{Authenticator, HmacSecret, mint_token_for};
 use tether_signal::protocol::PeerId;
-use tether_signal::{RunningServer, ServerConfig, SignalServer};
 
 use super::{Message, RtcNode, RtcNodeConfig, RtcNodeError, SignalingTiming};
 use crate::{Availability, NetworkSnapshot, Transport, TransportSet};
@@ -96,7 +99,7 @@ impl LoopbackTestbed {
     }
 
     /// The server's metrics (connections, relayed messages, rejections).
-    pub fn metrics(&self) -> tether_signal::MetricsSnapshot {
+    pub fn metrics(&self) -> tether_relay::MetricsSnapshot {
         self.server.metrics()
     }
 
