@@ -57,7 +57,7 @@ impl LoopbackTestbed {
     }
 
     /// A node config for `peer` in this testbed's room, with loopback
-    /// WebRTC and short signaling timeouts.
+    /// WebRTC and [`SignalingTiming::responsive`] signaling.
     ///
     /// # Errors
     ///
@@ -66,19 +66,8 @@ impl LoopbackTestbed {
         let mut config = RtcNodeConfig::new(peer, self.url(), self.token(peer)?);
         config.room = Some(self.room.clone());
         config.rtc = RtcConfig::loopback();
-        config.signaling = Self::signaling_timing();
+        config.signaling = SignalingTiming::responsive();
         Ok(config)
-    }
-
-    /// Signaling timing for a test network: connect within 3 s, ping every
-    /// 500 ms, dead after 2 s of silence, race a fresh socket at once.
-    pub fn signaling_timing() -> SignalingTiming {
-        SignalingTiming {
-            connect_timeout: Duration::from_secs(3),
-            ping_interval: Duration::from_millis(500),
-            dead_after: Duration::from_secs(2),
-            rebuild_head_start: Duration::ZERO,
-        }
     }
 
     /// Starts a node with `config` and brings it online (an Available Wi-Fi
