@@ -3,9 +3,12 @@
 # bindings in UniFFI library mode (the bindings are read from the metadata
 # symbols of the built library, so it must not be stripped first).
 #
-# Usage: crates/ffi/generate.sh [--release] [swift] [kotlin] [python]
+# Usage: crates/ffi/generate.sh [--release] [--test-server] [swift] [kotlin] [python]
 #   No language: all three. --release builds with the release profile
-#   (the workspace's keeps symbols: it sets no `strip`).
+#   (the workspace's keeps symbols: it sets no `strip`). --test-server builds
+#   with the `test-server` feature, which exports startTestSignalingServer
+#   (an embedded relay for binding tests, e.g. test.sh); without it the
+#   library is the mobile one, with no server inside.
 #
 # Output (ignored by git):
 #   crates/ffi/build/swift/   Tether.swift, TetherFFI.h, TetherFFI.modulemap
@@ -22,12 +25,14 @@ workspace="$(cd "$here/../.." && pwd)"
 
 profile=debug
 cargo_profile=()
+features=bindgen-cli
 languages=()
 for arg in "$@"; do
     case "$arg" in
         --release) profile=release; cargo_profile=(--release) ;;
+        --test-server) features=bindgen-cli,test-server ;;
         swift | kotlin | python) languages+=("$arg") ;;
-        *) echo "usage: $0 [--release] [swift] [kotlin] [python]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--release] [--test-server] [swift] [kotlin] [python]" >&2; exit 2 ;;
     esac
 done
 if [ ${#languages[@]} -eq 0 ]; then
@@ -46,10 +51,10 @@ case "$(uname -s)" in
     *) library_file=libtether_ffi.so ;;
 esac
 
-echo "== building tether-ffi ($profile)"
+echo "== building tether-ffi ($profile, features $features)"
 # The library and the bindgen binary in one build, with the same features,
 # so uniffi is compiled once.
-cargo build -p tether-ffi --features bindgen-cli --lib --bin uniffi-bindgen "${cargo_profile[@]}"
+cargo build -p tether-ffi --features "$features" --lib --bin uniffi-bindgen "${cargo_profile[@]}"
 library="$target_dir/$profile/$library_file"
 bindgen="$target_dir/$profile/uniffi-bindgen"
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds the cdylib, generates the Python bindings, and runs the pytest
-# suite of the Python package against them. Extra arguments go to pytest.
+# Builds the cdylib (with the `test-server` feature: the live tests start an
+# embedded signaling server through the bindings), generates the Python
+# bindings, and runs the pytest suite of the Python package against them.
+# Extra arguments go to pytest.
 #
 # pytest comes from the current Python when it has it, else from a virtual
 # environment kept in the target directory (created once, pytest from PyPI).
@@ -10,7 +12,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 python="${PYTHON:-python3}"
 
-"$here/generate.sh" python
+"$here/generate.sh" --test-server python
 
 if ! "$python" -c 'import pytest' 2>/dev/null; then
     if [ -n "${CARGO_TARGET_DIR:-}" ]; then

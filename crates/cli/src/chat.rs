@@ -17,13 +17,13 @@ use std::time::Duration;
 use anyhow::{Context, bail, ensure};
 use clap::Args;
 use serde_json::{Value, json};
-use tether::live::testbed::LoopbackTestbed;
+use tether::live::SignalingTiming;
 use tether::{
     ActionKind, ActionReport, ConnectionState, EventError, Handled, NetworkSnapshot,
     ReconnectReason, RtcNode, RtcNodeConfig, Transport, TransportSet,
 };
+use tether_relay::auth::{HmacSecret, SECRET_ENV_VAR, mint_token_for};
 use tether_rtc::RtcConfig;
-use tether_signal::auth::{HmacSecret, SECRET_ENV_VAR, mint_token_for};
 use tether_signal::protocol::PeerId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{broadcast, mpsc};
@@ -164,7 +164,9 @@ async fn chat(args: &ChatArgs, token: String) -> anyhow::Result<ExitCode> {
     // first offer to nobody; see the module docs.)
     config.auto_connect = true;
     config.rtc = RtcConfig::default();
-    config.signaling = LoopbackTestbed::signaling_timing();
+    // A tool for watching recovery: a dead signaling socket should show
+    // within seconds, not after the production timing's 10 s.
+    config.signaling = SignalingTiming::responsive();
     let node = Arc::new(RtcNode::start(config)?);
     let mut inbox = node.messages().context("the node's inbox was already taken")?;
     let mut actions = node.actions();

@@ -19,15 +19,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use clap::{Args, Subcommand};
 use serde::Serialize;
-use tether::live::RtcNodeConfig;
-use tether::live::testbed::LoopbackTestbed;
+use tether::live::{RtcNodeConfig, SignalingTiming};
 use tether::{Availability, NetworkEvent, NetworkSnapshot, RtcNode, Transport, TransportSet};
 use tether_lab::{Lab, LabConfig, NetnsTask, Uplink, spawn_in_netns};
 use tether_pathmon::{PathMonitor, PathMonitorConfig};
+use tether_relay::auth::{Authenticator, HmacSecret, mint_token_for};
+use tether_relay::{ServerConfig, SignalServer};
 use tether_rtc::{LocalAddresses, RtcConfig};
-use tether_signal::auth::{Authenticator, HmacSecret, mint_token_for};
 use tether_signal::protocol::PeerId;
-use tether_signal::{ServerConfig, SignalServer};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -40,8 +39,9 @@ const SIGNAL_PORT: u16 = 7447;
 const STREAM_RATE: u64 = 100;
 /// Bound on any one recovery before a handoff counts as failed.
 const HANDOFF_BOUND: Duration = Duration::from_secs(15);
-/// Largest `--rtt-ms` (the lab's signaling timing declares a socket dead
-/// after 2 s of silence).
+/// Largest `--rtt-ms` (the lab's signaling timing,
+/// `SignalingTiming::responsive`, declares a socket dead after 2 s of
+/// silence).
 const MAX_RTT_MS: u64 = 2000;
 /// Bound on the initial connection and on draining at the end.
 const SETTLE_BOUND: Duration = Duration::from_secs(20);
@@ -209,8 +209,8 @@ impl Credentials {
         config.room = Some("lab".into());
         config.rtc =
             RtcConfig { local_addresses: LocalAddresses::AllInterfaces, ..RtcConfig::loopback() };
-        // The testbed's short signaling timing suits a lab, too.
-        config.signaling = LoopbackTestbed::signaling_timing();
+        // The lab's links are fast: notice a dead socket in seconds.
+        config.signaling = SignalingTiming::responsive();
         Ok(config)
     }
 }

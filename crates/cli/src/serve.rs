@@ -10,9 +10,9 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use tether_signal::auth::{Authenticator, HmacSecret, SECRET_ENV_VAR, mint_token};
+use tether_relay::auth::{Authenticator, HmacSecret, SECRET_ENV_VAR, mint_token};
+use tether_relay::{ServerConfig, SignalServer};
 use tether_signal::protocol::PeerId;
-use tether_signal::{ServerConfig, SignalServer};
 
 use crate::startup;
 

@@ -58,7 +58,9 @@ impl TetherNodeBuilder {
         self
     }
 
-    /// A builder preset with `base` (see [`BuilderConfig::base`]).
+    /// A builder preset with `base` (see [`BuilderConfig::base`]); only the
+    /// test server makes presets.
+    #[cfg(feature = "test-server")]
     pub(crate) fn with_base(base: tether::RtcNodeConfig) -> Arc<Self> {
         let config = BuilderConfig { base: Some(base), ..BuilderConfig::default() };
         Arc::new(Self { config: Mutex::new(config) })

@@ -19,13 +19,20 @@
 //!   "Reconnecting…" UI, and [`PeerStateListener`] for "bob connected"; see
 //!   [`listener`] for threading.
 //! - [`TetherError`]: the one error every call can fail with.
-//! - [`start_test_signaling_server`]: an embedded signaling server on
-//!   loopback, for tests and demos of live nodes.
+//! - `start_test_signaling_server` (only with the `test-server` feature):
+//!   an embedded signaling server on loopback, for tests and demos of live
+//!   nodes. The default library contains no server.
 //!
 //! Nothing here panics on foreign input: out-of-range values are
 //! [`TetherError::InvalidArgument`] / [`TetherError::InvalidConfig`], and a
 //! panic inside a tether task is caught and reported as
 //! [`TetherError::Internal`].
+//!
+//! API boundary: the exported objects, records, enums and errors listed
+//! above are what the generated Swift, Kotlin and Python code may rely on;
+//! every call answers once, with a result or a [`TetherError`]. The default
+//! build (the mobile library) exports no server and links none; feature
+//! `test-server` adds the test server and, with it, tether's testbed.
 //!
 //! Bindings are generated in library mode from the built cdylib
 //! (`crates/ffi/generate.sh`); UniFFI reads its metadata from the
@@ -44,6 +51,7 @@ mod policy;
 mod result;
 mod runtime;
 mod state;
+#[cfg(feature = "test-server")]
 mod test_server;
 
 pub use builder::{IceServer, TetherNodeBuilder};
@@ -59,6 +67,7 @@ pub use peer::{PeerConnectionState, PeerStatus};
 pub use policy::{Policy, SimulatedEffects, SimulatedFailure};
 pub use result::{EventError, NetworkEventResult, NoAction};
 pub use state::{ActionKind, ConnectionState, FailureKind, ParkReason};
+#[cfg(feature = "test-server")]
 pub use test_server::{TestSignalingServer, start_test_signaling_server};
 
 /// Compile-time checks: every object that crosses the FFI is shared between
@@ -69,6 +78,7 @@ const _: () = {
     send_sync::<TetherNode>();
     send_sync::<NetworkEventHandle>();
     send_sync::<StateSubscription>();
+    #[cfg(feature = "test-server")]
     send_sync::<TestSignalingServer>();
     send_sync::<TetherError>();
     send_sync::<NetworkEventResult>();

@@ -12,6 +12,13 @@
 //!
 //! Time comes from `tokio::time::Instant`, so `#[tokio::test(start_paused
 //! = true)]` drives a node end to end on virtual time.
+//!
+//! API boundary: this crate promises the node runtime (handle, mailbox,
+//! executor contract, state stream), [`RtcNode`] on a signaling client and
+//! WebRTC, and reliable messaging; it never contains a server unless asked
+//! to. Cargo feature `testbed` (off by default) adds `live::testbed`: an
+//! embedded relay (tether-relay) with nodes on loopback, for tests and
+//! demos.
 #![forbid(unsafe_code)]
 
 mod config;

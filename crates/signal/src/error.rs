@@ -1,10 +1,13 @@
-//! The crate's error type and its classification for the recovery layer.
+//! The client's error type and its classification for the recovery layer.
 
 use std::time::Duration;
 
 use crate::protocol::ErrorCode;
 
-/// Every failure tether-signal reports.
+/// Every failure of the signaling client ([`SignalClient`](crate::SignalClient)
+/// and its configuration). Server-side failures (binding a port, reading a
+/// token file) belong to the relay server's own error type (tether-relay's
+/// `RelayError`), and invalid names to [`NameError`](crate::protocol::NameError).
 ///
 /// The node layer does not match on variants: it calls [`SignalError::kind`]
 /// and maps the [`SignalErrorKind`] onto the Supervisor's error kinds.
@@ -19,36 +22,10 @@ pub enum SignalError {
         /// Why it was refused.
         reason: &'static str,
     },
-    /// A peer id or room name breaks the protocol's naming rules.
-    #[error("invalid {what} {value:?}: {reason}")]
-    InvalidName {
-        /// `peer id` or `room`.
-        what: &'static str,
-        /// The value as given.
-        value: String,
-        /// Why it was refused.
-        reason: &'static str,
-    },
-    /// A configuration value is unusable (e.g. a secret that is too short).
+    /// A client setting is unusable (e.g. `dead_after` not above
+    /// `ping_interval`).
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
-    /// A token could not be minted or the token file could not be read.
-    #[error("token file {path:?}: {reason}")]
-    TokenFile {
-        /// The file's path.
-        path: String,
-        /// What went wrong, with the line number when there is one.
-        reason: String,
-    },
-    /// The server could not listen on the requested address.
-    #[error("cannot listen on {addr}")]
-    Bind {
-        /// The requested address.
-        addr: std::net::SocketAddr,
-        /// The operating system's error.
-        #[source]
-        source: std::io::Error,
-    },
     /// The TCP connection to the signaling server could not be opened.
     #[error("signaling server {addr} unreachable")]
     Unreachable {
@@ -132,15 +109,6 @@ pub enum SignalError {
         /// The server's `max_frame_bytes`.
         max: usize,
     },
-    /// A local I/O failure (e.g. reading a file, accepting a socket).
-    #[error("i/o failure: {what}")]
-    Io {
-        /// What was being done.
-        what: &'static str,
-        /// The operating system's error.
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 /// A coarse classification of [`SignalError`], stable across versions.
@@ -187,14 +155,9 @@ impl SignalError {
         use tokio_tungstenite::tungstenite::Error as WsError;
         match self {
             SignalError::InvalidUrl { .. }
-            | SignalError::InvalidName { .. }
             | SignalError::InvalidConfig(_)
-            | SignalError::TokenFile { .. }
-            | SignalError::Bind { .. }
             | SignalError::VersionUnsupported { .. } => SignalErrorKind::ConfigRejected,
-            SignalError::Unreachable { .. } | SignalError::Io { .. } => {
-                SignalErrorKind::Unreachable
-            }
+            SignalError::Unreachable { .. } => SignalErrorKind::Unreachable,
             SignalError::UpgradeRefused { status } => match status {
                 401 | 403 => SignalErrorKind::AuthRejected,
                 400 | 404 | 405 | 426 => SignalErrorKind::ConfigRejected,

@@ -1,16 +1,18 @@
-//! tether signaling: wire protocol, WebSocket client and relay server.
+//! tether signaling: the wire protocol and the WebSocket client.
 //!
-//! - [`protocol`]: message types and the JSON frame codec (`docs/PROTOCOL.md`).
-//! - [`auth`]: HMAC-signed and static tokens.
-//! - [`server`]: the relay server, embeddable ([`SignalServer`]).
+//! - [`protocol`]: message types, names and the JSON frame codec
+//!   (`docs/PROTOCOL.md`).
 //! - [`client`]: the client the recovery executor drives ([`SignalClient`]).
-//! - [`loadtest`]: the `tether bench signal` load generator.
+//!
+//! API boundary: this crate promises the protocol types and codec of
+//! `docs/PROTOCOL.md` version 1 and a client that never reconnects on its
+//! own; every client failure is a [`SignalError`] with a stable
+//! [`SignalErrorKind`]. Tokens are opaque strings here. It contains no
+//! server: the relay, token minting and verification live in tether-relay,
+//! so an application (or the mobile library) that only connects does not
+//! compile an HTTP server or any crypto.
 //!
 //! Architecture invariants:
-//! - The server stamps `from` on every relayed message; a session can only
-//!   speak as the peer id its token proved.
-//! - Nothing in the server panics on input, and every per-connection buffer
-//!   is bounded (frame size, outbound queue, write time).
 //! - The client never decides to reconnect: it reports spontaneous losses
 //!   ([`SignalEvent::Lost`]) and the Supervisor decides. A deliberate close
 //!   (`disconnect`, or replacement by the client's own newer connection) is
@@ -21,20 +23,13 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use tether_signal::auth::{Authenticator, HmacSecret, mint_token_for};
 //! use tether_signal::protocol::{PeerId, RelayPayload};
-//! use tether_signal::{ClientConfig, ServerConfig, SignalClient, SignalEvent, SignalServer};
+//! use tether_signal::{ClientConfig, SignalClient, SignalEvent};
 //!
-//! # async fn example() -> Result<(), tether_signal::SignalError> {
-//! let secret = HmacSecret::new(b"a secret of at least 16 bytes".to_vec())?;
-//! let server = SignalServer::bind(ServerConfig::new(Authenticator::with_secret(secret.clone())))
-//!     .await?
-//!     .spawn();
-//!
+//! # async fn example(token: String) -> Result<(), Box<dyn std::error::Error>> {
 //! let alice = PeerId::new("alice")?;
-//! let token = mint_token_for(&secret, &alice, Duration::from_secs(3600));
 //! let (client, mut events) =
-//!     SignalClient::new(ClientConfig::new(server.websocket_url(), alice, token))?;
+//!     SignalClient::new(ClientConfig::new("ws://127.0.0.1:8080/ws", alice, token))?;
 //! client.connect_once().await?;
 //! client.send(&PeerId::new("bob")?, RelayPayload::IceRestart)?;
 //! while let Some(event) = events.recv().await {
@@ -43,35 +38,26 @@
 //!         client.rebuild(Duration::from_secs(1)).await?;
 //!     }
 //! }
-//! server.shutdown().await;
 //! # Ok(())
 //! # }
 //! ```
 #![forbid(unsafe_code)]
 
-pub mod auth;
 pub mod client;
 mod error;
-pub mod loadtest;
-mod metrics;
 pub mod protocol;
-pub mod server;
 
 pub use client::{
     ClientConfig, Connected, Generation, LossCause, Rebuilt, SignalClient, SignalEvent,
     SignalEvents,
 };
 pub use error::{SignalError, SignalErrorKind};
-pub use metrics::MetricsSnapshot;
-pub use server::{ExtraRoutes, RunningServer, ServerConfig, ServerLimits, SignalServer};
 
-/// The client and server types cross task and thread boundaries.
+/// The client types cross task and thread boundaries.
 #[allow(dead_code)]
 fn public_types_are_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<SignalClient>();
     check::<SignalError>();
     check::<SignalEvent>();
-    check::<RunningServer>();
-    check::<ServerConfig>();
 }

@@ -11,7 +11,7 @@ use std::fmt;
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{SignalError, SignalErrorKind};
+use crate::error::SignalErrorKind;
 
 /// The protocol version this crate speaks (field `version` of `register`).
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -213,7 +213,20 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-fn check_name(what: &'static str, value: &str) -> Result<(), SignalError> {
+/// A peer id or room name that breaks the protocol's naming rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {what} {value:?}: {reason}")]
+#[non_exhaustive]
+pub struct NameError {
+    /// `peer id` or `room`.
+    pub what: &'static str,
+    /// The value as given.
+    pub value: String,
+    /// Why it was refused.
+    pub reason: &'static str,
+}
+
+fn check_name(what: &'static str, value: &str) -> Result<(), NameError> {
     let reason = if value.is_empty() {
         Some("must not be empty")
     } else if value.len() > MAX_NAME_BYTES {
@@ -227,7 +240,7 @@ fn check_name(what: &'static str, value: &str) -> Result<(), SignalError> {
         None
     };
     match reason {
-        Some(reason) => Err(SignalError::InvalidName { what, value: value.to_owned(), reason }),
+        Some(reason) => Err(NameError { what, value: value.to_owned(), reason }),
         None => Ok(()),
     }
 }
@@ -240,7 +253,7 @@ pub struct PeerId(String);
 
 impl PeerId {
     /// Validates and wraps a peer id.
-    pub fn new(value: impl Into<String>) -> Result<PeerId, SignalError> {
+    pub fn new(value: impl Into<String>) -> Result<PeerId, NameError> {
         let value = value.into();
         check_name("peer id", &value)?;
         Ok(PeerId(value))
@@ -259,8 +272,8 @@ impl fmt::Display for PeerId {
 }
 
 impl std::str::FromStr for PeerId {
-    type Err = SignalError;
-    fn from_str(text: &str) -> Result<PeerId, SignalError> {
+    type Err = NameError;
+    fn from_str(text: &str) -> Result<PeerId, NameError> {
         PeerId::new(text)
     }
 }
@@ -273,7 +286,7 @@ pub struct RoomId(String);
 
 impl RoomId {
     /// Validates and wraps a room name.
-    pub fn new(value: impl Into<String>) -> Result<RoomId, SignalError> {
+    pub fn new(value: impl Into<String>) -> Result<RoomId, NameError> {
         let value = value.into();
         check_name("room", &value)?;
         Ok(RoomId(value))

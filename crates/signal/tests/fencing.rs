@@ -2,6 +2,8 @@
 //! current, and `disconnect()` fences attempts still in flight.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// The harness is shared with tether-relay's tests (one file, see its docs).
+#[path = "../../relay/tests/common/mod.rs"]
 mod common;
 
 use common::{Harness, Proxy, next_event, peer};

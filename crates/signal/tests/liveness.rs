@@ -5,6 +5,8 @@
 //! instead of hanging); lower bounds are the correctness properties.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// The harness is shared with tether-relay's tests (one file, see its docs).
+#[path = "../../relay/tests/common/mod.rs"]
 mod common;
 
 use std::time::Duration;

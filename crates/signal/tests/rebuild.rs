@@ -2,6 +2,8 @@
 //! the first healthy one is kept and the loser is fenced.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// The harness is shared with tether-relay's tests (one file, see its docs).
+#[path = "../../relay/tests/common/mod.rs"]
 mod common;
 
 use std::time::Duration;

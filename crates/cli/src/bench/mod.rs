@@ -6,6 +6,7 @@ use clap::Subcommand;
 
 mod decide;
 mod handle;
+mod loadtest;
 mod signal;
 
 #[derive(Subcommand)]

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use tether_signal::loadtest::{LoadConfig, LoadReport, run as run_load};
+
+use super::loadtest::{LoadConfig, LoadReport, run as run_load};
 
 #[derive(Args)]
 pub(crate) struct SignalArgs {

@@ -6,8 +6,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
-use tether_signal::ExtraRoutes;
-use tether_signal::auth::{HmacSecret, mint_token_for};
+use tether_relay::ExtraRoutes;
+use tether_relay::auth::{HmacSecret, mint_token_for};
 use tether_signal::protocol::PeerId;
 
 /// Where `--demo` hands out tokens: `GET /demo/token?peer=ID`.
@@ -202,7 +202,7 @@ mod tests {
         let response = get(false, Some(&secret), "/demo/token?peer=w%40b").unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         let token = String::from_utf8(response.into_body().to_vec()).unwrap();
-        let auth = tether_signal::auth::Authenticator::with_secret(secret.clone());
+        let auth = tether_relay::auth::Authenticator::with_secret(secret.clone());
         assert!(
             auth.verify(&PeerId::new("w@b").unwrap(), &token, std::time::SystemTime::now()).is_ok(),
             "the token proves the peer id"

@@ -23,9 +23,11 @@ here::
     asyncio.run(main())
 
 Live nodes exchange messages (``await node.send("bob", b"hi")``,
-``message = await node.receive()``); ``await
-tether.start_test_signaling_server()`` gives an embedded signaling server on
-loopback whose ``node_builder(peer)`` builds them for tests and demos.
+``message = await node.receive()``); in a library built with the
+``test-server`` feature (``crates/ffi/test.sh``, ``generate.sh
+--test-server``), ``await tether.start_test_signaling_server()`` gives an
+embedded signaling server on loopback whose ``node_builder(peer)`` builds
+them for tests and demos.
 
 Async methods run on tether's own runtime; any asyncio event loop can await
 them. State listeners are called on tether's threads, never on the event

@@ -25,6 +25,7 @@ mod executor;
 mod messenger;
 mod peer_state;
 mod roster;
+#[cfg(feature = "testbed")]
 pub mod testbed;
 
 use std::sync::{Arc, Mutex, PoisonError};

@@ -2,15 +2,18 @@
 //! 127.0.0.1, plus numbered traffic that counts what was lost, duplicated
 //! or reordered. Used by tether's own tests and by `tether demo`; useful for
 //! an application's integration tests too.
+//!
+//! Only with the `testbed` feature (it embeds tether-relay, a server an app
+//! does not otherwise need).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use bytes::Bytes;
+use tether_relay::auth::{Authenticator, HmacSecret, mint_token_for};
+use tether_relay::{RunningServer, ServerConfig, SignalServer};
 use tether_rtc::RtcConfig;
-use tether_signal::auth::{Authenticator, HmacSecret, mint_token_for};
 use tether_signal::protocol::PeerId;
-use tether_signal::{RunningServer, ServerConfig, SignalServer};
 
 use super::{Message, RtcNode, RtcNodeConfig, RtcNodeError, SignalingTiming};
 use crate::{Availability, NetworkSnapshot, Transport, TransportSet};
@@ -54,7 +57,7 @@ impl LoopbackTestbed {
     }
 
     /// A node config for `peer` in this testbed's room, with loopback
-    /// WebRTC and short signaling timeouts.
+    /// WebRTC and [`SignalingTiming::responsive`] signaling.
     ///
     /// # Errors
     ///
@@ -63,19 +66,8 @@ impl LoopbackTestbed {
         let mut config = RtcNodeConfig::new(peer, self.url(), self.token(peer)?);
         config.room = Some(self.room.clone());
         config.rtc = RtcConfig::loopback();
-        config.signaling = Self::signaling_timing();
+        config.signaling = SignalingTiming::responsive();
         Ok(config)
-    }
-
-    /// Signaling timing for a test network: connect within 3 s, ping every
-    /// 500 ms, dead after 2 s of silence, race a fresh socket at once.
-    pub fn signaling_timing() -> SignalingTiming {
-        SignalingTiming {
-            connect_timeout: Duration::from_secs(3),
-            ping_interval: Duration::from_millis(500),
-            dead_after: Duration::from_secs(2),
-            rebuild_head_start: Duration::ZERO,
-        }
     }
 
     /// Starts a node with `config` and brings it online (an Available Wi-Fi
@@ -93,7 +85,7 @@ impl LoopbackTestbed {
     }
 
     /// The server's metrics (connections, relayed messages, rejections).
-    pub fn metrics(&self) -> tether_signal::MetricsSnapshot {
+    pub fn metrics(&self) -> tether_relay::MetricsSnapshot {
         self.server.metrics()
     }
 

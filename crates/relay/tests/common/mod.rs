@@ -1,6 +1,10 @@
 //! Shared harness for the signaling integration tests: an embedded server
 //! with short timeouts, token minting, raw WebSocket sockets, a TCP proxy
 //! that can black-hole or hold connections, and bounded waits.
+//!
+//! One harness for both sides: tether-relay's tests (the server) use it as
+//! `mod common`, and tether-signal's client tests include this same file by
+//! path (`crates/signal/tests/*.rs`), so the two suites cannot drift apart.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::VecDeque;
@@ -11,12 +15,10 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use tether_signal::auth::{Authenticator, HmacSecret, mint_token_for};
+use tether_relay::auth::{Authenticator, HmacSecret, mint_token_for};
+use tether_relay::{RunningServer, ServerConfig, SignalServer};
 use tether_signal::protocol::PeerId;
-use tether_signal::{
-    ClientConfig, RunningServer, ServerConfig, SignalClient, SignalEvent, SignalEvents,
-    SignalServer,
-};
+use tether_signal::{ClientConfig, SignalClient, SignalEvent, SignalEvents};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
@@ -117,7 +119,7 @@ impl Harness {
     pub async fn wait_metrics(
         &self,
         what: &str,
-        condition: impl Fn(&tether_signal::MetricsSnapshot) -> bool,
+        condition: impl Fn(&tether_relay::MetricsSnapshot) -> bool,
     ) {
         let deadline = Instant::now() + PROMPT;
         let mut tick = tokio::time::interval(Duration::from_millis(5));

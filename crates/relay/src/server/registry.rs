@@ -10,7 +10,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::metrics::ServerMetrics;
-use crate::protocol::{
+use tether_signal::protocol::{
     PROTOCOL_VERSION, PeerId, Registered, RoomId, ServerMessage, encode_server_message,
 };
 

@@ -6,7 +6,7 @@ mod common;
 
 use bytes::Bytes;
 use common::{Harness, http_get, next_event, peer};
-use tether_signal::ExtraRoutes;
+use tether_relay::ExtraRoutes;
 use tether_signal::protocol::RelayPayload;
 
 #[tokio::test]

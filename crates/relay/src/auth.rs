@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::error::SignalError;
-use crate::protocol::{MAX_TOKEN_BYTES, PeerId};
+use crate::error::RelayError;
+use tether_signal::protocol::{MAX_TOKEN_BYTES, PeerId};
 
 /// The version prefix of signed tokens.
 pub const TOKEN_PREFIX: &str = "v1";
@@ -39,10 +39,10 @@ pub struct HmacSecret(Vec<u8>);
 
 impl HmacSecret {
     /// Wraps a secret of at least [`MIN_SECRET_BYTES`] bytes.
-    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<HmacSecret, SignalError> {
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<HmacSecret, RelayError> {
         let bytes = bytes.into();
         if bytes.len() < MIN_SECRET_BYTES {
-            return Err(SignalError::InvalidConfig(format!(
+            return Err(RelayError::InvalidConfig(format!(
                 "secret must be at least {MIN_SECRET_BYTES} bytes, got {}",
                 bytes.len()
             )));
@@ -180,13 +180,13 @@ impl Authenticator {
         mut self,
         origin: &str,
         text: &str,
-    ) -> Result<Authenticator, SignalError> {
+    ) -> Result<Authenticator, RelayError> {
         for (index, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let bad_line = |reason: String| SignalError::TokenFile {
+            let bad_line = |reason: String| RelayError::TokenFile {
                 path: origin.to_owned(),
                 reason: format!("line {}: {reason}", index + 1),
             };
@@ -204,9 +204,9 @@ impl Authenticator {
     }
 
     /// Adds the tokens of the file at `path`.
-    pub fn add_token_file(self, path: &Path) -> Result<Authenticator, SignalError> {
+    pub fn add_token_file(self, path: &Path) -> Result<Authenticator, RelayError> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|error| SignalError::TokenFile {
+        let text = std::fs::read_to_string(path).map_err(|error| RelayError::TokenFile {
             path: origin.clone(),
             reason: error.to_string(),
         })?;

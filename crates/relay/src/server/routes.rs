@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tracing::debug;
 
-use crate::protocol::WEBSOCKET_PATH;
+use tether_signal::protocol::WEBSOCKET_PATH;
 
 use super::{ServerState, session};
 

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::protocol::ErrorCode;
+use tether_signal::protocol::ErrorCode;
 
 /// Why a server-side WebSocket session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

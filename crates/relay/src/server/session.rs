@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, field, info_span, trace};
 
 use crate::metrics::SessionEnd;
-use crate::protocol::{
+use tether_signal::protocol::{
     ClientMessage, ErrorCode, PROTOCOL_VERSION, PeerId, Register, RelayOut, ServerMessage,
     close_code, decode_client_message, encode_server_message,
 };
@@ -287,6 +287,12 @@ impl Session<'_> {
             Ok(ClientMessage::Ping { nonce }) => {
                 self.reply(&ServerMessage::Pong { nonce }).await;
                 Flow::Continue
+            }
+            // `ClientMessage` is non-exhaustive: a message a newer
+            // tether-signal decodes but this server does not serve yet.
+            Ok(_) => {
+                let detail = "message type not served by this server";
+                self.reject(ErrorCode::UnknownType, detail, None).await
             }
         }
     }

@@ -27,9 +27,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::auth::Authenticator;
-use crate::error::SignalError;
+use crate::error::RelayError;
 use crate::metrics::{MetricsSnapshot, ServerMetrics};
-use crate::protocol::{DEFAULT_MAX_FRAME_BYTES, WEBSOCKET_PATH};
+use tether_signal::protocol::{DEFAULT_MAX_FRAME_BYTES, WEBSOCKET_PATH};
 
 use self::registry::Registry;
 
@@ -185,9 +185,9 @@ impl SignalServer {
     /// # Cancel safety
     ///
     /// Cancel safe: dropping the future before it completes closes the socket.
-    pub async fn bind(config: ServerConfig) -> Result<SignalServer, SignalError> {
+    pub async fn bind(config: ServerConfig) -> Result<SignalServer, RelayError> {
         if !config.auth.is_configured() {
-            return Err(SignalError::InvalidConfig(
+            return Err(RelayError::InvalidConfig(
                 "no token authentication configured (secret or token file)".into(),
             ));
         }
@@ -197,7 +197,7 @@ impl SignalServer {
             || limits.outbound_queue == 0
             || limits.max_bad_frames == 0
         {
-            return Err(SignalError::InvalidConfig(
+            return Err(RelayError::InvalidConfig(
                 "limits need max_frame_bytes > 0, hard_frame_bytes >= max_frame_bytes, \
                  outbound_queue > 0 and max_bad_frames > 0"
                     .into(),
@@ -205,10 +205,10 @@ impl SignalServer {
         }
         let listener = TcpListener::bind(config.listen)
             .await
-            .map_err(|source| SignalError::Bind { addr: config.listen, source })?;
+            .map_err(|source| RelayError::Bind { addr: config.listen, source })?;
         let local_addr = listener
             .local_addr()
-            .map_err(|source| SignalError::Bind { addr: config.listen, source })?;
+            .map_err(|source| RelayError::Bind { addr: config.listen, source })?;
         let state = Arc::new(ServerState {
             auth: config.auth,
             limits: config.limits,
@@ -243,7 +243,7 @@ impl SignalServer {
     /// Not cancel safe in the graceful sense: dropping this future stops
     /// accepting at once but leaves already accepted sessions running until
     /// the runtime ends. Complete `shutdown` instead.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), SignalError> {
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), RelayError> {
         let SignalServer { listener, local_addr, state } = self;
         info!(name: "signal.server.listening", addr = %local_addr);
         tokio::pin!(shutdown);

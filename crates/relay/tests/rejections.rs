@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use common::{Harness, next_event, peer, secret};
 use serde_json::json;
-use tether_signal::auth::{Authenticator, mint_token};
+use tether_relay::auth::{Authenticator, mint_token};
 use tether_signal::protocol::{ErrorCode, RelayPayload, close_code};
 use tether_signal::{SignalClient, SignalError, SignalErrorKind, SignalEvent};
 
@@ -47,7 +47,7 @@ async fn expired_and_forged_tokens_are_refused_with_close_4001() {
     let harness = Harness::start().await;
     let expired = mint_token(&secret(), &peer("alice"), SystemTime::now() - Duration::from_secs(1));
     let foreign =
-        tether_signal::auth::HmacSecret::new(b"some-other-secret-entirely".to_vec()).unwrap();
+        tether_relay::auth::HmacSecret::new(b"some-other-secret-entirely".to_vec()).unwrap();
     let forged = mint_token(&foreign, &peer("alice"), SystemTime::now() + Duration::from_secs(60));
     for (token, reason) in [(expired, "token expired"), (forged, "token signature invalid")] {
         let mut socket = harness.raw().await;

@@ -1,4 +1,4 @@
-//! The signaling load test behind `tether bench signal`: an embedded server,
+//! The signaling load generator behind `tether bench signal`: an embedded server,
 //! N real clients on loopback, relays between random pairs at a fixed total
 //! rate, and the relay latency distribution (client `send` to the
 //! receiver's event stream).
@@ -14,64 +14,61 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use anyhow::{Context, anyhow, ensure};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use tether_relay::auth::{Authenticator, HmacSecret, mint_token_for};
+use tether_relay::{ServerConfig, SignalServer};
+use tether_signal::protocol::{IceCandidate, PeerId, RelayPayload};
+use tether_signal::{ClientConfig, SignalClient, SignalEvent, SignalEvents};
 use tokio::time::{Instant, MissedTickBehavior};
-
-use crate::auth::{Authenticator, HmacSecret, mint_token_for};
-use crate::client::{ClientConfig, SignalClient, SignalEvent, SignalEvents};
-use crate::error::SignalError;
-use crate::protocol::{IceCandidate, PeerId, RelayPayload};
-use crate::server::{ServerConfig, SignalServer};
 
 /// What to run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct LoadConfig {
+pub(crate) struct LoadConfig {
     /// Concurrent clients (at least 2).
-    pub clients: usize,
+    pub(crate) clients: usize,
     /// Total relayed messages per second, across all clients.
-    pub rate: u32,
+    pub(crate) rate: u32,
     /// How long to send, in seconds.
-    pub seconds: f64,
+    pub(crate) seconds: f64,
     /// Connection attempts in flight at once during setup.
-    pub connect_concurrency: usize,
+    pub(crate) connect_concurrency: usize,
     /// Seed for the choice of sender/receiver pairs.
-    pub seed: u64,
+    pub(crate) seed: u64,
 }
 
 impl LoadConfig {
     /// `clients` clients at 5 000 messages/s for 10 s.
-    pub fn new(clients: usize) -> LoadConfig {
+    pub(crate) fn new(clients: usize) -> LoadConfig {
         LoadConfig { clients, rate: 5_000, seconds: 10.0, connect_concurrency: 64, seed: 1 }
     }
 }
 
 /// What was measured. The first four fields are the CLI's `--json` contract.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[non_exhaustive]
-pub struct LoadReport {
+pub(crate) struct LoadReport {
     /// Clients connected.
-    pub clients: usize,
+    pub(crate) clients: usize,
     /// Median relay latency, microseconds.
-    pub relay_p50_us: f64,
+    pub(crate) relay_p50_us: f64,
     /// 99th percentile relay latency, microseconds.
-    pub relay_p99_us: f64,
+    pub(crate) relay_p99_us: f64,
     /// Failed connects + failed sends + server errors and lost links seen by
     /// clients + messages unaccounted for at the end of the drain.
-    pub errors: u64,
+    pub(crate) errors: u64,
     /// 99.9th percentile relay latency, microseconds.
-    pub relay_p999_us: f64,
+    pub(crate) relay_p999_us: f64,
     /// Largest relay latency, microseconds.
-    pub relay_max_us: f64,
+    pub(crate) relay_max_us: f64,
     /// Messages sent.
-    pub sent: u64,
+    pub(crate) sent: u64,
     /// Messages received.
-    pub received: u64,
+    pub(crate) received: u64,
     /// Achieved send rate, messages per second.
-    pub achieved_rate: f64,
+    pub(crate) achieved_rate: f64,
     /// Time to connect every client, seconds.
-    pub connect_seconds: f64,
+    pub(crate) connect_seconds: f64,
 }
 
 /// A latency histogram with 1 µs buckets up to 100 ms (larger values land
@@ -179,12 +176,11 @@ async fn drain(mut events: SignalEvents, start: Instant, counters: Arc<Counters>
 ///
 /// Dropping the future stops the test; the embedded server and clients are
 /// shut down as they are dropped.
-pub async fn run(config: LoadConfig) -> Result<LoadReport, SignalError> {
-    if config.clients < 2 || config.rate == 0 || config.seconds.is_nan() || config.seconds <= 0.0 {
-        return Err(SignalError::InvalidConfig(
-            "need clients >= 2, rate > 0 and seconds > 0".into(),
-        ));
-    }
+pub(crate) async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
+    ensure!(
+        config.clients >= 2 && config.rate > 0 && !config.seconds.is_nan() && config.seconds > 0.0,
+        "need clients >= 2, rate > 0 and seconds > 0"
+    );
     let secret = HmacSecret::new(format!("loadtest-secret-{}", config.seed).into_bytes())?;
     let mut server_config = ServerConfig::new(Authenticator::with_secret(secret.clone()));
     server_config.limits.max_connections = config.clients as u64 * 2 + 64;
@@ -193,7 +189,7 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, SignalError> {
     let url = server.url.clone();
 
     let connect_started = Instant::now();
-    let connected: Vec<Result<(SignalClient, SignalEvents), SignalError>> =
+    let connected: Vec<anyhow::Result<(SignalClient, SignalEvents)>> =
         futures_util::stream::iter(0..config.clients)
             .map(|index| {
                 let url = url.clone();
@@ -226,16 +222,12 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, SignalError> {
                 tokio::spawn(drain(events, start, Arc::clone(&counters)));
                 clients.push(client);
             }
-            Err(error) => tracing::warn!(name: "signal.loadtest.connect_failed", %error),
+            Err(error) => {
+                tracing::warn!(name: "signal.loadtest.connect_failed", error = %format_args!("{error:#}"))
+            }
         }
     }
-    if clients.len() < 2 {
-        return Err(SignalError::InvalidConfig(format!(
-            "only {} of {} clients connected",
-            clients.len(),
-            config.clients
-        )));
-    }
+    ensure!(clients.len() >= 2, "only {} of {} clients connected", clients.len(), config.clients);
     let peers: Vec<PeerId> = clients.iter().map(|client| client.peer_id().clone()).collect();
 
     let connect_failures = (config.clients - clients.len()) as u64;
@@ -311,7 +303,7 @@ struct ServerThread {
 }
 
 impl ServerThread {
-    async fn start(config: ServerConfig) -> Result<ServerThread, SignalError> {
+    async fn start(config: ServerConfig) -> anyhow::Result<ServerThread> {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -321,10 +313,9 @@ impl ServerThread {
                     match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                         Ok(runtime) => runtime,
                         Err(error) => {
-                            let _ = ready_tx.send(Err(SignalError::Io {
-                                what: "build the server runtime",
-                                source: error,
-                            }));
+                            let error = anyhow::Error::new(error)
+                                .context("cannot build the server's runtime");
+                            let _ = ready_tx.send(Err(error));
                             return;
                         }
                     };
@@ -332,7 +323,7 @@ impl ServerThread {
                     let server = match SignalServer::bind(config).await {
                         Ok(server) => server.spawn(),
                         Err(error) => {
-                            let _ = ready_tx.send(Err(error));
+                            let _ = ready_tx.send(Err(anyhow::Error::new(error)));
                             return;
                         }
                     };
@@ -342,18 +333,13 @@ impl ServerThread {
                     server.shutdown().await;
                 });
             })
-            .map_err(|source| SignalError::Io { what: "start the server thread", source })?;
+            .context("cannot start the server thread")?;
         let mut server =
             ServerThread { url: String::new(), stop: Some(stop), thread: Some(thread) };
         match ready_rx.await {
             Ok(Ok(url)) => server.url = url,
             Ok(Err(error)) => return Err(error),
-            Err(_) => {
-                return Err(SignalError::Io {
-                    what: "start the server",
-                    source: std::io::Error::other("the server thread panicked"),
-                });
-            }
+            Err(_) => return Err(anyhow!("the server thread panicked while starting")),
         }
         Ok(server)
     }
@@ -380,6 +366,36 @@ impl Drop for ServerThread {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_small_load_test_delivers_every_message() {
+        let mut config = LoadConfig::new(20);
+        config.rate = 400;
+        config.seconds = 1.0;
+        let report = run(config).await.unwrap();
+        assert_eq!(report.clients, 20);
+        assert_eq!(report.errors, 0, "{report:?}");
+        assert_eq!(report.sent, 400, "{report:?}");
+        assert_eq!(report.received, report.sent, "{report:?}");
+        assert!(
+            report.relay_p50_us > 0.0 && report.relay_p50_us <= report.relay_p99_us,
+            "{report:?}"
+        );
+        assert!(report.relay_p99_us <= report.relay_max_us, "{report:?}");
+        let json = serde_json::to_value(&report).unwrap();
+        for key in ["clients", "relay_p50_us", "relay_p99_us", "errors"] {
+            assert!(json.get(key).is_some(), "missing {key} in {json}");
+        }
+    }
+
+    #[tokio::test]
+    async fn nonsense_configurations_are_refused() {
+        let mut config = LoadConfig::new(1);
+        assert!(run(config.clone()).await.is_err());
+        config.clients = 2;
+        config.rate = 0;
+        assert!(run(config).await.is_err());
+    }
 
     #[test]
     fn quantiles_come_from_the_recorded_values() {
