@@ -125,7 +125,7 @@ impl<E: RecoveryExecutor> Driver<E> {
                     while let Ok(request) = self.mailbox.try_recv() {
                         self.request(request);
                     }
-                    self.supervisor.handle_timeout(Instant::now().into_std());
+                    self.supervisor.handle_timeout(supervisor_now());
                     if let Some(timer) = self.supervisor.last_timeout_reason() {
                         debug!(name: "node.timer", timer = timer.name());
                     }
@@ -149,7 +149,9 @@ impl<E: RecoveryExecutor> Driver<E> {
                 // Every sender is gone: nobody can reach the node any more.
                 None => LoopEvent::Shutdown,
             },
-            () = sleep_until(deadline) => LoopEvent::Timer,
+            // No timer armed: the branch is off (the placeholder instant is never awaited).
+            () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)),
+                if deadline.is_some() => LoopEvent::Timer,
         }
     }
 
@@ -163,11 +165,7 @@ impl<E: RecoveryExecutor> Driver<E> {
         });
         self.sweep_waiters();
         debug!(name: "node.event", event = event.name(), ticket = ticket.map(|t| t.0));
-        let now = Instant::now().into_std();
-        if let Err(err) = self.supervisor.handle_input(now, Input::Event { event, ticket }) {
-            warn!(name: "node.contract", error = %err);
-        }
-        self.flush();
+        self.feed(Input::Event { event, ticket });
     }
 
     fn link(&mut self, event: LinkEvent) {
@@ -178,18 +176,19 @@ impl<E: RecoveryExecutor> Driver<E> {
             LinkEvent::CredentialsRenewed => Input::CredentialsRenewed,
             LinkEvent::PeerLost => Input::PeerLost,
         };
-        if let Err(err) = self.supervisor.handle_input(Instant::now().into_std(), input) {
-            warn!(name: "node.contract", error = %err);
-        }
-        self.flush();
+        self.feed(input);
     }
 
     fn action_done(&mut self, result: ActionResult) {
         // Invariant: `ActionDone` only comes from a running action.
         let Some(action) = self.running.take() else { return };
         self.end_report(&action, outcome_of(&result), result.as_ref().err().cloned());
-        let input = Input::ActionCompleted { id: action.id, result };
-        if let Err(err) = self.supervisor.handle_input(Instant::now().into_std(), input) {
+        self.feed(Input::ActionCompleted { id: action.id, result });
+    }
+
+    /// Feeds one input to the Supervisor now, then drains its outputs.
+    fn feed(&mut self, input: Input) {
+        if let Err(err) = self.supervisor.handle_input(supervisor_now(), input) {
             warn!(name: "node.contract", error = %err);
         }
         self.flush();
@@ -322,13 +321,7 @@ impl<E: RecoveryExecutor> Driver<E> {
         self.mailbox.close();
         // The Supervisor decides the final cleanup; it cancels whatever runs.
         let terminate = NetworkEvent::CleanupConnections { reason: CleanupReason::AppTerminating };
-        let now = Instant::now().into_std();
-        if let Err(err) =
-            self.supervisor.handle_input(now, Input::Event { event: terminate, ticket: None })
-        {
-            warn!(name: "node.contract", error = %err);
-        }
-        self.flush();
+        self.feed(Input::Event { event: terminate, ticket: None });
         let cleanup = match self.running.take() {
             Some(mut action) => {
                 match tokio::time::timeout(self.config.shutdown_timeout, action.future.as_mut())
@@ -340,10 +333,7 @@ impl<E: RecoveryExecutor> Driver<E> {
                             outcome_of(&result),
                             result.as_ref().err().cloned(),
                         );
-                        let input =
-                            Input::ActionCompleted { id: action.id, result: result.clone() };
-                        let _ = self.supervisor.handle_input(Instant::now().into_std(), input);
-                        self.flush();
+                        self.feed(Input::ActionCompleted { id: action.id, result: result.clone() });
                         result
                     }
                     Err(_) => {
@@ -390,10 +380,9 @@ async fn run_action(running: &mut Option<RunningAction>) -> ActionResult {
     }
 }
 
-/// Sleeps until `deadline`, or forever when there is none.
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
+/// Now, on the Supervisor's clock. The node's time is tokio's (so paused
+/// tests drive it); the sans-IO core takes `std` instants, converted here
+/// and when reading its deadline back, nowhere else.
+fn supervisor_now() -> std::time::Instant {
+    Instant::now().into_std()
 }

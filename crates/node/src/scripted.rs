@@ -9,6 +9,7 @@
 //! them through the [`LinkReporter`](crate::LinkReporter) whose events the
 //! node was spawned with.
 
+use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -28,8 +29,8 @@ pub struct ScriptedExecutor {
 
 #[derive(Debug, Default)]
 struct ScriptState {
-    /// Starts so far, per kind (index: `ActionKind as usize`).
-    starts: [u32; 5],
+    /// Starts so far, per kind.
+    starts: HashMap<ActionKind, u32>,
 }
 
 impl ScriptedExecutor {
@@ -46,7 +47,7 @@ impl ScriptedExecutor {
 
     /// How many times `kind` started.
     pub fn starts(&self, kind: ActionKind) -> u32 {
-        self.lock().starts[kind as usize]
+        self.lock().starts.get(&kind).copied().unwrap_or(0)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ScriptState> {
@@ -57,7 +58,7 @@ impl ScriptedExecutor {
     async fn play(&self, ctx: ActionContext) -> ActionResult {
         let nth = {
             let mut state = self.lock();
-            let count = &mut state.starts[ctx.kind as usize];
+            let count = state.starts.entry(ctx.kind).or_default();
             *count += 1;
             *count
         };

@@ -406,7 +406,9 @@ impl PeerTask {
                         break;
                     }
                 },
-                () = sleep_until(deadline) => self.handle_timeout(Instant::now()).await,
+                // No deadline: the branch is off (the placeholder instant is never awaited).
+                () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)),
+                    if deadline.is_some() => self.handle_timeout(Instant::now()).await,
             }
         }
         debug!(name: "rtc.peer.task", "peer task ended");
@@ -1253,11 +1255,4 @@ fn wrong_side(role: Role) -> &'static str {
 
 fn ignored(kind: &'static str, reason: &'static str) {
     debug!(name: "rtc.signal.ignored", kind, reason);
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
 }
