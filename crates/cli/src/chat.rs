@@ -64,10 +64,10 @@ pub(crate) struct ChatArgs {
     signal: String,
     /// This node's peer id.
     #[arg(long, value_name = "ID")]
-    peer_id: String,
+    peer_id: PeerId,
     /// The peer to chat with (the page's `peer`).
     #[arg(long, value_name = "PEER")]
-    to: String,
+    to: PeerId,
     /// Presence room.
     #[arg(long, default_value = "demo")]
     room: String,
@@ -88,12 +88,10 @@ pub(crate) struct ChatArgs {
 
 pub(crate) fn run(args: &ChatArgs) -> anyhow::Result<ExitCode> {
     startup::init_logging(Some(DEFAULT_LOG));
-    let me = PeerId::new(args.peer_id.as_str()).context("--peer-id")?;
-    PeerId::new(args.to.as_str()).context("--to")?;
     ensure!(args.peer_id != args.to, "--to must name another peer than --peer-id");
     let runtime = startup::node_runtime()?;
     let code = runtime.block_on(async {
-        let token = token(args, &me).await?;
+        let token = token(args, &args.peer_id).await?;
         chat(args, token).await
     })?;
     // The stdin thread may still be blocked in a read; the process exit ends it.
@@ -157,7 +155,7 @@ impl Quit {
 async fn chat(args: &ChatArgs, token: String) -> anyhow::Result<ExitCode> {
     let out = Out { json: args.json };
     let to = args.to.clone();
-    let mut config = RtcNodeConfig::new(args.peer_id.as_str(), args.signal.as_str(), token);
+    let mut config = RtcNodeConfig::new(args.peer_id.clone(), args.signal.as_str(), token);
     config.room = Some(args.room.clone());
     // Connections follow room presence: `--to` is connected when (and each
     // time) it is in the room. (Connecting before it is there would send the
@@ -343,7 +341,7 @@ fn parse(line: &str) -> Line {
 fn run_command(
     command: &str,
     node: &Arc<RtcNode>,
-    to: &str,
+    to: &PeerId,
     path: &mut Path,
     tasks: &mut JoinSet<()>,
     out: Out,
@@ -385,7 +383,7 @@ fn run_command(
         "drop" => {
             out.note(format!("⚡ dropping the peer connection to {to}"));
             let node = Arc::clone(node);
-            let to = to.to_owned();
+            let to = to.clone();
             tasks.spawn(async move {
                 let result = timeout(COMMAND_BOUND, node.faults().drop_peer_connection(&to)).await;
                 let error = match result {
@@ -463,7 +461,7 @@ fn show_action(out: Out, report: &ActionReport) {
 
 /// Hands typed lines to the node in order; each is reported once accepted
 /// (it is then delivered exactly once, whatever breaks, while both sides run).
-async fn send_lines(node: Arc<RtcNode>, to: String, mut lines: mpsc::Receiver<String>, out: Out) {
+async fn send_lines(node: Arc<RtcNode>, to: PeerId, mut lines: mpsc::Receiver<String>, out: Out) {
     while let Some(text) = lines.recv().await {
         match node.post(&to, text.clone()).await {
             Ok(_) => out.emit(json!({"event": "sent", "text": text, "accepted": true}), None),

@@ -15,7 +15,7 @@ use serde::Serialize;
 use tether::live::testbed::{LoopbackTestbed, Traffic, TrafficSummary};
 use tether::{
     ActionKind, ActionReport, CleanupReason, ConnectionState, EventError, Handled, Messages,
-    NetworkSnapshot, ReconnectReason, RtcNode, SendError, Transport, TransportSet,
+    NetworkSnapshot, PeerId, ReconnectReason, RtcNode, SendError, Transport, TransportSet,
 };
 use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinSet;
@@ -175,8 +175,8 @@ impl Shared {
         self.traffic.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn received(&self, name: &str, message: &tether::Message) {
-        self.books().received(name, message);
+    fn received(&self, to: &PeerId, message: &tether::Message) {
+        self.books().received(to, message);
         self.arrived.notify_waiters();
     }
 }
@@ -255,9 +255,10 @@ impl Pair {
         if let Some(node) = must_act {
             watch.next_end_of(node, deadline).await?;
         }
+        let (a, b) = (self.alice.peer_id(), self.bob.peer_id());
         let mark = {
             let books = self.shared.books();
-            [books.sent_so_far("alice", "bob"), books.sent_so_far("bob", "alice")]
+            [books.sent_so_far(a, b), books.sent_so_far(b, a)]
         };
         let mut states = [self.alice.state(), self.bob.state()];
         loop {
@@ -266,8 +267,7 @@ impl Pair {
             let arrived = self.shared.arrived.notified();
             let flowing = {
                 let books = self.shared.books();
-                books.highest_received("alice", "bob") > mark[0]
-                    && books.highest_received("bob", "alice") > mark[1]
+                books.highest_received(a, b) > mark[0] && books.highest_received(b, a) > mark[1]
             };
             let settled = states.iter().all(|state| *state.borrow() == ConnectionState::Connected);
             if flowing && settled {
@@ -299,9 +299,10 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<DemoReport> {
 
     let setup = timeline.step("starting a signaling server and two nodes on loopback");
     let testbed = LoopbackTestbed::start().await?;
-    let alice = Arc::new(testbed.online(testbed.config("alice")?).await?);
-    let bob = Arc::new(testbed.online(testbed.config("bob")?).await?);
-    alice.connect_peer("bob").await?;
+    let (alice_id, bob_id) = (PeerId::new("alice")?, PeerId::new("bob")?);
+    let alice = Arc::new(testbed.online(testbed.config(&alice_id)).await?);
+    let bob = Arc::new(testbed.online(testbed.config(&bob_id)).await?);
+    alice.connect_peer(&bob_id).await?;
     setup.done("alice ⇄ bob connected");
 
     let shared =
@@ -313,20 +314,19 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<DemoReport> {
     let mut senders = JoinSet::new();
     let mut tasks = JoinSet::new();
     let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate));
-    for (from, to, node) in [("alice", "bob", &alice), ("bob", "alice", &bob)] {
+    for (node, to) in [(&alice, &bob_id), (&bob, &alice_id)] {
         senders.spawn(stream(
             Arc::clone(node),
-            from,
-            to,
+            to.clone(),
             interval,
             Arc::clone(&shared),
             stop_sending.clone(),
         ));
     }
-    let inboxes = [("alice", alice.messages()), ("bob", bob.messages())];
-    for (name, inbox) in inboxes {
-        let inbox = inbox.context("the inbox was taken")?;
-        tasks.spawn(receive(name, inbox, Arc::clone(&shared), stop.clone()));
+    for node in [&alice, &bob] {
+        let inbox = node.messages().context("the inbox was taken")?;
+        let me = node.peer_id().clone();
+        tasks.spawn(receive(me, inbox, Arc::clone(&shared), stop.clone()));
     }
     let recoveries = Arc::new(Mutex::new(Vec::new()));
     for (name, node) in [("alice", &alice), ("bob", &bob)] {
@@ -382,7 +382,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<DemoReport> {
 
     let step = timeline.step("peer connection torn down (bob → alice)");
     let watch = pair.watch();
-    bob.faults().drop_peer_connection("alice").await?;
+    bob.faults().drop_peer_connection(&alice_id).await?;
     // The connection died on bob's side: bob reports it and restores,
     // every time; alice may notice first and restore too.
     step.done(&pair.recovered(watch, Some("bob")).await?);
@@ -439,16 +439,16 @@ fn describe(result: &Result<Handled, EventError>) -> String {
     }
 }
 
-/// Posts numbered messages from `from` to `to` at a steady rate. While the
+/// Posts numbered messages from `node` to `to` at a steady rate. While the
 /// node refuses (closed after a cleanup), nothing is counted as sent.
 async fn stream(
     node: Arc<RtcNode>,
-    from: &'static str,
-    to: &'static str,
+    to: PeerId,
     interval: Duration,
     shared: Arc<Shared>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
+    let from = node.peer_id().clone();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !stop.is_cancelled() {
@@ -456,9 +456,9 @@ async fn stream(
             () = stop.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let message = shared.books().next_message(from, to);
-        match node.post(to, message).await {
-            Ok(_) => shared.books().sent(from, to),
+        let message = shared.books().next_message(&from, &to);
+        match node.post(&to, message).await {
+            Ok(_) => shared.books().sent(&from, &to),
             Err(SendError::Closed { .. }) => {}
             Err(err) => bail!("{from} could not send: {err}"),
         }
@@ -467,7 +467,7 @@ async fn stream(
 }
 
 async fn receive(
-    name: &'static str,
+    me: PeerId,
     mut inbox: Messages,
     shared: Arc<Shared>,
     stop: CancellationToken,
@@ -476,7 +476,7 @@ async fn receive(
         tokio::select! {
             () = stop.cancelled() => break,
             message = inbox.recv() => match message {
-                Some(message) => shared.received(name, &message),
+                Some(message) => shared.received(&me, &message),
                 None => break,
             },
         }
@@ -491,7 +491,7 @@ async fn receive(
         }
         tokio::select! {
             message = inbox.recv() => match message {
-                Some(message) => shared.received(name, &message),
+                Some(message) => shared.received(&me, &message),
                 None => break,
             },
             () = arrived => {}

@@ -35,6 +35,8 @@ use crate::startup;
 
 /// The signaling port in the cloud namespace.
 const SIGNAL_PORT: u16 = 7447;
+/// The far peer's id; the phone's is `phone`.
+const CLOUD: &str = "cloud";
 /// Messages per second from the phone (each is echoed back).
 const STREAM_RATE: u64 = 100;
 /// Bound on any one recovery before a handoff counts as failed.
@@ -199,19 +201,18 @@ struct Credentials {
 }
 
 impl Credentials {
-    fn token(&self, peer: &str) -> anyhow::Result<String> {
-        let id = PeerId::new(peer.to_owned())?;
-        Ok(mint_token_for(&self.secret, &id, Duration::from_secs(3600)))
+    fn token(&self, peer: &PeerId) -> String {
+        mint_token_for(&self.secret, peer, Duration::from_secs(3600))
     }
 
-    fn node(&self, peer: &str) -> anyhow::Result<RtcNodeConfig> {
-        let mut config = RtcNodeConfig::new(peer, self.url.clone(), self.token(peer)?);
+    fn node(&self, peer: &PeerId) -> RtcNodeConfig {
+        let mut config = RtcNodeConfig::new(peer.clone(), self.url.clone(), self.token(peer));
         config.room = Some("lab".into());
         config.rtc =
             RtcConfig { local_addresses: LocalAddresses::AllInterfaces, ..RtcConfig::loopback() };
         // The lab's links are fast: notice a dead socket in seconds.
         config.signaling = SignalingTiming::responsive();
-        Ok(config)
+        config
     }
 }
 
@@ -239,7 +240,7 @@ async fn handoffs(args: &HandoffArgs) -> anyhow::Result<HandoffReport> {
         let phone =
             Arc::new(Phone { log: Mutex::new(PhoneLog::default()), changed: Notify::new() });
         let stop_phone = CancellationToken::new();
-        let mut config = credentials.node("phone")?;
+        let mut config = credentials.node(&PeerId::new("phone")?);
         if seed_style {
             config = config.seed_style();
         }
@@ -363,7 +364,7 @@ fn start_cloud(
         let mut config = ServerConfig::new(Authenticator::with_secret(credentials.secret.clone()));
         config.listen = listen;
         let server = SignalServer::bind(config).await?.spawn();
-        let mut node_config = credentials.node("cloud")?;
+        let mut node_config = credentials.node(&PeerId::new(CLOUD)?);
         node_config.auto_connect = true;
         let node = RtcNode::start(node_config)?;
         let online = NetworkSnapshot::available(1, TransportSet::only(Transport::Ethernet));
@@ -403,6 +404,7 @@ fn start_phone(
 ) -> anyhow::Result<NetnsTask<anyhow::Result<PhoneReport>>> {
     Ok(spawn_in_netns(netns, move || async move {
         let (monitor, mut snapshots) = PathMonitor::start(PathMonitorConfig::default()).await?;
+        let cloud = PeerId::new(CLOUD)?;
         let node = RtcNode::start(config)?;
         let handle = node.handle();
         let mut inbox = node.messages().context("inbox taken")?;
@@ -424,7 +426,7 @@ fn start_phone(
                 }
                 _ = tick.tick() => {
                     let seq = sent + 1;
-                    match node.post("cloud", format!("{phase}-{seq}")).await {
+                    match node.post(&cloud, format!("{phase}-{seq}")).await {
                         Ok(_) => {
                             sent = seq;
                             phone.log().sent_at.push(Instant::now());

@@ -227,15 +227,26 @@ impl BuilderConfig {
     /// The live node's configuration, checked.
     fn live_config(&self, node: tether::NodeConfig) -> Result<tether::RtcNodeConfig, TetherError> {
         let base = self.base.as_ref();
+        let missing = |field: &str| {
+            TetherError::InvalidConfig(format!(
+                "{field} is required for a live node (or use simulated() for one without a server)"
+            ))
+        };
         let required = |field: &str, set: &Option<String>, preset: Option<&String>| {
-            set.as_ref().or(preset).filter(|value| !value.is_empty()).cloned().ok_or_else(|| {
-                TetherError::InvalidConfig(format!(
-                    "{field} is required for a live node (or use simulated() for one without a server)"
-                ))
-            })
+            set.as_ref()
+                .or(preset)
+                .filter(|value| !value.is_empty())
+                .cloned()
+                .ok_or_else(|| missing(field))
         };
         let url = required("signaling_url", &self.signaling_url, base.map(|b| &b.signaling_url))?;
-        let peer_id = required("peer_id", &self.peer_id, base.map(|b| &b.peer_id))?;
+        // Parsed here, once: the node carries the checked id from now on.
+        let peer_id = match (self.peer_id.as_deref(), base) {
+            (Some(""), _) | (None, None) => return Err(missing("peer_id")),
+            (Some(id), _) => tether::PeerId::new(id)
+                .map_err(|err| TetherError::InvalidConfig(format!("peer_id: {err}")))?,
+            (None, Some(base)) => base.peer_id.clone(),
+        };
         let token = required("token", &self.token, base.map(|b| &b.token))?;
         if !(url.starts_with("ws://") || url.starts_with("wss://")) {
             return Err(TetherError::InvalidConfig(format!(
@@ -269,7 +280,7 @@ impl BuilderConfig {
             live.messaging.send_deadline = positive_ms("send_deadline_ms", ms)?;
         }
         live.node = tether::NodeConfig {
-            name: self.name.clone().unwrap_or_else(|| live.peer_id.clone()),
+            name: self.name.clone().unwrap_or_else(|| live.peer_id.to_string()),
             ..node
         };
         Ok(live)

@@ -73,6 +73,12 @@ impl TetherError {
     }
 }
 
+/// A peer id from foreign code, checked here once: a bad one is an
+/// [`TetherError::InvalidArgument`] naming `peer`.
+pub(crate) fn peer_id(peer: String) -> Result<tether::PeerId, TetherError> {
+    tether::PeerId::new(peer).map_err(|err| TetherError::invalid("peer", err.to_string()))
+}
+
 impl From<NodeError> for TetherError {
     fn from(err: NodeError) -> Self {
         match err {

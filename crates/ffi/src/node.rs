@@ -8,6 +8,7 @@ use tokio::sync::{Mutex as AsyncMutex, RwLock, RwLockReadGuard, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::error::peer_id;
 use crate::peer::statuses;
 use crate::runtime::{run, runtime};
 use crate::{
@@ -202,11 +203,13 @@ impl TetherNode {
     ///
     /// # Errors
     ///
+    /// [`TetherError::InvalidArgument`] for an invalid peer id;
     /// [`TetherError::PeerUnreachable`] when no connection came within the
     /// WebRTC connect timeout (the peer stays wanted: recovery retries);
     /// [`TetherError::Unsupported`] on a simulated node;
     /// [`TetherError::ShutDown`].
     pub async fn connect_peer(&self, peer: String) -> Result<(), TetherError> {
+        let peer = peer_id(peer)?;
         self.on_live("connect_peer", move |node| {
             Box::pin(async move { node.connect_peer(&peer).await.map_err(TetherError::from) })
         })
@@ -217,9 +220,11 @@ impl TetherNode {
     ///
     /// # Errors
     ///
+    /// [`TetherError::InvalidArgument`] for an invalid peer id;
     /// [`TetherError::Unsupported`] on a simulated node;
     /// [`TetherError::ShutDown`].
     pub async fn disconnect_peer(&self, peer: String) -> Result<(), TetherError> {
+        let peer = peer_id(peer)?;
         self.on_live("disconnect_peer", move |node| {
             Box::pin(async move {
                 node.disconnect_peer(&peer).await;
@@ -234,7 +239,9 @@ impl TetherNode {
     pub fn connected_peers(&self) -> Vec<String> {
         match self.shared.backend.try_read() {
             Ok(guard) => match guard.as_ref() {
-                Some(Backend::Live(node)) => node.connected_peers(),
+                Some(Backend::Live(node)) => {
+                    node.connected_peers().iter().map(ToString::to_string).collect()
+                }
                 _ => Vec::new(),
             },
             Err(_) => Vec::new(),
@@ -286,6 +293,7 @@ impl TetherNode {
     /// (withdrawn unsent), [`TetherError::Unconfirmed`] (sent, still queued
     /// for replay).
     pub async fn send(&self, peer: String, payload: Vec<u8>) -> Result<(), TetherError> {
+        let peer = peer_id(peer)?;
         self.on_live("send", move |node| {
             Box::pin(async move { node.send(&peer, payload).await.map_err(TetherError::from) })
         })
@@ -300,6 +308,7 @@ impl TetherNode {
     ///
     /// The "not accepted" errors of `send`.
     pub async fn post(&self, peer: String, payload: Vec<u8>) -> Result<u64, TetherError> {
+        let peer = peer_id(peer)?;
         self.on_live("post", move |node| {
             Box::pin(async move {
                 node.post(&peer, payload).await.map(|id| id.0).map_err(TetherError::from)
@@ -373,14 +382,16 @@ impl TetherNode {
 
     /// Tears the peer connection to `peer` down the way the far end or a
     /// middlebox would, so the node restores it. A simulated node has no
-    /// real peers and reports a lost peer connection whatever `peer` is.
+    /// real peers and reports a lost peer connection for any valid `peer`.
     /// For demos and tests.
     ///
     /// # Errors
     ///
+    /// [`TetherError::InvalidArgument`] for an invalid peer id;
     /// [`TetherError::PeerUnreachable`] when the live close failed;
     /// [`TetherError::ShutDown`] after shutdown.
     pub async fn simulate_peer_loss(&self, peer: String) -> Result<(), TetherError> {
+        let peer = peer_id(peer)?;
         let shared = Arc::clone(&self.shared);
         run(async move {
             let guard = shared.backend().await?;
@@ -473,6 +484,6 @@ impl Drop for TetherNode {
 
 impl From<tether::Message> for ReceivedMessage {
     fn from(message: tether::Message) -> Self {
-        Self { sender: message.from, payload: message.payload.to_vec() }
+        Self { sender: message.from.to_string(), payload: message.payload.to_vec() }
     }
 }

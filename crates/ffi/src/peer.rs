@@ -28,8 +28,9 @@ pub struct PeerStatus {
     pub connected: bool,
     /// The state of the newest peer connection to the peer.
     pub connection: PeerConnectionState,
-    /// Which peer connection (1, 2, …, never reused): a higher number is a
-    /// replacement; an ICE restart keeps the number.
+    /// Which peer connection (1, 2, …, never reused; 0 before the first):
+    /// a higher number is a replacement; an ICE restart keeps the number.
+    /// The Rust side's `ConnectionId`, as a number.
     pub generation: u64,
 }
 
@@ -50,10 +51,10 @@ pub(crate) fn statuses(states: &tether::PeerStates) -> Vec<PeerStatus> {
     states
         .iter()
         .map(|(peer, state)| PeerStatus {
-            peer: peer.to_owned(),
+            peer: peer.to_string(),
             connected: state.is_connected(),
             connection: state.connection.into(),
-            generation: state.generation,
+            generation: state.connection_id.map_or(0, tether::ConnectionId::get),
         })
         .collect()
 }

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tether::live::testbed::LoopbackTestbed;
 use tracing::info;
 
+use crate::error::peer_id;
 use crate::runtime::run;
 use crate::{TetherError, TetherNodeBuilder};
 
@@ -55,9 +56,10 @@ impl TestSignalingServer {
     /// [`TetherError::InvalidArgument`] for an unusable peer id;
     /// [`TetherError::ShutDown`] after shutdown.
     pub fn token(&self, peer: String) -> Result<String, TetherError> {
+        let peer = peer_id(peer)?;
         let testbed = self.testbed();
         let testbed = testbed.as_ref().ok_or(TetherError::ShutDown)?;
-        testbed.token(&peer).map_err(|err| TetherError::invalid("peer", err.to_string()))
+        Ok(testbed.token(&peer))
     }
 
     /// A builder for a live node `peer` on this server: URL, token, the
@@ -68,11 +70,10 @@ impl TestSignalingServer {
     ///
     /// As `token`.
     pub fn node_builder(&self, peer: String) -> Result<Arc<TetherNodeBuilder>, TetherError> {
+        let peer = peer_id(peer)?;
         let testbed = self.testbed();
         let testbed = testbed.as_ref().ok_or(TetherError::ShutDown)?;
-        let config =
-            testbed.config(&peer).map_err(|err| TetherError::invalid("peer", err.to_string()))?;
-        Ok(TetherNodeBuilder::with_base(config))
+        Ok(TetherNodeBuilder::with_base(testbed.config(&peer)))
     }
 
     /// Stops the server: connected nodes lose signaling.

@@ -43,7 +43,10 @@ pub use executor::{
     ActionContext, ActionResult, LinkEvent, LinkEvents, LinkReporter, RecoveryExecutor,
 };
 pub use handle::NetworkEventHandle;
-pub use live::{Message, Messages, PeerLinkState, PeerStates, RtcNode, RtcNodeConfig, SendError};
+pub use live::{
+    ConnectionId, Message, Messages, PeerId, PeerLinkState, PeerStates, RtcNode, RtcNodeConfig,
+    SendError,
+};
 pub use mailbox::NodeRef;
 pub use node::Node;
 pub use report::ActionReport;

@@ -9,16 +9,23 @@ use tether::live::RtcShutdownReport;
 use tether::live::testbed::{LoopbackTestbed, Traffic};
 use tether::{
     ActionKind, ActionReport, Availability, CleanupReason, ConnectionState, Messages,
-    NetworkSnapshot, PeerLinkState, PeerStates, ReconnectReason, RtcNode, SendError, Transport,
-    TransportSet,
+    NetworkSnapshot, PeerId, PeerLinkState, PeerStates, ReconnectReason, RtcNode, SendError,
+    Transport, TransportSet,
 };
 use tokio::sync::watch;
 use tokio::time::{Instant, timeout};
 
 const PROMPT: Duration = Duration::from_secs(20);
 
+fn id(name: &str) -> PeerId {
+    PeerId::new(name).unwrap()
+}
+
 struct Pair {
     testbed: LoopbackTestbed,
+    /// The nodes' ids.
+    a: PeerId,
+    b: PeerId,
     alice: RtcNode,
     bob: RtcNode,
     alice_inbox: Messages,
@@ -33,13 +40,14 @@ impl Pair {
             .with_test_writer()
             .try_init();
         let testbed = LoopbackTestbed::start().await.unwrap();
-        let alice = testbed.online(testbed.config("alice").unwrap()).await.unwrap();
-        let bob = testbed.online(testbed.config("bob").unwrap()).await.unwrap();
+        let (a, b) = (id("alice"), id("bob"));
+        let alice = testbed.online(testbed.config(&a)).await.unwrap();
+        let bob = testbed.online(testbed.config(&b)).await.unwrap();
         let alice_inbox = alice.messages().unwrap();
         let bob_inbox = bob.messages().unwrap();
-        alice.connect_peer("bob").await.unwrap();
-        let mut pair =
-            Pair { testbed, alice, bob, alice_inbox, bob_inbox, traffic: Traffic::default() };
+        alice.connect_peer(&b).await.unwrap();
+        let traffic = Traffic::default();
+        let mut pair = Pair { testbed, a, b, alice, bob, alice_inbox, bob_inbox, traffic };
         pair.exchange(5).await;
         pair
     }
@@ -47,12 +55,12 @@ impl Pair {
     /// Posts `count` messages each way.
     async fn post(&mut self, count: usize) {
         for _ in 0..count {
-            let message = self.traffic.next_message("alice", "bob");
-            self.alice.post("bob", message).await.unwrap();
-            self.traffic.sent("alice", "bob");
-            let message = self.traffic.next_message("bob", "alice");
-            self.bob.post("alice", message).await.unwrap();
-            self.traffic.sent("bob", "alice");
+            let message = self.traffic.next_message(&self.a, &self.b);
+            self.alice.post(&self.b, message).await.unwrap();
+            self.traffic.sent(&self.a, &self.b);
+            let message = self.traffic.next_message(&self.b, &self.a);
+            self.bob.post(&self.a, message).await.unwrap();
+            self.traffic.sent(&self.b, &self.a);
         }
     }
 
@@ -67,8 +75,8 @@ impl Pair {
             }
             assert!(Instant::now() < deadline, "messages did not arrive: {summary:?}");
             tokio::select! {
-                Some(message) = self.alice_inbox.recv() => self.traffic.received("alice", &message),
-                Some(message) = self.bob_inbox.recv() => self.traffic.received("bob", &message),
+                Some(message) = self.alice_inbox.recv() => self.traffic.received(&self.a, &message),
+                Some(message) = self.bob_inbox.recv() => self.traffic.received(&self.b, &message),
                 () = tokio::time::sleep_until(deadline) => {}
             }
         }
@@ -91,25 +99,25 @@ impl Pair {
     /// their end after shutdown.
     async fn settle(&mut self) {
         self.receive_all().await;
-        let to_bob = self.traffic.next_message("alice", "bob");
-        let to_alice = self.traffic.next_message("bob", "alice");
+        let to_bob = self.traffic.next_message(&self.a, &self.b);
+        let to_alice = self.traffic.next_message(&self.b, &self.a);
         // The inboxes are not read meanwhile; the markers fit in their
         // backlog (4096) with everything this test sends.
         let (to_bob, to_alice) = timeout(PROMPT, async {
-            tokio::join!(self.alice.send("bob", to_bob), self.bob.send("alice", to_alice))
+            tokio::join!(self.alice.send(&self.b, to_bob), self.bob.send(&self.a, to_alice))
         })
         .await
         .expect("the markers were not acknowledged in time");
         to_bob.expect("alice's marker");
         to_alice.expect("bob's marker");
-        self.traffic.sent("alice", "bob");
-        self.traffic.sent("bob", "alice");
+        self.traffic.sent(&self.a, &self.b);
+        self.traffic.sent(&self.b, &self.a);
         self.receive_all().await;
         while let Some(message) = self.alice_inbox.try_recv() {
-            self.traffic.received("alice", &message);
+            self.traffic.received(&self.a, &message);
         }
         while let Some(message) = self.bob_inbox.try_recv() {
-            self.traffic.received("bob", &message);
+            self.traffic.received(&self.b, &message);
         }
         let summary = self.traffic.summary();
         assert_eq!(
@@ -124,11 +132,11 @@ impl Pair {
     /// delivered: exact, not "nothing showed up for a while". Returns the
     /// nodes' reports (alice, bob).
     async fn finish(self) -> (RtcShutdownReport, RtcShutdownReport) {
-        let Pair { testbed, alice, bob, mut alice_inbox, mut bob_inbox, mut traffic } = self;
+        let Pair { testbed, a, b, alice, bob, mut alice_inbox, mut bob_inbox, mut traffic } = self;
         let alice_report = timeout(PROMPT, alice.shutdown()).await.expect("alice shut down");
         let bob_report = timeout(PROMPT, bob.shutdown()).await.expect("bob shut down");
         timeout(PROMPT, testbed.shutdown()).await.expect("the server shut down");
-        for (name, inbox) in [("alice", &mut alice_inbox), ("bob", &mut bob_inbox)] {
+        for (name, inbox) in [(&a, &mut alice_inbox), (&b, &mut bob_inbox)] {
             let rest = timeout(PROMPT, async {
                 let mut rest = Vec::new();
                 while let Some(message) = inbox.recv().await {
@@ -180,7 +188,7 @@ async fn wait_for_action(
 /// (`want`), and returns it.
 async fn wait_for_peer(
     states: &mut watch::Receiver<PeerStates>,
-    peer: &str,
+    peer: &PeerId,
     what: &str,
     want: impl Fn(&PeerLinkState) -> bool,
 ) -> PeerLinkState {
@@ -199,8 +207,9 @@ async fn wait_for_peer(
 async fn the_peer_state_stream_follows_a_dropped_peer_connection() {
     let mut pair = Pair::start().await;
     let mut states = pair.alice.peer_states();
-    let first = wait_for_peer(&mut states, "bob", "connected", PeerLinkState::is_connected).await;
-    assert_eq!(states.borrow().connected().collect::<Vec<_>>(), ["bob"]);
+    let bob = pair.b.clone();
+    let first = wait_for_peer(&mut states, &bob, "connected", PeerLinkState::is_connected).await;
+    assert_eq!(states.borrow().connected().collect::<Vec<_>>(), [&bob]);
     assert_eq!(pair.alice.connected_peers(), ["bob"]);
 
     // Offline first (a Disconnect: signaling closed, peer connections kept,
@@ -217,11 +226,11 @@ async fn the_peer_state_stream_follows_a_dropped_peer_connection() {
         .unwrap();
     let result = timeout(PROMPT, went_offline).await.unwrap().unwrap().unwrap();
     assert_eq!(result.action(), Some(ActionKind::Disconnect), "{result:?}");
-    assert!(states.borrow().is_connected("bob"), "a Disconnect keeps the peer connections");
+    assert!(states.borrow().is_connected(&bob), "a Disconnect keeps the peer connections");
 
-    pair.alice.faults().drop_peer_connection("bob").await.unwrap();
-    let gone = wait_for_peer(&mut states, "bob", "disconnected", |s| !s.is_connected()).await;
-    assert_eq!(gone.generation, first.generation, "{gone:?}");
+    pair.alice.faults().drop_peer_connection(&bob).await.unwrap();
+    let gone = wait_for_peer(&mut states, &bob, "disconnected", |s| !s.is_connected()).await;
+    assert_eq!(gone.connection_id, first.connection_id, "{gone:?}");
     assert!(pair.alice.connected_peers().is_empty());
 
     // Back online: the Restore connects bob again, on a new peer connection.
@@ -230,8 +239,8 @@ async fn the_peer_state_stream_follows_a_dropped_peer_connection() {
     let result = pair.alice.handle().network_path_changed(online).await.unwrap();
     assert_eq!(result.action(), Some(ActionKind::Restore));
     let again =
-        wait_for_peer(&mut states, "bob", "connected again", PeerLinkState::is_connected).await;
-    assert!(again.generation > first.generation, "{first:?} then {again:?}");
+        wait_for_peer(&mut states, &bob, "connected again", PeerLinkState::is_connected).await;
+    assert!(again.connection_id > first.connection_id, "{first:?} then {again:?}");
 
     pair.exchange(5).await;
     pair.finish().await;
@@ -265,7 +274,7 @@ async fn messages_survive_every_disruption() {
     // fills the gap.
     let mut reports = pair.bob.actions();
     pair.post(20).await;
-    pair.bob.faults().drop_peer_connection("alice").await.unwrap();
+    pair.bob.faults().drop_peer_connection(&pair.a).await.unwrap();
     pair.post(20).await;
     assert!(
         wait_for_action(&mut reports, ActionKind::Restore).await,
@@ -294,7 +303,7 @@ async fn cleanup_closes_everything_and_later_sends_fail_clearly() {
     assert_eq!(result.action(), Some(ActionKind::Cleanup));
     assert_eq!(*pair.alice.state().borrow(), ConnectionState::Closed);
     assert!(pair.alice.connected_peers().is_empty(), "{:?}", pair.alice.connected_peers());
-    let err = pair.alice.post("bob", "after cleanup").await.unwrap_err();
+    let err = pair.alice.post(&pair.b, "after cleanup").await.unwrap_err();
     assert!(matches!(err, SendError::Closed { .. }), "{err}");
     assert!(err.to_string().contains("closed"), "{err}");
 
@@ -311,30 +320,31 @@ async fn cleanup_closes_everything_and_later_sends_fail_clearly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_connects_make_one_peer_connection_and_sends_connect_on_demand() {
     let testbed = LoopbackTestbed::start().await.unwrap();
-    let mut config = testbed.config("carol").unwrap();
+    let (carol_id, dave_id) = (id("carol"), id("dave"));
+    let mut config = testbed.config(&carol_id);
     config.room = None;
     let carol = testbed.online(config).await.unwrap();
-    let mut config = testbed.config("dave").unwrap();
+    let mut config = testbed.config(&dave_id);
     config.room = None;
     let dave = testbed.online(config).await.unwrap();
     let mut dave_inbox = dave.messages().unwrap();
     let (a, b, c) = tokio::join!(
-        carol.connect_peer("dave"),
-        carol.connect_peer("dave"),
-        carol.connect_peer("dave")
+        carol.connect_peer(&dave_id),
+        carol.connect_peer(&dave_id),
+        carol.connect_peer(&dave_id)
     );
     a.unwrap();
     b.unwrap();
     c.unwrap();
     assert_eq!(carol.connected_peers(), ["dave"]);
     // Sending to a peer waits for the connection and the acknowledgement.
-    carol.send("dave", "hello").await.unwrap();
+    carol.send(&dave_id, "hello").await.unwrap();
     let message = timeout(PROMPT, dave_inbox.recv()).await.unwrap().unwrap();
     assert_eq!((message.from.as_str(), &message.payload[..]), ("carol", &b"hello"[..]));
-    let err = carol.send("carol", "self").await.unwrap_err();
+    let err = carol.send(&carol_id, "self").await.unwrap_err();
     assert!(matches!(err, SendError::InvalidPeer { .. }));
     let big = vec![0u8; 70_000];
-    assert!(matches!(carol.post("dave", big).await.unwrap_err(), SendError::TooLarge { .. }));
+    assert!(matches!(carol.post(&dave_id, big).await.unwrap_err(), SendError::TooLarge { .. }));
     carol.shutdown().await;
     dave.shutdown().await;
     testbed.shutdown().await;

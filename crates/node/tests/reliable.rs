@@ -5,12 +5,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::{HashSet, VecDeque};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use proptest::prelude::*;
 use tether::reliable::{Frame, MessageId, ReliableStream, StreamConfig};
-use tokio::time::Instant;
 
 struct Side {
     stream: ReliableStream,

@@ -1,7 +1,39 @@
-//! What a [`crate::PeerSet`] reports: the event stream and the peer states in it.
+//! What a [`crate::PeerSet`] reports: the event stream, the peer states and the peer
+//! connection ids in it.
+
+use std::fmt;
 
 use bytes::Bytes;
+use tether_signal::protocol::PeerId;
 use tokio::sync::mpsc;
+
+/// Which peer connection to a remote peer: a [`crate::PeerSet`] numbers the peer connections it
+/// builds for each remote peer 1, 2, ..., and never reuses a number, also across
+/// [`crate::PeerSet::close`]. A replacement is a new connection (a higher id); an ICE restart
+/// keeps the connection and its id. The id is local: it is never on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(u64);
+
+impl ConnectionId {
+    /// The id numbered `number`. A [`crate::PeerSet`] makes its own; this is for tests and for
+    /// bindings that carry the id as a plain number.
+    #[must_use]
+    pub const fn new(number: u64) -> Self {
+        Self(number)
+    }
+
+    /// The number: 1 for the first peer connection to a peer, and up.
+    #[must_use]
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
 
 /// The state of the peer connection to one peer (the W3C `RTCPeerConnectionState`, minus `new`,
 /// which tether reports as `Connecting`).
@@ -22,45 +54,44 @@ pub enum PeerState {
 
 /// One thing that happened to a peer.
 ///
-/// `generation` numbers the peer connections built for one peer by this [`crate::PeerSet`]
-/// (1, 2, ..., never reused, also across [`crate::PeerSet::close`]): a replacement is a new
-/// generation, an ICE restart is not. Use it to tell a new data channel from the old one.
+/// `connection_id` says which of the peer's connections it happened to (see [`ConnectionId`]):
+/// use it to tell a new data channel from the old one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RtcEvent {
     /// A message arrived on the peer's data channel.
     MessageReceived {
         /// The remote peer.
-        peer: String,
-        /// Which peer connection's data channel it came on: channels of
-        /// different generations run side by side while one replaces the
-        /// other, so a consumer that must not mix them checks this.
-        generation: u64,
+        peer: PeerId,
+        /// Which peer connection's data channel it came on: the channels of
+        /// two connections run side by side while one replaces the other,
+        /// so a consumer that must not mix them checks this.
+        connection_id: ConnectionId,
         /// The message, as sent.
         data: Bytes,
     },
     /// The peer connection changed state.
     PeerStateChanged {
         /// The remote peer.
-        peer: String,
+        peer: PeerId,
         /// Which peer connection.
-        generation: u64,
+        connection_id: ConnectionId,
         /// Its new state.
         state: PeerState,
     },
     /// The data channel opened: [`crate::PeerSet::send`] works from now on.
     ChannelOpened {
         /// The remote peer.
-        peer: String,
+        peer: PeerId,
         /// Which peer connection.
-        generation: u64,
+        connection_id: ConnectionId,
     },
     /// The data channel closed; sent after the last message received on it.
     ChannelClosed {
         /// The remote peer.
-        peer: String,
+        peer: PeerId,
         /// Which peer connection.
-        generation: u64,
+        connection_id: ConnectionId,
     },
 }
 
@@ -101,5 +132,17 @@ impl RtcEvents {
     /// The next event if one is ready now.
     pub fn try_recv(&mut self) -> Option<RtcEvent> {
         self.states.try_recv().ok().or_else(|| self.traffic.try_recv().ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_ids_order_by_number_and_show_it() {
+        let (first, second) = (ConnectionId::new(1), ConnectionId::new(2));
+        assert!(first < second && Some(first) > None);
+        assert_eq!((second.get(), second.to_string()), (2, "2".to_owned()));
     }
 }

@@ -11,6 +11,10 @@
 //! - [`negotiation`]: roles (the smaller id offers), how offers and answers are matched.
 //! - `signal`, `event`, `config`, `local_address`, `error`: the types at the edges.
 //!
+//! Peers are named by [`PeerId`], the signaling protocol's validated id (re-exported from
+//! tether-signal, of which this crate uses nothing else): an id is checked once, where it enters
+//! the node, and never again here.
+//!
 //! Architecture invariants:
 //! - Only this crate knows webrtc-rs: no webrtc type appears in the public API.
 //! - All negotiation for a peer happens in that peer's task, one message at a time; public calls
@@ -29,12 +33,13 @@ mod signal;
 
 pub use config::{IceServer, RtcConfig};
 pub use error::RtcError;
-pub use event::{PeerState, RtcEvent, RtcEvents};
+pub use event::{ConnectionId, PeerState, RtcEvent, RtcEvents};
 pub use local_address::{InterfaceFilter, LocalAddresses, LocalInterface};
 pub use negotiation::Role;
 pub use peer::PeerStatus;
 pub use peer_set::{CloseReport, PeerSet, Residual};
 pub use signal::{OutboundSignal, SignalPayload};
+pub use tether_signal::protocol::PeerId;
 
 /// The handle and its events cross task boundaries; keep them `Send`.
 #[allow(dead_code)]

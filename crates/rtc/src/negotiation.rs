@@ -29,6 +29,8 @@
 
 use std::cmp::Ordering;
 
+use tether_signal::protocol::PeerId;
+
 /// Every tether SDP attribute starts so; all are removed before webrtc-rs sees the SDP.
 const TAG_PREFIX: &str = "a=x-tether-";
 /// The session attribute an answer carries to name the offer it answers.
@@ -77,8 +79,8 @@ pub enum Role {
 impl Role {
     /// The role of `local` towards `remote`, or `None` when the ids are equal (no pair).
     #[must_use]
-    pub fn between(local: &str, remote: &str) -> Option<Self> {
-        match local.as_bytes().cmp(remote.as_bytes()) {
+    pub fn between(local: &PeerId, remote: &PeerId) -> Option<Self> {
+        match local.as_str().as_bytes().cmp(remote.as_str().as_bytes()) {
             Ordering::Less => Some(Self::Offerer),
             Ordering::Greater => Some(Self::Answerer),
             Ordering::Equal => None,
@@ -240,13 +242,20 @@ mod tests {
     const ANSWER: &str = "v=0\r\no=- 42 3 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
         a=group:BUNDLE 0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:0\r\n";
 
+    fn between(local: &str, remote: &str) -> Option<Role> {
+        match (PeerId::new(local), PeerId::new(remote)) {
+            (Ok(local), Ok(remote)) => Role::between(&local, &remote),
+            _ => panic!("invalid test ids {local:?}, {remote:?}"),
+        }
+    }
+
     #[test]
     fn smaller_id_offers() {
-        assert_eq!(Role::between("alice", "bob"), Some(Role::Offerer));
-        assert_eq!(Role::between("bob", "alice"), Some(Role::Answerer));
-        assert_eq!(Role::between("a", "a"), None);
+        assert_eq!(between("alice", "bob"), Some(Role::Offerer));
+        assert_eq!(between("bob", "alice"), Some(Role::Answerer));
+        assert_eq!(between("a", "a"), None);
         // Byte order, not locale order: upper case sorts first.
-        assert_eq!(Role::between("Zed", "abe"), Some(Role::Offerer));
+        assert_eq!(between("Zed", "abe"), Some(Role::Offerer));
     }
 
     #[test]

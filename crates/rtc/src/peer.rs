@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use rtc::peer_connection::configuration::RTCOfferOptions;
+use tether_signal::protocol::PeerId;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
@@ -28,7 +29,7 @@ use webrtc::peer_connection::{
 
 use crate::config::RtcConfig;
 use crate::error::RtcError;
-use crate::event::{PeerState, RtcEvent};
+use crate::event::{ConnectionId, PeerState, RtcEvent};
 use crate::negotiation::{
     OfferId, OfferKind, Rejection, Role, SessionOrigin, rejection, tag_answer, tag_offer, untag,
 };
@@ -53,7 +54,7 @@ pub(crate) enum Command {
 
 /// What every peer task of one [`crate::PeerSet`] shares.
 pub(crate) struct SetContext {
-    pub(crate) local_id: String,
+    pub(crate) local_id: PeerId,
     pub(crate) config: RtcConfig,
     pub(crate) signals: mpsc::Sender<OutboundSignal>,
     pub(crate) states: mpsc::UnboundedSender<RtcEvent>,
@@ -70,10 +71,10 @@ pub(crate) struct PeerSlot {
 /// Starts the task for `peer`.
 ///
 /// `built` counts the peer connections ever built for this peer by the set; it outlives the task
-/// (a closed and reconnected peer continues the numbering), so generations never repeat.
+/// (a closed and reconnected peer continues the numbering), so connection ids never repeat.
 pub(crate) fn spawn_peer(
     ctx: Arc<SetContext>,
-    peer: String,
+    peer: PeerId,
     role: Role,
     built: Arc<AtomicU64>,
 ) -> Result<PeerSlot, RtcError> {
@@ -103,9 +104,9 @@ pub(crate) fn spawn_peer(
 /// A snapshot of one peer, readable without waiting for its task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerStatus {
-    /// The generation of the current (or last) peer connection: peer connections built for this
-    /// peer by this set are numbered 1, 2, ..., across closes too; 0 before the first.
-    pub generation: u64,
+    /// The current (or last) peer connection: peer connections built for this peer by this set
+    /// are numbered 1, 2, ..., across closes too (see [`ConnectionId`]); `None` before the first.
+    pub connection_id: Option<ConnectionId>,
     /// The current peer connection's state; `None` before the first was built.
     pub state: Option<PeerState>,
     /// Whether the data channel is open, so that [`crate::PeerSet::send`] can succeed.
@@ -118,7 +119,7 @@ pub(crate) struct PeerView(Mutex<ViewState>);
 
 #[derive(Default)]
 struct ViewState {
-    generation: u64,
+    connection_id: Option<ConnectionId>,
     state: Option<PeerState>,
     channel: Option<Arc<dyn DataChannel>>,
 }
@@ -132,7 +133,7 @@ impl PeerView {
     pub(crate) fn status(&self) -> PeerStatus {
         let view = self.lock();
         PeerStatus {
-            generation: view.generation,
+            connection_id: view.connection_id,
             state: view.state,
             channel_open: view.channel.is_some(),
         }
@@ -147,13 +148,17 @@ impl PeerView {
         view.state == Some(PeerState::Connected) && view.channel.is_some()
     }
 
-    fn begin_generation(&self, generation: u64) {
-        *self.lock() = ViewState { generation, state: Some(PeerState::Connecting), channel: None };
+    fn begin_connection(&self, id: ConnectionId) {
+        *self.lock() = ViewState {
+            connection_id: Some(id),
+            state: Some(PeerState::Connecting),
+            channel: None,
+        };
     }
 
-    fn set_state(&self, generation: u64, state: PeerState) {
+    fn set_state(&self, id: ConnectionId, state: PeerState) {
         let mut view = self.lock();
-        if view.generation == generation {
+        if view.connection_id == Some(id) {
             view.state = Some(state);
             if state == PeerState::Closed {
                 view.channel = None;
@@ -162,26 +167,26 @@ impl PeerView {
     }
 
     /// Publishes an opened channel, unless its peer connection has been replaced meanwhile.
-    fn open_channel(&self, generation: u64, channel: &Arc<dyn DataChannel>) -> bool {
+    fn open_channel(&self, id: ConnectionId, channel: &Arc<dyn DataChannel>) -> bool {
         let mut view = self.lock();
-        if view.generation != generation {
+        if view.connection_id != Some(id) {
             return false;
         }
         view.channel = Some(Arc::clone(channel));
         true
     }
 
-    fn close_channel(&self, generation: u64) {
+    fn close_channel(&self, id: ConnectionId) {
         let mut view = self.lock();
-        if view.generation == generation {
+        if view.connection_id == Some(id) {
             view.channel = None;
         }
     }
 }
 
-/// An event from webrtc-rs (callbacks, data channel) for one generation of the peer.
+/// An event from webrtc-rs (callbacks, data channel) for one peer connection of the peer.
 struct Internal {
-    generation: u64,
+    connection_id: ConnectionId,
     event: InternalEvent,
 }
 
@@ -197,20 +202,20 @@ enum InternalEvent {
 
 /// Forwards webrtc-rs callbacks to the peer task. Callbacks run on the webrtc-rs driver, so they
 /// only enqueue.
-struct GenerationHandler {
-    generation: u64,
+struct ConnectionHandler {
+    connection_id: ConnectionId,
     events: mpsc::UnboundedSender<Internal>,
 }
 
-impl GenerationHandler {
+impl ConnectionHandler {
     fn forward(&self, event: InternalEvent) {
         // The peer task outlives its peer connections; if it is gone, nobody needs the event.
-        let _ = self.events.send(Internal { generation: self.generation, event });
+        let _ = self.events.send(Internal { connection_id: self.connection_id, event });
     }
 }
 
 #[async_trait::async_trait]
-impl PeerConnectionEventHandler for GenerationHandler {
+impl PeerConnectionEventHandler for ConnectionHandler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
         match event.candidate.to_json() {
             Ok(candidate) => self.forward(InternalEvent::LocalCandidate(candidate)),
@@ -289,10 +294,10 @@ enum Negotiation {
     },
 }
 
-/// One peer connection to the peer (a generation).
-struct Generation {
-    id: u64,
-    connection: OwnedConnection,
+/// One peer connection to the peer, with its negotiation state.
+struct Connection {
+    id: ConnectionId,
+    peer_connection: OwnedConnection,
     state: PeerState,
     negotiation: Negotiation,
     /// Whether a remote description has been applied (candidates can be added).
@@ -309,9 +314,9 @@ struct Generation {
     restart_applied: bool,
 }
 
-impl Generation {
+impl Connection {
     fn pc(&self) -> &Arc<dyn PeerConnection> {
-        &self.connection.pc
+        &self.peer_connection.pc
     }
 
     fn has_remote_description(&self) -> bool {
@@ -353,27 +358,28 @@ struct RestartWaiters {
 }
 
 struct PeerTask {
-    peer: String,
+    peer: PeerId,
     role: Role,
     ctx: Arc<SetContext>,
     view: Arc<PeerView>,
     internal: mpsc::UnboundedSender<Internal>,
-    /// Generations built so far for this peer (shared with the set); the next is `built + 1`.
+    /// Peer connections built so far for this peer (shared with the set); the next one's id is
+    /// `built + 1`.
     built: Arc<AtomicU64>,
     /// Offers sent so far (offerer), numbering them for the answerer.
     offers_sent: u64,
-    current: Option<Generation>,
+    current: Option<Connection>,
     /// Remote candidates that arrived before a remote description to add them to.
     remote_candidates: VecDeque<RTCIceCandidateInit>,
     connect: Waiters,
     restart: RestartWaiters,
-    last_emitted: Option<(u64, PeerState)>,
+    last_emitted: Option<(ConnectionId, PeerState)>,
 }
 
-/// What `connect` has to do for the current generation.
+/// What `connect` has to do for the current connection.
 enum ConnectStep {
     Wait,
-    NewGeneration,
+    NewConnection,
     ReplaceUnusable,
     RestartIce,
     Request { from_scratch: bool },
@@ -415,7 +421,7 @@ impl PeerTask {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let answer = self.current.as_ref().and_then(|generation| match generation.negotiation {
+        let answer = self.current.as_ref().and_then(|connection| match connection.negotiation {
             Negotiation::AwaitingAnswer { deadline, .. } => Some(deadline),
             Negotiation::Stable => None,
         });
@@ -459,10 +465,10 @@ impl PeerTask {
 
     fn connect_step(&self, caller_initiated: bool) -> ConnectStep {
         match (self.role, self.current.as_ref()) {
-            (Role::Offerer, None) => ConnectStep::NewGeneration,
-            (Role::Offerer, Some(generation)) => match generation.state {
+            (Role::Offerer, None) => ConnectStep::NewConnection,
+            (Role::Offerer, Some(connection)) => match connection.state {
                 PeerState::Failed | PeerState::Closed => ConnectStep::ReplaceUnusable,
-                _ if generation.awaiting_answer() => ConnectStep::Wait,
+                _ if connection.awaiting_answer() => ConnectStep::Wait,
                 PeerState::Disconnected => ConnectStep::RestartIce,
                 _ => ConnectStep::Wait,
             },
@@ -471,9 +477,9 @@ impl PeerTask {
                 // restarting a peer connection this side no longer has.
                 from_scratch: caller_initiated,
             },
-            (Role::Answerer, Some(generation)) => match generation.state {
+            (Role::Answerer, Some(connection)) => match connection.state {
                 PeerState::Connecting | PeerState::Connected
-                    if generation.has_remote_description() =>
+                    if connection.has_remote_description() =>
                 {
                     ConnectStep::Wait
                 }
@@ -485,10 +491,10 @@ impl PeerTask {
     async fn take_step(&mut self, step: ConnectStep) -> Result<(), RtcError> {
         match step {
             ConnectStep::Wait => Ok(()),
-            ConnectStep::NewGeneration => self.offer_new_generation().await,
+            ConnectStep::NewConnection => self.offer_new_connection().await,
             ConnectStep::ReplaceUnusable => {
                 self.retire(PeerState::Closed, "unusable peer connection replaced").await;
-                self.offer_new_generation().await
+                self.offer_new_connection().await
             }
             ConnectStep::RestartIce => self.offer(true).await,
             ConnectStep::Request { from_scratch } => {
@@ -501,13 +507,13 @@ impl PeerTask {
     }
 
     async fn replace(&mut self, reply: Reply) {
-        let generation = self.current.as_ref().map(|current| current.id);
-        info!(name: "rtc.peer.replace", ?generation, "replacing the peer connection");
+        let connection = self.current.as_ref().map(|current| current.id.get());
+        info!(name: "rtc.peer.replace", ?connection, "replacing the peer connection");
         self.connect.replies.push(reply);
         self.connect.deadline = Some(Instant::now() + self.ctx.config.connect_timeout);
         self.retire(PeerState::Closed, "replaced").await;
         let result = match self.role {
-            Role::Offerer => self.offer_new_generation().await,
+            Role::Offerer => self.offer_new_connection().await,
             // `bye` even without a peer connection here: the offerer may still hold one, and an
             // ICE restart of it could never complete with a new peer connection on this side.
             Role::Answerer => self
@@ -520,22 +526,22 @@ impl PeerTask {
     }
 
     async fn restart_ice(&mut self, reply: Reply) {
-        let Some(generation) = self.current.as_ref() else {
+        let Some(connection) = self.current.as_ref() else {
             let _ = reply.send(Err(RtcError::NoPeerConnection { peer: self.peer.clone() }));
             return;
         };
         // Only the first offer of a peer connection is waited for; an unanswered restart offer
         // (its answer lost with a signaling link, say) is superseded by a new one right away.
         let first_offer_pending =
-            generation.awaiting_answer() && !generation.has_remote_description();
-        let generation = generation.id;
+            connection.awaiting_answer() && !connection.has_remote_description();
+        let connection = connection.id.get();
         self.restart.waiters.replies.push(reply);
         if self.restart.waiters.deadline.is_some() {
-            trace!(name: "rtc.ice.restart", phase = "joined", generation);
+            trace!(name: "rtc.ice.restart", phase = "joined", connection);
             return;
         }
         self.restart.waiters.deadline = Some(Instant::now() + self.ctx.config.restart_timeout);
-        info!(name: "rtc.ice.restart", phase = "requested", generation);
+        info!(name: "rtc.ice.restart", phase = "requested", connection);
         let result = match self.role {
             Role::Offerer if first_offer_pending => {
                 self.restart.queued = true;
@@ -597,12 +603,12 @@ impl PeerTask {
             }
         };
         let offer = OfferId { origin, seq: tags.seq };
-        let current = self.current.as_ref().and_then(|generation| generation.remote_offer.as_ref());
+        let current = self.current.as_ref().and_then(|connection| connection.remote_offer.as_ref());
         match OfferKind::classify(current, &offer) {
             OfferKind::Stale => ignored("offer", "older than the offer already applied"),
             OfferKind::Duplicate => {
                 let answer =
-                    self.current.as_ref().and_then(|generation| generation.last_answer.clone());
+                    self.current.as_ref().and_then(|connection| connection.last_answer.clone());
                 debug!(name: "rtc.signal.duplicate", kind = "offer", "answering again");
                 if let Some(sdp) = answer {
                     let _ = self.signal(SignalPayload::Answer { sdp });
@@ -636,9 +642,9 @@ impl PeerTask {
                     self.retire(PeerState::Closed, "offerer started a new session").await;
                 }
                 let origin = offer.origin.clone();
-                let result = match self.build_generation().await {
-                    Ok(generation) => {
-                        self.current = Some(generation);
+                let result = match self.build_connection().await {
+                    Ok(connection) => {
+                        self.current = Some(connection);
                         self.answer(sdp, offer, false).await
                     }
                     Err(error) => Err(error),
@@ -650,7 +656,7 @@ impl PeerTask {
         }
     }
 
-    /// Applies an offer to the current generation and sends the answer.
+    /// Applies an offer to the current connection and sends the answer.
     async fn answer(
         &mut self,
         sdp: String,
@@ -658,40 +664,40 @@ impl PeerTask {
         restart: bool,
     ) -> Result<(), RtcError> {
         let peer = self.peer.clone();
-        let Some(generation) = self.current.as_mut() else {
+        let Some(connection) = self.current.as_mut() else {
             return Err(RtcError::NoPeerConnection { peer });
         };
         let offer = RTCSessionDescription::offer(sdp).map_err(|error| RtcError::Negotiation {
             peer: peer.clone(),
             reason: format!("malformed offer: {error}"),
         })?;
-        generation
+        connection
             .pc()
             .set_remote_description(offer)
             .await
             .map_err(|error| RtcError::webrtc(&peer, "set remote offer", error))?;
-        generation.remote_description_set = true;
-        let answer = generation
+        connection.remote_description_set = true;
+        let answer = connection
             .pc()
             .create_answer(None)
             .await
             .map_err(|error| RtcError::webrtc(&peer, "create answer", error))?;
         let tagged = tag_answer(&answer.sdp, &offer_id.origin);
-        generation
+        connection
             .pc()
             .set_local_description(answer)
             .await
             .map_err(|error| RtcError::webrtc(&peer, "set local answer", error))?;
-        generation.last_answer = Some(tagged.clone());
+        connection.last_answer = Some(tagged.clone());
         let offer_seq = offer_id.seq;
-        generation.remote_offer = Some(offer_id);
-        let id = generation.id;
+        connection.remote_offer = Some(offer_id);
+        let id = connection.id;
         if restart {
-            generation.restart_applied = true;
+            connection.restart_applied = true;
             self.restart.queued = false;
-            info!(name: "rtc.ice.restart", phase = "applied", generation = id);
+            info!(name: "rtc.ice.restart", phase = "applied", connection = id.get());
         }
-        debug!(name: "rtc.negotiation.answer", generation = id, ?offer_seq, restart);
+        debug!(name: "rtc.negotiation.answer", connection = id.get(), ?offer_seq, restart);
         self.signal(SignalPayload::Answer { sdp: tagged })?;
         self.flush_remote_candidates().await;
         Ok(())
@@ -701,10 +707,10 @@ impl PeerTask {
         let (tags, sdp) = untag(&tagged_sdp);
         let named_offer = tags.answers;
         let peer = self.peer.clone();
-        let Some(generation) = self.current.as_mut() else {
+        let Some(connection) = self.current.as_mut() else {
             return ignored("answer", "no peer connection");
         };
-        let Negotiation::AwaitingAnswer { offer, restart, .. } = &generation.negotiation else {
+        let Negotiation::AwaitingAnswer { offer, restart, .. } = &connection.negotiation else {
             return ignored("answer", "no offer outstanding");
         };
         if named_offer.as_ref().is_some_and(|named| named != offer) {
@@ -715,7 +721,7 @@ impl PeerTask {
         }
         let restart = *restart;
         let applied = match RTCSessionDescription::answer(sdp) {
-            Ok(answer) => generation
+            Ok(answer) => connection
                 .pc()
                 .set_remote_description(answer)
                 .await
@@ -728,14 +734,14 @@ impl PeerTask {
         if let Err(error) = applied {
             return self.negotiation_failed(error).await;
         }
-        generation.negotiation = Negotiation::Stable;
-        generation.remote_description_set = true;
-        let id = generation.id;
+        connection.negotiation = Negotiation::Stable;
+        connection.remote_description_set = true;
+        let id = connection.id;
         if restart {
-            generation.restart_applied = true;
-            info!(name: "rtc.ice.restart", phase = "applied", generation = id);
+            connection.restart_applied = true;
+            info!(name: "rtc.ice.restart", phase = "applied", connection = id.get());
         }
-        debug!(name: "rtc.negotiation.answered", generation = id, restart);
+        debug!(name: "rtc.negotiation.answered", connection = id.get(), restart);
         self.flush_remote_candidates().await;
         if self.restart.queued {
             self.restart.queued = false;
@@ -748,18 +754,18 @@ impl PeerTask {
     async fn on_restart_request(&mut self) {
         info!(name: "rtc.ice.restart", phase = "requested_by_remote");
         let result = match self.current.as_ref() {
-            None => self.offer_new_generation().await,
-            Some(generation) if generation.state == PeerState::Closed => {
+            None => self.offer_new_connection().await,
+            Some(connection) if connection.state == PeerState::Closed => {
                 self.retire(PeerState::Closed, "unusable peer connection replaced").await;
-                self.offer_new_generation().await
+                self.offer_new_connection().await
             }
             // The first offer of this peer connection is unanswered. The request
             // usually crossed it on the wire, but the signaling server drops
             // relays to peers not registered yet: send it again (same session and
             // sequence, so a duplicate is answered again, not renegotiated), with
             // the candidates gathered since.
-            Some(generation)
-                if generation.awaiting_answer() && !generation.has_remote_description() =>
+            Some(connection)
+                if connection.awaiting_answer() && !connection.has_remote_description() =>
             {
                 self.resend_offer().await
             }
@@ -787,7 +793,7 @@ impl PeerTask {
         let candidate =
             RTCIceCandidateInit { candidate, sdp_mid, sdp_mline_index, ..Default::default() };
         match self.current.as_ref() {
-            Some(generation) if generation.has_remote_description() => {
+            Some(connection) if connection.has_remote_description() => {
                 self.add_remote_candidate(candidate).await;
             }
             _ => {
@@ -825,9 +831,10 @@ impl PeerTask {
 
     // ----- webrtc-rs events --------------------------------------------------------------
 
-    async fn handle_internal(&mut self, Internal { generation, event }: Internal) {
-        if self.current.as_ref().map(|current| current.id) != Some(generation) {
-            trace!(name: "rtc.peer.stale_event", generation, "event of a retired peer connection");
+    async fn handle_internal(&mut self, Internal { connection_id, event }: Internal) {
+        if self.current.as_ref().map(|current| current.id) != Some(connection_id) {
+            let connection = connection_id.get();
+            trace!(name: "rtc.peer.stale_event", connection, "event of a retired peer connection");
             return;
         }
         match event {
@@ -843,7 +850,7 @@ impl PeerTask {
             }
             InternalEvent::ConnectionState(state) => self.on_connection_state(state),
             InternalEvent::IceConnectionState(state) => self.on_ice_state(state),
-            InternalEvent::RemoteChannel(channel) => self.watch_channel(generation, channel),
+            InternalEvent::RemoteChannel(channel) => self.watch_channel(connection_id, channel),
             InternalEvent::ChannelOpened => self.on_channel_opened(),
             InternalEvent::ChannelClosed => {
                 if let Some(current) = self.current.as_mut() {
@@ -868,9 +875,9 @@ impl PeerTask {
             return;
         };
         current.state = state;
-        let generation = current.id;
-        self.view.set_state(generation, state);
-        self.emit_state(generation, state);
+        let id = current.id;
+        self.view.set_state(id, state);
+        self.emit_state(id, state);
         if matches!(state, PeerState::Failed | PeerState::Closed) {
             self.fail_connect(RtcError::ConnectionFailed { peer: self.peer.clone() });
         }
@@ -880,12 +887,12 @@ impl PeerTask {
         let Some(current) = self.current.as_mut() else {
             return;
         };
-        trace!(name: "rtc.ice.state", generation = current.id, ?state);
+        trace!(name: "rtc.ice.state", connection = current.id.get(), ?state);
         let connected =
             matches!(state, RTCIceConnectionState::Connected | RTCIceConnectionState::Completed);
         if connected && current.restart_applied {
             current.restart_applied = false;
-            info!(name: "rtc.ice.restart", phase = "completed", generation = current.id);
+            info!(name: "rtc.ice.restart", phase = "completed", connection = current.id.get());
             self.restart.queued = false;
             self.restart.waiters.finish(&Ok(()));
         }
@@ -896,7 +903,7 @@ impl PeerTask {
             return;
         };
         current.channel_open = true;
-        info!(name: "rtc.channel.open", generation = current.id);
+        info!(name: "rtc.channel.open", connection = current.id.get());
         self.connect.finish(&Ok(()));
         // A new channel revives the peer just as well as a completed restart would.
         if self.restart.waiters.is_waiting() {
@@ -955,9 +962,10 @@ impl PeerTask {
         self.current.as_ref().is_some_and(|current| current.channel_open)
     }
 
-    async fn build_generation(&mut self) -> Result<Generation, RtcError> {
-        let id = self.built.fetch_add(1, Ordering::Relaxed) + 1;
-        let handler = Arc::new(GenerationHandler { generation: id, events: self.internal.clone() });
+    async fn build_connection(&mut self) -> Result<Connection, RtcError> {
+        let id = ConnectionId::new(self.built.fetch_add(1, Ordering::Relaxed) + 1);
+        let handler =
+            Arc::new(ConnectionHandler { connection_id: id, events: self.internal.clone() });
         let config = &self.ctx.config;
         let pc = PeerConnectionBuilder::new()
             .with_configuration(config.rtc_configuration())
@@ -968,12 +976,12 @@ impl PeerTask {
             .await
             .map_err(|error| RtcError::webrtc(&self.peer, "build peer connection", error))?;
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
-        self.view.begin_generation(id);
-        info!(name: "rtc.peer.created", generation = id, "peer connection built");
+        self.view.begin_connection(id);
+        info!(name: "rtc.peer.created", connection = id.get(), "peer connection built");
         self.emit_state(id, PeerState::Connecting);
-        Ok(Generation {
+        Ok(Connection {
             id,
-            connection: OwnedConnection { pc, closed: false },
+            peer_connection: OwnedConnection { pc, closed: false },
             state: PeerState::Connecting,
             negotiation: Negotiation::Stable,
             remote_description_set: false,
@@ -986,9 +994,9 @@ impl PeerTask {
     }
 
     /// Offerer: a new peer connection with its data channel, offered to the peer.
-    async fn offer_new_generation(&mut self) -> Result<(), RtcError> {
-        let mut generation = self.build_generation().await?;
-        let channel = generation
+    async fn offer_new_connection(&mut self) -> Result<(), RtcError> {
+        let mut connection = self.build_connection().await?;
+        let channel = connection
             .pc()
             .create_data_channel(
                 &self.ctx.config.data_channel_label,
@@ -998,14 +1006,14 @@ impl PeerTask {
         let channel = match channel {
             Ok(channel) => channel,
             Err(error) => {
-                generation.connection.close(&self.ctx).await;
-                self.view.set_state(generation.id, PeerState::Failed);
-                self.emit_state(generation.id, PeerState::Failed);
+                connection.peer_connection.close(&self.ctx).await;
+                self.view.set_state(connection.id, PeerState::Failed);
+                self.emit_state(connection.id, PeerState::Failed);
                 return Err(RtcError::webrtc(&self.peer, "create data channel", error));
             }
         };
-        self.watch_channel(generation.id, channel);
-        self.current = Some(generation);
+        self.watch_channel(connection.id, channel);
+        self.current = Some(connection);
         if let Err(error) = self.offer(false).await {
             self.retire(PeerState::Failed, "offer failed").await;
             return Err(error);
@@ -1013,13 +1021,13 @@ impl PeerTask {
         Ok(())
     }
 
-    /// Offerer: sends an offer for the current generation (an ICE restart when `restart`).
+    /// Offerer: sends an offer for the current connection (an ICE restart when `restart`).
     async fn offer(&mut self, restart: bool) -> Result<(), RtcError> {
         let peer = self.peer.clone();
         let answer_timeout = self.ctx.config.connect_timeout;
         self.offers_sent += 1;
         let seq = self.offers_sent;
-        let Some(generation) = self.current.as_mut() else {
+        let Some(connection) = self.current.as_mut() else {
             return Err(RtcError::NoPeerConnection { peer });
         };
         // The restart goes in through the offer options, not `PeerConnection::restart_ice`: in
@@ -1029,7 +1037,7 @@ impl PeerTask {
         // generation is left without local candidates and never connects). Through the options,
         // gathering starts from `set_local_description`, after the discard.
         let options = restart.then_some(RTCOfferOptions { ice_restart: true });
-        let offer = generation
+        let offer = connection
             .pc()
             .create_offer(options)
             .await
@@ -1039,38 +1047,38 @@ impl PeerTask {
             reason: format!("local offer: {reason}"),
         })?;
         let sdp = offer.sdp.clone();
-        generation
+        connection
             .pc()
             .set_local_description(offer)
             .await
             .map_err(|error| RtcError::webrtc(&peer, "set local offer", error))?;
-        let id = generation.id;
-        debug!(name: "rtc.negotiation.offer", generation = id, seq, restart);
-        generation.negotiation = Negotiation::AwaitingAnswer {
+        let id = connection.id;
+        debug!(name: "rtc.negotiation.offer", connection = id.get(), seq, restart);
+        connection.negotiation = Negotiation::AwaitingAnswer {
             offer: origin,
             deadline: Instant::now() + answer_timeout,
             restart,
         };
         if restart {
-            info!(name: "rtc.ice.restart", phase = "offer_sent", generation = id);
+            info!(name: "rtc.ice.restart", phase = "offer_sent", connection = id.get());
         }
-        generation.last_offer = Some((seq, restart));
+        connection.last_offer = Some((seq, restart));
         self.signal(SignalPayload::Offer { sdp: tag_offer(&sdp, seq, restart) })
     }
 
     /// Sends the current peer connection's unanswered offer again, as it
     /// stands now (with every candidate gathered so far).
     async fn resend_offer(&mut self) -> Result<(), RtcError> {
-        let Some(generation) = self.current.as_ref() else {
+        let Some(connection) = self.current.as_ref() else {
             return Err(RtcError::NoPeerConnection { peer: self.peer.clone() });
         };
-        let Some((seq, restart)) = generation.last_offer else {
+        let Some((seq, restart)) = connection.last_offer else {
             return Ok(());
         };
-        let Some(local) = generation.pc().local_description().await else {
+        let Some(local) = connection.pc().local_description().await else {
             return Ok(());
         };
-        debug!(name: "rtc.negotiation.offer", generation = generation.id, seq, restart, resent = true);
+        debug!(name: "rtc.negotiation.offer", connection = connection.id.get(), seq, restart, resent = true);
         self.signal(SignalPayload::Offer { sdp: tag_offer(&local.sdp, seq, restart) })
     }
 
@@ -1089,16 +1097,16 @@ impl PeerTask {
         }
     }
 
-    /// Closes the current generation and reports it in `state` (closed or failed).
+    /// Closes the current connection and reports it in `state` (closed or failed).
     async fn retire(&mut self, state: PeerState, reason: &'static str) {
-        let Some(mut generation) = self.current.take() else {
+        let Some(mut connection) = self.current.take() else {
             return;
         };
-        info!(name: "rtc.peer.retired", generation = generation.id, ?state, reason);
-        self.view.set_state(generation.id, state);
-        self.view.close_channel(generation.id);
-        generation.connection.close(&self.ctx).await;
-        self.emit_state(generation.id, state);
+        info!(name: "rtc.peer.retired", connection = connection.id.get(), ?state, reason);
+        self.view.set_state(connection.id, state);
+        self.view.close_channel(connection.id);
+        connection.peer_connection.close(&self.ctx).await;
+        self.emit_state(connection.id, state);
     }
 
     /// Answerer: refuses the offer `origin` (the offerer learns it exactly), dropping whatever
@@ -1162,16 +1170,16 @@ impl PeerTask {
         self.restart.waiters.finish(&Err(error));
     }
 
-    fn emit_state(&mut self, generation: u64, state: PeerState) {
-        if self.last_emitted == Some((generation, state)) {
+    fn emit_state(&mut self, connection_id: ConnectionId, state: PeerState) {
+        if self.last_emitted == Some((connection_id, state)) {
             return;
         }
-        self.last_emitted = Some((generation, state));
-        debug!(name: "rtc.peer.state", generation, ?state);
+        self.last_emitted = Some((connection_id, state));
+        debug!(name: "rtc.peer.state", connection = connection_id.get(), ?state);
         // Nobody listening is not an error for the peer.
         let _ = self.ctx.states.send(RtcEvent::PeerStateChanged {
             peer: self.peer.clone(),
-            generation,
+            connection_id,
             state,
         });
     }
@@ -1197,8 +1205,9 @@ impl PeerTask {
         }
     }
 
-    /// Reads a data channel of `generation` until it closes, publishing it while open.
-    fn watch_channel(&self, generation: u64, channel: Arc<dyn DataChannel>) {
+    /// Reads a data channel of peer connection `connection_id` until it closes, publishing it
+    /// while open.
+    fn watch_channel(&self, connection_id: ConnectionId, channel: Arc<dyn DataChannel>) {
         let view = Arc::clone(&self.view);
         let internal = self.internal.clone();
         let traffic = self.ctx.traffic.clone();
@@ -1211,11 +1220,12 @@ impl PeerTask {
                 // before they see the message.
                 let opens =
                     matches!(event, DataChannelEvent::OnOpen | DataChannelEvent::OnMessage(_));
-                if opens && !opened && view.open_channel(generation, &channel) {
+                if opens && !opened && view.open_channel(connection_id, &channel) {
                     opened = true;
-                    let _ =
-                        internal.send(Internal { generation, event: InternalEvent::ChannelOpened });
-                    let opened_event = RtcEvent::ChannelOpened { peer: peer.clone(), generation };
+                    let event = InternalEvent::ChannelOpened;
+                    let _ = internal.send(Internal { connection_id, event });
+                    let opened_event =
+                        RtcEvent::ChannelOpened { peer: peer.clone(), connection_id };
                     let _ = traffic.send(opened_event).await;
                 }
                 match event {
@@ -1223,7 +1233,7 @@ impl PeerTask {
                         trace!(name: "rtc.channel.message", bytes = message.data.len());
                         let received = RtcEvent::MessageReceived {
                             peer: peer.clone(),
-                            generation,
+                            connection_id,
                             data: message.data.freeze(),
                         };
                         // Waiting here is the back-pressure: webrtc-rs stops reading, SCTP
@@ -1235,11 +1245,11 @@ impl PeerTask {
                     _ => {}
                 }
             }
-            view.close_channel(generation);
-            let _ = internal.send(Internal { generation, event: InternalEvent::ChannelClosed });
+            view.close_channel(connection_id);
+            let _ = internal.send(Internal { connection_id, event: InternalEvent::ChannelClosed });
             if opened {
-                info!(name: "rtc.channel.closed", generation);
-                let _ = traffic.send(RtcEvent::ChannelClosed { peer, generation }).await;
+                info!(name: "rtc.channel.closed", connection = connection_id.get());
+                let _ = traffic.send(RtcEvent::ChannelClosed { peer, connection_id }).await;
             }
         };
         tokio::spawn(task.instrument(Span::current()));

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use tether_signal::protocol::PeerId;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -34,9 +35,10 @@ pub struct PeerSet {
 
 struct Inner {
     ctx: Arc<SetContext>,
-    peers: Mutex<HashMap<String, PeerSlot>>,
-    /// Per peer, how many peer connections were ever built (outlives each peer's task).
-    generations: Mutex<HashMap<String, Arc<AtomicU64>>>,
+    peers: Mutex<HashMap<PeerId, PeerSlot>>,
+    /// Per peer, how many peer connections were ever built (outlives each peer's task, so that
+    /// connection ids are never reused).
+    connections_built: Mutex<HashMap<PeerId, Arc<AtomicU64>>>,
     /// The close-all run in flight, shared by concurrent callers.
     close_all_run: Mutex<Option<watch::Receiver<Option<CloseReport>>>>,
 }
@@ -51,7 +53,7 @@ impl std::fmt::Debug for PeerSet {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CloseReport {
     /// Peers whose close finished (sorted).
-    pub closed: Vec<String>,
+    pub closed: Vec<PeerId>,
     /// Peers whose close did not finish before the deadline.
     pub residual: Vec<Residual>,
 }
@@ -68,8 +70,8 @@ impl CloseReport {
 /// closes its peer connection, but not within the deadline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Residual {
-    /// The remote peer.
-    pub peer: String,
+    /// The remote peer; `None` when the whole run ended before it could report on any peer.
+    pub peer: Option<PeerId>,
     /// Why it is left over.
     pub reason: String,
 }
@@ -83,24 +85,18 @@ impl PeerSet {
     /// logged (`rtc.signal.dropped`), and the operation that needed it fails or times out.
     /// Size it for a burst of candidates (a few dozen per peer).
     pub fn new(
-        local_id: impl Into<String>,
+        local_id: PeerId,
         config: RtcConfig,
         signals: mpsc::Sender<OutboundSignal>,
     ) -> (Self, RtcEvents) {
         let (states_tx, states_rx) = mpsc::unbounded_channel();
         let (traffic_tx, traffic_rx) = mpsc::channel(config.message_queue_capacity.max(1));
-        let ctx = SetContext {
-            local_id: local_id.into(),
-            config,
-            signals,
-            states: states_tx,
-            traffic: traffic_tx,
-        };
+        let ctx = SetContext { local_id, config, signals, states: states_tx, traffic: traffic_tx };
         let set = Self {
             inner: Arc::new(Inner {
                 ctx: Arc::new(ctx),
                 peers: Mutex::new(HashMap::new()),
-                generations: Mutex::new(HashMap::new()),
+                connections_built: Mutex::new(HashMap::new()),
                 close_all_run: Mutex::new(None),
             }),
         };
@@ -109,7 +105,7 @@ impl PeerSet {
 
     /// This node's id.
     #[must_use]
-    pub fn local_id(&self) -> &str {
+    pub fn local_id(&self) -> &PeerId {
         &self.inner.ctx.local_id
     }
 
@@ -123,16 +119,10 @@ impl PeerSet {
     ///
     /// # Errors
     ///
-    /// [`RtcError::InvalidPeerId`] when `peer` is empty or this node's own id.
-    pub fn role_towards(&self, peer: &str) -> Result<Role, RtcError> {
-        if peer.is_empty() {
-            return Err(RtcError::InvalidPeerId {
-                peer: peer.to_owned(),
-                reason: "peer id is empty",
-            });
-        }
+    /// [`RtcError::InvalidPeerId`] when `peer` is this node's own id.
+    pub fn role_towards(&self, peer: &PeerId) -> Result<Role, RtcError> {
         Role::between(self.local_id(), peer).ok_or_else(|| RtcError::InvalidPeerId {
-            peer: peer.to_owned(),
+            peer: peer.clone(),
             reason: "peer id is this node's own id",
         })
     }
@@ -158,7 +148,7 @@ impl PeerSet {
     /// Cancel safe. The attempt is run by the peer's task, not by this future: dropping the
     /// future only stops this caller from waiting. Other callers keep waiting for the same
     /// attempt, and a later call joins it or finds the channel open.
-    pub async fn connect(&self, peer: &str) -> Result<(), RtcError> {
+    pub async fn connect(&self, peer: &PeerId) -> Result<(), RtcError> {
         let (reply, result) = oneshot::channel();
         self.dispatch(peer, Command::Connect(reply), true)?;
         let bound = self.config().connect_timeout;
@@ -185,7 +175,7 @@ impl PeerSet {
     ///
     /// Cancel safe: the replacement runs in the peer's task and completes whether or not this
     /// future is still polled.
-    pub async fn replace(&self, peer: &str) -> Result<(), RtcError> {
+    pub async fn replace(&self, peer: &PeerId) -> Result<(), RtcError> {
         let (reply, result) = oneshot::channel();
         self.dispatch(peer, Command::Replace(reply), true)?;
         let bound = self.config().connect_timeout;
@@ -216,10 +206,10 @@ impl PeerSet {
     ///
     /// Cancel safe: the restart runs in the peer's task; dropping the future only stops waiting.
     /// Use [`PeerSet::clear_pending_restarts`] to withdraw a restart that has not started.
-    pub async fn restart_ice(&self, peer: &str) -> Result<(), RtcError> {
+    pub async fn restart_ice(&self, peer: &PeerId) -> Result<(), RtcError> {
         let (reply, result) = oneshot::channel();
         if !self.dispatch(peer, Command::RestartIce(reply), false)? {
-            return Err(RtcError::NoPeerConnection { peer: peer.to_owned() });
+            return Err(RtcError::NoPeerConnection { peer: peer.clone() });
         }
         let bound = self.config().restart_timeout;
         self.await_reply(peer, result, bound, |peer, after| RtcError::RestartTimeout {
@@ -235,15 +225,15 @@ impl PeerSet {
     /// # Cancel safety
     ///
     /// Cancel safe, as [`PeerSet::restart_ice`]: the restarts go on in the peer tasks.
-    pub async fn restart_ice_all(&self) -> Vec<(String, Result<(), RtcError>)> {
-        let peers: Vec<String> = self.lock_peers().keys().cloned().collect();
+    pub async fn restart_ice_all(&self) -> Vec<(PeerId, Result<(), RtcError>)> {
+        let peers: Vec<PeerId> = self.lock_peers().keys().cloned().collect();
         let mut waiting = Vec::with_capacity(peers.len());
         for peer in peers {
             let (reply, result) = oneshot::channel();
             match self.dispatch(&peer, Command::RestartIce(reply), false) {
                 Ok(true) => waiting.push((peer, Some(result))),
                 Ok(false) => waiting.push((peer, None)),
-                Err(error) => warn!(name: "rtc.ice.restart", peer, %error),
+                Err(error) => warn!(name: "rtc.ice.restart", %peer, %error),
             }
         }
         let bound = self.config().restart_timeout;
@@ -284,9 +274,9 @@ impl PeerSet {
     ///
     /// # Errors
     ///
-    /// [`RtcError::InvalidPeerId`] for an empty id or this node's own id;
+    /// [`RtcError::InvalidPeerId`] for this node's own id;
     /// [`RtcError::NoRuntime`] when called outside a Tokio runtime.
-    pub fn handle_signal(&self, from: &str, payload: SignalPayload) -> Result<(), RtcError> {
+    pub fn handle_signal(&self, from: &PeerId, payload: SignalPayload) -> Result<(), RtcError> {
         let role = self.role_towards(from)?;
         let starts_peer = matches!(
             (role, &payload),
@@ -295,7 +285,7 @@ impl PeerSet {
         );
         let kind = payload.kind();
         if !self.dispatch(from, Command::Signal(payload), starts_peer)? {
-            debug!(name: "rtc.signal.ignored", peer = from, kind, reason = "unknown peer");
+            debug!(name: "rtc.signal.ignored", peer = %from, kind, reason = "unknown peer");
         }
         Ok(())
     }
@@ -315,28 +305,28 @@ impl PeerSet {
     ///
     /// Not cancel safe in the sense that a dropped future may or may not have queued the
     /// message. Sending never waits for the peer (no send-buffer limit is configured).
-    pub async fn send(&self, peer: &str, data: Bytes) -> Result<(), RtcError> {
+    pub async fn send(&self, peer: &PeerId, data: Bytes) -> Result<(), RtcError> {
         let channel = self
             .lock_peers()
             .get(peer)
             .and_then(|slot| slot.view.channel())
-            .ok_or_else(|| RtcError::ChannelNotOpen { peer: peer.to_owned() })?;
+            .ok_or_else(|| RtcError::ChannelNotOpen { peer: peer.clone() })?;
         channel
             .send(BytesMut::from(&data[..]))
             .await
-            .map_err(|error| RtcError::Send { peer: peer.to_owned(), message: error.to_string() })
+            .map_err(|error| RtcError::Send { peer: peer.clone(), message: error.to_string() })
     }
 
     /// Whether the peer connection to `peer` is connected and its data channel open.
     #[must_use]
-    pub fn is_connected(&self, peer: &str) -> bool {
+    pub fn is_connected(&self, peer: &PeerId) -> bool {
         self.lock_peers().get(peer).is_some_and(|slot| slot.view.is_connected())
     }
 
     /// The peers that are connected with an open data channel (sorted).
     #[must_use]
-    pub fn connected_peers(&self) -> Vec<String> {
-        let mut peers: Vec<String> = self
+    pub fn connected_peers(&self) -> Vec<PeerId> {
+        let mut peers: Vec<PeerId> = self
             .lock_peers()
             .iter()
             .filter(|(_, slot)| slot.view.is_connected())
@@ -348,7 +338,7 @@ impl PeerSet {
 
     /// A snapshot of `peer`, or `None` if this set has no task for it.
     #[must_use]
-    pub fn status(&self, peer: &str) -> Option<PeerStatus> {
+    pub fn status(&self, peer: &PeerId) -> Option<PeerStatus> {
         self.lock_peers().get(peer).map(|slot| slot.view.status())
     }
 
@@ -365,7 +355,7 @@ impl PeerSet {
     ///
     /// Cancel safe: the peer is forgotten at once and its task closes it whether or not this
     /// future is polled to the end.
-    pub async fn close(&self, peer: &str) -> Result<(), RtcError> {
+    pub async fn close(&self, peer: &PeerId) -> Result<(), RtcError> {
         let Some(slot) = self.lock_peers().remove(peer) else {
             return Ok(());
         };
@@ -377,9 +367,9 @@ impl PeerSet {
             Ok(_) => Ok(()),
             Err(_) => {
                 slot.task.abort();
-                warn!(name: "rtc.peer.close_timeout", peer);
+                warn!(name: "rtc.peer.close_timeout", %peer);
                 Err(RtcError::CloseTimeout {
-                    peer: peer.to_owned(),
+                    peer: peer.clone(),
                     after: self.config().close_timeout,
                 })
             }
@@ -419,7 +409,7 @@ impl PeerSet {
             Err(_) => CloseReport {
                 closed: Vec::new(),
                 residual: vec![Residual {
-                    peer: String::new(),
+                    peer: None,
                     reason: "the close-all run stopped before reporting".to_owned(),
                 }],
             },
@@ -428,7 +418,7 @@ impl PeerSet {
 
     /// Sends `command` to the task for `peer`, starting it when `start` allows. Returns whether
     /// the command was delivered.
-    fn dispatch(&self, peer: &str, command: Command, start: bool) -> Result<bool, RtcError> {
+    fn dispatch(&self, peer: &PeerId, command: Command, start: bool) -> Result<bool, RtcError> {
         let role = self.role_towards(peer)?;
         let mut peers = self.lock_peers();
         let mut command = command;
@@ -438,10 +428,11 @@ impl PeerSet {
                 if !start {
                     return Ok(false);
                 }
-                let built =
-                    Arc::clone(lock(&self.inner.generations).entry(peer.to_owned()).or_default());
-                let slot = spawn_peer(Arc::clone(&self.inner.ctx), peer.to_owned(), role, built)?;
-                peers.insert(peer.to_owned(), slot);
+                let built = Arc::clone(
+                    lock(&self.inner.connections_built).entry(peer.clone()).or_default(),
+                );
+                let slot = spawn_peer(Arc::clone(&self.inner.ctx), peer.clone(), role, built)?;
+                peers.insert(peer.clone(), slot);
             }
             let Some(slot) = peers.get(peer) else {
                 return Ok(false);
@@ -459,27 +450,27 @@ impl PeerSet {
 
     async fn await_reply(
         &self,
-        peer: &str,
+        peer: &PeerId,
         result: oneshot::Receiver<Result<(), RtcError>>,
         bound: Duration,
-        timed_out: impl FnOnce(String, Duration) -> RtcError,
+        timed_out: impl FnOnce(PeerId, Duration) -> RtcError,
     ) -> Result<(), RtcError> {
         match tokio::time::timeout(bound + REPLY_GRACE, result).await {
             Ok(Ok(outcome)) => outcome,
             // The task ended without replying: the peer was closed.
-            Ok(Err(_)) => Err(RtcError::PeerClosed { peer: peer.to_owned() }),
-            Err(_) => Err(timed_out(peer.to_owned(), bound)),
+            Ok(Err(_)) => Err(RtcError::PeerClosed { peer: peer.clone() }),
+            Err(_) => Err(timed_out(peer.clone(), bound)),
         }
     }
 
-    fn lock_peers(&self) -> MutexGuard<'_, HashMap<String, PeerSlot>> {
+    fn lock_peers(&self) -> MutexGuard<'_, HashMap<PeerId, PeerSlot>> {
         lock(&self.inner.peers)
     }
 }
 
 impl Inner {
     async fn close_all_now(&self) -> CloseReport {
-        let slots: Vec<(String, PeerSlot)> = lock(&self.peers).drain().collect();
+        let slots: Vec<(PeerId, PeerSlot)> = lock(&self.peers).drain().collect();
         let bound = self.ctx.config.close_timeout;
         let deadline = Instant::now() + bound;
         info!(name: "rtc.close_all.start", peers = slots.len());
@@ -500,7 +491,7 @@ impl Inner {
                 Err(_) => {
                     task.abort();
                     report.residual.push(Residual {
-                        peer,
+                        peer: Some(peer),
                         reason: format!("close did not finish within {bound:?}; task aborted"),
                     });
                 }

@@ -7,6 +7,8 @@
 //! relayed messages: `offer {sdp}`, `answer {sdp}`, `candidate {candidate, sdp_mid,
 //! sdp_mline_index}`, `ice_restart {}` and `bye {}`.
 
+use tether_signal::protocol::PeerId;
+
 /// One relayed signaling message between two peers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SignalPayload {
@@ -65,8 +67,8 @@ impl SignalPayload {
 /// A signaling message this node wants delivered to `to`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboundSignal {
-    /// The remote peer id.
-    pub to: String,
+    /// The remote peer.
+    pub to: PeerId,
     /// What to relay.
     pub payload: SignalPayload,
 }

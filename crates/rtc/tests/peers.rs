@@ -10,19 +10,19 @@ use std::pin::pin;
 use std::time::Duration;
 
 use bytes::Bytes;
-use lab::{Lab, fast_config};
+use lab::{Lab, cid, fast_config, id};
 use tether_rtc::{InterfaceFilter, LocalAddresses, PeerState, Role, RtcError, SignalPayload};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_peers_exchange_messages_both_ways() {
     let lab = Lab::new(&["alice", "bob"]);
     let (alice, bob) = (lab.set("alice"), lab.set("bob"));
-    assert_eq!(alice.role_towards("bob"), Ok(Role::Offerer));
-    assert_eq!(bob.role_towards("alice"), Ok(Role::Answerer));
+    assert_eq!(alice.role_towards(&id("bob")), Ok(Role::Offerer));
+    assert_eq!(bob.role_towards(&id("alice")), Ok(Role::Answerer));
 
-    alice.connect("bob").await.expect("alice connects to bob");
+    alice.connect(&id("bob")).await.expect("alice connects to bob");
     // The answerer's connect finds (or joins) the same connection.
-    bob.connect("alice").await.expect("bob connects to alice");
+    bob.connect(&id("alice")).await.expect("bob connects to alice");
     lab.node("bob").log.wait_channel_open("alice", 1).await;
 
     for i in 0..5 {
@@ -31,7 +31,7 @@ async fn two_peers_exchange_messages_both_ways() {
     }
     // Ordered: a burst arrives in the order sent.
     for i in 0..50 {
-        alice.send("bob", Bytes::from(format!("burst {i}"))).await.unwrap();
+        alice.send(&id("bob"), Bytes::from(format!("burst {i}"))).await.unwrap();
     }
     let received = lab.node("bob").log.wait_messages_from("alice", 55).await;
     let burst: Vec<String> =
@@ -44,10 +44,10 @@ async fn two_peers_exchange_messages_both_ways() {
         s.state == Some(PeerState::Connected) && s.channel_open
     })
     .await;
-    assert!(alice.is_connected("bob"));
-    assert_eq!(alice.connected_peers(), vec!["bob".to_owned()]);
-    assert_eq!(alice.status("bob").unwrap().generation, 1);
-    assert_eq!(bob.status("alice").unwrap().generation, 1);
+    assert!(alice.is_connected(&id("bob")));
+    assert_eq!(alice.connected_peers(), vec![id("bob")]);
+    assert_eq!(alice.status(&id("bob")).unwrap().connection_id, cid(1));
+    assert_eq!(bob.status(&id("alice")).unwrap().connection_id, cid(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,13 +56,13 @@ async fn concurrent_connects_share_one_peer_connection() {
     let mut calls = tokio::task::JoinSet::new();
     for _ in 0..8 {
         let alice = lab.set("alice").clone();
-        calls.spawn(async move { alice.connect("bob").await });
+        calls.spawn(async move { alice.connect(&id("bob")).await });
     }
     while let Some(result) = calls.join_next().await {
         result.unwrap().expect("every concurrent connect succeeds");
     }
-    assert_eq!(lab.set("alice").status("bob").unwrap().generation, 1);
-    assert_eq!(lab.set("bob").status("alice").unwrap().generation, 1);
+    assert_eq!(lab.set("alice").status(&id("bob")).unwrap().connection_id, cid(1));
+    assert_eq!(lab.set("bob").status(&id("alice")).unwrap().connection_id, cid(1));
     assert_eq!(lab.relay.count("alice", "bob", "offer"), 1);
 }
 
@@ -72,13 +72,13 @@ async fn concurrent_connects_from_the_answerer_share_one_peer_connection() {
     let mut calls = tokio::task::JoinSet::new();
     for _ in 0..8 {
         let bob = lab.set("bob").clone();
-        calls.spawn(async move { bob.connect("alice").await });
+        calls.spawn(async move { bob.connect(&id("alice")).await });
     }
     while let Some(result) = calls.join_next().await {
         result.unwrap().expect("every concurrent connect succeeds");
     }
-    assert_eq!(lab.set("bob").status("alice").unwrap().generation, 1);
-    assert_eq!(lab.set("alice").status("bob").unwrap().generation, 1);
+    assert_eq!(lab.set("bob").status(&id("alice")).unwrap().connection_id, cid(1));
+    assert_eq!(lab.set("alice").status(&id("bob")).unwrap().connection_id, cid(1));
     assert_eq!(lab.relay.count("bob", "alice", "ice_restart"), 1);
     assert_eq!(lab.relay.count("alice", "bob", "offer"), 1);
     lab.send_and_expect("bob", "alice", "hello offerer").await;
@@ -91,7 +91,8 @@ async fn a_dropped_connect_strands_no_one() {
 
     // The first caller starts the attempt, is polled once, and goes away.
     {
-        let mut creator = pin!(alice.connect("bob"));
+        let bob = id("bob");
+        let mut creator = pin!(alice.connect(&bob));
         tokio::select! {
             biased;
             result = &mut creator => panic!("connect cannot finish on its first poll: {result:?}"),
@@ -101,7 +102,7 @@ async fn a_dropped_connect_strands_no_one() {
     // A caller that joins after the creator left still gets its answer.
     let joiner = {
         let alice = alice.clone();
-        tokio::spawn(async move { alice.connect("bob").await })
+        tokio::spawn(async move { alice.connect(&id("bob")).await })
     };
     tokio::time::timeout(lab::WAIT, joiner)
         .await
@@ -109,17 +110,17 @@ async fn a_dropped_connect_strands_no_one() {
         .unwrap()
         .expect("the joining caller connects");
     // And a later call is answered at once, on the same peer connection.
-    alice.connect("bob").await.expect("a later connect works");
-    assert_eq!(alice.status("bob").unwrap().generation, 1);
+    alice.connect(&id("bob")).await.expect("a later connect works");
+    assert_eq!(alice.status(&id("bob")).unwrap().connection_id, cid(1));
     lab.send_and_expect("alice", "bob", "still here").await;
 
     // Dropping every caller of a fresh attempt does not wedge the peer either.
     let lab = Lab::new(&["alice", "bob"]);
     let alice = lab.set("alice");
-    let attempt = tokio::time::timeout(Duration::from_millis(1), alice.connect("bob")).await;
+    let attempt = tokio::time::timeout(Duration::from_millis(1), alice.connect(&id("bob"))).await;
     assert!(attempt.is_err(), "1 ms is too short to connect");
-    alice.connect("bob").await.expect("a later connect works");
-    assert_eq!(alice.status("bob").unwrap().generation, 1);
+    alice.connect(&id("bob")).await.expect("a later connect works");
+    assert_eq!(alice.status(&id("bob")).unwrap().connection_id, cid(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,19 +129,19 @@ async fn closing_during_connect_answers_the_caller_and_closes_what_was_built() {
     let alice = lab.set("alice");
     let connecting = {
         let alice = alice.clone();
-        tokio::spawn(async move { alice.connect("bob").await })
+        tokio::spawn(async move { alice.connect(&id("bob")).await })
     };
     wait_relayed(&lab, "alice", "offer", 1).await;
-    alice.close("bob").await.expect("close within its bound");
+    alice.close(&id("bob")).await.expect("close within its bound");
     let result = tokio::time::timeout(lab::WAIT, connecting).await.unwrap().unwrap();
-    assert_eq!(result, Err(RtcError::PeerClosed { peer: "bob".into() }));
-    assert_eq!(alice.status("bob"), None, "the peer is forgotten");
+    assert_eq!(result, Err(RtcError::PeerClosed { peer: id("bob") }));
+    assert_eq!(alice.status(&id("bob")), None, "the peer is forgotten");
     // What alice built is closed, and bob, told so, closed his side too.
     lab.node("alice").log.wait_state("bob", 1, PeerState::Closed).await;
     lab.node("bob").log.wait_state("alice", 1, PeerState::Closed).await;
-    // A fresh connect works, on a new generation (numbers are never reused).
-    alice.connect("bob").await.unwrap();
-    assert_eq!(alice.status("bob").unwrap().generation, 2);
+    // A fresh connect works, on a new peer connection (ids are never reused).
+    alice.connect(&id("bob")).await.unwrap();
+    assert_eq!(alice.status(&id("bob")).unwrap().connection_id, cid(2));
     lab.send_and_expect("alice", "bob", "fresh").await;
 }
 
@@ -148,20 +149,20 @@ async fn closing_during_connect_answers_the_caller_and_closes_what_was_built() {
 async fn ice_restart_keeps_the_data_channel() {
     let lab = Lab::new(&["ivy", "joe"]);
     let ivy = lab.set("ivy");
-    ivy.connect("joe").await.unwrap();
+    ivy.connect(&id("joe")).await.unwrap();
     lab.node("joe").log.wait_channel_open("ivy", 1).await;
     lab.send_and_expect("ivy", "joe", "before").await;
     lab.send_and_expect("joe", "ivy", "before").await;
     let ports_before = candidate_ports(&lab, "ivy");
     let offers_before = lab.relay.count("ivy", "joe", "offer");
 
-    ivy.restart_ice("joe").await.expect("ice restart completes");
+    ivy.restart_ice(&id("joe")).await.expect("ice restart completes");
 
     assert_eq!(lab.relay.count("ivy", "joe", "offer"), offers_before + 1);
     lab.send_and_expect("ivy", "joe", "after").await;
     lab.send_and_expect("joe", "ivy", "after").await;
-    assert_eq!(ivy.status("joe").unwrap().generation, 1, "same peer connection");
-    // Fresh sockets on restart: the restarted generation gathers on new ports.
+    assert_eq!(ivy.status(&id("joe")).unwrap().connection_id, cid(1), "same peer connection");
+    // Fresh sockets on restart: the restarted ICE agent gathers on new ports.
     wait_until(&lab, "ivy's restart candidates on new ports", |lab| {
         !candidate_ports(lab, "ivy").is_subset(&ports_before)
     })
@@ -169,7 +170,8 @@ async fn ice_restart_keeps_the_data_channel() {
 
     // Concurrent restarts share one restart offer.
     let offers_before = lab.relay.count("ivy", "joe", "offer");
-    let (first, second) = tokio::join!(ivy.restart_ice("joe"), ivy.restart_ice("joe"));
+    let joe = id("joe");
+    let (first, second) = tokio::join!(ivy.restart_ice(&joe), ivy.restart_ice(&joe));
     first.unwrap();
     second.unwrap();
     assert_eq!(lab.relay.count("ivy", "joe", "offer"), offers_before + 1);
@@ -183,58 +185,60 @@ async fn the_answerer_can_ask_for_an_ice_restart() {
     lab.connect("bob", "alice").await;
     lab.send_and_expect("bob", "alice", "before").await;
 
-    bob.restart_ice("alice").await.expect("the answerer's restart completes");
+    bob.restart_ice(&id("alice")).await.expect("the answerer's restart completes");
 
     assert_eq!(lab.relay.count("bob", "alice", "offer"), 0, "the answerer never offers");
     assert!(lab.relay.count("bob", "alice", "ice_restart") >= 2);
     assert_eq!(lab.relay.count("alice", "bob", "offer"), 2);
     lab.send_and_expect("bob", "alice", "after").await;
     lab.send_and_expect("alice", "bob", "after").await;
-    assert_eq!(bob.status("alice").unwrap().generation, 1);
+    assert_eq!(bob.status(&id("alice")).unwrap().connection_id, cid(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_of_an_unknown_peer_is_a_clear_error() {
     let lab = Lab::new(&["alice", "bob"]);
-    let error = lab.set("alice").restart_ice("bob").await.unwrap_err();
-    assert_eq!(error, RtcError::NoPeerConnection { peer: "bob".into() });
-    let error = lab.set("alice").connect("alice").await.unwrap_err();
+    let error = lab.set("alice").restart_ice(&id("bob")).await.unwrap_err();
+    assert_eq!(error, RtcError::NoPeerConnection { peer: id("bob") });
+    let error = lab.set("alice").connect(&id("alice")).await.unwrap_err();
     assert!(matches!(error, RtcError::InvalidPeerId { .. }), "{error}");
-    let error = lab.set("alice").send("bob", Bytes::new()).await.unwrap_err();
-    assert_eq!(error, RtcError::ChannelNotOpen { peer: "bob".into() });
+    let error = lab.set("alice").send(&id("bob"), Bytes::new()).await.unwrap_err();
+    assert_eq!(error, RtcError::ChannelNotOpen { peer: id("bob") });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_all_closes_everything_once() {
     let lab = Lab::new(&["alice", "bob", "carol"]);
     let alice = lab.set("alice");
-    let (to_bob, to_carol) = tokio::join!(alice.connect("bob"), alice.connect("carol"));
+    let (bob, carol) = (id("bob"), id("carol"));
+    let (to_bob, to_carol) = tokio::join!(alice.connect(&bob), alice.connect(&carol));
     to_bob.unwrap();
     to_carol.unwrap();
     lab.send_and_expect("alice", "carol", "hi carol").await;
 
     let (r1, r2, r3, r4) =
         tokio::join!(alice.close_all(), alice.close_all(), alice.close_all(), alice.close_all());
-    assert_eq!(r1.closed, vec!["bob".to_owned(), "carol".to_owned()]);
+    assert_eq!(r1.closed, vec![id("bob"), id("carol")]);
     assert!(r1.is_clean(), "{r1:?}");
     for other in [&r2, &r3, &r4] {
         assert_eq!(*other, r1, "concurrent callers share one run");
     }
 
     assert!(alice.connected_peers().is_empty());
-    assert!(!alice.is_connected("bob"));
-    let error = alice.send("bob", Bytes::from_static(b"late")).await.unwrap_err();
-    assert_eq!(error, RtcError::ChannelNotOpen { peer: "bob".into() });
+    assert!(!alice.is_connected(&id("bob")));
+    let error = alice.send(&id("bob"), Bytes::from_static(b"late")).await.unwrap_err();
+    assert_eq!(error, RtcError::ChannelNotOpen { peer: id("bob") });
     // The others heard `bye` and closed their side.
     for remote in ["bob", "carol"] {
         lab.node(remote).log.wait_state("alice", 1, PeerState::Closed).await;
-        let error = lab.set(remote).send("alice", Bytes::from_static(b"late")).await.unwrap_err();
-        assert_eq!(error, RtcError::ChannelNotOpen { peer: "alice".into() });
+        let error =
+            lab.set(remote).send(&id("alice"), Bytes::from_static(b"late")).await.unwrap_err();
+        assert_eq!(error, RtcError::ChannelNotOpen { peer: id("alice") });
     }
     // A run after the first one starts afresh and finds nothing left.
     assert_eq!(alice.close_all().await, tether_rtc::CloseReport::default());
     // The set stays usable.
-    alice.connect("bob").await.expect("connect after close_all");
+    alice.connect(&id("bob")).await.expect("connect after close_all");
     lab.send_and_expect("alice", "bob", "back").await;
 }
 
@@ -242,28 +246,28 @@ async fn close_all_closes_everything_once() {
 async fn replace_recovers_after_one_side_tore_down_silently() {
     let lab = Lab::new(&["alice", "bob"]);
     let alice = lab.set("alice");
-    alice.connect("bob").await.unwrap();
+    alice.connect(&id("bob")).await.unwrap();
     lab.send_and_expect("alice", "bob", "before").await;
 
     // Bob drops his peer connection without alice hearing about it.
     lab.relay.drop_kind("bye");
-    lab.set("bob").close("alice").await.unwrap();
+    lab.set("bob").close(&id("alice")).await.unwrap();
     wait_relayed(&lab, "bob", "bye", 1).await;
     lab.relay.deliver_kind("bye");
     // Alice never heard the bye: she still holds her first peer connection,
     // not retired (a bye would close it) and not replaced. (webrtc-rs never
     // reports Closed for a remote teardown; only a local close does.)
-    let status = alice.status("bob").expect("alice still has bob");
-    assert_eq!(status.generation, 1, "{status:?}");
+    let status = alice.status(&id("bob")).expect("alice still has bob");
+    assert_eq!(status.connection_id, cid(1), "{status:?}");
     assert_ne!(status.state, Some(PeerState::Closed), "alice closed it: {status:?}");
 
     // An ICE restart cannot revive it: bob does not have that session any more, says so, and
     // alice's caller learns it without waiting for a timeout.
-    let error = alice.restart_ice("bob").await.unwrap_err();
-    assert_eq!(error, RtcError::ClosedByRemote { peer: "bob".into() });
+    let error = alice.restart_ice(&id("bob")).await.unwrap_err();
+    assert_eq!(error, RtcError::ClosedByRemote { peer: id("bob") });
 
-    alice.replace("bob").await.expect("replace builds a working channel");
-    assert_eq!(alice.status("bob").unwrap().generation, 2);
+    alice.replace(&id("bob")).await.expect("replace builds a working channel");
+    assert_eq!(alice.status(&id("bob")).unwrap().connection_id, cid(2));
     lab.send_and_expect("alice", "bob", "after").await;
     lab.send_and_expect("bob", "alice", "after").await;
 }
@@ -280,7 +284,7 @@ async fn a_restart_that_cannot_finish_times_out_and_replace_recovers() {
     // Signaling goes dark: the answerer's restart request never arrives.
     lab.relay.set_blackhole(true);
     let started = tokio::time::Instant::now();
-    let error = bob.restart_ice("alice").await.unwrap_err();
+    let error = bob.restart_ice(&id("alice")).await.unwrap_err();
     assert!(error.is_timeout(), "{error}");
     assert!(
         matches!(error, RtcError::RestartTimeout { after, .. } if after == Duration::from_millis(600)),
@@ -292,9 +296,9 @@ async fn a_restart_that_cannot_finish_times_out_and_replace_recovers() {
 
     // Signaling is back; the answerer replaces the peer connection.
     lab.relay.set_blackhole(false);
-    bob.replace("alice").await.expect("replace from the answerer");
+    bob.replace(&id("alice")).await.expect("replace from the answerer");
     lab.node("alice").log.wait_channel_open("bob", 2).await;
-    assert_eq!(bob.status("alice").unwrap().generation, 2);
+    assert_eq!(bob.status(&id("alice")).unwrap().connection_id, cid(2));
     lab.send_and_expect("alice", "bob", "after").await;
     lab.send_and_expect("bob", "alice", "after").await;
 }
@@ -305,20 +309,20 @@ async fn a_lost_restart_answer_does_not_block_the_next_restart() {
     config.restart_timeout = Duration::from_millis(500);
     let lab = lab::Lab::with_config(&["alice", "bob"], config);
     let alice = lab.set("alice");
-    alice.connect("bob").await.unwrap();
+    alice.connect(&id("bob")).await.unwrap();
 
     // The answer to the first restart offer is lost (say, with the signaling link).
     lab.relay.drop_kind("answer");
-    let error = alice.restart_ice("bob").await.unwrap_err();
+    let error = alice.restart_ice(&id("bob")).await.unwrap_err();
     assert!(matches!(error, RtcError::RestartTimeout { .. }), "{error}");
     lab.relay.deliver_kind("answer");
 
     // The next restart supersedes the unanswered offer at once instead of queueing behind it
     // (which would wait out the 4 s answer timeout and fail the 0.5 s restart bound).
-    alice.restart_ice("bob").await.expect("the second restart completes");
+    alice.restart_ice(&id("bob")).await.expect("the second restart completes");
     lab.send_and_expect("alice", "bob", "after").await;
     lab.send_and_expect("bob", "alice", "after").await;
-    assert_eq!(alice.status("bob").unwrap().generation, 1);
+    assert_eq!(alice.status(&id("bob")).unwrap().connection_id, cid(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,7 +334,7 @@ async fn clear_pending_restarts_answers_waiting_callers() {
     let requests = lab.relay.count("bob", "alice", "ice_restart");
     let restart = {
         let bob = bob.clone();
-        tokio::spawn(async move { bob.restart_ice("alice").await })
+        tokio::spawn(async move { bob.restart_ice(&id("alice")).await })
     };
     wait_relayed(&lab, "bob", "ice_restart", requests + 1).await;
     bob.clear_pending_restarts();
@@ -338,7 +342,7 @@ async fn clear_pending_restarts_answers_waiting_callers() {
         .await
         .expect("the waiting caller is answered at once, not at the restart timeout")
         .unwrap();
-    assert_eq!(result, Err(RtcError::RestartCancelled { peer: "alice".into() }));
+    assert_eq!(result, Err(RtcError::RestartCancelled { peer: id("alice") }));
     // The connection itself is untouched.
     lab.relay.set_blackhole(false);
     lab.send_and_expect("bob", "alice", "still connected").await;
@@ -348,22 +352,22 @@ async fn clear_pending_restarts_answers_waiting_callers() {
 async fn glare_and_stale_signals_are_ignored() {
     let lab = Lab::new(&["alice", "bob"]);
     let (alice, bob) = (lab.set("alice"), lab.set("bob"));
-    alice.connect("bob").await.unwrap();
+    alice.connect(&id("bob")).await.unwrap();
     lab.send_and_expect("alice", "bob", "before").await;
 
     // An offer to the offerer, an answer to the answerer, a restart request to the answerer.
     let offer = last_payload(&lab, "alice", "offer");
-    alice.handle_signal("bob", offer.clone()).unwrap();
-    bob.handle_signal("alice", SignalPayload::Answer { sdp: "v=0".into() }).unwrap();
-    bob.handle_signal("alice", SignalPayload::IceRestartRequest).unwrap();
+    alice.handle_signal(&id("bob"), offer.clone()).unwrap();
+    bob.handle_signal(&id("alice"), SignalPayload::Answer { sdp: "v=0".into() }).unwrap();
+    bob.handle_signal(&id("alice"), SignalPayload::IceRestartRequest).unwrap();
     // A duplicate offer is answered again; a stale answer and garbage are dropped.
-    bob.handle_signal("alice", offer).unwrap();
+    bob.handle_signal(&id("alice"), offer).unwrap();
     let answer = last_payload(&lab, "bob", "answer");
-    alice.handle_signal("bob", answer).unwrap();
-    alice.handle_signal("bob", SignalPayload::Answer { sdp: "garbage".into() }).unwrap();
-    bob.handle_signal("alice", SignalPayload::Offer { sdp: "garbage".into() }).unwrap();
+    alice.handle_signal(&id("bob"), answer).unwrap();
+    alice.handle_signal(&id("bob"), SignalPayload::Answer { sdp: "garbage".into() }).unwrap();
+    bob.handle_signal(&id("alice"), SignalPayload::Offer { sdp: "garbage".into() }).unwrap();
     bob.handle_signal(
-        "alice",
+        &id("alice"),
         SignalPayload::Candidate {
             candidate: "candidate:nonsense".into(),
             sdp_mid: None,
@@ -371,13 +375,13 @@ async fn glare_and_stale_signals_are_ignored() {
         },
     )
     .unwrap();
-    bob.handle_signal("alice", SignalPayload::end_of_candidates()).unwrap();
+    bob.handle_signal(&id("alice"), SignalPayload::end_of_candidates()).unwrap();
 
     lab.send_and_expect("alice", "bob", "after").await;
     lab.send_and_expect("bob", "alice", "after").await;
-    assert_eq!(alice.status("bob").unwrap().generation, 1);
-    assert_eq!(bob.status("alice").unwrap().generation, 1);
-    assert!(alice.is_connected("bob") && bob.is_connected("alice"));
+    assert_eq!(alice.status(&id("bob")).unwrap().connection_id, cid(1));
+    assert_eq!(bob.status(&id("alice")).unwrap().connection_id, cid(1));
+    assert!(alice.is_connected(&id("bob")) && bob.is_connected(&id("alice")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -388,12 +392,12 @@ async fn an_answer_to_a_superseded_offer_is_dropped() {
     lab.relay.drop_kind("answer");
     let first = {
         let alice = alice.clone();
-        tokio::spawn(async move { alice.connect("bob").await })
+        tokio::spawn(async move { alice.connect(&id("bob")).await })
     };
     wait_relayed(&lab, "bob", "answer", 1).await;
     let replaced = {
         let alice = alice.clone();
-        tokio::spawn(async move { alice.replace("bob").await })
+        tokio::spawn(async move { alice.replace(&id("bob")).await })
     };
     wait_relayed(&lab, "bob", "answer", 2).await;
     lab.relay.deliver_kind("answer");
@@ -405,14 +409,14 @@ async fn an_answer_to_a_superseded_offer_is_dropped() {
         .filter(|m| m.from == "bob" && m.payload.kind() == "answer")
         .map(|m| m.payload)
         .collect();
-    alice.handle_signal("bob", answers[0].clone()).unwrap();
-    alice.handle_signal("bob", answers[1].clone()).unwrap();
+    alice.handle_signal(&id("bob"), answers[0].clone()).unwrap();
+    alice.handle_signal(&id("bob"), answers[1].clone()).unwrap();
 
     replaced.await.unwrap().expect("the current offer connects");
     let first = first.await.unwrap();
     assert!(first.is_ok(), "the first caller joins the replacement: {first:?}");
-    assert_eq!(alice.status("bob").unwrap().generation, 2);
-    lab.send_and_expect("alice", "bob", "on generation 2").await;
+    assert_eq!(alice.status(&id("bob")).unwrap().connection_id, cid(2));
+    lab.send_and_expect("alice", "bob", "on connection 2").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -422,10 +426,10 @@ async fn an_interface_filter_decides_what_is_bound_before_and_after_a_restart() 
         LocalAddresses::Filtered(InterfaceFilter::new(|interface| interface.ip.is_loopback()));
     let lab = Lab::with_config(&["alice", "bob"], config);
     let alice = lab.set("alice");
-    alice.connect("bob").await.unwrap();
+    alice.connect(&id("bob")).await.unwrap();
     lab.send_and_expect("alice", "bob", "filtered").await;
     let before = candidate_ports(&lab, "alice");
-    alice.restart_ice("bob").await.unwrap();
+    alice.restart_ice(&id("bob")).await.unwrap();
     lab.send_and_expect("bob", "alice", "filtered, restarted").await;
 
     let addresses: Vec<String> = lab
@@ -458,18 +462,22 @@ async fn a_bye_older_than_the_first_offer_is_ignored() {
     lab.relay.drop_kind("answer");
     let connecting = {
         let alice = alice.clone();
-        tokio::spawn(async move { alice.connect("bob").await })
+        tokio::spawn(async move { alice.connect(&id("bob")).await })
     };
     wait_relayed(&lab, "bob", "answer", 1).await;
     // A `bye` bob sent before he saw this offer (about an earlier session) arrives only now,
     // ahead of his answer.
-    alice.handle_signal("bob", SignalPayload::Bye).unwrap();
+    alice.handle_signal(&id("bob"), SignalPayload::Bye).unwrap();
     lab.relay.deliver_kind("answer");
-    alice.handle_signal("bob", last_payload(&lab, "bob", "answer")).unwrap();
+    alice.handle_signal(&id("bob"), last_payload(&lab, "bob", "answer")).unwrap();
 
     let result = tokio::time::timeout(lab::WAIT, connecting).await.unwrap().unwrap();
     assert_eq!(result, Ok(()));
-    assert_eq!(alice.status("bob").unwrap().generation, 1, "the stale bye closed nothing");
+    assert_eq!(
+        alice.status(&id("bob")).unwrap().connection_id,
+        cid(1),
+        "the stale bye closed nothing"
+    );
     lab.send_and_expect("alice", "bob", "hello").await;
 }
 
@@ -527,16 +535,16 @@ async fn a_lost_first_offer_is_sent_again_when_the_answerer_asks() {
     lab.relay.drop_kind("offer");
     let connecting = tokio::spawn({
         let alice = alice.clone();
-        async move { alice.connect("bob").await }
+        async move { alice.connect(&id("bob")).await }
     });
     wait_relayed(&lab, "alice", "offer", 1).await;
     lab.relay.deliver_kind("offer");
     // Bob registers and asks for a negotiation: the offer comes again, well
     // before alice's connect timeout.
-    bob.connect("alice").await.expect("bob connects once the offer is sent again");
+    bob.connect(&id("alice")).await.expect("bob connects once the offer is sent again");
     // Alice's connect would fail at its connect timeout had the offer not
     // been sent again: it succeeds instead.
     connecting.await.unwrap().unwrap();
     lab.send_and_expect("alice", "bob", "hello").await;
-    assert_eq!(alice.status("bob").unwrap().generation, 1, "the same peer connection");
+    assert_eq!(alice.status(&id("bob")).unwrap().connection_id, cid(1), "the same peer connection");
 }

@@ -18,7 +18,7 @@
 //!   (`disconnect`, or replacement by the client's own newer connection) is
 //!   never reported as a loss.
 //! - A connection attempt commits only if no newer attempt committed and no
-//!   `disconnect` happened since it started ([`Generation`]); the server
+//!   `disconnect` happened since it started ([`LinkGeneration`]); the server
 //!   enforces the same order, so a late attempt can never become current.
 //!
 //! ```no_run
@@ -48,7 +48,7 @@ mod error;
 pub mod protocol;
 
 pub use client::{
-    ClientConfig, Connected, Generation, LossCause, Rebuilt, SignalClient, SignalEvent,
+    ClientConfig, Connected, LinkGeneration, LossCause, Rebuilt, SignalClient, SignalEvent,
     SignalEvents,
 };
 pub use error::{SignalError, SignalErrorKind};

@@ -6,7 +6,9 @@
 //! string field `type`. Unknown fields are ignored (so minor additions stay
 //! compatible); unknown types are answered with `unknown_type`.
 
+use std::borrow::Borrow;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
@@ -247,16 +249,24 @@ fn check_name(what: &'static str, value: &str) -> Result<(), NameError> {
 
 /// A peer's identity on the signaling server: 1 to 64 bytes of ASCII
 /// letters, digits and `- _ . : @`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct PeerId(String);
+///
+/// Validated once, when it is made ([`PeerId::new`], [`str::parse`]); every
+/// holder can rely on it. It is shared text (`Arc<str>`), so clones are a
+/// reference count: one travels with every received message and relayed
+/// frame. On the wire it is the plain JSON string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(Arc<str>);
 
 impl PeerId {
     /// Validates and wraps a peer id.
+    ///
+    /// # Errors
+    ///
+    /// [`NameError`] when `value` breaks the naming rules.
     pub fn new(value: impl Into<String>) -> Result<PeerId, NameError> {
         let value = value.into();
         check_name("peer id", &value)?;
-        Ok(PeerId(value))
+        Ok(PeerId(value.into()))
     }
 
     /// The id as text.
@@ -275,6 +285,38 @@ impl std::str::FromStr for PeerId {
     type Err = NameError;
     fn from_str(text: &str) -> Result<PeerId, NameError> {
         PeerId::new(text)
+    }
+}
+
+impl AsRef<str> for PeerId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Maps and sets keyed by [`PeerId`] can be searched with a `&str`: the id
+/// hashes and compares exactly as its text does.
+impl Borrow<str> for PeerId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for PeerId {
+    fn eq(&self, other: &str) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<&str> for PeerId {
+    fn eq(&self, other: &&str) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl Serialize for PeerId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
     }
 }
 
@@ -939,6 +981,18 @@ mod tests {
         assert!(PeerId::new("é").is_err());
         assert!(PeerId::new("x".repeat(65)).is_err());
         assert!(PeerId::new("x".repeat(64)).is_ok());
+    }
+
+    #[test]
+    fn peer_ids_are_json_strings_and_search_as_text() {
+        let bob = peer("bob");
+        assert_eq!(serde_json::to_string(&bob).ok().as_deref(), Some("\"bob\""));
+        assert_eq!("bob".parse::<PeerId>(), Ok(bob.clone()));
+        assert!(bob == "bob" && bob.as_str() == "bob");
+        let known: std::collections::BTreeSet<PeerId> = [peer("alice"), bob].into();
+        assert!(known.contains("bob") && !known.contains("carol"));
+        // Text order is byte order, as negotiation roles need.
+        assert!(peer("Zed") < peer("abe"));
     }
 
     #[test]

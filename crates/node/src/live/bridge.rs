@@ -83,7 +83,7 @@ impl Bridge {
                     debug!(name: "live.bridge.unknown_payload", from = %from, kind);
                     return;
                 };
-                if let Err(err) = self.peers.handle_signal(from.as_str(), payload) {
+                if let Err(err) = self.peers.handle_signal(&from, payload) {
                     warn!(name: "live.bridge.refused", from = %from, error = %err);
                 }
             }
@@ -94,19 +94,19 @@ impl Bridge {
             SignalEvent::Connected(connected) => {
                 if self.auto_connect {
                     for peer in &connected.peers {
-                        self.follow(peer.as_str());
+                        self.follow(peer);
                     }
                 }
             }
             SignalEvent::PeerJoined(peer) => {
                 if self.auto_connect {
-                    self.follow(peer.as_str());
+                    self.follow(&peer);
                 }
             }
             SignalEvent::PeerLeft(peer) => {
                 if self.auto_connect {
                     debug!(name: "live.peer.left", peer = %peer);
-                    self.roster.forget(peer.as_str());
+                    self.roster.forget(&peer);
                 }
             }
             SignalEvent::ServerError { code, message, id } => {
@@ -119,10 +119,10 @@ impl Bridge {
     /// Keeps a room member connected: remembered for recovery, connected
     /// now (a no-op when it already is; the rtc layer's single flight and
     /// roles make both sides calling it safe).
-    fn follow(&self, peer: &str) {
+    fn follow(&self, peer: &PeerId) {
         self.roster.want(peer);
         let peers = self.peers.clone();
-        let peer = peer.to_owned();
+        let peer = peer.clone();
         tokio::spawn(async move {
             if let Err(err) = peers.connect(&peer).await {
                 debug!(name: "live.peer.follow_failed", peer = %peer, error = %err);
@@ -131,15 +131,9 @@ impl Bridge {
     }
 
     fn relay(&self, signal: OutboundSignal) {
-        let to = match PeerId::new(signal.to.clone()) {
-            Ok(to) => to,
-            Err(err) => {
-                warn!(name: "live.bridge.bad_peer", to = %signal.to, error = %err);
-                return;
-            }
-        };
-        let kind = signal.payload.kind();
-        if let Err(err) = self.signal.send(&to, to_relay(signal.payload)) {
+        let OutboundSignal { to, payload } = signal;
+        let kind = payload.kind();
+        if let Err(err) = self.signal.send(&to, to_relay(payload)) {
             // The operation that needed it times out and the Supervisor
             // decides what next; nothing to retry here.
             debug!(name: "live.bridge.send_failed", to = %to, kind, error = %err);

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use tether_rtc::RtcConfig;
+use tether_signal::protocol::PeerId;
 
 use crate::NodeConfig;
 use crate::reliable::StreamConfig;
@@ -13,7 +14,7 @@ use crate::reliable::StreamConfig;
 #[non_exhaustive]
 pub struct RtcNodeConfig {
     /// Who this node is (its signaling peer id).
-    pub peer_id: String,
+    pub peer_id: PeerId,
     /// `ws://host:port/ws` of the signaling server.
     pub signaling_url: String,
     /// The credential for `peer_id`.
@@ -40,13 +41,12 @@ impl RtcNodeConfig {
     /// A node `peer_id` on `signaling_url` with `token`; everything else
     /// default.
     pub fn new(
-        peer_id: impl Into<String>,
+        peer_id: PeerId,
         signaling_url: impl Into<String>,
         token: impl Into<String>,
     ) -> Self {
-        let peer_id = peer_id.into();
         Self {
-            node: NodeConfig { name: peer_id.clone(), ..NodeConfig::default() },
+            node: NodeConfig { name: peer_id.to_string(), ..NodeConfig::default() },
             peer_id,
             signaling_url: signaling_url.into(),
             token: token.into(),

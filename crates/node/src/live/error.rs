@@ -1,12 +1,14 @@
 //! Errors of the live node.
 
+use tether_signal::protocol::PeerId;
+
 use crate::{EventError, NodeError};
 
 /// Why an [`RtcNode`](super::RtcNode) could not start or do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RtcNodeError {
-    /// The configuration is unusable (URL, peer id, room, policy).
+    /// The configuration is unusable (URL, room, policy).
     #[error("invalid configuration: {0}")]
     Config(String),
     /// The recovery runtime refused.
@@ -19,7 +21,7 @@ pub enum RtcNodeError {
     #[error("peer {peer}: {message}")]
     Peer {
         /// The peer.
-        peer: String,
+        peer: PeerId,
         /// What went wrong.
         message: String,
     },
@@ -38,11 +40,11 @@ pub enum SendError {
         /// The limit.
         limit: usize,
     },
-    /// The peer id is unusable; not accepted.
-    #[error("invalid peer id {peer:?}")]
+    /// The peer is this node itself; not accepted.
+    #[error("invalid peer id {peer}: it is this node's own id")]
     InvalidPeer {
         /// The id given.
-        peer: String,
+        peer: PeerId,
     },
     /// The connections are closed or recovery is parked (after a cleanup or
     /// a logout); not accepted. Reconnect first.

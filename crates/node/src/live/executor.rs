@@ -7,6 +7,7 @@ use std::sync::Arc;
 use futures_util::future::join_all;
 use tether_recovery::FailureKind;
 use tether_rtc::{PeerSet, PeerState, RtcError};
+use tether_signal::protocol::PeerId;
 use tether_signal::{SignalClient, SignalError, SignalErrorKind};
 use tracing::{info, warn};
 
@@ -35,7 +36,7 @@ pub(crate) fn signal_failure(error: &SignalError) -> ActionError {
     ActionError::new(kind, format!("signaling: {error}"))
 }
 
-fn rtc_failure(peer: &str, error: &RtcError) -> ActionError {
+fn rtc_failure(peer: &PeerId, error: &RtcError) -> ActionError {
     let kind = match error {
         _ if error.is_timeout() => FailureKind::Timeout,
         RtcError::ConnectionFailed { .. }
@@ -72,15 +73,15 @@ impl RtcExecutor {
 
     /// Brings one peer back: an ICE restart of its peer connection, or a new
     /// one when there is none or the restart does not revive it.
-    async fn revive(&self, peer: &str) -> Result<(), RtcError> {
+    async fn revive(&self, peer: &PeerId) -> Result<(), RtcError> {
         let restartable = self.peers.status(peer).is_some_and(|s| {
-            s.generation > 0 && !matches!(s.state, Some(PeerState::Closed) | None)
+            s.connection_id.is_some() && !matches!(s.state, Some(PeerState::Closed) | None)
         });
         if restartable {
             match self.peers.restart_ice(peer).await {
                 Ok(()) => return Ok(()),
                 Err(err) => {
-                    warn!(name: "live.peer.restart_failed", peer, error = %err, "replacing the peer connection");
+                    warn!(name: "live.peer.restart_failed", %peer, error = %err, "replacing the peer connection");
                 }
             }
             return self.peers.replace(peer).await;
@@ -118,8 +119,8 @@ impl RtcExecutor {
     /// Closes every peer connection on purpose; reports what would not close.
     async fn close_peers(&self) -> ActionResult {
         for peer in self.roster.wanted() {
-            if let Some(status) = self.peers.status(&peer) {
-                self.roster.closing_on_purpose(&peer, status.generation);
+            if let Some(id) = self.peers.status(&peer).and_then(|status| status.connection_id) {
+                self.roster.closing_on_purpose(&peer, id);
             }
         }
         self.peers.clear_pending_restarts();
@@ -127,8 +128,14 @@ impl RtcExecutor {
         if report.is_clean() {
             return Ok(());
         }
-        let residual: Vec<String> =
-            report.residual.iter().map(|r| format!("{} ({})", r.peer, r.reason)).collect();
+        let residual: Vec<String> = report
+            .residual
+            .iter()
+            .map(|r| match &r.peer {
+                Some(peer) => format!("{peer} ({})", r.reason),
+                None => r.reason.clone(),
+            })
+            .collect();
         Err(ActionError::new(
             FailureKind::Timeout,
             format!("peer connections not closed in time: {}", residual.join(", ")),

@@ -2,13 +2,18 @@
 //! ([`ReliableStream`]), carries frames over the peers' data channels, hands
 //! received messages to the application, answers senders, reports peer
 //! connections that die on their own, and publishes the peers' states.
+//!
+//! The messenger keeps time on tokio's clock (so paused-time tests drive
+//! it); the sans-IO streams take `std::time::Instant`, converted at the
+//! calls into them.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tether_recovery::ConnectionState;
-use tether_rtc::{PeerSet, PeerState, RtcEvent, RtcEvents};
+use tether_rtc::{ConnectionId, PeerSet, PeerState, RtcEvent, RtcEvents};
+use tether_signal::protocol::PeerId;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +29,7 @@ use crate::reliable::{Frame, MessageId, ReliableStream, StreamConfig, StreamStat
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     /// Who sent it.
-    pub from: String,
+    pub from: PeerId,
     /// What it says.
     pub payload: Bytes,
 }
@@ -41,7 +46,7 @@ pub(crate) enum Request {
 /// A request to send.
 #[derive(Debug)]
 pub(crate) struct Outgoing {
-    pub(crate) peer: String,
+    pub(crate) peer: PeerId,
     pub(crate) payload: Bytes,
     /// When the sender stops waiting.
     pub(crate) deadline: Instant,
@@ -65,15 +70,18 @@ pub struct MessengerReport {
 
 struct PeerLink {
     stream: ReliableStream,
-    /// The generation of the channel the stream runs on, while one is open.
-    channel: Option<u64>,
+    /// The peer connection whose channel the stream runs on, while one is
+    /// open.
+    channel: Option<ConnectionId>,
     /// Senders waiting for room in the replay buffer, in order.
     waiting_for_room: VecDeque<Outgoing>,
     /// Senders waiting for an acknowledgement.
     confirmations: HashMap<MessageId, (Instant, oneshot::Sender<Result<(), SendError>>)>,
 }
 
-pub(crate) struct Messenger {
+/// What the messenger is wired to, as [`RtcNode::start`](super::RtcNode::start)
+/// builds it.
+pub(crate) struct MessengerParts {
     pub(crate) session: u64,
     pub(crate) stream_config: StreamConfig,
     pub(crate) requests: mpsc::Receiver<Request>,
@@ -84,36 +92,69 @@ pub(crate) struct Messenger {
     pub(crate) roster: Arc<Roster>,
     /// Where peer connections that die on their own are reported.
     pub(crate) link: LinkReporter,
-    pub(crate) state: watch::Receiver<ConnectionState>,
+    /// The node's connection state.
+    pub(crate) connection_state: watch::Receiver<ConnectionState>,
     /// Where the peers' states are published.
     pub(crate) peer_states: watch::Sender<PeerStates>,
     pub(crate) stop: CancellationToken,
 }
 
-struct Running {
-    config: Messenger,
-    links: HashMap<String, PeerLink>,
+/// The messenger task. See the [module docs](self).
+pub(crate) struct Messenger {
+    /// This node's stream session, the same towards every peer.
+    session: u64,
+    stream_config: StreamConfig,
+    requests: mpsc::Receiver<Request>,
+    events: RtcEvents,
+    /// Where received messages go to the application.
+    deliveries: mpsc::Sender<Message>,
+    /// Received messages not yet taken by the application, at most
+    /// `receive_backlog`.
     backlog: VecDeque<Message>,
+    receive_backlog: usize,
+    peers: PeerSet,
+    roster: Arc<Roster>,
+    /// Where peer connections that die on their own are reported.
+    link: LinkReporter,
+    /// The node's connection state (nothing is accepted while closed).
+    connection_state: watch::Receiver<ConnectionState>,
+    /// Where the peers' states are published.
+    peer_states: watch::Sender<PeerStates>,
+    stop: CancellationToken,
+    /// Every peer's stream and waiting senders.
+    links: HashMap<PeerId, PeerLink>,
 }
 
 impl Messenger {
-    pub(crate) async fn run(self) -> MessengerReport {
-        let running = Running { config: self, links: HashMap::new(), backlog: VecDeque::new() };
-        running.run().await
+    pub(crate) fn new(parts: MessengerParts) -> Self {
+        Self {
+            session: parts.session,
+            stream_config: parts.stream_config,
+            requests: parts.requests,
+            events: parts.events,
+            deliveries: parts.deliveries,
+            backlog: VecDeque::new(),
+            receive_backlog: parts.receive_backlog,
+            peers: parts.peers,
+            roster: parts.roster,
+            link: parts.link,
+            connection_state: parts.connection_state,
+            peer_states: parts.peer_states,
+            stop: parts.stop,
+            links: HashMap::new(),
+        }
     }
-}
 
-impl Running {
-    async fn run(mut self) -> MessengerReport {
+    pub(crate) async fn run(mut self) -> MessengerReport {
         loop {
             let wake = self.next_wake();
-            let backlog_full = self.backlog.len() >= self.config.receive_backlog;
+            let backlog_full = self.backlog.len() >= self.receive_backlog;
             let deliver_next = !self.backlog.is_empty();
             // A clone, so that the permit borrows it rather than `self`.
-            let deliveries = self.config.deliveries.clone();
+            let deliveries = self.deliveries.clone();
             tokio::select! {
                 biased;
-                () = self.config.stop.cancelled() => break,
+                () = self.stop.cancelled() => break,
                 permit = deliveries.reserve(), if deliver_next => match permit {
                     Ok(permit) => {
                         if let Some(message) = self.backlog.pop_front() {
@@ -123,11 +164,11 @@ impl Running {
                     // Nobody reads any more: drop what arrives.
                     Err(_) => self.backlog.clear(),
                 },
-                event = self.config.events.recv(), if !backlog_full => match event {
+                event = self.events.recv(), if !backlog_full => match event {
                     Some(event) => self.on_rtc(event),
                     None => break,
                 },
-                request = self.config.requests.recv() => match request {
+                request = self.requests.recv() => match request {
                     Some(Request::Send(outgoing)) => self.on_request(outgoing),
                     Some(Request::FlushAcks(done)) => {
                         for link in self.links.values_mut() {
@@ -138,17 +179,20 @@ impl Running {
                     }
                     None => break,
                 },
-                () = sleep_until(wake) => self.on_timer(),
+                // Only armed with a wake-up; the fallback instant is never
+                // slept to.
+                () = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)),
+                    if wake.is_some() => self.on_timer(),
             }
             self.pump().await;
         }
         self.finish()
     }
 
-    fn link(&mut self, peer: &str) -> &mut PeerLink {
-        let session = self.config.session;
-        let stream_config = &self.config.stream_config;
-        self.links.entry(peer.to_owned()).or_insert_with(|| PeerLink {
+    fn link(&mut self, peer: &PeerId) -> &mut PeerLink {
+        let session = self.session;
+        let stream_config = &self.stream_config;
+        self.links.entry(peer.clone()).or_insert_with(|| PeerLink {
             stream: ReliableStream::new(session, stream_config.clone()),
             channel: None,
             waiting_for_room: VecDeque::new(),
@@ -157,14 +201,14 @@ impl Running {
     }
 
     fn on_request(&mut self, request: Outgoing) {
-        let state = *self.config.state.borrow();
+        let state = *self.connection_state.borrow();
         if matches!(state, ConnectionState::Closed | ConnectionState::Parked { .. }) {
             let _ = request.accepted.send(Err(SendError::Closed { state: state.to_string() }));
             return;
         }
-        if self.config.roster.want(&request.peer) {
+        if self.roster.want(&request.peer) {
             // A first message to a peer connects to it.
-            let peers = self.config.peers.clone();
+            let peers = self.peers.clone();
             let peer = request.peer.clone();
             tokio::spawn(async move {
                 if let Err(err) = peers.connect(&peer).await {
@@ -181,7 +225,7 @@ impl Running {
     }
 
     fn on_rtc(&mut self, event: RtcEvent) {
-        let now = Instant::now();
+        let now = Instant::now().into_std();
         if let RtcEvent::PeerStateChanged { peer, .. }
         | RtcEvent::ChannelOpened { peer, .. }
         | RtcEvent::ChannelClosed { peer, .. } = &event
@@ -189,13 +233,14 @@ impl Running {
             self.publish_peer_state(peer);
         }
         match event {
-            RtcEvent::MessageReceived { peer, generation, data } => {
+            RtcEvent::MessageReceived { peer, connection_id, data } => {
                 let Some(link) = self.links.get_mut(&peer) else {
                     debug!(name: "live.message.unknown_peer", peer = %peer);
                     return;
                 };
-                if link.channel != Some(generation) {
-                    trace!(name: "live.message.stale_channel", peer = %peer, generation);
+                if link.channel != Some(connection_id) {
+                    let connection = connection_id.get();
+                    trace!(name: "live.message.stale_channel", peer = %peer, connection);
                     return;
                 }
                 match Frame::decode(data) {
@@ -221,27 +266,29 @@ impl Running {
                     }
                 }
             }
-            RtcEvent::ChannelOpened { peer, generation } => {
-                info!(name: "live.channel.opened", peer = %peer, generation);
-                self.config.roster.want(&peer);
+            RtcEvent::ChannelOpened { peer, connection_id } => {
+                let connection = connection_id.get();
+                info!(name: "live.channel.opened", peer = %peer, connection);
+                self.roster.want(&peer);
                 let link = self.link(&peer);
-                link.channel = Some(generation);
+                link.channel = Some(connection_id);
                 link.stream.channel_opened(now);
             }
-            RtcEvent::ChannelClosed { peer, generation } => {
+            RtcEvent::ChannelClosed { peer, connection_id } => {
                 let Some(link) = self.links.get_mut(&peer) else { return };
-                if link.channel != Some(generation) {
+                if link.channel != Some(connection_id) {
                     return;
                 }
                 link.channel = None;
                 link.stream.channel_closed();
-                self.peer_down(&peer, generation, "channel closed");
+                self.peer_down(&peer, connection_id, "channel closed");
             }
-            RtcEvent::PeerStateChanged { peer, generation, state } => {
-                debug!(name: "live.peer.state", peer = %peer, generation, state = ?state);
-                let current = self.links.get(&peer).and_then(|l| l.channel) == Some(generation);
+            RtcEvent::PeerStateChanged { peer, connection_id, state } => {
+                let connection = connection_id.get();
+                debug!(name: "live.peer.state", peer = %peer, connection, state = ?state);
+                let current = self.links.get(&peer).and_then(|l| l.channel) == Some(connection_id);
                 if state == PeerState::Failed && current {
-                    self.peer_down(&peer, generation, "ice failed");
+                    self.peer_down(&peer, connection_id, "ice failed");
                 }
             }
             other => debug!(name: "live.rtc.event", event = ?other),
@@ -252,13 +299,13 @@ impl Running {
     /// of a peer before it sends the event that says so, so the state read
     /// here is at least as new as the event that led here, and the last
     /// event of a change publishes its final state.
-    fn publish_peer_state(&self, peer: &str) {
-        let status = self.config.peers.status(peer);
-        self.config.peer_states.send_if_modified(|states| {
+    fn publish_peer_state(&self, peer: &PeerId) {
+        let status = self.peers.status(peer);
+        self.peer_states.send_if_modified(|states| {
             let state = PeerLinkState::observe(status, states.get(peer));
             let changed = states.set(peer, state);
             if changed {
-                debug!(name: "live.peer.published", peer, state = ?state);
+                debug!(name: "live.peer.published", %peer, state = ?state);
             }
             changed
         });
@@ -267,16 +314,19 @@ impl Running {
     /// A peer connection of `peer` went away. Unless this node closed it on
     /// purpose or a newer one is already being built, the Supervisor hears
     /// of it and decides.
-    fn peer_down(&self, peer: &str, generation: u64, why: &'static str) {
-        if self.config.roster.closed_on_purpose(peer, generation) {
+    fn peer_down(&self, peer: &PeerId, connection_id: ConnectionId, why: &'static str) {
+        if self.roster.closed_on_purpose(peer, connection_id) {
             return;
         }
-        let newer = self.config.peers.status(peer).is_some_and(|s| s.generation > generation);
+        let newer = self
+            .peers
+            .status(peer)
+            .is_some_and(|status| status.connection_id > Some(connection_id));
         if newer {
             return;
         }
-        info!(name: "live.peer.lost", peer, generation, why);
-        self.config.link.peer_lost();
+        info!(name: "live.peer.lost", %peer, connection = connection_id.get(), why);
+        self.link.peer_lost();
     }
 
     fn on_timer(&mut self) {
@@ -291,7 +341,7 @@ impl Running {
                     }
                 }
             }
-            for id in link.stream.withdraw_expired(now) {
+            for id in link.stream.withdraw_expired(now.into_std()) {
                 if let Some((_, reply)) = link.confirmations.remove(&id) {
                     let _ = reply.send(Err(SendError::NotDelivered));
                 }
@@ -318,7 +368,7 @@ impl Running {
             }
         };
         for link in self.links.values() {
-            consider(link.stream.poll_timeout());
+            consider(link.stream.poll_timeout().map(Instant::from_std));
             consider(link.waiting_for_room.front().map(|r| r.deadline));
             consider(link.confirmations.values().map(|(deadline, _)| *deadline).min());
         }
@@ -327,13 +377,13 @@ impl Running {
 
     /// Puts every frame that is due on its data channel.
     async fn pump(&mut self) {
-        let now = Instant::now();
+        let now = Instant::now().into_std();
         for (peer, link) in &mut self.links {
             if link.channel.is_none() {
                 continue;
             }
             while let Some(frame) = link.stream.poll_transmit(now, true) {
-                if let Err(err) = self.config.peers.send(peer, frame.encode()).await {
+                if let Err(err) = self.peers.send(peer, frame.encode()).await {
                     // The frame stays in the replay buffer (it is not
                     // acknowledged); the next channel's Hello resumes it.
                     debug!(name: "live.message.send_failed", peer = %peer, error = %err);
@@ -346,8 +396,8 @@ impl Running {
     fn finish(mut self) -> MessengerReport {
         // The last word on every peer, whatever events are still queued:
         // after a shutdown, the peer connections its final cleanup closed.
-        let known: Vec<String> =
-            self.config.peer_states.borrow().iter().map(|(peer, _)| peer.to_owned()).collect();
+        let known: Vec<PeerId> =
+            self.peer_states.borrow().iter().map(|(peer, _)| peer.clone()).collect();
         for peer in &known {
             self.publish_peer_state(peer);
         }
@@ -380,7 +430,7 @@ impl Running {
 /// Accepts `request` into its peer's replay buffer; returns `false` (and
 /// puts it back in front) when there is no room.
 fn admit(link: &mut PeerLink, request: Outgoing) -> bool {
-    let withdraw_at = request.confirmed.as_ref().map(|_| request.deadline);
+    let withdraw_at = request.confirmed.as_ref().map(|_| request.deadline.into_std());
     match link.stream.push(request.payload.clone(), withdraw_at) {
         Ok(id) => {
             let _ = request.accepted.send(Ok(id));
@@ -393,13 +443,6 @@ fn admit(link: &mut PeerLink, request: Outgoing) -> bool {
             link.waiting_for_room.push_front(request);
             false
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 

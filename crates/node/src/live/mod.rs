@@ -17,6 +17,11 @@
 //! Connecting: a node starts idle. The first Available path snapshot (or a
 //! `force_reconnect`) makes the Supervisor restore, which connects
 //! signaling and the peers.
+//!
+//! Peers are named by [`PeerId`], validated once where an id enters (the
+//! application, the FFI, the command line, the signaling server's frames)
+//! and carried as is through the roster, the messenger, the bridge and the
+//! peer set.
 
 mod bridge;
 mod config;
@@ -33,7 +38,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bytes::Bytes;
 use tether_recovery::ConnectionState;
 use tether_rtc::PeerSet;
-use tether_signal::protocol::{PeerId, RoomId};
+use tether_signal::protocol::RoomId;
 use tether_signal::{ClientConfig, SignalClient};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -47,13 +52,18 @@ pub use config::{
 pub use error::{RtcNodeError, SendError};
 pub use messenger::{Message, MessengerReport};
 pub use peer_state::{PeerLinkState, PeerStates};
+/// Which peer connection to a peer, as [`PeerLinkState::connection_id`]
+/// reports it.
+pub use tether_rtc::ConnectionId;
 /// The state of a peer connection, as [`PeerLinkState::connection`] reports
 /// it.
 pub use tether_rtc::PeerState;
+/// A peer's identity: the signaling protocol's validated id.
+pub use tether_signal::protocol::PeerId;
 
 use self::bridge::Bridge;
 use self::executor::RtcExecutor;
-use self::messenger::{Messenger, Outgoing, Request};
+use self::messenger::{Messenger, MessengerParts, Outgoing, Request};
 use self::roster::Roster;
 use crate::executor::LinkReporter;
 use crate::reliable::MessageId;
@@ -126,17 +136,18 @@ impl Faults<'_> {
     ///
     /// Not cancel safe: dropped before the close finishes, the close still
     /// runs in the peer's task but the loss is not reported.
-    pub async fn drop_peer_connection(&self, peer: &str) -> Result<(), RtcNodeError> {
-        if let Some(status) = self.node.peers.status(peer) {
+    pub async fn drop_peer_connection(&self, peer: &PeerId) -> Result<(), RtcNodeError> {
+        if let Some(id) = self.node.peers.status(peer).and_then(|status| status.connection_id) {
             // The report below stands for this close: the channel's close
             // event must not report it a second time.
-            self.node.roster.closing_on_purpose(peer, status.generation);
+            self.node.roster.closing_on_purpose(peer, id);
         }
-        let closed =
-            self.node.peers.close(peer).await.map_err(|err| RtcNodeError::Peer {
-                peer: peer.to_owned(),
-                message: err.to_string(),
-            });
+        let closed = self
+            .node
+            .peers
+            .close(peer)
+            .await
+            .map_err(|err| RtcNodeError::Peer { peer: peer.clone(), message: err.to_string() });
         self.node.link.peer_lost();
         closed
     }
@@ -145,7 +156,7 @@ impl Faults<'_> {
 /// A tether node on real connections. See the [module docs](self).
 #[derive(Debug)]
 pub struct RtcNode {
-    peer_id: String,
+    peer_id: PeerId,
     node: Node,
     signal: SignalClient,
     peers: PeerSet,
@@ -170,14 +181,16 @@ impl RtcNode {
     ///
     /// # Errors
     ///
-    /// [`RtcNodeError::Config`] for an unusable URL, peer id, room or
-    /// timing; [`RtcNodeError::Node`] when the recovery runtime refuses
-    /// (policy, no runtime).
+    /// [`RtcNodeError::Config`] for an unusable URL, room or timing;
+    /// [`RtcNodeError::Node`] when the recovery runtime refuses (policy, no
+    /// runtime).
     pub fn start(config: RtcNodeConfig) -> Result<RtcNode, RtcNodeError> {
         let invalid = |err: &dyn std::fmt::Display| RtcNodeError::Config(err.to_string());
-        let peer_id = PeerId::new(config.peer_id.clone()).map_err(|e| invalid(&e))?;
-        let mut client =
-            ClientConfig::new(config.signaling_url.clone(), peer_id, config.token.clone());
+        let mut client = ClientConfig::new(
+            config.signaling_url.clone(),
+            config.peer_id.clone(),
+            config.token.clone(),
+        );
         client.room = match &config.room {
             Some(room) => Some(RoomId::new(room.clone()).map_err(|e| invalid(&e))?),
             None => None,
@@ -221,7 +234,7 @@ impl RtcNode {
         let (requests, requests_rx) = mpsc::channel(SEND_QUEUE);
         let (deliveries, deliveries_rx) = mpsc::channel(config.messaging.receive_backlog.max(1));
         let (peer_states_tx, peer_states) = watch::channel(PeerStates::default());
-        let messenger = Messenger {
+        let messenger = Messenger::new(MessengerParts {
             session: messenger::new_session(),
             stream_config: config.messaging.stream.clone(),
             requests: requests_rx,
@@ -231,10 +244,10 @@ impl RtcNode {
             peers: peers.clone(),
             roster: Arc::clone(&roster),
             link: link.clone(),
-            state: node.state(),
+            connection_state: node.state(),
             peer_states: peer_states_tx,
             stop: stop.clone(),
-        };
+        });
         let messenger = tokio::spawn(messenger.run().instrument(span));
 
         Ok(RtcNode {
@@ -256,7 +269,7 @@ impl RtcNode {
     }
 
     /// This node's peer id.
-    pub fn peer_id(&self) -> &str {
+    pub fn peer_id(&self) -> &PeerId {
         &self.peer_id
     }
 
@@ -297,12 +310,12 @@ impl RtcNode {
     /// # Cancel safety
     ///
     /// Cancel safe: the attempt runs in the peer's task.
-    pub async fn connect_peer(&self, peer: &str) -> Result<(), RtcNodeError> {
+    pub async fn connect_peer(&self, peer: &PeerId) -> Result<(), RtcNodeError> {
         self.roster.want(peer);
         self.peers
             .connect(peer)
             .await
-            .map_err(|err| RtcNodeError::Peer { peer: peer.to_owned(), message: err.to_string() })
+            .map_err(|err| RtcNodeError::Peer { peer: peer.clone(), message: err.to_string() })
     }
 
     /// Stops keeping `peer` connected and closes its peer connection.
@@ -310,16 +323,16 @@ impl RtcNode {
     /// # Cancel safety
     ///
     /// Cancel safe: the close runs in the peer's task.
-    pub async fn disconnect_peer(&self, peer: &str) {
+    pub async fn disconnect_peer(&self, peer: &PeerId) {
         self.roster.forget(peer);
-        if let Some(status) = self.peers.status(peer) {
-            self.roster.closing_on_purpose(peer, status.generation);
+        if let Some(id) = self.peers.status(peer).and_then(|status| status.connection_id) {
+            self.roster.closing_on_purpose(peer, id);
         }
         let _ = self.peers.close(peer).await;
     }
 
     /// The peers with an open data channel now.
-    pub fn connected_peers(&self) -> Vec<String> {
+    pub fn connected_peers(&self) -> Vec<PeerId> {
         self.peers.connected_peers()
     }
 
@@ -357,7 +370,7 @@ impl RtcNode {
     /// only the message's id, not the message, which is still sent.
     pub async fn post(
         &self,
-        peer: &str,
+        peer: &PeerId,
         payload: impl Into<Bytes>,
     ) -> Result<MessageId, SendError> {
         let (accepted, answer) = oneshot::channel();
@@ -379,7 +392,7 @@ impl RtcNode {
     ///
     /// Not cancel safe in the same way as [`post`](Self::post): a cancelled
     /// send may still be delivered.
-    pub async fn send(&self, peer: &str, payload: impl Into<Bytes>) -> Result<(), SendError> {
+    pub async fn send(&self, peer: &PeerId, payload: impl Into<Bytes>) -> Result<(), SendError> {
         let (accepted, accepted_answer) = oneshot::channel();
         let (confirmed, confirmed_answer) = oneshot::channel();
         self.request(peer, payload.into(), accepted, Some(confirmed)).await?;
@@ -389,7 +402,7 @@ impl RtcNode {
 
     async fn request(
         &self,
-        peer: &str,
+        peer: &PeerId,
         payload: Bytes,
         accepted: oneshot::Sender<Result<MessageId, SendError>>,
         confirmed: Option<oneshot::Sender<Result<(), SendError>>>,
@@ -398,11 +411,11 @@ impl RtcNode {
         if payload.len() > limit {
             return Err(SendError::TooLarge { size: payload.len(), limit });
         }
-        if PeerId::new(peer.to_owned()).is_err() || peer == self.peer_id {
-            return Err(SendError::InvalidPeer { peer: peer.to_owned() });
+        if *peer == self.peer_id {
+            return Err(SendError::InvalidPeer { peer: peer.clone() });
         }
         let deadline = Instant::now() + self.messaging.send_deadline;
-        let outgoing = Outgoing { peer: peer.to_owned(), payload, deadline, accepted, confirmed };
+        let outgoing = Outgoing { peer: peer.clone(), payload, deadline, accepted, confirmed };
         self.requests.send(Request::Send(outgoing)).await.map_err(|_| SendError::Shutdown)
     }
 

@@ -8,7 +8,8 @@
 
 use std::collections::BTreeMap;
 
-use tether_rtc::{PeerState, PeerStatus};
+use tether_rtc::{ConnectionId, PeerState, PeerStatus};
+use tether_signal::protocol::PeerId;
 
 /// How one peer is connected now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,9 +23,9 @@ pub struct PeerLinkState {
     /// Whether that peer connection's data channel is open.
     pub channel_open: bool,
     /// Which peer connection: they are numbered 1, 2, … per peer and never
-    /// reused, so a higher number is a replacement (an ICE restart keeps
-    /// the number).
-    pub generation: u64,
+    /// reused, so a higher id is a replacement (an ICE restart keeps the
+    /// id). `None` until the first peer connection is built.
+    pub connection_id: Option<ConnectionId>,
 }
 
 impl PeerLinkState {
@@ -46,12 +47,12 @@ impl PeerLinkState {
                 // first peer connection is built it is connecting.
                 connection: status.state.unwrap_or(PeerState::Connecting),
                 channel_open: status.channel_open,
-                generation: status.generation,
+                connection_id: status.connection_id,
             },
             None => Self {
                 connection: PeerState::Closed,
                 channel_open: false,
-                generation: last.map_or(0, |last| last.generation),
+                connection_id: last.and_then(|last| last.connection_id),
             },
         }
     }
@@ -62,29 +63,29 @@ impl PeerLinkState {
 /// closed one shows [`PeerState::Closed`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PeerStates {
-    peers: BTreeMap<String, PeerLinkState>,
+    peers: BTreeMap<PeerId, PeerLinkState>,
 }
 
 impl PeerStates {
     /// How `peer` is connected; `None` if this node never had a peer
     /// connection with it.
-    pub fn get(&self, peer: &str) -> Option<PeerLinkState> {
+    pub fn get(&self, peer: &PeerId) -> Option<PeerLinkState> {
         self.peers.get(peer).copied()
     }
 
     /// Whether messages flow to `peer` now.
-    pub fn is_connected(&self, peer: &str) -> bool {
+    pub fn is_connected(&self, peer: &PeerId) -> bool {
         self.get(peer).is_some_and(|state| state.is_connected())
     }
 
     /// The peers messages flow to now, sorted.
-    pub fn connected(&self) -> impl Iterator<Item = &str> {
+    pub fn connected(&self) -> impl Iterator<Item = &PeerId> {
         self.iter().filter(|(_, state)| state.is_connected()).map(|(peer, _)| peer)
     }
 
     /// Every peer and its state, sorted by peer id.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, PeerLinkState)> {
-        self.peers.iter().map(|(peer, state)| (peer.as_str(), *state))
+    pub fn iter(&self) -> impl Iterator<Item = (&PeerId, PeerLinkState)> {
+        self.peers.iter().map(|(peer, state)| (peer, *state))
     }
 
     /// How many peers the snapshot holds.
@@ -98,7 +99,7 @@ impl PeerStates {
     }
 
     /// Sets `peer`'s state; returns whether anything changed.
-    pub(crate) fn set(&mut self, peer: &str, state: PeerLinkState) -> bool {
+    pub(crate) fn set(&mut self, peer: &PeerId, state: PeerLinkState) -> bool {
         match self.peers.get_mut(peer) {
             Some(current) if *current == state => false,
             Some(current) => {
@@ -106,7 +107,7 @@ impl PeerStates {
                 true
             }
             None => {
-                self.peers.insert(peer.to_owned(), state);
+                self.peers.insert(peer.clone(), state);
                 true
             }
         }
@@ -117,15 +118,20 @@ impl PeerStates {
 mod tests {
     use super::*;
 
-    fn status(generation: u64, state: Option<PeerState>, channel_open: bool) -> PeerStatus {
-        PeerStatus { generation, state, channel_open }
+    fn status(connection: u64, state: Option<PeerState>, channel_open: bool) -> PeerStatus {
+        let connection_id = (connection > 0).then_some(ConnectionId::new(connection));
+        PeerStatus { connection_id, state, channel_open }
+    }
+
+    fn id(name: &str) -> PeerId {
+        PeerId::new(name).unwrap()
     }
 
     #[test]
     fn connected_needs_a_connected_peer_connection_and_an_open_channel() {
         let up = PeerLinkState::observe(Some(status(2, Some(PeerState::Connected), true)), None);
         assert!(up.is_connected());
-        assert_eq!(up.generation, 2);
+        assert_eq!(up.connection_id, Some(ConnectionId::new(2)));
         let no_channel =
             PeerLinkState::observe(Some(status(2, Some(PeerState::Connected), false)), None);
         assert!(!no_channel.is_connected());
@@ -133,9 +139,12 @@ mod tests {
             PeerLinkState::observe(Some(status(2, Some(PeerState::Disconnected), true)), None);
         assert!(!ice_down.is_connected());
         let first = PeerLinkState::observe(Some(status(0, None, false)), None);
-        assert_eq!(first.connection, PeerState::Connecting);
+        assert_eq!((first.connection, first.connection_id), (PeerState::Connecting, None));
         let forgotten = PeerLinkState::observe(None, Some(up));
-        assert_eq!((forgotten.connection, forgotten.generation), (PeerState::Closed, 2));
+        assert_eq!(
+            (forgotten.connection, forgotten.connection_id),
+            (PeerState::Closed, Some(ConnectionId::new(2)))
+        );
         assert!(!forgotten.is_connected());
     }
 
@@ -143,14 +152,15 @@ mod tests {
     fn setting_reports_changes_only() {
         let mut states = PeerStates::default();
         let up = PeerLinkState::observe(Some(status(1, Some(PeerState::Connected), true)), None);
-        assert!(states.set("bob", up));
-        assert!(!states.set("bob", up));
-        assert!(states.is_connected("bob") && !states.is_connected("carol"));
+        let (bob, carol) = (id("bob"), id("carol"));
+        assert!(states.set(&bob, up));
+        assert!(!states.set(&bob, up));
+        assert!(states.is_connected(&bob) && !states.is_connected(&carol));
         let down = PeerLinkState::observe(None, Some(up));
-        assert!(states.set("bob", down));
-        assert!(states.set("carol", up));
-        assert_eq!(states.connected().collect::<Vec<_>>(), ["carol"]);
+        assert!(states.set(&bob, down));
+        assert!(states.set(&carol, up));
+        assert_eq!(states.connected().collect::<Vec<_>>(), [&carol]);
         assert_eq!(states.len(), 2);
-        assert_eq!(states.iter().map(|(peer, _)| peer).collect::<Vec<_>>(), ["bob", "carol"]);
+        assert_eq!(states.iter().map(|(peer, _)| peer).collect::<Vec<_>>(), [&bob, &carol]);
     }
 }

@@ -47,27 +47,18 @@ impl LoopbackTestbed {
     }
 
     /// A token for `peer` valid for an hour.
-    ///
-    /// # Errors
-    ///
-    /// [`RtcNodeError::Config`] for an invalid peer id.
-    pub fn token(&self, peer: &str) -> Result<String, RtcNodeError> {
-        let id = PeerId::new(peer.to_owned()).map_err(|e| RtcNodeError::Config(e.to_string()))?;
-        Ok(mint_token_for(&self.secret, &id, Duration::from_secs(3600)))
+    pub fn token(&self, peer: &PeerId) -> String {
+        mint_token_for(&self.secret, peer, Duration::from_secs(3600))
     }
 
     /// A node config for `peer` in this testbed's room, with loopback
     /// WebRTC and [`SignalingTiming::responsive`] signaling.
-    ///
-    /// # Errors
-    ///
-    /// As [`token`](Self::token).
-    pub fn config(&self, peer: &str) -> Result<RtcNodeConfig, RtcNodeError> {
-        let mut config = RtcNodeConfig::new(peer, self.url(), self.token(peer)?);
+    pub fn config(&self, peer: &PeerId) -> RtcNodeConfig {
+        let mut config = RtcNodeConfig::new(peer.clone(), self.url(), self.token(peer));
         config.room = Some(self.room.clone());
         config.rtc = RtcConfig::loopback();
         config.signaling = SignalingTiming::responsive();
-        Ok(config)
+        config
     }
 
     /// Starts a node with `config` and brings it online (an Available Wi-Fi
@@ -100,13 +91,20 @@ impl LoopbackTestbed {
 /// receiver pair.
 #[derive(Debug, Default, Clone)]
 pub struct Traffic {
-    next: HashMap<(String, String), u64>,
+    next: HashMap<Pair, u64>,
     /// Per (sender, receiver): every sequence number received, with counts.
-    received: HashMap<(String, String), BTreeMap<u64, u32>>,
+    received: HashMap<Pair, BTreeMap<u64, u32>>,
     /// Per (sender, receiver): the last sequence number received, for order.
-    last: HashMap<(String, String), u64>,
+    last: HashMap<Pair, u64>,
     out_of_order: u64,
     malformed: u64,
+}
+
+/// A sender and a receiver.
+type Pair = (PeerId, PeerId);
+
+fn pair(from: &PeerId, to: &PeerId) -> Pair {
+    (from.clone(), to.clone())
 }
 
 /// The books at one moment.
@@ -127,39 +125,39 @@ pub struct TrafficSummary {
 impl Traffic {
     /// The next message from `from` to `to`; call [`sent`](Self::sent)
     /// once it was accepted.
-    pub fn next_message(&self, from: &str, to: &str) -> Bytes {
-        let seq = self.next.get(&(from.to_owned(), to.to_owned())).copied().unwrap_or(0) + 1;
+    pub fn next_message(&self, from: &PeerId, to: &PeerId) -> Bytes {
+        let seq = self.sent_so_far(from, to) + 1;
         Bytes::from(format!("{from}:{seq}"))
     }
 
     /// Records that the last [`next_message`](Self::next_message) from
     /// `from` to `to` was accepted.
-    pub fn sent(&mut self, from: &str, to: &str) {
-        *self.next.entry((from.to_owned(), to.to_owned())).or_default() += 1;
+    pub fn sent(&mut self, from: &PeerId, to: &PeerId) {
+        *self.next.entry(pair(from, to)).or_default() += 1;
     }
 
     /// How many messages from `from` to `to` were accepted so far (the
     /// sequence number of the last one).
-    pub fn sent_so_far(&self, from: &str, to: &str) -> u64 {
-        self.next.get(&(from.to_owned(), to.to_owned())).copied().unwrap_or(0)
+    pub fn sent_so_far(&self, from: &PeerId, to: &PeerId) -> u64 {
+        self.next.get(&pair(from, to)).copied().unwrap_or(0)
     }
 
     /// The highest sequence number `to` received from `from` (0 if none).
-    pub fn highest_received(&self, from: &str, to: &str) -> u64 {
-        self.last.get(&(from.to_owned(), to.to_owned())).copied().unwrap_or(0)
+    pub fn highest_received(&self, from: &PeerId, to: &PeerId) -> u64 {
+        self.last.get(&pair(from, to)).copied().unwrap_or(0)
     }
 
     /// Records `message` as received by `to`.
-    pub fn received(&mut self, to: &str, message: &Message) {
+    pub fn received(&mut self, to: &PeerId, message: &Message) {
         let text = String::from_utf8_lossy(&message.payload);
         let parsed = text
             .rsplit_once(':')
-            .and_then(|(from, seq)| seq.parse::<u64>().ok().filter(|_| from == message.from));
+            .and_then(|(from, seq)| seq.parse::<u64>().ok().filter(|_| message.from == from));
         let Some(seq) = parsed else {
             self.malformed += 1;
             return;
         };
-        let key = (message.from.clone(), to.to_owned());
+        let key = pair(&message.from, to);
         *self.received.entry(key.clone()).or_default().entry(seq).or_default() += 1;
         let last = self.last.entry(key).or_default();
         if seq < *last {
@@ -194,22 +192,23 @@ impl Traffic {
 mod tests {
     use super::*;
 
-    fn message(from: &str, text: &str) -> Message {
-        Message { from: from.into(), payload: Bytes::from(text.to_owned()) }
+    fn message(from: &PeerId, text: &str) -> Message {
+        Message { from: from.clone(), payload: Bytes::from(text.to_owned()) }
     }
 
     #[test]
     fn the_books_count_losses_duplicates_and_reordering() {
+        let (a, b) = (PeerId::new("a").unwrap(), PeerId::new("b").unwrap());
         let mut traffic = Traffic::default();
         for _ in 0..4 {
-            assert_eq!(traffic.next_message("a", "b").len(), 3);
-            traffic.sent("a", "b");
+            assert_eq!(traffic.next_message(&a, &b).len(), 3);
+            traffic.sent(&a, &b);
         }
-        traffic.received("b", &message("a", "a:1"));
-        traffic.received("b", &message("a", "a:3"));
-        traffic.received("b", &message("a", "a:2"));
-        traffic.received("b", &message("a", "a:3"));
-        traffic.received("b", &message("a", "garbage"));
+        traffic.received(&b, &message(&a, "a:1"));
+        traffic.received(&b, &message(&a, "a:3"));
+        traffic.received(&b, &message(&a, "a:2"));
+        traffic.received(&b, &message(&a, "a:3"));
+        traffic.received(&b, &message(&a, "garbage"));
         let summary = traffic.summary();
         assert_eq!(summary.sent, 4);
         assert_eq!(summary.delivered, 3);

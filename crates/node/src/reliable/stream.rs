@@ -3,7 +3,9 @@
 //!
 //! Sans-IO, like the Supervisor: frames in with [`handle_frame`], frames out
 //! with [`poll_transmit`], messages for the app with [`poll_delivery`],
-//! confirmations with [`poll_confirmed`], time as an argument.
+//! confirmations with [`poll_confirmed`], time as an argument: a
+//! `std::time::Instant`, as the Supervisor takes it (the node converts from
+//! its tokio clock where it calls in).
 //!
 //! How nothing is lost or duplicated:
 //! - every message gets the next sequence number of this node's session and
@@ -28,10 +30,9 @@
 //! [`poll_confirmed`]: ReliableStream::poll_confirmed
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::time::Instant;
 
 use super::frame::Frame;
 

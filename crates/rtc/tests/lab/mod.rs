@@ -11,12 +11,24 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tether_rtc::{OutboundSignal, PeerSet, PeerState, RtcConfig, RtcEvent, SignalPayload};
+use tether_rtc::{
+    ConnectionId, OutboundSignal, PeerId, PeerSet, PeerState, RtcConfig, RtcEvent, SignalPayload,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 /// How long any single wait in a test may take before the test fails.
 pub(crate) const WAIT: Duration = Duration::from_secs(10);
+
+/// The peer id `name`.
+pub(crate) fn id(name: &str) -> PeerId {
+    PeerId::new(name).unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// What a status says of peer connection number `number`.
+pub(crate) fn cid(number: u64) -> Option<ConnectionId> {
+    Some(ConnectionId::new(number))
+}
 
 /// Short bounds, so the failure paths are quick to exercise.
 pub(crate) fn fast_config() -> RtcConfig {
@@ -42,26 +54,26 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// One relayed message, as the relay saw it (delivered or dropped).
 #[derive(Debug, Clone)]
 pub(crate) struct Relayed {
-    pub(crate) from: String,
-    pub(crate) to: String,
+    pub(crate) from: PeerId,
+    pub(crate) to: PeerId,
     pub(crate) payload: SignalPayload,
 }
 
 #[derive(Default)]
 pub(crate) struct Relay {
-    sets: Mutex<HashMap<String, PeerSet>>,
+    sets: Mutex<HashMap<PeerId, PeerSet>>,
     blackhole: AtomicBool,
     dropped_kinds: Mutex<HashSet<&'static str>>,
     seen: Mutex<Vec<Relayed>>,
 }
 
 impl Relay {
-    fn forward(&self, from: &str, message: OutboundSignal) {
+    fn forward(&self, from: &PeerId, message: OutboundSignal) {
         let kind = message.payload.kind();
         let deliver =
             !self.blackhole.load(Ordering::SeqCst) && !lock(&self.dropped_kinds).contains(kind);
         lock(&self.seen).push(Relayed {
-            from: from.to_owned(),
+            from: from.clone(),
             to: message.to.clone(),
             payload: message.payload.clone(),
         });
@@ -159,27 +171,27 @@ impl EventLog {
     }
 
     /// Waits for a state change of the peer connection to `peer`.
-    pub(crate) async fn wait_state(&self, peer: &str, generation: u64, state: PeerState) {
-        self.wait_for(&format!("{peer} gen {generation} {state:?}"), |events| {
+    pub(crate) async fn wait_state(&self, peer: &str, connection: u64, state: PeerState) {
+        self.wait_for(&format!("{peer} connection {connection} {state:?}"), |events| {
             events
                 .iter()
                 .any(|event| {
-                    matches!(event, RtcEvent::PeerStateChanged { peer: p, generation: g, state: s }
-                        if p == peer && *g == generation && *s == state)
+                    matches!(event, RtcEvent::PeerStateChanged { peer: p, connection_id: c, state: s }
+                        if p == peer && c.get() == connection && *s == state)
                 })
                 .then_some(())
         })
         .await;
     }
 
-    /// Waits for the data channel to `peer` of `generation` to open.
-    pub(crate) async fn wait_channel_open(&self, peer: &str, generation: u64) {
-        self.wait_for(&format!("channel to {peer} gen {generation} open"), |events| {
+    /// Waits for the data channel to `peer` of peer connection number `connection` to open.
+    pub(crate) async fn wait_channel_open(&self, peer: &str, connection: u64) {
+        self.wait_for(&format!("channel to {peer} on connection {connection} open"), |events| {
             events
                 .iter()
                 .any(|event| {
-                    matches!(event, RtcEvent::ChannelOpened { peer: p, generation: g }
-                        if p == peer && *g == generation)
+                    matches!(event, RtcEvent::ChannelOpened { peer: p, connection_id: c }
+                        if p == peer && c.get() == connection)
                 })
                 .then_some(())
         })
@@ -218,9 +230,9 @@ impl Lab {
         let mut nodes = HashMap::new();
         for id in ids {
             let (signals_tx, mut signals_rx) = mpsc::channel::<OutboundSignal>(1024);
-            let (set, mut events) = PeerSet::new(*id, config.clone(), signals_tx);
-            lock(&relay.sets).insert((*id).to_owned(), set.clone());
-            let from = (*id).to_owned();
+            let (set, mut events) = PeerSet::new(self::id(id), config.clone(), signals_tx);
+            lock(&relay.sets).insert(self::id(id), set.clone());
+            let from = self::id(id);
             let forward = Arc::clone(&relay);
             tokio::spawn(async move {
                 while let Some(message) = signals_rx.recv().await {
@@ -252,7 +264,7 @@ impl Lab {
     pub(crate) async fn send_and_expect(&self, from: &str, to: &str, text: &str) {
         let before = self.node(to).log.messages_from(from).len();
         self.set(from)
-            .send(to, Bytes::copy_from_slice(text.as_bytes()))
+            .send(&id(to), Bytes::copy_from_slice(text.as_bytes()))
             .await
             .unwrap_or_else(|error| panic!("send {from} -> {to}: {error}"));
         let messages = self.node(to).log.wait_messages_from(from, before + 1).await;
@@ -267,7 +279,7 @@ impl Lab {
     /// side can open a moment before the other).
     pub(crate) async fn connect(&self, from: &str, to: &str) {
         self.set(from)
-            .connect(to)
+            .connect(&id(to))
             .await
             .unwrap_or_else(|error| panic!("connect {from} -> {to}: {error}"));
         for (id, peer) in [(from, to), (to, from)] {
@@ -288,6 +300,7 @@ impl Lab {
     ) {
         let set = self.set(id).clone();
         let log = &self.node(id).log;
-        log.wait_for(what, |_| set.status(peer).filter(|status| ready(status)).map(|_| ())).await;
+        let peer = self::id(peer);
+        log.wait_for(what, |_| set.status(&peer).filter(|status| ready(status)).map(|_| ())).await;
     }
 }

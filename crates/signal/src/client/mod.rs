@@ -7,7 +7,7 @@
 //! [`SignalEvents`] as [`SignalEvent::Lost`].
 //!
 //! Architecture invariant: every connection attempt gets a new, larger
-//! [`Generation`]; an attempt commits only if no newer attempt committed and
+//! [`LinkGeneration`]; an attempt commits only if no newer attempt committed and
 //! no `disconnect()` happened since it started. The server enforces the same
 //! order (`session` + `generation` in `register`), so a late attempt can
 //! neither become current locally nor displace the current registration.
@@ -41,18 +41,20 @@ use crate::protocol::{
 use self::endpoint::{ClientSocket, Endpoint};
 use self::link::{Command, Link, LinkTiming};
 
-/// The number of a connection attempt; strictly increasing per client.
+/// The number of a signaling connection attempt (a link); strictly increasing
+/// per client. It orders attempts and fences late ones (not to be confused
+/// with the peer connection ids of tether-rtc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Generation(u64);
+pub struct LinkGeneration(u64);
 
-impl Generation {
+impl LinkGeneration {
     /// The raw number.
     pub fn get(self) -> u64 {
         self.0
     }
 }
 
-impl fmt::Display for Generation {
+impl fmt::Display for LinkGeneration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)
     }
@@ -128,7 +130,7 @@ impl ClientConfig {
 #[non_exhaustive]
 pub struct Connected {
     /// The connection's generation.
-    pub generation: Generation,
+    pub generation: LinkGeneration,
     /// The registered identity.
     pub peer_id: PeerId,
     /// The room, when one was configured.
@@ -148,7 +150,7 @@ pub enum Rebuilt {
     /// The existing connection answered its probe first and stays current.
     Kept {
         /// Its generation.
-        generation: Generation,
+        generation: LinkGeneration,
         /// The probe's round-trip time.
         rtt: Duration,
     },
@@ -157,7 +159,7 @@ pub enum Rebuilt {
         /// The new connection.
         connected: Connected,
         /// The connection it replaced, if any.
-        previous: Option<Generation>,
+        previous: Option<LinkGeneration>,
     },
 }
 
@@ -211,7 +213,7 @@ pub enum SignalEvent {
     /// `disconnect()` or for a link replaced by `rebuild`/`connect_once`.
     Lost {
         /// The lost link's generation.
-        generation: Generation,
+        generation: LinkGeneration,
         /// What happened.
         cause: LossCause,
     },
@@ -377,7 +379,8 @@ impl Shared {
 
     fn report_loss(&self, generation: u64, cause: LossCause) {
         warn!(name: "signal.client.lost", peer = %self.config.peer_id, generation, %cause, "signaling lost");
-        let _ = self.events.send(SignalEvent::Lost { generation: Generation(generation), cause });
+        let _ =
+            self.events.send(SignalEvent::Lost { generation: LinkGeneration(generation), cause });
     }
 
     fn is_fenced(links: &Links, generation: u64) -> bool {
@@ -470,8 +473,8 @@ impl SignalClient {
     }
 
     /// The current link's generation.
-    pub fn generation(&self) -> Option<Generation> {
-        lock(&self.shared.links).current.as_ref().map(|link| Generation(link.generation))
+    pub fn generation(&self) -> Option<LinkGeneration> {
+        lock(&self.shared.links).current.as_ref().map(|link| LinkGeneration(link.generation))
     }
 
     fn current(&self) -> Option<LinkHandle> {
@@ -559,7 +562,7 @@ impl SignalClient {
     fn commit(&self, pending: PendingLink) -> Result<Connected, SignalError> {
         let PendingLink { socket, generation, registered, registering } = pending;
         let connected = Connected {
-            generation: Generation(generation),
+            generation: LinkGeneration(generation),
             peer_id: registered.peer_id,
             room: registered.room,
             peers: registered.peers,
@@ -736,7 +739,7 @@ impl SignalClient {
         old: &LinkHandle,
         probe_timeout: Duration,
     ) -> Result<Rebuilt, SignalError> {
-        let kept = |rtt| Rebuilt::Kept { generation: Generation(old.generation), rtt };
+        let kept = |rtt| Rebuilt::Kept { generation: LinkGeneration(old.generation), rtt };
         let probe = self.probe_link(old, probe_timeout);
         tokio::pin!(probe);
         // The existing link's head start.
@@ -777,7 +780,7 @@ impl SignalClient {
         match fresh {
             Ok(pending) => {
                 let connected = self.commit(pending)?;
-                Ok(Rebuilt::Replaced { connected, previous: Some(Generation(old.generation)) })
+                Ok(Rebuilt::Replaced { connected, previous: Some(LinkGeneration(old.generation)) })
             }
             Err(error) if !probe_failed => match probe.await {
                 Ok(rtt) => Ok(kept(rtt)),
