@@ -34,4 +34,4 @@ fi
 
 echo "== interop: tether chat <-> aiortc peer ($binary)"
 cd "$here"
-exec "$venv/bin/python" -m pytest -q test_chat_interop.py --tether-bin="$binary" "$@"
+exec "$venv/bin/python" -m pytest -q --tether-bin="$binary" "$@"

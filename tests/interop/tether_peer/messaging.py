@@ -9,7 +9,6 @@ import asyncio
 import logging
 import secrets
 import struct
-import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -315,6 +314,3 @@ def new_session() -> int:
     """A random nonzero 64-bit stream id, once per process (MESSAGING.md State)."""
     return secrets.randbits(64) or 1
 
-
-def monotonic() -> float:
-    return time.monotonic()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from aiortc import RTCIceCandidate, RTCPeerConnection, RTCSessionDescription
@@ -62,6 +62,16 @@ class Quirks:
     # outstanding with a new restart offer (today's Rust/browser behaviour,
     # §6.3) instead of re-sending it (planned rule P2).
     supersede_outstanding_restart: bool = False
+    # With renegotiate_on_peer_joined or renegotiate(): replace the pc (a new
+    # pc's offer / `bye` + `ice_restart`) instead of restarting ICE in place.
+    renegotiate_by_replacing: bool = False
+    # Offerer: apply the first answer that arrives while an offer is
+    # outstanding, whichever offer it names (an offerer that does not read
+    # `a=x-tether-offer`, §4.4 "Ignoring it").
+    ignore_answer_attribute: bool = False
+    # Never give up a connect attempt on our own (no connect_timeout): the
+    # remote alone must notice that the pair is dead.
+    patient: bool = False
 
 
 class Bucket:
@@ -119,6 +129,7 @@ class Pc:
         self.candidates: list[RTCIceCandidate] = []  # buffered before a remote description
         self.restart_since: Optional[float] = None  # a restart we wait to complete
         self.lost = False  # its channel closed
+        self.rechecked = False  # checks under the restart's credentials began
 
     def next_origin(self) -> sdp.Origin:
         self.version += 1
@@ -189,6 +200,7 @@ class Negotiator:
         self.answers_sent = 0
         self.rejections_sent = 0
         self.restarts_applied = 0
+        self.received_counts: dict[str, int] = {}
         self.task = asyncio.create_task(self._run(), name=f"negotiator-{self.name}")
 
     # ---- plumbing ----------------------------------------------------------
@@ -231,13 +243,23 @@ class Negotiator:
     async def _signal(self, kind: str, **fields: Any) -> bool:
         ok = await self.peer.signaling.relay(kind, self.remote, **fields)
         detail = ""
-        if kind in ("offer", "answer"):
+        if kind == "offer":
             tags, body = sdp.untag(fields["sdp"])
-            origin = sdp.parse_origin(body)
-            detail = f" seq={tags.seq} restart={tags.ice_restart} answers={tags.answers} rejected={tags.rejected} o={origin}"
+            detail = f" seq={tags.seq} restart={tags.ice_restart} o={sdp.parse_origin(body)}"
+        elif kind == "answer":
+            tags, body = sdp.untag(fields["sdp"])
+            detail = f" answers={tags.answers}" + (f" rejected={tags.rejected}" if tags.rejected else "")
         if kind != "candidate":
             self._note("sent %s%s%s", kind, detail, "" if ok else " (signaling down: lost)")
         return ok
+
+    @property
+    def offers_received(self) -> int:
+        return self.received_counts.get("offer", 0)
+
+    @property
+    def byes_received(self) -> int:
+        return self.received_counts.get("bye", 0)
 
     # ---- events ------------------------------------------------------------
 
@@ -269,6 +291,7 @@ class Negotiator:
         if kind == "candidate":
             await self._on_candidate(frame)
             return
+        self.received_counts[kind] = self.received_counts.get(kind, 0) + 1
         if kind in ("offer", "answer"):
             tags, body = sdp.untag(frame.get("sdp") or "")
             self._note("got %s seq=%s restart=%s answers=%s rejected=%s o=%s", kind, tags.seq,
@@ -355,7 +378,7 @@ class Negotiator:
     async def _poll(self) -> None:
         pc = self.pc
         if pc is not None and pc.restart_since is not None and not pc.retired:
-            if pc.channel_open and ice.succeeded_since_restart(pc.pc):
+            if pc.rechecked and pc.channel_open and ice.succeeded_since_restart(pc.pc):
                 self._note("ICE restart complete on %s (%.0f ms)", pc,
                            (time.monotonic() - pc.restart_since) * 1000)
                 pc.restart_since = None
@@ -390,10 +413,7 @@ class Negotiator:
         self.failures = 0
         if self.q.renegotiate_on_peer_joined and self.pc is not None and self.pc.usable:
             self._note("quirk: renegotiating on peer_joined")
-            if self.offerer:
-                await self._offer(restart=self.pc.first_answered)
-            else:
-                await self._request_offer(with_bye=False)
+            await self.renegotiate()
             return
         if self.pc is None or not self.pc.usable:
             await self._maybe_connect(force=True)
@@ -460,7 +480,8 @@ class Negotiator:
         connect_timeout until its channel opens."""
         if not self.connecting:
             self.connecting = True
-            self._set_timer("connect", self.t.connect_timeout)
+            if not self.q.patient:
+                self._set_timer("connect", self.t.connect_timeout)
 
     def _connected(self) -> None:
         self.connecting = False
@@ -661,6 +682,7 @@ class Negotiator:
         self._set_timer("answer_wait", self.t.connect_timeout)
         if restart and asked_by_us:
             pc.restart_since = now
+            pc.rechecked = False
             self._set_timer("restart", self.t.restart_timeout)
         self.offers_sent += 1
         await self._signal("offer", sdp=text)
@@ -704,7 +726,7 @@ class Negotiator:
         if pc is None or offer is None:
             self._note("answer with no offer outstanding: dropped")
             return
-        if tags.answers is not None:
+        if tags.answers is not None and not self.q.ignore_answer_attribute:
             sid, version, seq = tags.answers
             if seq is not None:
                 match = sid == offer.origin.session_id and seq == offer.seq
@@ -738,6 +760,7 @@ class Negotiator:
             if creds is not None:
                 ice.set_remote_credentials(pc.pc, *creds)
                 ice.recheck(pc.pc)
+                pc.rechecked = True
                 self.restarts_applied += 1
         await self._flush_candidates(pc)
 
@@ -798,6 +821,7 @@ class Negotiator:
         self.awaiting_offer = True
         if asked_by_us and self.pc is not None:
             self.pc.restart_since = time.monotonic()
+            self.pc.rechecked = False
             self._set_timer("restart", self.t.restart_timeout)
         await self._signal("ice_restart")
 
@@ -900,6 +924,7 @@ class Negotiator:
             return
         if restart:
             ice.recheck(pc.pc)
+            pc.rechecked = True
             self.restarts_applied += 1
 
     async def _send_answer(self, pc: Pc, origin: sdp.Origin, seq: Optional[int]) -> None:
@@ -940,6 +965,18 @@ class Negotiator:
         self.outstanding = None
         self._clear_timer("answer_wait", "restart")
         self._set_timer("self_drive", self.t.bye_grace)
+
+    # ---- tests ---------------------------------------------------------------
+
+    async def renegotiate(self) -> None:
+        """Starts a renegotiation now, by role, whatever is in flight: an
+        ICE-restart offer (superseding an outstanding one) or an `ice_restart`."""
+        replace = self.q.renegotiate_by_replacing
+        self._note("renegotiating (%s)", "replacement" if replace else "ICE restart")
+        if self.offerer:
+            await self._offer(restart=not replace, asked_by_us=True)
+        else:
+            await self._request_offer(with_bye=replace, asked_by_us=not replace)
 
     # ---- shutdown ------------------------------------------------------------
 

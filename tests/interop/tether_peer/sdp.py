@@ -209,6 +209,3 @@ def split_candidates(sdp: str) -> tuple[str, list[str]]:
             kept.append(line)
     return "".join(kept), candidates
 
-
-def has_media_section(sdp: str) -> bool:
-    return any(line.startswith("m=") for line in sdp.splitlines())
