@@ -13,7 +13,7 @@ import secrets
 import socket
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 from tether_peer import TetherPeer, mint_token
 
@@ -228,8 +228,7 @@ class Chat:
                 self.proc.kill()
                 await self.proc.wait()
         if self._reader is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._reader, 5)
+            await asyncio.wait({self._reader}, timeout=5)
         self._stderr.close()
         self._stdout_log.close()
 
@@ -250,9 +249,8 @@ class Traffic:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
 
     async def send_chat(self) -> None:
         text = f"n2p-{len(self.n2p):05d}"
@@ -298,6 +296,23 @@ class Traffic:
             lambda: len(self.py_received()) >= len(self.n2p) and len(self.chat.received()) >= len(self.p2n),
             timeout, "every message sent to be delivered, both ways",
             lambda: [self.chat.changed, self.peer.changed], self.status)
+
+
+async def bounded(step: Awaitable[None], what: str, timeout: float, logdir: Path) -> None:
+    """Runs one teardown step for at most `timeout` s. When it hangs, the
+    stacks of every task go to logdir/hang.txt and the test fails (a hang is
+    a finding, not something to wait out)."""
+    task = asyncio.ensure_future(step)
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if task in done:
+        task.result()
+        return
+    with open(logdir / "hang.txt", "a") as out:
+        out.write(f"teardown step hung: {what}\n")
+        for other in asyncio.all_tasks():
+            out.write(f"--- {other!r}\n")
+            other.print_stack(file=out)
+    raise AssertionError(f"teardown step hung for {timeout:.0f} s: {what} (stacks in {logdir}/hang.txt)")
 
 
 def exactly_once_in_order(sent: list[str], delivered: list[str], direction: str) -> None:

@@ -18,7 +18,7 @@ from typing import Awaitable, Callable, Optional
 
 import pytest
 
-from harness import Chat, Server, Traffic, exactly_once_in_order, new_secret, token_for, wait_until
+from harness import Chat, Server, Traffic, bounded, exactly_once_in_order, new_secret, token_for, wait_until
 from tether_peer import Quirks, TetherPeer
 
 # Peer ids by the Python peer's role: "a-…" < "b-…".
@@ -52,8 +52,16 @@ class Run:
 
 
 def run(coro: Awaitable[None], timeout: float) -> None:
+    """Runs a scenario with an overall guard; the guard firing is a failure
+    even if something inside swallowed the cancellation."""
     async def guarded() -> None:
-        await asyncio.wait_for(coro, timeout)
+        task = asyncio.ensure_future(coro)
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if task not in done:
+            task.cancel()
+            await asyncio.wait({task}, timeout=10)
+            raise AssertionError(f"the scenario did not finish within {timeout:.0f} s")
+        task.result()
     asyncio.run(guarded())
 
 
@@ -78,6 +86,7 @@ async def scenario(tether_bin: str, logdir: Path, python_role: str,
     peer: Optional[TetherPeer] = None
     chat: Optional[Chat] = None
     traffic: Optional[Traffic] = None
+    body_failed = False
     try:
         url = await server.start()
         peer = TetherPeer(py_id, url, token_for(secret, py_id), room=room, quirks=quirks,
@@ -95,6 +104,7 @@ async def scenario(tether_bin: str, logdir: Path, python_role: str,
         traffic = Traffic(chat, peer, node_id)
         await body(Run(chat, peer, node_id, py_id, traffic))
     except BaseException:
+        body_failed = True
         if peer is not None:
             print("---- Python peer trace (last 80 lines) ----")
             print("\n".join(peer.lines[-80:]))
@@ -104,16 +114,24 @@ async def scenario(tether_bin: str, logdir: Path, python_role: str,
         print(f"(full logs in {logdir})")
         raise
     finally:
-        if traffic is not None:
-            await traffic.stop()
-        if chat is not None:
-            await chat.stop()
+        failures: list[BaseException] = []
+        for step, what, timeout in (
+                (traffic.stop() if traffic else None, "stopping the traffic", 10),
+                (chat.stop() if chat else None, "stopping tether chat", 30),
+                (peer.stop() if peer else None, "stopping the Python peer", 15),
+                (server.stop(), "stopping tether serve", 20)):
+            if step is None:
+                continue
+            try:
+                await bounded(step, what, timeout, logdir)
+            except AssertionError as err:
+                failures.append(err)
         if peer is not None:
-            await peer.stop()
             (logdir / "python-trace.log").write_text("\n".join(peer.lines) + "\n")
-        await server.stop()
         root.removeHandler(handler)
         handler.close()
+        if failures and not body_failed:
+            raise failures[0]
 
 
 async def finish(r: Run) -> None:

@@ -201,6 +201,7 @@ class Negotiator:
         self.rejections_sent = 0
         self.restarts_applied = 0
         self.received_counts: dict[str, int] = {}
+        self.stopping = False
         self.task = asyncio.create_task(self._run(), name=f"negotiator-{self.name}")
 
     # ---- plumbing ----------------------------------------------------------
@@ -219,7 +220,7 @@ class Negotiator:
             self.timers.pop(name, None)
 
     async def _run(self) -> None:
-        while True:
+        while not self.stopping:
             now = time.monotonic()
             due = [n for n, at in self.timers.items() if at <= now]
             for name in due:
@@ -229,11 +230,18 @@ class Negotiator:
                 except Exception:
                     log.exception("%s: timer %s failed", self.name, name)
             wait = min(self.timers.values(), default=now + 0.5) - time.monotonic()
-            try:
-                event = await asyncio.wait_for(self.inbox.get(), max(0.0, min(wait, 0.5)))
-            except asyncio.TimeoutError:
-                await self._poll()
-                continue
+            # Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation
+            # that arrives as the queue yields, and this loop would never end.
+            if self.inbox.empty():
+                getter = asyncio.ensure_future(self.inbox.get())
+                done, _ = await asyncio.wait({getter}, timeout=max(0.0, min(wait, 0.5)))
+                if getter not in done:
+                    getter.cancel()
+                    await self._poll()
+                    continue
+                event = getter.result()
+            else:
+                event = self.inbox.get_nowait()
             try:
                 await self._on_event(event)
             except Exception:
@@ -584,10 +592,12 @@ class Negotiator:
         asyncio.create_task(self._close(pc))
 
     async def _close(self, pc: Pc) -> None:
-        try:
-            await asyncio.wait_for(pc.pc.close(), self.t.close_timeout)
-        except (asyncio.TimeoutError, Exception):
-            pass  # finishes in the background (§13.1)
+        """Closes a pc, waiting at most close_timeout; past it the close
+        finishes in the background (§13.1). (Not wait_for: that would wait for
+        a cancelled close to unwind, unbounded.)"""
+        task = asyncio.ensure_future(pc.pc.close())
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        await asyncio.wait({task}, timeout=self.t.close_timeout)
 
     async def _trickle(self, pc: Pc, candidates: list[str]) -> None:
         """§12: one `candidate` per local candidate, then end-of-candidates."""
@@ -981,11 +991,9 @@ class Negotiator:
     # ---- shutdown ------------------------------------------------------------
 
     async def stop(self) -> None:
+        self.stopping = True
         self.task.cancel()
-        try:
-            await self.task
-        except (asyncio.CancelledError, Exception):
-            pass
+        await asyncio.wait({self.task}, timeout=self.t.close_timeout)
         pcs = [p for p in [self.pc, *self.zombies] if p is not None]
         self.pc = None
         for pc in pcs:

@@ -75,19 +75,17 @@ class SignalingClient:
         self._task = asyncio.create_task(self._run(), name=f"signaling-{self.peer_id}")
 
     async def stop(self) -> None:
+        """Closes the socket and ends the client, each bounded (a close that
+        does not finish is left behind rather than waited for)."""
         self._stopping = True
         ws = self._ws
         if ws is not None:
-            try:
-                await asyncio.wait_for(ws.close(), 2)
-            except Exception:
-                pass
+            closing = asyncio.ensure_future(ws.close())
+            closing.add_done_callback(lambda t: t.cancelled() or t.exception())
+            await asyncio.wait({closing}, timeout=2)
         if self._task is not None:
             self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+            await asyncio.wait({self._task}, timeout=2)
 
     @property
     def up(self) -> bool:
@@ -160,9 +158,14 @@ class SignalingClient:
             pinger = asyncio.create_task(self._keepalive(ws))
             try:
                 last_heard = time.monotonic()
-                while True:
+                while not self._stopping:
                     remaining = self._dead_after - (time.monotonic() - last_heard)
-                    raw = await asyncio.wait_for(ws.recv(), max(remaining, 0.1))
+                    receiving = asyncio.ensure_future(ws.recv())
+                    done, _ = await asyncio.wait({receiving}, timeout=max(remaining, 0.1))
+                    if receiving not in done:
+                        receiving.cancel()
+                        raise ConnectionError(f"nothing heard for {self._dead_after:.0f} s")
+                    raw = receiving.result()
                     last_heard = time.monotonic()
                     if isinstance(raw, bytes):
                         continue
