@@ -359,6 +359,10 @@ class Negotiator:
                 await self._dispatch(frame)
         elif name == "resend":
             await self._resend_outstanding()
+        elif name == "offer_wait":
+            if self.awaiting_offer:
+                self._note("no offer came for our ice_restart: forgotten")
+                self.awaiting_offer = False
         elif name == "answer_wait":
             await self._answer_wait_over()
         elif name == "connect":
@@ -717,7 +721,6 @@ class Negotiator:
 
     async def _on_ice_restart(self) -> None:
         """§6.3 / P2: re-send what is outstanding, else offer."""
-        self.wanted = True if self.peer.follow_room or self.wanted else self.wanted
         pc = self.pc
         if self.outstanding is not None:
             if self.q.supersede_outstanding_restart and self.outstanding.restart:
@@ -829,6 +832,7 @@ class Negotiator:
             self._attempt()
             await self._signal("bye")
         self.awaiting_offer = True
+        self._set_timer("offer_wait", self.t.connect_timeout)
         if asked_by_us and self.pc is not None:
             self.pc.restart_since = time.monotonic()
             self.pc.rechecked = False
@@ -889,6 +893,7 @@ class Negotiator:
             await self._signal("answer", sdp=self.last_answer)
             return
         self.awaiting_offer = False
+        self._clear_timer("offer_wait")
         if kind == "new":
             if tags.ice_restart:
                 await self._retire("unknown-session")
