@@ -43,12 +43,13 @@ mod topology;
 
 pub use error::LabError;
 pub use lab::{
-    HandoffTiming, Lab, LabConfig, REQUIRE_NETNS_VAR, check_support, netns_available, require_root,
-    teardown,
+    HandoffMode, HandoffTiming, Lab, LabConfig, REQUIRE_NETNS_VAR, check_support, netns_available,
+    require_root, teardown,
 };
 pub use netns::{NetnsTask, run_in_netns, spawn_in_netns};
 pub use relay::{
-    DelayRelay, DelayRelayConfig, DelayRouter, RelayProtocol, RelayStats, RelayStatsHandle,
+    DelayRelay, DelayRelayConfig, DelayRouter, DelayRouterConfig, RelayProtocol, RelayStats,
+    RelayStatsHandle,
 };
 pub use script::LAB_SCRIPT;
 pub use topology::{Netns, Topology, Uplink, UplinkAddresses};
