@@ -249,8 +249,9 @@ pub struct DelayRouterConfig {
     /// The width of the jitter band: each packet's delay is drawn
     /// uniformly from `one_way_delay ± jitter / 2` (never below zero), then
     /// raised if needed so that it does not leave before an earlier packet
-    /// of its flow (same addresses, protocol and ports). Packets of one
-    /// flow keep their order; different flows may overtake each other.
+    /// of its flow (same addresses, protocol and ports), which never takes
+    /// it past the band's top. Packets of one flow keep their order;
+    /// different flows may overtake each other.
     pub jitter: Duration,
     /// Chance, in percent (0 to 100), that a packet is discarded, in either
     /// direction, independently of every other packet.
