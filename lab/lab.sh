@@ -2,7 +2,11 @@
 # tether handoff lab: the one source of truth for the topology.
 #
 #   lab.sh setup [wifi|cell|none]   build the namespaces; bring the given uplink up (default wifi)
-#   lab.sh handoff to-cell|to-wifi  move the phone to the other uplink, as a phone does
+#   lab.sh handoff to-cell|to-wifi [--outage-ms N | --overlap-ms N]
+#                                   move the phone to the other uplink, as a phone does:
+#                                   at once (break before make), or the new uplink comes
+#                                   up N ms after the old one went (outage), or N ms
+#                                   before it goes (overlap: make before break)
 #   lab.sh delay on|off             route everything the router forwards through
 #                                   the TUN device $DELAY_DEV (which a delay line,
 #                                   tether-lab's DelayRouter, must have created)
@@ -153,24 +157,61 @@ cmd_setup() {
     echo "lab: up (phone=$PHONE_NS router=$ROUTER_NS cloud=$CLOUD_NS uplink=$initial)" >&2
 }
 
+# sleep_ms N: waits N milliseconds (sleep(1) takes fractional seconds).
+sleep_ms() {
+    local ms=$1
+    sleep "$((ms / 1000)).$(printf '%03d' $((ms % 1000)))"
+}
+
 cmd_handoff() {
-    local direction=${1:-}
-    require_root
-    ns_exists "$PHONE_NS" || die "namespace $PHONE_NS does not exist; run setup.sh (with the same LAB_ID) first"
+    local direction=${1:-} mode=immediate gap_ms=0
+    shift || true
+    while (($#)); do
+        case "$1" in
+            --outage-ms | --overlap-ms)
+                [[ -z "${2:-}" ]] && die "handoff: $1 needs a number of milliseconds"
+                [[ "$2" =~ ^[0-9]{1,7}$ ]] || die "handoff: $1 expects milliseconds (0-9999999), got '$2'"
+                [[ "$mode" == immediate ]] || die "handoff: --outage-ms and --overlap-ms exclude each other"
+                mode=${1#--}
+                mode=${mode%-ms}
+                gap_ms=$((10#$2))
+                shift 2
+                ;;
+            *) die "handoff: unknown option '$1' (expected --outage-ms N or --overlap-ms N)" ;;
+        esac
+    done
+    local old_dev new_dev new_addr new_gateway
     case "$direction" in
         to-cell)
-            {
-                uplink_down "$WIFI_DEV"
-                uplink_up "$CELL_DEV" "$PHONE_CELL_ADDR" "$ROUTER_CELL_ADDR"
-            } | phone_batch
+            old_dev=$WIFI_DEV new_dev=$CELL_DEV new_addr=$PHONE_CELL_ADDR new_gateway=$ROUTER_CELL_ADDR
             ;;
         to-wifi)
-            {
-                uplink_down "$CELL_DEV"
-                uplink_up "$WIFI_DEV" "$PHONE_WIFI_ADDR" "$ROUTER_WIFI_ADDR"
-            } | phone_batch
+            old_dev=$CELL_DEV new_dev=$WIFI_DEV new_addr=$PHONE_WIFI_ADDR new_gateway=$ROUTER_WIFI_ADDR
             ;;
         *) die "handoff: expected to-cell or to-wifi, got '$direction'" ;;
+    esac
+    require_root
+    ns_exists "$PHONE_NS" || die "namespace $PHONE_NS does not exist; run setup.sh (with the same LAB_ID) first"
+    case "$mode" in
+        immediate)
+            {
+                uplink_down "$old_dev"
+                uplink_up "$new_dev" "$new_addr" "$new_gateway"
+            } | phone_batch
+            ;;
+        outage)
+            # No uplink at all for gap_ms.
+            uplink_down "$old_dev" | phone_batch
+            sleep_ms "$gap_ms"
+            uplink_up "$new_dev" "$new_addr" "$new_gateway" | phone_batch
+            ;;
+        overlap)
+            # The new uplink takes the default route (`route replace`) while
+            # the old one keeps its address and link for gap_ms.
+            uplink_up "$new_dev" "$new_addr" "$new_gateway" | phone_batch
+            sleep_ms "$gap_ms"
+            uplink_down "$old_dev" | phone_batch
+            ;;
     esac
 }
 
@@ -277,7 +318,7 @@ main() {
         delay) cmd_delay "$@" ;;
         teardown) cmd_teardown "$@" ;;
         env) cmd_env "$@" ;;
-        *) die "usage: lab.sh setup [wifi|cell|none] | handoff to-cell|to-wifi | delay on|off | teardown | env" ;;
+        *) die "usage: lab.sh setup [wifi|cell|none] | handoff to-cell|to-wifi [--outage-ms N | --overlap-ms N] | delay on|off | teardown | env" ;;
     esac
 }
 

@@ -3,7 +3,9 @@
 //! the path monitor's Available snapshot to the first message echoed over
 //! the data channel afterwards — for the default policy and for the seed
 //! design's (400 ms settle, probe-then-rebuild with a 1 s probe timeout) in
-//! the same run.
+//! the same run. The lab can be as unkind as the field: delay, jitter and
+//! seeded loss in the router, outages between uplinks, or overlapping
+//! uplinks (lab/README.md lists every flag and report field).
 //!
 //! The phone (path monitor + node) runs on a thread inside the phone
 //! namespace; the signaling server and the far peer, which echoes every
@@ -20,14 +22,17 @@ use anyhow::{Context, bail, ensure};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use tether::live::{RtcNodeConfig, SignalingTiming};
-use tether::{Availability, NetworkEvent, NetworkSnapshot, RtcNode, Transport, TransportSet};
-use tether_lab::{Lab, LabConfig, NetnsTask, Uplink, spawn_in_netns};
-use tether_pathmon::{PathMonitor, PathMonitorConfig};
+use tether::{
+    ActionKind, ActionOutcome, ActionReport, Availability, Messages, NetworkEvent, NetworkSnapshot,
+    RtcNode, Transport, TransportSet,
+};
+use tether_lab::{HandoffMode, Lab, LabConfig, NetnsTask, Uplink, spawn_in_netns};
+use tether_pathmon::{PathMonitor, PathMonitorConfig, SnapshotReceiver};
 use tether_relay::auth::{Authenticator, HmacSecret, mint_token_for};
 use tether_relay::{ServerConfig, SignalServer};
 use tether_rtc::{LocalAddresses, RtcConfig};
 use tether_signal::protocol::PeerId;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use crate::percentile::{Samples, ms, rounded};
@@ -47,6 +52,13 @@ const HANDOFF_BOUND: Duration = Duration::from_secs(15);
 const MAX_RTT_MS: u64 = 2000;
 /// Bound on the initial connection and on draining at the end.
 const SETTLE_BOUND: Duration = Duration::from_secs(20);
+/// Largest `--jitter-ms`.
+const MAX_JITTER_MS: u64 = 2000;
+/// Largest `--outage-ms` and `--overlap-ms`.
+const MAX_GAP_MS: u64 = 120_000;
+/// The phone's replay buffer, in messages: the stream (100 a second) is
+/// accepted through the longest outage (120 s) without waiting for room.
+const PHONE_BUFFER: usize = 16_384;
 
 #[derive(Subcommand)]
 pub(crate) enum LabCommand {
@@ -65,21 +77,65 @@ pub(crate) struct HandoffArgs {
     /// by half of it, in userspace (at most 2000).
     #[arg(long, default_value_t = 0)]
     rtt_ms: u64,
+    /// Jitter, in milliseconds: each packet's one-way delay through the
+    /// router is drawn uniformly from RTT/2 ± J/2 (never below zero);
+    /// packets of one flow keep their order (at most 2000).
+    #[arg(long, default_value_t = 0)]
+    jitter_ms: u64,
+    /// Random loss in the router, in percent, on every packet in both
+    /// directions (0 to below 100; seeded by --seed).
+    #[arg(long, default_value_t = 0.0)]
+    loss_pct: f64,
+    /// Seeds the router's loss and jitter draws, so that a run can be
+    /// repeated.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Break before make with a gap: the old uplink goes and the new one
+    /// comes up only this many milliseconds later (at most 120000).
+    #[arg(long, conflicts_with = "overlap_ms")]
+    outage_ms: Option<u64>,
+    /// Make before break: the new uplink comes up (and takes the default
+    /// route) this many milliseconds before the old one goes (at most
+    /// 120000).
+    #[arg(long)]
+    overlap_ms: Option<u64>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
 }
 
+impl HandoffArgs {
+    fn mode(&self) -> HandoffMode {
+        match (self.outage_ms, self.overlap_ms) {
+            (Some(gap), _) => HandoffMode::Outage(Duration::from_millis(gap)),
+            (None, Some(gap)) => HandoffMode::Overlap(Duration::from_millis(gap)),
+            (None, None) => HandoffMode::Immediate,
+        }
+    }
+}
+
+/// One policy's measurements.
 #[derive(Serialize, Clone, Copy, Default)]
-struct Percentiles {
+struct PolicyReport {
+    /// Path Available -> first echo of a message sent on the new path.
     p50_ms: f64,
     p95_ms: f64,
+    /// Path Available -> the node's restore (or reconnect) ended ok.
+    restore_p50_ms: f64,
+    restore_p95_ms: f64,
+    /// Handoffs where such a restore was seen.
+    restores: usize,
+    /// Per handoff, the longest silence between consecutive echoes, from
+    /// the last echo before it to the stream running steadily again: the
+    /// largest over the handoffs, and their median.
+    echo_gap_max_ms: f64,
+    echo_gap_p50_ms: f64,
 }
 
 #[derive(Serialize)]
 struct HandoffReport {
-    default: Percentiles,
-    seed: Percentiles,
+    default: PolicyReport,
+    seed: PolicyReport,
     ratio_p50: f64,
     handoffs: usize,
     lost: u64,
@@ -88,6 +144,28 @@ struct HandoffReport {
     failed: usize,
     /// The `--rtt-ms` the run had.
     added_rtt_ms: u64,
+    /// `--jitter-ms`.
+    added_jitter_ms: u64,
+    /// `--loss-pct`.
+    loss_pct: f64,
+    /// `--seed`.
+    rng_seed: u64,
+    /// `--outage-ms` (0: none).
+    outage_ms: u64,
+    /// `--overlap-ms` (0: none).
+    overlap_ms: u64,
+    /// Packets the router's loss model discarded, both directions.
+    router_lost: u64,
+    /// Packets the router dropped because its delay line was full.
+    router_dropped: u64,
+}
+
+/// What one policy's handoffs measured.
+#[derive(Default)]
+struct PolicySamples {
+    echo: Vec<Duration>,
+    restore: Vec<Duration>,
+    gaps: Vec<Duration>,
 }
 
 pub(crate) fn run(command: LabCommand) -> anyhow::Result<ExitCode> {
@@ -100,6 +178,21 @@ pub(crate) fn run(command: LabCommand) -> anyhow::Result<ExitCode> {
         "--rtt-ms {} is more than {MAX_RTT_MS}: the nodes' signaling timeouts assume less",
         args.rtt_ms
     );
+    ensure!(
+        args.jitter_ms <= MAX_JITTER_MS,
+        "--jitter-ms {} is more than {MAX_JITTER_MS}",
+        args.jitter_ms
+    );
+    ensure!(
+        (0.0..100.0).contains(&args.loss_pct),
+        "--loss-pct {} is not within 0 to below 100",
+        args.loss_pct
+    );
+    for (flag, gap) in [("--outage-ms", args.outage_ms), ("--overlap-ms", args.overlap_ms)] {
+        if let Some(gap) = gap {
+            ensure!(gap <= MAX_GAP_MS, "{flag} {gap} is more than {MAX_GAP_MS}");
+        }
+    }
     tether_lab::require_root().context("the lab needs root (network namespaces and veth)")?;
     let runtime = startup::node_runtime()?;
     let report = runtime.block_on(async {
@@ -135,8 +228,10 @@ struct PhoneLog {
     snapshots: Vec<(Instant, NetworkSnapshot)>,
     /// When each message was accepted for sending (index: sequence - 1).
     sent_at: Vec<Instant>,
-    /// Echo arrivals: (when, sequence).
+    /// Echo arrivals, in arrival order: (when, sequence).
     echoes: Vec<(Instant, u64)>,
+    /// When each restore or reconnect action ended ok.
+    restores: Vec<Instant>,
     /// Per sequence number, how many echoes came back.
     echo_counts: BTreeMap<u64, u32>,
     /// Echoes of an earlier phone's messages (a restarted peer may receive
@@ -218,7 +313,11 @@ impl Credentials {
 
 async fn handoffs(args: &HandoffArgs) -> anyhow::Result<HandoffReport> {
     tether_lab::check_support().await.context("network namespaces are not available here")?;
-    let config = LabConfig::unique().round_trip_delay(Duration::from_millis(args.rtt_ms));
+    let config = LabConfig::unique()
+        .round_trip_delay(Duration::from_millis(args.rtt_ms))
+        .jitter(Duration::from_millis(args.jitter_ms))
+        .loss_percent(args.loss_pct)
+        .seed(args.seed);
     let mut lab = Lab::setup(config).await.context("cannot build the lab")?;
     let topology = lab.topology().clone();
     let cloud_addr = SocketAddr::from((topology.cloud_addr, SIGNAL_PORT));
@@ -231,7 +330,8 @@ async fn handoffs(args: &HandoffArgs) -> anyhow::Result<HandoffReport> {
     let cloud =
         start_cloud(&topology.cloud, cloud_addr, Arc::clone(&credentials), stop_cloud.clone())?;
 
-    let mut latencies = [Vec::new(), Vec::new()];
+    let mode = args.mode();
+    let mut samples = [PolicySamples::default(), PolicySamples::default()];
     let mut failures = 0;
     let mut lost = 0;
     let mut duplicated = 0;
@@ -244,6 +344,7 @@ async fn handoffs(args: &HandoffArgs) -> anyhow::Result<HandoffReport> {
         if seed_style {
             config = config.seed_style();
         }
+        config.messaging.stream.max_buffered_messages = PHONE_BUFFER;
         let task =
             start_phone(&topology.phone, config, index, Arc::clone(&phone), stop_phone.clone())?;
         phone
@@ -251,11 +352,14 @@ async fn handoffs(args: &HandoffArgs) -> anyhow::Result<HandoffReport> {
             .await
             .with_context(|| format!("the phone never got an echo ({:?})", phone.log().errors))?;
 
+        let measured = &mut samples[index];
         for _ in 0..args.runs {
             let to = uplink.other();
             let started = Instant::now();
-            let timing =
-                lab.handoff(to).await.with_context(|| format!("handoff to {}", to.name()))?;
+            let timing = lab
+                .handoff_with(to, mode)
+                .await
+                .with_context(|| format!("handoff to {}", to.name()))?;
             // Only a message sent after the old address was gone proves the
             // new path: earlier ones may have left on the old one, and their
             // echoes can still be read after the Available snapshot.
@@ -276,30 +380,45 @@ async fn handoffs(args: &HandoffArgs) -> anyhow::Result<HandoffReport> {
                 failures += 1;
                 continue;
             };
+            // With an overlap the new path is Available while the old one
+            // still works: the echo latency counts from the old one's end.
+            let from = match mode {
+                HandoffMode::Overlap(_) => available.max(timing.completed()),
+                HandoffMode::Immediate | HandoffMode::Outage(_) => available,
+            };
             let echoed = phone
                 .wait_for(HANDOFF_BOUND, |log| {
                     log.echoes.iter().find_map(|&(at, seq)| {
                         let sent = usize::try_from(seq)
                             .ok()
                             .and_then(|s| log.sent_at.get(s.checked_sub(1)?));
-                        (at > available && sent.is_some_and(|sent| *sent >= old_path_gone))
-                            .then_some(at)
+                        (at > from && sent.is_some_and(|sent| *sent >= old_path_gone)).then_some(at)
                     })
                 })
                 .await;
+            let restored = phone
+                .wait_for(HANDOFF_BOUND, |log| {
+                    log.restores.iter().copied().find(|at| *at >= available)
+                })
+                .await;
+            let policy = if seed_style { "seed" } else { "default" };
             match echoed {
                 Some(echoed) => {
-                    let latency = echoed.duration_since(available);
+                    let latency = echoed.duration_since(from);
                     tracing::info!(
                         name: "lab.handoff",
-                        policy = if seed_style { "seed" } else { "default" },
+                        policy,
                         to = to.name(),
                         available_after_ms = ms(available.duration_since(started)),
                         latency_ms = ms(latency),
+                        restore_ms = restored.map(|at| ms(at.duration_since(available))),
                     );
-                    latencies[index].push(latency);
+                    measured.echo.push(latency);
                 }
                 None => failures += 1,
+            }
+            if let Some(restored) = restored {
+                measured.restore.push(restored.duration_since(available));
             }
             // Let the stream run steadily on the new path before the next one.
             let steady_from = Instant::now();
@@ -309,6 +428,9 @@ async fn handoffs(args: &HandoffArgs) -> anyhow::Result<HandoffReport> {
                         .then_some(())
                 })
                 .await;
+            if let Some(gap) = longest_echo_gap(&phone.log().echoes, started) {
+                measured.gaps.push(gap);
+            }
         }
 
         stop_phone.cancel();
@@ -327,9 +449,10 @@ async fn handoffs(args: &HandoffArgs) -> anyhow::Result<HandoffReport> {
     }
     stop_cloud.cancel();
     cloud.join().await.context("the cloud thread failed")??;
+    let router = lab.delay_stats().unwrap_or_default();
     lab.teardown().await.context("tearing the lab down")?;
 
-    let [default, seed] = latencies.map(percentiles);
+    let [default, seed] = samples.map(policy_report);
     let ratio_p50 =
         if default.p50_ms > 0.0 { rounded(seed.p50_ms / default.p50_ms, 3) } else { 0.0 };
     Ok(HandoffReport {
@@ -341,15 +464,49 @@ async fn handoffs(args: &HandoffArgs) -> anyhow::Result<HandoffReport> {
         duplicated,
         failed: failures,
         added_rtt_ms: args.rtt_ms,
+        added_jitter_ms: args.jitter_ms,
+        loss_pct: args.loss_pct,
+        rng_seed: args.seed,
+        outage_ms: args.outage_ms.unwrap_or(0),
+        overlap_ms: args.overlap_ms.unwrap_or(0),
+        router_lost: router.lost,
+        router_dropped: router.dropped,
     })
 }
 
-fn percentiles(latencies: Vec<Duration>) -> Percentiles {
-    let samples = Samples::new(latencies);
-    // To the microsecond, for readable JSON.
-    Percentiles {
-        p50_ms: rounded(ms(samples.at(0.50)), 3),
-        p95_ms: rounded(ms(samples.at(0.95)), 3),
+/// The longest silence between consecutive echoes (in arrival order) from
+/// the last echo before `started` (or the first after it) to the last one
+/// logged; `None` with fewer than two echoes there.
+fn longest_echo_gap(echoes: &[(Instant, u64)], started: Instant) -> Option<Duration> {
+    let first = echoes.iter().rposition(|(at, _)| *at <= started).unwrap_or(0);
+    echoes
+        .get(first..)?
+        .windows(2)
+        .map(|pair| match pair {
+            [(earlier, _), (later, _)] => later.saturating_duration_since(*earlier),
+            _ => Duration::ZERO,
+        })
+        .max()
+}
+
+/// Percentiles to the microsecond, for readable JSON.
+fn percentile_ms(samples: &Samples, q: f64) -> f64 {
+    rounded(ms(samples.at(q)), 3)
+}
+
+fn policy_report(measured: PolicySamples) -> PolicyReport {
+    let echo = Samples::new(measured.echo);
+    let restores = measured.restore.len();
+    let restore = Samples::new(measured.restore);
+    let gaps = Samples::new(measured.gaps);
+    PolicyReport {
+        p50_ms: percentile_ms(&echo, 0.50),
+        p95_ms: percentile_ms(&echo, 0.95),
+        restore_p50_ms: percentile_ms(&restore, 0.50),
+        restore_p95_ms: percentile_ms(&restore, 0.95),
+        restores,
+        echo_gap_max_ms: percentile_ms(&gaps, 1.0),
+        echo_gap_p50_ms: percentile_ms(&gaps, 0.50),
     }
 }
 
@@ -403,27 +560,25 @@ fn start_phone(
     stop: CancellationToken,
 ) -> anyhow::Result<NetnsTask<anyhow::Result<PhoneReport>>> {
     Ok(spawn_in_netns(netns, move || async move {
-        let (monitor, mut snapshots) = PathMonitor::start(PathMonitorConfig::default()).await?;
+        let (monitor, snapshots) = PathMonitor::start(PathMonitorConfig::default()).await?;
         let cloud = PeerId::new(CLOUD)?;
         let node = RtcNode::start(config)?;
-        let handle = node.handle();
-        let mut inbox = node.messages().context("inbox taken")?;
+        let inbox = node.messages().context("inbox taken")?;
+        // Path changes, echoes and actions are handled by their own task,
+        // so that a post waiting for room never holds them up (or skews
+        // their stamps).
+        let observer = tokio::spawn(observe(
+            Arc::clone(&phone),
+            phase,
+            Observed { snapshots, inbox, actions: node.actions(), handle: node.handle() },
+            stop.clone(),
+        ));
         let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / STREAM_RATE));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sent = 0u64;
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
-                snapshot = snapshots.recv() => {
-                    let Some(snapshot) = snapshot else { break };
-                    phone.log().snapshots.push((Instant::now(), snapshot));
-                    phone.changed.notify_waiters();
-                    handle.submit(NetworkEvent::NetworkPathChanged { snapshot }).await?;
-                }
-                message = inbox.recv() => {
-                    let Some(message) = message else { break };
-                    phone.echoed(phase, &message.payload);
-                }
                 _ = tick.tick() => {
                     let seq = sent + 1;
                     match node.post(&cloud, format!("{phase}-{seq}")).await {
@@ -436,6 +591,8 @@ fn start_phone(
                 }
             }
         }
+        stop.cancel();
+        let mut inbox = observer.await.context("the phone's observer panicked")??;
         // Drain: every accepted message should come back.
         let deadline = tokio::time::Instant::now() + SETTLE_BOUND;
         while (phone.log().echo_counts.len() as u64) < sent {
@@ -450,21 +607,95 @@ fn start_phone(
     })?)
 }
 
+/// What the phone's observer follows.
+struct Observed {
+    snapshots: SnapshotReceiver,
+    inbox: Messages,
+    actions: broadcast::Receiver<ActionReport>,
+    handle: tether::NetworkEventHandle,
+}
+
+/// Feeds path snapshots to the node and logs them, the echoes and the
+/// restores that ended ok, until `stop`; returns the inbox for draining.
+async fn observe(
+    phone: Arc<Phone>,
+    phase: usize,
+    mut observed: Observed,
+    stop: CancellationToken,
+) -> anyhow::Result<Messages> {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            snapshot = observed.snapshots.recv() => {
+                let Some(snapshot) = snapshot else { break };
+                phone.log().snapshots.push((Instant::now(), snapshot));
+                phone.changed.notify_waiters();
+                observed.handle.submit(NetworkEvent::NetworkPathChanged { snapshot }).await?;
+            }
+            message = observed.inbox.recv() => {
+                let Some(message) = message else { break };
+                phone.echoed(phase, &message.payload);
+            }
+            report = observed.actions.recv() => match report {
+                Ok(ActionReport::Ended {
+                    kind: ActionKind::Restore | ActionKind::Reconnect,
+                    outcome: ActionOutcome::Succeeded,
+                    at,
+                    ..
+                }) => {
+                    phone.log().restores.push(at.into_std());
+                    phone.changed.notify_waiters();
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    phone.log().errors.push(format!("missed {missed} action reports"));
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+        }
+    }
+    Ok(observed.inbox)
+}
+
 fn print_table(report: &HandoffReport) {
     println!(
-        "Wi-Fi <-> cellular handoffs, {} per policy ({} failed), added RTT {} ms",
-        report.handoffs, report.failed, report.added_rtt_ms
+        "Wi-Fi <-> cellular handoffs, {} per policy ({} failed), added RTT {} ms, jitter {} ms, \
+         loss {} % (seed {}), outage {} ms, overlap {} ms",
+        report.handoffs,
+        report.failed,
+        report.added_rtt_ms,
+        report.added_jitter_ms,
+        report.loss_pct,
+        report.rng_seed,
+        report.outage_ms,
+        report.overlap_ms,
     );
-    println!("path Available -> first echo over the data channel (ms)");
-    println!("  {:<40} {:>9} {:>9}", "policy", "p50", "p95");
     println!(
-        "  {:<40} {:>9.1} {:>9.1}",
-        "default (act at once, race rebuild)", report.default.p50_ms, report.default.p95_ms
+        "ms from path Available: to the first echo over the data channel (echo), to the \
+         restore ending ok (restore); longest silence between echoes per handoff (gap)"
     );
     println!(
-        "  {:<40} {:>9.1} {:>9.1}",
-        "seed (400 ms settle, probe then rebuild)", report.seed.p50_ms, report.seed.p95_ms
+        "  {:<40} {:>9} {:>9} {:>11} {:>11} {:>9} {:>9}",
+        "policy", "echo p50", "echo p95", "restore p50", "restore p95", "gap p50", "gap max"
     );
-    println!("  seed / default at p50: {:.1}x", report.ratio_p50);
-    println!("messages lost {}, duplicated {}", report.lost, report.duplicated);
+    for (name, policy) in [
+        ("default (act at once, race rebuild)", &report.default),
+        ("seed (400 ms settle, probe then rebuild)", &report.seed),
+    ] {
+        println!(
+            "  {:<40} {:>9.1} {:>9.1} {:>11.1} {:>11.1} {:>9.1} {:>9.1}",
+            name,
+            policy.p50_ms,
+            policy.p95_ms,
+            policy.restore_p50_ms,
+            policy.restore_p95_ms,
+            policy.echo_gap_p50_ms,
+            policy.echo_gap_max_ms,
+        );
+    }
+    println!("  seed / default echo at p50: {:.1}x", report.ratio_p50);
+    println!(
+        "messages lost {}, duplicated {}; router: {} packets lost on purpose, {} dropped (full)",
+        report.lost, report.duplicated, report.router_lost, report.router_dropped
+    );
 }

@@ -1,6 +1,7 @@
-//! A short handoff lab (3 Wi-Fi <-> cellular handoffs per policy) in real
-//! network namespaces: fails on any lost or duplicated message or failed
-//! recovery, with and without added delay. Skips, loudly, only where
+//! Short handoff labs (1-3 Wi-Fi <-> cellular handoffs per policy) in real
+//! network namespaces: each fails on any lost or duplicated message or
+//! failed recovery — plain, over added delay, delay with jitter, random
+//! loss, an outage between uplinks and overlapping uplinks. Skips, loudly, only where
 //! namespaces cannot be created, and fails there too when
 //! `TETHER_REQUIRE_NETNS=1` is set (CI). How fast recovery is, is the
 //! benchmarks' business; these tests check what happened.
@@ -41,18 +42,40 @@ async fn lab_report(args: &[&str]) -> Option<serde_json::Value> {
     assert_eq!(report["duplicated"], 0, "{report}");
     assert_eq!(report["failed"], 0, "{report}");
     // The JSON contract: every field there, with its type.
-    for field in ["handoffs", "lost", "duplicated", "failed", "added_rtt_ms"] {
+    for field in [
+        "handoffs",
+        "lost",
+        "duplicated",
+        "failed",
+        "added_rtt_ms",
+        "added_jitter_ms",
+        "rng_seed",
+        "outage_ms",
+        "overlap_ms",
+        "router_lost",
+        "router_dropped",
+    ] {
         assert!(report[field].is_u64(), "{field} missing or not a count: {report}");
     }
     for field in ["default", "seed"] {
-        for percentile in ["p50_ms", "p95_ms"] {
+        for number in [
+            "p50_ms",
+            "p95_ms",
+            "restore_p50_ms",
+            "restore_p95_ms",
+            "echo_gap_max_ms",
+            "echo_gap_p50_ms",
+        ] {
             assert!(
-                report[field][percentile].is_f64(),
-                "{field}.{percentile} missing or not a number: {report}"
+                report[field][number].is_f64(),
+                "{field}.{number} missing or not a number: {report}"
             );
         }
+        assert!(report[field]["restores"].is_u64(), "{field}.restores missing: {report}");
     }
-    assert!(report["ratio_p50"].is_f64(), "ratio_p50 missing or not a number: {report}");
+    for field in ["ratio_p50", "loss_pct"] {
+        assert!(report[field].is_f64(), "{field} missing or not a number: {report}");
+    }
     Some(report)
 }
 
@@ -85,12 +108,68 @@ async fn handoffs_over_a_slow_network_lose_nothing() {
     }
 }
 
+/// Every policy measured something: each handoff recovered (`failed` is 0
+/// too), so a zero here means none was recorded.
+fn every_policy_measured(report: &serde_json::Value) {
+    for policy in ["default", "seed"] {
+        let p50 = report[policy]["p50_ms"].as_f64().unwrap();
+        assert!(p50 > 0.0, "{policy}: no handoff was measured: {report}");
+        let gap = report[policy]["echo_gap_max_ms"].as_f64().unwrap();
+        assert!(gap > 0.0, "{policy}: no echo gap was measured: {report}");
+    }
+}
+
+/// Delay with jitter on every packet (per-flow order kept): nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handoffs_with_jitter_lose_nothing() {
+    let args = ["--runs", "1", "--rtt-ms", "40", "--jitter-ms", "30"];
+    let Some(report) = lab_report(&args).await else { return };
+    assert_eq!(report["added_rtt_ms"], 40, "{report}");
+    assert_eq!(report["added_jitter_ms"], 30, "{report}");
+    every_policy_measured(&report);
+}
+
+/// 2 % random loss in both directions (seeded): the reliable stream still
+/// delivers every message exactly once, and the router did drop packets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handoffs_under_random_loss_lose_no_message() {
+    let args = ["--runs", "1", "--loss-pct", "2", "--seed", "7"];
+    let Some(report) = lab_report(&args).await else { return };
+    assert_eq!(report["loss_pct"], 2.0, "{report}");
+    assert_eq!(report["rng_seed"], 7, "{report}");
+    // Thousands of packets cross the router: with 2 % loss some are gone.
+    assert!(report["router_lost"].as_u64().unwrap() > 0, "no packet was lost: {report}");
+    every_policy_measured(&report);
+}
+
+/// No uplink at all for 3 s between the old and the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_second_outage_loses_nothing() {
+    let Some(report) = lab_report(&["--runs", "1", "--outage-ms", "3000"]).await else { return };
+    assert_eq!(report["outage_ms"], 3000, "{report}");
+    every_policy_measured(&report);
+}
+
+/// Make before break: the new uplink comes up 500 ms before the old goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overlap_of_uplinks_loses_nothing() {
+    let Some(report) = lab_report(&["--runs", "1", "--overlap-ms", "500"]).await else { return };
+    assert_eq!(report["overlap_ms"], 500, "{report}");
+    every_policy_measured(&report);
+}
+
 /// Bad arguments are refused before anything is built (no root needed).
 #[test]
 fn bad_arguments_are_refused_clearly() {
     for (args, want) in [
-        (["--runs", "0", "--rtt-ms", "0"], "--runs must be at least 1"),
-        (["--runs", "1", "--rtt-ms", "5000"], "--rtt-ms 5000 is more than 2000"),
+        (&["--runs", "0", "--rtt-ms", "0"][..], "--runs must be at least 1"),
+        (&["--runs", "1", "--rtt-ms", "5000"], "--rtt-ms 5000 is more than 2000"),
+        (&["--jitter-ms", "5000"], "--jitter-ms 5000 is more than 2000"),
+        (&["--loss-pct", "100"], "--loss-pct 100 is not within 0 to below 100"),
+        (&["--loss-pct=-1"], "--loss-pct -1 is not within 0 to below 100"),
+        (&["--outage-ms", "200000"], "--outage-ms 200000 is more than 120000"),
+        (&["--overlap-ms", "200000"], "--overlap-ms 200000 is more than 120000"),
+        (&["--outage-ms", "1", "--overlap-ms", "1"], "cannot be used with"),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_tether"))
             .args(["lab", "handoff"])

@@ -12,7 +12,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::error::LabError;
 use crate::netns::{NetnsTask, spawn_in_netns};
-use crate::relay::{DelayRouter, RelayStats, RelayStatsHandle};
+use crate::relay::{DelayRouter, DelayRouterConfig, RelayStats, RelayStatsHandle};
 use crate::script;
 use crate::topology::{Topology, Uplink};
 
@@ -21,7 +21,7 @@ use crate::topology::{Topology, Uplink};
 const OBSERVE_DEADLINE: Duration = Duration::from_secs(2);
 
 /// How to build a lab.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LabConfig {
     /// The `LAB_ID`: suffixes the namespace names (`tether-phone-ID`) so
     /// that labs can run in parallel. At most 32 of `[A-Za-z0-9_.-]`.
@@ -33,8 +33,20 @@ pub struct LabConfig {
     pub replace_existing: bool,
     /// Added round-trip time between the phone and the cloud, for all
     /// traffic: the router delays every packet it forwards by half of it
-    /// ([`DelayRouter`]). Zero: plain kernel forwarding.
+    /// ([`DelayRouter`]). Zero (and no jitter or loss): plain kernel
+    /// forwarding.
     pub round_trip_delay: Duration,
+    /// Jitter on each crossing of the router: every packet's one-way delay
+    /// is drawn uniformly from `round_trip_delay / 2 ± jitter / 2` (never
+    /// below zero); packets of one flow keep their order
+    /// ([`DelayRouterConfig::jitter`]).
+    pub jitter: Duration,
+    /// Random loss in the router, in percent (0 to 100), on every crossing
+    /// in both directions.
+    pub loss_percent: f64,
+    /// Seeds the router's loss and jitter draws, so that a run can be
+    /// repeated.
+    pub seed: u64,
 }
 
 impl LabConfig {
@@ -45,6 +57,9 @@ impl LabConfig {
             initial_uplink: Some(Uplink::Wifi),
             replace_existing: false,
             round_trip_delay: Duration::ZERO,
+            jitter: Duration::ZERO,
+            loss_percent: 0.0,
+            seed: 0,
         }
     }
 
@@ -74,6 +89,66 @@ impl LabConfig {
         self.round_trip_delay = rtt;
         self
     }
+
+    /// Sets [`jitter`](Self::jitter).
+    #[must_use]
+    pub fn jitter(mut self, jitter: Duration) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// Sets [`loss_percent`](Self::loss_percent).
+    #[must_use]
+    pub fn loss_percent(mut self, percent: f64) -> Self {
+        self.loss_percent = percent;
+        self
+    }
+
+    /// Sets [`seed`](Self::seed).
+    #[must_use]
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// What the delay router does; `None` when the lab needs none.
+    fn delay_router(&self) -> Option<DelayRouterConfig> {
+        let needed =
+            !self.round_trip_delay.is_zero() || !self.jitter.is_zero() || self.loss_percent > 0.0;
+        needed.then_some(DelayRouterConfig {
+            one_way_delay: self.round_trip_delay / 2,
+            jitter: self.jitter,
+            loss_percent: self.loss_percent,
+            seed: self.seed,
+        })
+    }
+}
+
+/// How a handoff changes uplinks (`lab.sh handoff`'s options).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HandoffMode {
+    /// Break before make, within milliseconds: the old uplink goes and the
+    /// new one comes up in one `ip -batch`, as a phone leaving Wi-Fi does.
+    #[default]
+    Immediate,
+    /// The old uplink goes, and the new one comes up only this much later
+    /// (`--outage-ms`): a tunnel, a lift, a dead zone.
+    Outage(Duration),
+    /// Make before break (`--overlap-ms`): the new uplink comes up, with
+    /// the default route, this long before the old one goes. Until then the
+    /// old address stays, so sockets bound to it keep working.
+    Overlap(Duration),
+}
+
+impl HandoffMode {
+    /// The `lab.sh handoff` options for this mode.
+    fn arguments(self) -> Vec<String> {
+        match self {
+            Self::Immediate => Vec::new(),
+            Self::Outage(gap) => vec!["--outage-ms".to_owned(), gap.as_millis().to_string()],
+            Self::Overlap(gap) => vec!["--overlap-ms".to_owned(), gap.as_millis().to_string()],
+        }
+    }
 }
 
 impl Default for LabConfig {
@@ -92,6 +167,8 @@ impl Default for LabConfig {
 pub struct HandoffTiming {
     /// The uplink the phone moved to.
     pub to: Uplink,
+    /// How it moved.
+    pub mode: HandoffMode,
     /// Just before `lab.sh handoff` started.
     pub started: Instant,
     /// The old uplink's address disappeared (`RTM_DELADDR`); `None` when
@@ -105,10 +182,25 @@ pub struct HandoffTiming {
 
 impl HandoffTiming {
     /// From the old address disappearing to the new default route: how long
-    /// the phone had no usable uplink.
+    /// the phone had no usable uplink (zero with an overlap); `None` when
+    /// no uplink was up before.
     pub fn outage(&self) -> Option<Duration> {
         self.old_address_removed
             .map(|removed| self.new_route_installed.saturating_duration_since(removed))
+    }
+
+    /// From the new default route to the old address disappearing: how long
+    /// both uplinks were up; `None` unless the new route came first.
+    pub fn overlap(&self) -> Option<Duration> {
+        self.old_address_removed
+            .and_then(|removed| removed.checked_duration_since(self.new_route_installed))
+    }
+
+    /// The last of the handoff's two kernel changes: from here on only the
+    /// new uplink is up.
+    pub fn completed(&self) -> Instant {
+        self.old_address_removed
+            .map_or(self.new_route_installed, |removed| removed.max(self.new_route_installed))
     }
 }
 
@@ -274,8 +366,8 @@ impl Lab {
         let listener = spawn_in_netns(&lab.topology.phone, move || listen(ready_tx, changes_tx))?;
         let (listener, ()) = started(listener, ready_rx).await?;
         lab.listener = Some(listener);
-        if !config.round_trip_delay.is_zero() {
-            lab.start_delay(config.round_trip_delay / 2).await?;
+        if let Some(router) = config.delay_router() {
+            lab.start_delay(router).await?;
         }
         tracing::info!(
             event = "lab.setup",
@@ -285,17 +377,20 @@ impl Lab {
             cloud = lab.topology.cloud.name(),
             uplink = initial,
             round_trip_delay_ms = config.round_trip_delay.as_secs_f64() * 1e3,
+            jitter_ms = config.jitter.as_secs_f64() * 1e3,
+            loss_percent = config.loss_percent,
+            seed = config.seed,
         );
         Ok(lab)
     }
 
     /// Starts the delay router in the router namespace and routes the
     /// router's traffic through it.
-    async fn start_delay(&mut self, one_way: Duration) -> Result<(), LabError> {
+    async fn start_delay(&mut self, config: DelayRouterConfig) -> Result<(), LabError> {
         let device = self.topology.delay_device.clone();
         let (ready_tx, ready_rx) = oneshot::channel();
         let task = spawn_in_netns(&self.topology.router, move || async move {
-            match DelayRouter::start(&device, one_way) {
+            match DelayRouter::start_with(&device, config) {
                 Ok(router) => {
                     let _ = ready_tx.send(Ok(router.stats_handle()));
                     // Runs until the lab aborts this task.
@@ -338,6 +433,9 @@ impl Lab {
     /// down, then `to` comes up with its address and default route. Returns
     /// when both changes were seen in the phone namespace.
     ///
+    /// The same as [`handoff_with`](Self::handoff_with) and
+    /// [`HandoffMode::Immediate`].
+    ///
     /// # Errors
     ///
     /// [`LabError::AlreadyOn`] when the phone is on `to` already, the
@@ -350,6 +448,28 @@ impl Lab {
     /// be left without an uplink. [`uplink`](Self::uplink) then still names
     /// the old one.
     pub async fn handoff(&mut self, to: Uplink) -> Result<HandoffTiming, LabError> {
+        self.handoff_with(to, HandoffMode::Immediate).await
+    }
+
+    /// Moves the phone onto `to` as `mode` says: at once, after an outage
+    /// (the old uplink goes, `to` comes up later), or with an overlap (`to`
+    /// comes up first). Returns once the script has finished (after the
+    /// outage or overlap) and both changes were seen in the phone
+    /// namespace.
+    ///
+    /// # Errors
+    ///
+    /// As [`handoff`](Self::handoff).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`handoff`](Self::handoff): cancelling during an outage leaves
+    /// the phone without an uplink, during an overlap with both.
+    pub async fn handoff_with(
+        &mut self,
+        to: Uplink,
+        mode: HandoffMode,
+    ) -> Result<HandoffTiming, LabError> {
         if self.uplink == Some(to) {
             return Err(LabError::AlreadyOn(to));
         }
@@ -358,7 +478,10 @@ impl Lab {
         // Forget what happened before this handoff.
         while self.changes.try_recv().is_ok() {}
         let started = Instant::now();
-        script::run(self.id(), &["handoff", to.handoff_argument()]).await?;
+        let options = mode.arguments();
+        let mut args = vec!["handoff", to.handoff_argument()];
+        args.extend(options.iter().map(String::as_str));
+        script::run(self.id(), &args).await?;
         let finished = Instant::now();
         self.uplink = Some(to);
 
@@ -407,6 +530,7 @@ impl Lab {
         };
         let timing = HandoffTiming {
             to,
+            mode,
             started,
             old_address_removed: removed,
             new_route_installed,
@@ -416,7 +540,9 @@ impl Lab {
             event = "lab.handoff",
             lab = self.id(),
             to = to.name(),
+            mode = ?mode,
             outage_us = timing.outage().map(|d| d.as_micros() as u64),
+            overlap_us = timing.overlap().map(|d| d.as_micros() as u64),
             script_ms = finished.duration_since(started).as_secs_f64() * 1e3,
         );
         Ok(timing)

@@ -8,10 +8,14 @@
 //! - [`spawn_in_netns`] runs a future on its own thread inside a namespace,
 //!   so that the sockets it opens (a node in the phone, a server in the
 //!   cloud) live there.
-//! - [`DelayRouter`] adds a one-way delay to every packet the lab's router
-//!   forwards (a TUN device and a delay line; [`LabConfig::round_trip_delay`]
-//!   sets it up), and [`DelayRelay`] to one UDP or TCP flow through a
-//!   proxy, both in userspace, since the kernel has no `netem`.
+//! - [`DelayRouter`] adds a one-way delay, optionally with jitter and
+//!   seeded random loss, to every packet the lab's router forwards (a TUN
+//!   device and a delay line; [`LabConfig::round_trip_delay`],
+//!   [`LabConfig::jitter`] and [`LabConfig::loss_percent`] set it up), and
+//!   [`DelayRelay`] a fixed delay to one UDP or TCP flow through a proxy,
+//!   both in userspace, since the kernel has no `netem`.
+//! - [`Lab::handoff_with`] hands off with an outage between the uplinks or
+//!   an overlap of them ([`HandoffMode`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), tether_lab::LabError> {
@@ -43,12 +47,13 @@ mod topology;
 
 pub use error::LabError;
 pub use lab::{
-    HandoffTiming, Lab, LabConfig, REQUIRE_NETNS_VAR, check_support, netns_available, require_root,
-    teardown,
+    HandoffMode, HandoffTiming, Lab, LabConfig, REQUIRE_NETNS_VAR, check_support, netns_available,
+    require_root, teardown,
 };
 pub use netns::{NetnsTask, run_in_netns, spawn_in_netns};
 pub use relay::{
-    DelayRelay, DelayRelayConfig, DelayRouter, RelayProtocol, RelayStats, RelayStatsHandle,
+    DelayRelay, DelayRelayConfig, DelayRouter, DelayRouterConfig, RelayProtocol, RelayStats,
+    RelayStatsHandle,
 };
 pub use script::LAB_SCRIPT;
 pub use topology::{Netns, Topology, Uplink, UplinkAddresses};

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use tether_lab::{
-    DelayRelay, Lab, LabConfig, LabError, NetnsTask, Topology, Uplink, spawn_in_netns,
+    DelayRelay, HandoffMode, Lab, LabConfig, LabError, NetnsTask, Topology, Uplink, spawn_in_netns,
 };
 use tether_pathmon::{Availability, PathMonitor, PathMonitorConfig, TransportSet};
 use tokio::net::UdpSocket;
@@ -33,7 +33,7 @@ fn namespaces_exist(topology: &Topology) -> [bool; 3] {
 }
 
 /// A UDP server in the cloud that answers every datagram with the address
-/// it came from.
+/// it came from, a space, and the datagram.
 fn start_echo(topology: &Topology) -> NetnsTask<()> {
     let bind = SocketAddr::new(topology.cloud_addr.into(), ECHO_PORT);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -41,8 +41,10 @@ fn start_echo(topology: &Topology) -> NetnsTask<()> {
         let socket = UdpSocket::bind(bind).await.expect("bind echo in the cloud");
         let _ = ready_tx.send(());
         let mut buf = [0u8; 1500];
-        while let Ok((_, from)) = socket.recv_from(&mut buf).await {
-            let _ = socket.send_to(from.to_string().as_bytes(), from).await;
+        while let Ok((len, from)) = socket.recv_from(&mut buf).await {
+            let mut answer = format!("{from} ").into_bytes();
+            answer.extend_from_slice(&buf[..len]);
+            let _ = socket.send_to(&answer, from).await;
         }
     })
     .expect("spawn echo");
@@ -60,16 +62,23 @@ async fn udp_rtts_to_cloud(topology: &Topology, samples: usize) -> (Vec<Duration
         let mut rtts = Vec::new();
         let mut seen = String::new();
         // Bounded: a lost datagram (ARP after a handoff) is retried, four
-        // times at most.
+        // times at most. Each ping is numbered, and only its own answer
+        // counts: a late answer to an earlier one is not a round trip.
         let mut attempts = 0;
         while rtts.len() < samples {
             attempts += 1;
             assert!(attempts <= samples + 4, "the cloud did not answer the phone");
+            let ping = format!("ping-{attempts}");
             let start = std::time::Instant::now();
-            socket.send_to(b"ping", cloud).await.expect("send");
-            if let Ok(Ok(len)) = timeout(Duration::from_secs(1), socket.recv(&mut buf)).await {
-                rtts.push(start.elapsed());
-                seen = String::from_utf8_lossy(&buf[..len]).into_owned();
+            socket.send_to(ping.as_bytes(), cloud).await.expect("send");
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+            while let Ok(Ok(len)) = tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
+                let answer = String::from_utf8_lossy(&buf[..len]).into_owned();
+                if let Some(from) = answer.strip_suffix(&format!(" {ping}")) {
+                    rtts.push(start.elapsed());
+                    seen = from.to_owned();
+                    break;
+                }
             }
         }
         rtts.sort();
@@ -295,4 +304,120 @@ async fn round_trip_delay_applies_to_all_traffic_across_a_handoff() {
     assert_eq!(stats.dropped, 0, "{stats:?}");
     lab.teardown().await.expect("teardown");
     assert_eq!(namespaces_exist(&topology), [false; 3], "teardown leaves nothing");
+}
+
+/// An outage and an overlap, as `lab.sh handoff --outage-ms/--overlap-ms`
+/// make them: with an outage the old address goes before the new route
+/// comes, with an overlap after it; either way the phone ends up reaching
+/// the cloud from the new address only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_and_overlap_handoffs_order_the_changes() {
+    if !supported().await {
+        return;
+    }
+    let mut lab = Lab::setup(LabConfig::unique()).await.expect("lab builds");
+    let topology = lab.topology().clone();
+    let _echo = start_echo(&topology);
+    let gap = Duration::from_millis(300);
+    for (to, mode) in
+        [(Uplink::Cell, HandoffMode::Outage(gap)), (Uplink::Wifi, HandoffMode::Overlap(gap))]
+    {
+        let timing = lab.handoff_with(to, mode).await.expect("handoff");
+        assert_eq!(timing.mode, mode);
+        assert_eq!(lab.uplink(), Some(to));
+        let removed = timing.old_address_removed.expect("the old address went away");
+        match mode {
+            HandoffMode::Outage(_) => {
+                assert!(removed < timing.new_route_installed, "{timing:?}");
+                assert_eq!(timing.overlap(), None);
+                assert_eq!(timing.completed(), timing.new_route_installed);
+            }
+            _ => {
+                assert!(removed > timing.new_route_installed, "{timing:?}");
+                assert_eq!(timing.outage(), Some(Duration::ZERO));
+                assert_eq!(timing.completed(), removed);
+            }
+        }
+        eprintln!(
+            "{mode:?} to {}: outage {:?}, overlap {:?}",
+            to.name(),
+            timing.outage(),
+            timing.overlap()
+        );
+        let (_, seen) = udp_rtts_to_cloud(&topology, 1).await;
+        let want = topology.uplink(to).phone.to_string();
+        assert!(seen.starts_with(&format!("{want}:")), "the cloud saw {seen}, expected {want}");
+    }
+    lab.teardown().await.expect("teardown");
+}
+
+/// Jitter never reorders a flow, and seeded loss drops packets (counted):
+/// a burst of numbered datagrams from the phone comes back from the cloud
+/// in order, with gaps, and every gap is a packet the router lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jitter_keeps_flow_order_and_loss_is_counted() {
+    if !supported().await {
+        return;
+    }
+    const BURST: u32 = 300;
+    let config = LabConfig::unique()
+        .round_trip_delay(Duration::from_millis(20))
+        .jitter(Duration::from_millis(20))
+        .loss_percent(10.0)
+        .seed(5);
+    let lab = Lab::setup(config).await.expect("lab with jitter and loss builds");
+    let topology = lab.topology().clone();
+    // A cloud echo that returns each datagram as it is.
+    let echo_addr = SocketAddr::new(topology.cloud_addr.into(), ECHO_PORT + 2);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let _echo = spawn_in_netns(&topology.cloud, move || async move {
+        let socket = UdpSocket::bind(echo_addr).await.expect("bind echo");
+        let _ = ready_tx.send(());
+        let mut buf = [0u8; 64];
+        while let Ok((len, from)) = socket.recv_from(&mut buf).await {
+            let _ = socket.send_to(&buf[..len], from).await;
+        }
+    })
+    .expect("spawn echo");
+    ready_rx.recv_timeout(DEADLINE).expect("echo ready");
+
+    let received = spawn_in_netns(&topology.phone, move || async move {
+        let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await.expect("bind in the phone");
+        for seq in 0..BURST {
+            socket.send_to(&seq.to_be_bytes(), echo_addr).await.expect("send");
+        }
+        // One flow keeps its order, so once a marker (u32::MAX) is back,
+        // every earlier datagram that survived is back too. Markers can be
+        // lost as well: one goes out per attempt (bounded).
+        let mut received = Vec::new();
+        let mut buf = [0u8; 64];
+        for _ in 0..50 {
+            socket.send_to(&u32::MAX.to_be_bytes(), echo_addr).await.expect("send marker");
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(200);
+            while let Ok(Ok(len)) = tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
+                let seq = u32::from_be_bytes(buf[..len].try_into().expect("4 bytes"));
+                if seq == u32::MAX {
+                    return received;
+                }
+                received.push(seq);
+            }
+        }
+        panic!("no marker came back in 50 attempts");
+    })
+    .expect("spawn phone")
+    .join()
+    .await
+    .expect("phone task");
+
+    assert!(received.windows(2).all(|w| w[0] < w[1]), "a flow was reordered: {received:?}");
+    let missing = u64::from(BURST) - received.len() as u64;
+    let stats = lab.delay_stats().expect("the lab has a delay router");
+    eprintln!("{BURST} datagrams, {} back; router {stats:?}", received.len());
+    assert!(missing > 0, "10 % loss each way, yet all {BURST} came back");
+    assert!(!received.is_empty(), "nothing came back");
+    // Each missing datagram was lost once (going or coming back); lost
+    // markers count too.
+    assert!(stats.lost >= missing, "{missing} missing but {stats:?}");
+    assert_eq!(stats.dropped, 0, "{stats:?}");
+    lab.teardown().await.expect("teardown");
 }

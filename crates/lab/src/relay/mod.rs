@@ -20,8 +20,10 @@
 //! - Router ([`DelayRouter`]): not a proxy but a TUN device in the lab's
 //!   router that all forwarded traffic is routed through (`lab.sh delay
 //!   on`), so the real addresses stay in place: ICE, handoffs and the
-//!   signaling handshake all see the delay, as on a slow network. This is
-//!   what `LabConfig::round_trip_delay` uses.
+//!   signaling handshake all see the delay, as on a slow network. It can
+//!   also add jitter (per-flow order kept) and seeded random loss
+//!   ([`DelayRouterConfig`]). This is what `LabConfig::round_trip_delay`,
+//!   `jitter` and `loss_percent` use.
 //!
 //! Run them inside a lab namespace with [`spawn_in_netns`](crate::spawn_in_netns).
 
@@ -70,8 +72,12 @@ pub struct RelayStats {
     /// Payload bytes forwarded, both directions.
     pub bytes: u64,
     /// UDP datagrams dropped because a delay line was full or the session
-    /// table was.
+    /// table was (the router: packets dropped because its line was full
+    /// or the device refused them).
     pub dropped: u64,
+    /// Packets the router's loss model discarded on purpose
+    /// ([`DelayRouterConfig::loss_percent`]); 0 for the relays.
+    pub lost: u64,
     /// UDP sessions created or TCP connections accepted.
     pub sessions: u64,
     /// Upstream sockets or connections that could not be set up.
@@ -83,6 +89,7 @@ pub(crate) struct Counters {
     packets: AtomicU64,
     bytes: AtomicU64,
     dropped: AtomicU64,
+    lost: AtomicU64,
     sessions: AtomicU64,
     upstream_failures: AtomicU64,
 }
@@ -95,6 +102,10 @@ impl Counters {
 
     fn dropped(&self) {
         self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn lost(&self) {
+        self.lost.fetch_add(1, Ordering::Relaxed);
     }
 
     fn session(&self) {
@@ -110,6 +121,7 @@ impl Counters {
             packets: self.packets.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
+            lost: self.lost.load(Ordering::Relaxed),
             sessions: self.sessions.load(Ordering::Relaxed),
             upstream_failures: self.upstream_failures.load(Ordering::Relaxed),
         }
@@ -229,6 +241,34 @@ impl Drop for DelayRelay {
     }
 }
 
+/// What a [`DelayRouter`] does to each packet.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DelayRouterConfig {
+    /// The fixed part of each packet's delay (half the added round trip).
+    pub one_way_delay: Duration,
+    /// The width of the jitter band: each packet's delay is drawn
+    /// uniformly from `one_way_delay ± jitter / 2` (never below zero), then
+    /// raised if needed so that it does not leave before an earlier packet
+    /// of its flow (same addresses, protocol and ports), which never takes
+    /// it past the band's top. Packets of one flow keep their order;
+    /// different flows may overtake each other.
+    pub jitter: Duration,
+    /// Chance, in percent (0 to 100), that a packet is discarded, in either
+    /// direction, independently of every other packet.
+    pub loss_percent: f64,
+    /// Seeds the loss and jitter draws (two independent streams): the same
+    /// seed gives the same sequence of decisions, packet by packet in
+    /// arrival order.
+    pub seed: u64,
+}
+
+impl DelayRouterConfig {
+    /// A fixed delay: no jitter, no loss.
+    pub fn fixed(one_way_delay: Duration) -> Self {
+        Self { one_way_delay, jitter: Duration::ZERO, loss_percent: 0.0, seed: 0 }
+    }
+}
+
 /// A running delay router: a TUN device and the delay line behind it. It
 /// runs as a task on the runtime that started it; dropping it closes the
 /// device, which removes it (and the routes through it).
@@ -252,13 +292,37 @@ impl DelayRouter {
     /// `/dev/net/tun`, no `CAP_NET_ADMIN`, the name is taken) or the timer
     /// thread cannot start.
     pub fn start(device: &str, one_way_delay: Duration) -> Result<DelayRouter, LabError> {
+        Self::start_with(device, DelayRouterConfig::fixed(one_way_delay))
+    }
+
+    /// Like [`start`](Self::start), with jitter and loss as `config` says.
+    ///
+    /// Must be called from within a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start), and [`LabError::Relay`] (invalid input)
+    /// when `loss_percent` is not within 0 to 100.
+    pub fn start_with(device: &str, config: DelayRouterConfig) -> Result<DelayRouter, LabError> {
+        if !(0.0..=100.0).contains(&config.loss_percent) {
+            return Err(LabError::Relay {
+                what: format!("use a loss of {} %", config.loss_percent),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "the loss must be within 0 to 100 %",
+                ),
+            });
+        }
         let counters = Arc::new(Counters::default());
         let clock = start_clock()?;
-        let task = router::start(device, one_way_delay, counters.clone(), clock)?;
+        let task = router::start(device, config, counters.clone(), clock)?;
         tracing::debug!(
             event = "lab.relay.router.start",
             device,
-            one_way_delay_ms = one_way_delay.as_secs_f64() * 1e3,
+            one_way_delay_ms = config.one_way_delay.as_secs_f64() * 1e3,
+            jitter_ms = config.jitter.as_secs_f64() * 1e3,
+            loss_percent = config.loss_percent,
+            seed = config.seed,
         );
         Ok(DelayRouter { counters, task })
     }
