@@ -1,6 +1,7 @@
 """Every event kind through the handle, with the result checked."""
 
 import asyncio
+import contextlib
 
 import tether
 from conftest import (
@@ -156,25 +157,27 @@ async def test_submit_returns_on_acceptance():
 RUNNING_ACTION_MS = 2_000
 
 
-async def start_reconnect_and_wait_until_it_runs(node, recorder):
-    """Forces a reconnect on a fresh node and returns (the pending call, once
-    the state listener reports the reconnect running)."""
-    await recorder.wait_for(lambda s: s == [OFFLINE])
-    first = asyncio.ensure_future(node.handle().force_reconnect(tether.ReconnectReason.PROBE_FAILED))
-    await recorder.wait_for(lambda s: s == [OFFLINE, recovering(A.RECONNECT)])
-    assert not first.done(), "the reconnect was answered before it could have run"
-    return first
+@contextlib.asynccontextmanager
+async def reconnect_running():
+    """A fresh node with a state recorder, on which a forced reconnect is
+    running (the listener has reported it): yields (node, recorder, the
+    pending call)."""
+    async with simulated_node(
+        duration_ms=RUNNING_ACTION_MS, result_timeout_ms=20_000, shutdown_timeout_ms=100
+    ) as node:
+        recorder = StateRecorder()
+        node.subscribe_state(recorder)
+        await recorder.wait_for(lambda s: s == [OFFLINE])
+        first = asyncio.ensure_future(node.handle().force_reconnect(tether.ReconnectReason.PROBE_FAILED))
+        await recorder.wait_for(lambda s: s == [OFFLINE, recovering(A.RECONNECT)])
+        assert not first.done(), "the reconnect was answered before it could have run"
+        yield node, recorder, first
 
 
 @asynctest
 async def test_concurrent_events_coalesce_into_one_action():
-    async with simulated_node(
-        duration_ms=RUNNING_ACTION_MS, result_timeout_ms=20_000, shutdown_timeout_ms=100
-    ) as node:
+    async with reconnect_running() as (node, recorder, first):
         handle = node.handle()
-        recorder = StateRecorder()
-        node.subscribe_state(recorder)
-        first = await start_reconnect_and_wait_until_it_runs(node, recorder)
 
         # While the reconnect runs: two more forced reconnects, and a return
         # from the background (a probe, weaker), which the running reconnect covers.
@@ -209,13 +212,8 @@ async def test_concurrent_events_coalesce_into_one_action():
 async def test_a_route_change_during_a_reconnect_is_not_coalesced_but_followed_up():
     # The reconnect began before the new route existed: the route change gets
     # its own restore right after, instead of sharing the reconnect.
-    async with simulated_node(
-        duration_ms=RUNNING_ACTION_MS, result_timeout_ms=20_000, shutdown_timeout_ms=100
-    ) as node:
+    async with reconnect_running() as (node, recorder, first):
         handle = node.handle()
-        recorder = StateRecorder()
-        node.subscribe_state(recorder)
-        first = await start_reconnect_and_wait_until_it_runs(node, recorder)
 
         route = snapshot(1, transports=[tether.Transport.CELLULAR])
         restore = await handle.network_path_changed(route)
