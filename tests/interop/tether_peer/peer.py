@@ -135,6 +135,19 @@ class Pc:
         self.version += 1
         return sdp.Origin(self.session_id, self.version)
 
+    async def apply_local(self, description: RTCSessionDescription) -> tuple[sdp.Origin, str]:
+        """Sets `description` as the local description under this pc's next
+        origin (aiortc draws its own), and returns that origin and the local
+        SDP as it now stands, carrying that origin."""
+        origin = self.next_origin()
+        await self.pc.setLocalDescription(
+            RTCSessionDescription(sdp.set_origin(description.sdp, origin), description.type)
+        )
+        local = self.pc.localDescription.sdp
+        if sdp.parse_origin(local) != origin:
+            local = sdp.set_origin(local, origin)
+        return origin, local
+
     @property
     def state(self) -> str:
         return self.pc.connectionState
@@ -676,12 +689,7 @@ class Negotiator:
         try:
             if restart:
                 ice.new_local_credentials(raw)
-            offer = await raw.createOffer()
-            origin = pc.next_origin()
-            await raw.setLocalDescription(RTCSessionDescription(sdp.set_origin(offer.sdp, origin), "offer"))
-            local = raw.localDescription.sdp
-            if sdp.parse_origin(local) != origin:
-                local = sdp.set_origin(local, origin)
+            origin, local = await pc.apply_local(await raw.createOffer())
         except Exception as err:
             self._note("cannot create an offer: %r", err)
             await self._retire("failed")
@@ -943,13 +951,7 @@ class Negotiator:
             self.restarts_applied += 1
 
     async def _send_answer(self, pc: Pc, origin: sdp.Origin, seq: Optional[int]) -> None:
-        raw = pc.pc
-        answer = await raw.createAnswer()
-        mine = pc.next_origin()
-        await raw.setLocalDescription(RTCSessionDescription(sdp.set_origin(answer.sdp, mine), "answer"))
-        local = raw.localDescription.sdp
-        if sdp.parse_origin(local) != mine:
-            local = sdp.set_origin(local, mine)
+        _, local = await pc.apply_local(await pc.pc.createAnswer())
         body, candidates = sdp.split_candidates(local)
         text = sdp.tag_answer(body, origin, seq)
         self.last_offer = (origin, seq)
