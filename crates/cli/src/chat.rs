@@ -10,6 +10,7 @@
 //! ("the first offer is on its way") until the connect timeout.
 
 use std::io::{BufRead, Read, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +18,7 @@ use std::time::Duration;
 use anyhow::{Context, bail, ensure};
 use clap::Args;
 use serde_json::{Value, json};
-use tether::live::SignalingTiming;
+use tether::live::{SignalingTiming, TlsTrust};
 use tether::{
     ActionKind, ActionReport, ConnectionState, EventError, Handled, NetworkSnapshot,
     ReconnectReason, RtcNode, RtcNodeConfig, Transport, TransportSet,
@@ -59,9 +60,13 @@ type a line and press Enter to send it; commands:
 
 #[derive(Args)]
 pub(crate) struct ChatArgs {
-    /// Signaling URL of `tether serve`.
+    /// Signaling URL of `tether serve` (`ws://` or `wss://`).
     #[arg(long, value_name = "URL", default_value = "ws://127.0.0.1:8080/ws")]
     signal: String,
+    /// Also trust this CA for `wss://` and `https://` (a PEM file, or a
+    /// directory of .pem/.crt files), besides the system's roots.
+    #[arg(long, value_name = "PEM|DIR")]
+    ca: Option<PathBuf>,
     /// This node's peer id.
     #[arg(long, value_name = "ID")]
     peer_id: PeerId,
@@ -74,7 +79,7 @@ pub(crate) struct ChatArgs {
     /// Signaling token for --peer-id.
     #[arg(long, conflicts_with = "token_url")]
     token: Option<String>,
-    /// Fetch a token from `tether serve --demo` (http://HOST:PORT/demo/token).
+    /// Fetch a token from `tether serve --demo` (http[s]://HOST:PORT/demo/token).
     /// Without --token or --token-url, the token is minted from TETHER_SECRET
     /// when it is set, and otherwise fetched from the --signal server's
     /// /demo/token.
@@ -91,8 +96,9 @@ pub(crate) fn run(args: &ChatArgs) -> anyhow::Result<ExitCode> {
     ensure!(args.peer_id != args.to, "--to must name another peer than --peer-id");
     let runtime = startup::node_runtime()?;
     let code = runtime.block_on(async {
-        let token = token(args, &args.peer_id).await?;
-        chat(args, token).await
+        let trust = tls_trust(args)?;
+        let token = token(args, &args.peer_id, &trust).await?;
+        chat(args, token, trust).await
     })?;
     // The stdin thread may still be blocked in a read; the process exit ends it.
     runtime.shutdown_timeout(Duration::from_millis(100));
@@ -152,10 +158,11 @@ impl Quit {
     }
 }
 
-async fn chat(args: &ChatArgs, token: String) -> anyhow::Result<ExitCode> {
+async fn chat(args: &ChatArgs, token: String, trust: TlsTrust) -> anyhow::Result<ExitCode> {
     let out = Out { json: args.json };
     let to = args.to.clone();
     let mut config = RtcNodeConfig::new(args.peer_id.clone(), args.signal.as_str(), token);
+    config.tls = trust;
     config.room = Some(args.room.clone());
     // Connections follow room presence: `--to` is connected when (and each
     // time) it is in the room. (Connecting before it is there would send the
@@ -519,9 +526,18 @@ async fn terminate_signal() {
     std::future::pending::<()>().await;
 }
 
+/// The system's roots, plus --ca.
+fn tls_trust(args: &ChatArgs) -> anyhow::Result<TlsTrust> {
+    let trust = TlsTrust::system();
+    Ok(match &args.ca {
+        Some(path) => trust.with_ca_path(path)?,
+        None => trust,
+    })
+}
+
 /// The signaling token: --token, --token-url, TETHER_SECRET, or the
 /// --signal server's demo endpoint, in that order.
-async fn token(args: &ChatArgs, me: &PeerId) -> anyhow::Result<String> {
+async fn token(args: &ChatArgs, me: &PeerId, trust: &TlsTrust) -> anyhow::Result<String> {
     if let Some(token) = &args.token {
         return Ok(token.clone());
     }
@@ -538,7 +554,7 @@ async fn token(args: &ChatArgs, me: &PeerId) -> anyhow::Result<String> {
             format!("no token: pass --token, --token-url or set {SECRET_ENV_VAR}")
         })?,
     };
-    let token = timeout(TOKEN_BOUND, fetch_token(&url, me.as_str()))
+    let token = timeout(TOKEN_BOUND, fetch_token(&url, me.as_str(), trust))
         .await
         .with_context(|| format!("no token from {url} within {TOKEN_BOUND:?}"))?
         .with_context(|| {
@@ -547,20 +563,29 @@ async fn token(args: &ChatArgs, me: &PeerId) -> anyhow::Result<String> {
     Ok(token)
 }
 
-/// `ws://HOST:PORT/…` → `http://HOST:PORT/demo/token`.
+/// `ws://HOST:PORT/…` → `http://HOST:PORT/demo/token` (`wss` → `https`).
 fn demo_token_url(signal: &str) -> anyhow::Result<String> {
-    let Some(rest) = signal.strip_prefix("ws://") else {
-        bail!("cannot derive a demo token URL from {signal} (only ws:// URLs)");
+    let (scheme, rest) = if let Some(rest) = signal.strip_prefix("ws://") {
+        ("http", rest)
+    } else if let Some(rest) = signal.strip_prefix("wss://") {
+        ("https", rest)
+    } else {
+        bail!("cannot derive a demo token URL from {signal} (only ws:// and wss:// URLs)");
     };
     let authority = rest.split('/').next().unwrap_or_default();
     ensure!(!authority.is_empty(), "no host in {signal}");
-    Ok(format!("http://{authority}/demo/token"))
+    Ok(format!("{scheme}://{authority}/demo/token"))
 }
 
-/// `GET URL?peer=PEER` over plain HTTP/1.0; the body is the token.
-async fn fetch_token(url: &str, peer: &str) -> anyhow::Result<String> {
-    let Some(rest) = url.strip_prefix("http://") else {
-        bail!("only http:// token URLs are supported");
+/// `GET URL?peer=PEER` over HTTP/1.0 (https with `trust`); the body is the
+/// token.
+async fn fetch_token(url: &str, peer: &str, trust: &TlsTrust) -> anyhow::Result<String> {
+    let (tls, rest) = if let Some(rest) = url.strip_prefix("http://") {
+        (false, rest)
+    } else if let Some(rest) = url.strip_prefix("https://") {
+        (true, rest)
+    } else {
+        bail!("only http:// and https:// token URLs are supported");
     };
     let (authority, path) = match rest.find('/') {
         Some(slash) => rest.split_at(slash),
@@ -570,12 +595,28 @@ async fn fetch_token(url: &str, peer: &str) -> anyhow::Result<String> {
     let separator = if path.contains('?') { '&' } else { '?' };
     // Peer ids are [A-Za-z0-9_.:@-]: nothing to escape in a query.
     let target = format!("{path}{separator}peer={peer}");
-    let mut stream = tokio::net::TcpStream::connect(authority).await?;
     let request =
         format!("GET {target} HTTP/1.0\r\nHost: {authority}\r\nAccept: text/plain\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
+    let default_port = if tls { ":443" } else { ":80" };
+    let has_port = authority.rsplit_once(':').is_some_and(|(_, port)| !port.contains(']'));
+    let dial = if has_port { authority.to_owned() } else { format!("{authority}{default_port}") };
+    let stream = tokio::net::TcpStream::connect(&dial).await?;
     let mut response = Vec::new();
-    (&mut stream).take(64 * 1024).read_to_end(&mut response).await?;
+    if tls {
+        let host = match authority.strip_prefix('[') {
+            Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+            None if has_port => authority.rsplit_once(':').map_or(authority, |(host, _)| host),
+            None => authority,
+        };
+        let mut stream = trust.connect(stream, host).await?;
+        stream.write_all(request.as_bytes()).await?;
+        // A server that closes without TLS close_notify still sent its answer.
+        let _ = (&mut stream).take(64 * 1024).read_to_end(&mut response).await;
+    } else {
+        let mut stream = stream;
+        stream.write_all(request.as_bytes()).await?;
+        (&mut stream).take(64 * 1024).read_to_end(&mut response).await?;
+    }
     let response = String::from_utf8_lossy(&response);
     let (head, body) = response.split_once("\r\n\r\n").context("malformed HTTP response")?;
     let status = head.split_whitespace().nth(1).unwrap_or_default();
@@ -614,7 +655,11 @@ mod tests {
             demo_token_url("ws://127.0.0.1:8080/ws").unwrap(),
             "http://127.0.0.1:8080/demo/token"
         );
-        assert!(demo_token_url("wss://example.com/ws").is_err());
+        assert_eq!(
+            demo_token_url("wss://example.com/ws").unwrap(),
+            "https://example.com/demo/token"
+        );
+        assert!(demo_token_url("http://example.com/ws").is_err());
         assert!(demo_token_url("ws:///ws").is_err());
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, bail};
 use clap::Args;
 use tether_relay::auth::{Authenticator, HmacSecret, SECRET_ENV_VAR, mint_token};
-use tether_relay::{ServerConfig, SignalServer};
+use tether_relay::{ServerConfig, ServerTls, SignalServer};
 use tether_signal::protocol::PeerId;
 
 use crate::startup;
@@ -38,6 +38,13 @@ pub(crate) struct ServeArgs {
     /// TETHER_SECRET, or a random secret for this run when neither is set.
     #[arg(long)]
     demo: bool,
+    /// Terminate TLS with this PEM certificate chain (leaf first): the
+    /// server then speaks `wss://` and `https://` only. Needs --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Largest TEXT frame accepted, in bytes.
     #[arg(long, default_value_t = 64 * 1024)]
     max_frame_bytes: usize,
@@ -89,12 +96,16 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     config.extra_routes = web::routes(args.static_dir.is_none(), demo_secret);
     config.limits.max_frame_bytes = args.max_frame_bytes;
     config.limits.hard_frame_bytes = config.limits.hard_frame_bytes.max(args.max_frame_bytes);
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls = Some(ServerTls::from_pem_files(cert, key)?);
+    }
+    let http = if config.tls.is_some() { "https" } else { "http" };
     startup::init_logging(Some("info"));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let server = SignalServer::bind(config).await?;
         eprintln!("tether: signaling on {}", server.websocket_url());
-        let page = format!("http://{}/", server.local_addr());
+        let page = format!("{http}://{}/", server.local_addr());
         eprintln!("tether: browser page on {page} (e.g. {page}?peer=web&to=node)");
         if args.demo {
             eprintln!(

@@ -20,6 +20,9 @@ pub enum RelayError {
         /// What went wrong, with the line number when there is one.
         reason: String,
     },
+    /// The TLS certificate or key is unusable.
+    #[error("tls: {0}")]
+    Tls(String),
     /// The server could not listen on the requested address.
     #[error("cannot listen on {addr}")]
     Bind {

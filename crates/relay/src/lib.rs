@@ -51,10 +51,12 @@ pub mod auth;
 mod error;
 mod metrics;
 mod server;
+mod tls;
 
 pub use error::RelayError;
 pub use metrics::MetricsSnapshot;
 pub use server::{ExtraRoutes, RunningServer, ServerConfig, ServerLimits, SignalServer};
+pub use tls::ServerTls;
 
 /// The server's handles cross task and thread boundaries.
 #[allow(dead_code)]

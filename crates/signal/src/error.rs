@@ -35,6 +35,17 @@ pub enum SignalError {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS handshake with a `wss://` server failed (e.g. its certificate
+    /// is not trusted, expired, or names another host: on a captive portal or
+    /// an intercepting proxy, a network change may cure it).
+    #[error("tls handshake with {addr} failed")]
+    Tls {
+        /// `host:port` that was dialled.
+        addr: String,
+        /// The handshake's error (rustls' reason inside).
+        #[source]
+        source: std::io::Error,
+    },
     /// The server answered the WebSocket upgrade with a non-101 HTTP status.
     #[error("websocket upgrade refused with http status {status}")]
     UpgradeRefused {
@@ -157,7 +168,9 @@ impl SignalError {
             SignalError::InvalidUrl { .. }
             | SignalError::InvalidConfig(_)
             | SignalError::VersionUnsupported { .. } => SignalErrorKind::ConfigRejected,
-            SignalError::Unreachable { .. } => SignalErrorKind::Unreachable,
+            SignalError::Unreachable { .. } | SignalError::Tls { .. } => {
+                SignalErrorKind::Unreachable
+            }
             SignalError::UpgradeRefused { status } => match status {
                 401 | 403 => SignalErrorKind::AuthRejected,
                 400 | 404 | 405 | 426 => SignalErrorKind::ConfigRejected,

@@ -49,7 +49,7 @@ pub mod protocol;
 
 pub use client::{
     ClientConfig, Connected, LinkGeneration, LossCause, Rebuilt, SignalClient, SignalEvent,
-    SignalEvents,
+    SignalEvents, TlsTrust,
 };
 pub use error::{SignalError, SignalErrorKind};
 

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use tether_rtc::RtcConfig;
+use tether_signal::TlsTrust;
 use tether_signal::protocol::PeerId;
 
 use crate::NodeConfig;
@@ -15,8 +16,12 @@ use crate::reliable::StreamConfig;
 pub struct RtcNodeConfig {
     /// Who this node is (its signaling peer id).
     pub peer_id: PeerId,
-    /// `ws://host:port/ws` of the signaling server.
+    /// `ws://host:port/ws` or `wss://host[:port]/ws` of the signaling server.
     pub signaling_url: String,
+    /// Whom a `wss://` signaling server must be signed by: the system's
+    /// roots by default, plus any private CA added with
+    /// [`TlsTrust::with_ca_path`] or [`TlsTrust::with_ca_pem`].
+    pub tls: TlsTrust,
     /// The credential for `peer_id`.
     pub token: String,
     /// A presence room: with one, the node learns who joins and leaves, and
@@ -49,6 +54,7 @@ impl RtcNodeConfig {
             node: NodeConfig { name: peer_id.to_string(), ..NodeConfig::default() },
             peer_id,
             signaling_url: signaling_url.into(),
+            tls: TlsTrust::system(),
             token: token.into(),
             room: None,
             auto_connect: true,

@@ -58,6 +58,9 @@ pub use tether_rtc::ConnectionId;
 /// The state of a peer connection, as [`PeerLinkState::connection`] reports
 /// it.
 pub use tether_rtc::PeerState;
+/// Whom a `wss://` signaling server must be signed by
+/// ([`RtcNodeConfig::tls`]).
+pub use tether_signal::TlsTrust;
 /// A peer's identity: the signaling protocol's validated id.
 pub use tether_signal::protocol::PeerId;
 
@@ -191,6 +194,7 @@ impl RtcNode {
             config.peer_id.clone(),
             config.token.clone(),
         );
+        client.tls = config.tls.clone();
         client.room = match &config.room {
             Some(room) => Some(RoomId::new(room.clone()).map_err(|e| invalid(&e))?),
             None => None,

@@ -29,6 +29,7 @@ use tracing::{debug, info, warn};
 use crate::auth::Authenticator;
 use crate::error::RelayError;
 use crate::metrics::{MetricsSnapshot, ServerMetrics};
+use crate::tls::ServerTls;
 use tether_signal::protocol::{DEFAULT_MAX_FRAME_BYTES, WEBSOCKET_PATH};
 
 use self::registry::Registry;
@@ -130,6 +131,10 @@ pub struct ServerConfig {
     pub static_dir: Option<PathBuf>,
     /// Extra routes supplied by the embedder.
     pub extra_routes: Option<ExtraRoutes>,
+    /// Terminate TLS: every route (`/ws`, `/healthz`, `/metrics`, files) is
+    /// then served over HTTPS only. `None` serves plain HTTP, for use behind
+    /// a TLS-terminating proxy.
+    pub tls: Option<ServerTls>,
 }
 
 impl ServerConfig {
@@ -141,6 +146,7 @@ impl ServerConfig {
             limits: ServerLimits::default(),
             static_dir: None,
             extra_routes: None,
+            tls: None,
         }
     }
 }
@@ -151,6 +157,7 @@ struct ServerState {
     limits: ServerLimits,
     static_dir: Option<PathBuf>,
     extra_routes: Option<ExtraRoutes>,
+    tls: Option<ServerTls>,
     registry: Registry,
     metrics: ServerMetrics,
     /// Cancelled when shutdown starts; every task watches it.
@@ -175,8 +182,9 @@ impl fmt::Debug for SignalServer {
     }
 }
 
-fn websocket_url(addr: SocketAddr) -> String {
-    format!("ws://{addr}{WEBSOCKET_PATH}")
+fn websocket_url(addr: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "wss" } else { "ws" };
+    format!("{scheme}://{addr}{WEBSOCKET_PATH}")
 }
 
 impl SignalServer {
@@ -214,6 +222,7 @@ impl SignalServer {
             limits: config.limits,
             static_dir: config.static_dir,
             extra_routes: config.extra_routes,
+            tls: config.tls,
             registry: Registry::default(),
             metrics: ServerMetrics::default(),
             shutdown: CancellationToken::new(),
@@ -229,9 +238,9 @@ impl SignalServer {
         self.local_addr
     }
 
-    /// `ws://ADDR/ws`, the URL clients connect to.
+    /// `ws://ADDR/ws` (`wss://` with TLS), the URL clients connect to.
     pub fn websocket_url(&self) -> String {
-        websocket_url(self.local_addr)
+        websocket_url(self.local_addr, self.state.tls.is_some())
     }
 
     /// Serves until `shutdown` completes, then shuts down gracefully: stops
@@ -302,7 +311,21 @@ fn accept(state: &Arc<ServerState>, stream: tokio::net::TcpStream, remote: Socke
     let _ = stream.set_nodelay(true);
     let task_state = Arc::clone(state);
     state.tasks.spawn(async move {
-        routes::serve_connection(stream, remote, &task_state).await;
+        match &task_state.tls {
+            None => routes::serve_connection(stream, remote, &task_state).await,
+            Some(tls) => {
+                // The handshake shares the header bound: a client that opens TCP
+                // and says nothing is dropped as an HTTP one would be.
+                let bound = task_state.limits.header_read_timeout;
+                match tokio::time::timeout(bound, tls.acceptor().accept(stream)).await {
+                    Ok(Ok(stream)) => routes::serve_connection(stream, remote, &task_state).await,
+                    Ok(Err(error)) => {
+                        debug!(name: "signal.server.tls_refused", %remote, %error);
+                    }
+                    Err(_) => debug!(name: "signal.server.tls_timeout", %remote),
+                }
+            }
+        }
         task_state.open_connections.fetch_sub(1, Ordering::Relaxed);
     });
 }
@@ -328,9 +351,9 @@ impl RunningServer {
         self.local_addr
     }
 
-    /// `ws://ADDR/ws`, the URL clients connect to.
+    /// `ws://ADDR/ws` (`wss://` with TLS), the URL clients connect to.
     pub fn websocket_url(&self) -> String {
-        websocket_url(self.local_addr)
+        websocket_url(self.local_addr, self.state.tls.is_some())
     }
 
     /// A copy of the server's counters.

@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -29,12 +29,12 @@ type HttpResponse = Response<Full<Bytes>>;
 /// Largest file the static directory serves.
 const MAX_STATIC_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Serves one TCP connection until it closes, is upgraded, or shutdown.
-pub(super) async fn serve_connection(
-    stream: TcpStream,
-    remote: SocketAddr,
-    state: &Arc<ServerState>,
-) {
+/// Serves one connection (TCP, or TLS over it) until it closes, is
+/// upgraded, or shutdown.
+pub(super) async fn serve_connection<S>(stream: S, remote: SocketAddr, state: &Arc<ServerState>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service_state = Arc::clone(state);
     let service = service_fn(move |request| {
         let state = Arc::clone(&service_state);

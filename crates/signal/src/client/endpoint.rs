@@ -1,14 +1,19 @@
 //! Where the server is and how a socket to it is opened and registered.
 
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::debug;
 
+use super::tls::TlsTrust;
 use crate::error::SignalError;
 use crate::protocol::{
     ClientMessage, ErrorCode, PROTOCOL_VERSION, Register, Registered, ServerMessage, close_code,
@@ -16,42 +21,94 @@ use crate::protocol::{
 };
 
 /// The client's side of a WebSocket connection.
-pub(super) type ClientSocket = WebSocketStream<TcpStream>;
+pub(super) type ClientSocket = WebSocketStream<Transport>;
+
+/// The byte stream under the WebSocket: plain TCP for `ws://`, TLS for `wss://`.
+pub(super) enum Transport {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Transport::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Transport::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Transport::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Transport::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
 
 /// Largest frame the client accepts from the server.
 const MAX_INBOUND_FRAME_BYTES: usize = 4 * 1024 * 1024;
 
-/// A parsed `ws://` URL.
+/// A parsed `ws://` or `wss://` URL.
 #[derive(Debug, Clone)]
 pub(super) struct Endpoint {
     url: String,
     host: String,
     port: u16,
+    /// Set for `wss://`: whom the TLS handshake trusts.
+    tls: Option<TlsTrust>,
 }
 
 impl Endpoint {
-    pub(super) fn parse(url: &str) -> Result<Endpoint, SignalError> {
+    pub(super) fn parse(url: &str, trust: &TlsTrust) -> Result<Endpoint, SignalError> {
         let invalid = |reason| SignalError::InvalidUrl { url: url.to_owned(), reason };
         let uri: http::Uri = url.parse().map_err(|_| invalid("not a url"))?;
-        match uri.scheme_str() {
-            Some("ws") => {}
-            Some("wss") => {
-                return Err(invalid("wss:// needs tls, which this build does not include"));
-            }
-            _ => return Err(invalid("scheme must be ws://")),
-        }
+        let (tls, default_port) = match uri.scheme_str() {
+            Some("ws") => (None, 80),
+            Some("wss") => (Some(trust.clone()), 443),
+            _ => return Err(invalid("scheme must be ws:// or wss://")),
+        };
         let host = uri.host().ok_or_else(|| invalid("missing host"))?;
         let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-        Ok(Endpoint { url: url.to_owned(), host, port: uri.port_u16().unwrap_or(80) })
+        let port = uri.port_u16().unwrap_or(default_port);
+        Ok(Endpoint { url: url.to_owned(), host, port, tls })
     }
 
-    /// Opens TCP and performs the WebSocket handshake (no `register` yet).
+    /// Opens TCP, then TLS for `wss://`, and performs the WebSocket handshake
+    /// (no `register` yet).
     pub(super) async fn open(&self) -> Result<ClientSocket, SignalError> {
-        let stream =
-            TcpStream::connect((self.host.as_str(), self.port)).await.map_err(|source| {
-                SignalError::Unreachable { addr: format!("{}:{}", self.host, self.port), source }
-            })?;
+        let addr = format!("{}:{}", self.host, self.port);
+        let stream = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|source| SignalError::Unreachable { addr: addr.clone(), source })?;
         let _ = stream.set_nodelay(true);
+        let stream = match &self.tls {
+            None => Transport::Plain(stream),
+            Some(trust) => Transport::Tls(Box::new(trust.connect(stream, &self.host).await?)),
+        };
         let config = WebSocketConfig::default()
             .read_buffer_size(8 * 1024)
             .write_buffer_size(0)

@@ -14,6 +14,7 @@
 
 mod endpoint;
 mod link;
+mod tls;
 
 use std::collections::BTreeSet;
 use std::collections::hash_map::RandomState;
@@ -37,6 +38,8 @@ use crate::protocol::{
     ClientMessage, ErrorCode, PROTOCOL_VERSION, PeerId, Register, Registered, RelayOut,
     RelayPayload, RoomId, encode_client_message,
 };
+
+pub use self::tls::TlsTrust;
 
 use self::endpoint::{ClientSocket, Endpoint};
 use self::link::{Command, Link, LinkTiming};
@@ -64,8 +67,10 @@ impl fmt::Display for LinkGeneration {
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct ClientConfig {
-    /// `ws://host:port/ws`.
+    /// `ws://host:port/ws` or `wss://host[:port]/ws`.
     pub url: String,
+    /// Whom a `wss://` connection trusts; the system's roots by default.
+    pub tls: TlsTrust,
     /// Who this client registers as.
     pub peer_id: PeerId,
     /// The credential for `peer_id` (replace later with [`SignalClient::set_token`]).
@@ -111,6 +116,7 @@ impl ClientConfig {
     pub fn new(url: impl Into<String>, peer_id: PeerId, token: impl Into<String>) -> ClientConfig {
         ClientConfig {
             url: url.into(),
+            tls: TlsTrust::system(),
             peer_id,
             token: token.into(),
             room: None,
@@ -422,7 +428,7 @@ fn random_instance_id() -> String {
 impl SignalClient {
     /// Validates the configuration; does not connect.
     pub fn new(config: ClientConfig) -> Result<(SignalClient, SignalEvents), SignalError> {
-        let endpoint = Endpoint::parse(&config.url)?;
+        let endpoint = Endpoint::parse(&config.url, &config.tls)?;
         if config.ping_interval.is_zero()
             || config.dead_after <= config.ping_interval
             || config.connect_timeout.is_zero()
