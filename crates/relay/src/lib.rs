@@ -52,6 +52,7 @@ mod error;
 mod metrics;
 mod server;
 mod tls;
+pub mod turn;
 
 pub use error::RelayError;
 pub use metrics::MetricsSnapshot;

@@ -6,7 +6,8 @@ use std::time::Duration;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::network_type::NetworkType;
 use webrtc::peer_connection::{
-    RTCConfiguration, RTCConfigurationBuilder, RTCIceServer, SettingEngine, SettingEngineBuilder,
+    RTCConfiguration, RTCConfigurationBuilder, RTCIceServer, RTCIceTransportPolicy, SettingEngine,
+    SettingEngineBuilder,
 };
 
 use crate::local_address::LocalAddresses;
@@ -26,11 +27,27 @@ pub struct IceServer {
     pub credential: String,
 }
 
+/// Which candidates ICE may pair.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IceTransportPolicy {
+    /// Host, server-reflexive and relayed candidates: direct paths when they work.
+    #[default]
+    All,
+    /// Relayed (TURN) candidates only: every packet goes through a TURN server. For
+    /// networks where direct paths cannot work (symmetric NAT on both ends) or must not be
+    /// used (hiding addresses). Needs a TURN server in [`RtcConfig::ice_servers`]; webrtc-rs
+    /// 0.21 allocates over UDP only (`turn:` URLs; no `turns:`, no TCP allocations).
+    Relay,
+}
+
 /// How peers are built, and how long each operation may take.
 #[derive(Clone, Debug)]
 pub struct RtcConfig {
     /// STUN/TURN servers. Empty (the default) gathers host candidates only: loopback and LAN.
     pub ice_servers: Vec<IceServer>,
+    /// Which candidates ICE may pair (all by default).
+    pub ice_transport_policy: IceTransportPolicy,
     /// Which local addresses to bind (and so which host candidates to offer).
     pub local_addresses: LocalAddresses,
     /// Replace the UDP sockets and drop the previous local candidates on every ICE restart
@@ -76,6 +93,7 @@ impl Default for RtcConfig {
     fn default() -> Self {
         Self {
             ice_servers: Vec::new(),
+            ice_transport_policy: IceTransportPolicy::All,
             local_addresses: LocalAddresses::AllInterfaces,
             fresh_sockets_on_ice_restart: true,
             connect_timeout: Duration::from_secs(10),
@@ -159,7 +177,14 @@ impl RtcConfig {
                 credential: server.credential.clone(),
             })
             .collect();
-        RTCConfigurationBuilder::new().with_ice_servers(servers).build()
+        let policy = match self.ice_transport_policy {
+            IceTransportPolicy::All => RTCIceTransportPolicy::All,
+            IceTransportPolicy::Relay => RTCIceTransportPolicy::Relay,
+        };
+        RTCConfigurationBuilder::new()
+            .with_ice_servers(servers)
+            .with_ice_transport_policy(policy)
+            .build()
     }
 }
 

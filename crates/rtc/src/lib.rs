@@ -31,7 +31,7 @@ mod peer;
 mod peer_set;
 mod signal;
 
-pub use config::{IceServer, RtcConfig};
+pub use config::{IceServer, IceTransportPolicy, RtcConfig};
 pub use error::RtcError;
 pub use event::{ConnectionId, PeerState, RtcEvent, RtcEvents};
 pub use local_address::{InterfaceFilter, LocalAddresses, LocalInterface};

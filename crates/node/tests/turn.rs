@@ -1,0 +1,193 @@
+//! Two real nodes whose WebRTC data flows through a real TURN server
+//! (coturn, started by the test on a free loopback port) with relay-only
+//! ICE, using credentials minted by tether-relay's shared-secret scheme.
+//!
+//! Needs `turnserver` (Debian's `coturn`) on PATH. Without it the test is
+//! skipped with a message, unless `TETHER_REQUIRE_TURN=1` (CI) makes that a
+//! failure.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::net::UdpSocket;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+use tether::PeerId;
+use tether::live::testbed::LoopbackTestbed;
+use tether_relay::turn::TurnSecret;
+use tether_rtc::{IceServer, IceTransportPolicy};
+use tokio::time::{Instant, timeout};
+
+const PROMPT: Duration = Duration::from_secs(20);
+const SECRET: &[u8] = b"turn-test-secret-0123456789";
+
+fn id(name: &str) -> PeerId {
+    PeerId::new(name).unwrap()
+}
+
+/// A coturn process, killed on drop.
+struct Coturn {
+    child: Child,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Coturn {
+    /// Starts coturn on a free loopback port, or returns `None` (after
+    /// saying so) when it is not installed and not required.
+    fn start() -> Option<Coturn> {
+        let installed = Command::new("turnserver")
+            .arg("--help")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        if !installed {
+            let required = std::env::var("TETHER_REQUIRE_TURN").is_ok_and(|value| value == "1");
+            assert!(
+                !required,
+                "TETHER_REQUIRE_TURN=1 but `turnserver` (Debian's coturn) is not on PATH"
+            );
+            eprintln!("SKIPPED: `turnserver` (Debian's coturn) is not installed");
+            return None;
+        }
+        // A port the OS had free a moment ago; coturn binds it next.
+        let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = std::env::temp_dir().join(format!("tether-coturn-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = String::from_utf8(SECRET.to_vec()).unwrap();
+        let child = Command::new("turnserver")
+            .args([
+                "-n",
+                "--verbose",
+                "--no-cli",
+                "--no-tls",
+                "--no-dtls",
+                "--simple-log",
+                "--log-file=stdout",
+            ])
+            .args(["--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", "--allow-loopback-peers"])
+            .arg(format!("--listening-port={port}"))
+            .args([
+                "--use-auth-secret",
+                &format!("--static-auth-secret={secret}"),
+                "--realm=tether.test",
+            ])
+            .arg(format!("--pidfile={}", dir.join("turnserver.pid").display()))
+            .arg(format!("--userdb={}", dir.join("turndb").display()))
+            .stdout(std::fs::File::create(dir.join("turnserver.log")).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let coturn = Coturn { child, port, log: dir.join("turnserver.log") };
+        coturn.wait_ready();
+        Some(coturn)
+    }
+
+    /// Sends STUN binding requests until one is answered, or fails after
+    /// [`PROMPT`].
+    fn wait_ready(&self) {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        // Binding request: type 0x0001, length 0, magic cookie, transaction id.
+        let mut request = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+        request.extend_from_slice(b"tether-ready");
+        let deadline = std::time::Instant::now() + PROMPT;
+        let mut answer = [0u8; 512];
+        while std::time::Instant::now() < deadline {
+            let _ = socket.send_to(&request, ("127.0.0.1", self.port));
+            if let Ok((len, _)) = socket.recv_from(&mut answer)
+                && len >= 20
+                && answer[..2] == [0x01, 0x01]
+            {
+                return;
+            }
+        }
+        panic!("coturn on 127.0.0.1:{} did not answer STUN within {PROMPT:?}", self.port);
+    }
+
+    /// How many relay allocations coturn granted, from its log.
+    fn allocations(&self) -> usize {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        log.lines().filter(|line| line.contains("ALLOCATE processed, success")).count()
+    }
+
+    fn ice_server(&self, user: &PeerId, secret: &[u8]) -> IceServer {
+        let minted = TurnSecret::new(secret.to_vec()).unwrap().mint(
+            user.as_str(),
+            SystemTime::now(),
+            Duration::from_secs(600),
+        );
+        IceServer {
+            urls: vec![format!("turn:127.0.0.1:{}?transport=udp", self.port)],
+            username: minted.username,
+            credential: minted.credential,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_only_peers_exchange_messages_through_turn() {
+    let Some(coturn) = Coturn::start() else { return };
+    let testbed = LoopbackTestbed::start().await.unwrap();
+    let (a, b) = (id("alice"), id("bob"));
+    let mut nodes = Vec::new();
+    for peer in [&a, &b] {
+        let mut config = testbed.config(peer);
+        config.rtc.ice_servers = vec![coturn.ice_server(peer, SECRET)];
+        config.rtc.ice_transport_policy = IceTransportPolicy::Relay;
+        nodes.push(testbed.online(config).await.unwrap());
+    }
+    let (alice, bob) = (&nodes[0], &nodes[1]);
+    let mut bob_inbox = bob.messages().unwrap();
+    let mut alice_inbox = alice.messages().unwrap();
+    let connecting = Instant::now();
+    timeout(PROMPT, alice.connect_peer(&b))
+        .await
+        .expect("connect within bound")
+        .expect("alice connects to bob through the relay");
+
+    eprintln!("connected through TURN in {:?}", connecting.elapsed());
+    let started = Instant::now();
+    for i in 0..20 {
+        timeout(PROMPT, alice.send(&b, format!("to bob {i}"))).await.unwrap().unwrap();
+        timeout(PROMPT, bob.send(&a, format!("to alice {i}"))).await.unwrap().unwrap();
+    }
+    for i in 0..20 {
+        let message = timeout(PROMPT, bob_inbox.recv()).await.unwrap().unwrap();
+        assert_eq!(message.payload.as_ref(), format!("to bob {i}").as_bytes());
+        let message = timeout(PROMPT, alice_inbox.recv()).await.unwrap().unwrap();
+        assert_eq!(message.payload.as_ref(), format!("to alice {i}").as_bytes());
+    }
+    eprintln!("40 acknowledged messages through TURN in {:?}", started.elapsed());
+    assert!(
+        coturn.allocations() >= 2,
+        "each peer allocates a relay: {} seen",
+        coturn.allocations()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_turn_secret_leaves_relay_only_peers_unconnected() {
+    let Some(coturn) = Coturn::start() else { return };
+    let testbed = LoopbackTestbed::start().await.unwrap();
+    let (a, b) = (id("alice"), id("bob"));
+    let mut nodes = Vec::new();
+    for peer in [&a, &b] {
+        let mut config = testbed.config(peer);
+        config.rtc.ice_servers = vec![coturn.ice_server(peer, b"not-the-turn-servers-secret")];
+        config.rtc.ice_transport_policy = IceTransportPolicy::Relay;
+        config.rtc.connect_timeout = Duration::from_secs(3);
+        nodes.push(testbed.online(config).await.unwrap());
+    }
+    let outcome =
+        timeout(PROMPT, nodes[0].connect_peer(&b)).await.expect("connect ends within its bound");
+    assert!(outcome.is_err(), "no relay allocation, no candidate: the connect must fail");
+    assert_eq!(coturn.allocations(), 0, "coturn must have refused every allocation");
+}
