@@ -24,7 +24,7 @@ use tether::{
     ReconnectReason, RtcNode, RtcNodeConfig, Transport, TransportSet,
 };
 use tether_relay::auth::{HmacSecret, SECRET_ENV_VAR, mint_token_for};
-use tether_rtc::RtcConfig;
+use tether_rtc::{IceServer, IceTransportPolicy, RtcConfig};
 use tether_signal::protocol::PeerId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{broadcast, mpsc};
@@ -85,6 +85,23 @@ pub(crate) struct ChatArgs {
     /// /demo/token.
     #[arg(long, value_name = "URL")]
     token_url: Option<String>,
+    /// A STUN server for ICE (`stun:HOST:PORT`); repeatable.
+    #[arg(long, value_name = "URL")]
+    stun: Vec<String>,
+    /// A TURN server for ICE (`turn:HOST:PORT?transport=udp`; webrtc-rs
+    /// relays over UDP only); repeatable, all with --turn-username and
+    /// --turn-credential.
+    #[arg(long, value_name = "URL", requires_all = ["turn_username", "turn_credential"])]
+    turn: Vec<String>,
+    /// The user name for --turn.
+    #[arg(long, value_name = "NAME", requires = "turn")]
+    turn_username: Option<String>,
+    /// The credential for --turn.
+    #[arg(long, value_name = "SECRET", requires = "turn")]
+    turn_credential: Option<String>,
+    /// Relayed ICE candidates only: every packet through --turn.
+    #[arg(long, requires = "turn")]
+    relay_only: bool,
     /// One JSON object per line on stdout (received, sent, state, action,
     /// peer, command, quit) and nothing else.
     #[arg(long)]
@@ -168,7 +185,7 @@ async fn chat(args: &ChatArgs, token: String, trust: TlsTrust) -> anyhow::Result
     // time) it is in the room. (Connecting before it is there would send the
     // first offer to nobody; see the module docs.)
     config.auto_connect = true;
-    config.rtc = RtcConfig::default();
+    config.rtc = rtc_config(args);
     // A tool for watching recovery: a dead signaling socket should show
     // within seconds, not after the production timing's 10 s.
     config.signaling = SignalingTiming::responsive();
@@ -524,6 +541,25 @@ async fn terminate_signal() {
         return;
     }
     std::future::pending::<()>().await;
+}
+
+/// WebRTC settings: the defaults plus --stun, --turn and --relay-only.
+fn rtc_config(args: &ChatArgs) -> RtcConfig {
+    let mut rtc = RtcConfig::default();
+    if !args.stun.is_empty() {
+        rtc.ice_servers.push(IceServer { urls: args.stun.clone(), ..IceServer::default() });
+    }
+    if !args.turn.is_empty() {
+        rtc.ice_servers.push(IceServer {
+            urls: args.turn.clone(),
+            username: args.turn_username.clone().unwrap_or_default(),
+            credential: args.turn_credential.clone().unwrap_or_default(),
+        });
+    }
+    if args.relay_only {
+        rtc.ice_transport_policy = IceTransportPolicy::Relay;
+    }
+    rtc
 }
 
 /// The system's roots, plus --ca.
