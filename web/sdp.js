@@ -1,15 +1,20 @@
-// tether's SDP attributes: the negotiation rules of crates/rtc/src/negotiation.rs,
-// so that a browser and a Rust node understand each other's offers and answers.
+// tether's SDP attributes and the pure negotiation rules of
+// docs/NEGOTIATION.md, the same as crates/rtc/src/negotiation.rs, so that a
+// browser and a Rust node understand each other's offers and answers.
+// Both are pinned by web/tests/vectors/negotiation.json.
 //
-// - Roles: the peer with the byte-wise smaller id offers (and creates the data
-//   channel "tether"); the other answers and asks for offers with `ice_restart`.
-// - An offer carries `a=x-tether-seq:<n>` (n grows with every offer of the
-//   sender) and, when it restarts ICE, `a=x-tether-ice-restart`.
-// - An answer carries `a=x-tether-offer:<id> <version>`, copied from the o= line
-//   of the offer it answers, so a late answer to a superseded offer is dropped.
-// - A rejection is an `answer` whose SDP is only `a=x-tether-offer:...` and
-//   `a=x-tether-reject:<why>` (`unknown-session`: an ICE restart of a session
-//   the answerer does not have; `failed`: it could not take the offer).
+// - Roles (§2): the peer with the byte-wise smaller id offers (and creates the
+//   data channel "tether"); the other answers and asks for offers with
+//   `ice_restart`.
+// - An offer carries `a=x-tether-seq:<n>` (§4.2) and, when it restarts ICE,
+//   `a=x-tether-ice-restart` (§4.3).
+// - An answer carries `a=x-tether-offer:<id> <version> [<seq>]` (§4.4), copied
+//   from the offer it answers; the offerer applies it only when it names the
+//   outstanding offer (§6.2).
+// - A rejection (§10) is an `answer` whose SDP is only `a=x-tether-offer:...`
+//   and `a=x-tether-reject:<why>`.
+// - An answer to an in-place restart whose DTLS fingerprints changed comes
+//   from a replaced peer connection (§9.3).
 // Every `a=x-tether-` line is removed before the browser's RTCPeerConnection
 // sees the SDP.
 
@@ -18,13 +23,14 @@ const OFFER_TAG = 'a=x-tether-offer:';
 const RESTART_TAG = 'a=x-tether-ice-restart';
 const SEQ_TAG = 'a=x-tether-seq:';
 const REJECT_TAG = 'a=x-tether-reject:';
+const FINGERPRINT = 'a=fingerprint:';
 
 /** @typedef {{id: string, version: bigint}} SessionOrigin */
 /** @typedef {{origin: SessionOrigin, seq: bigint | null}} OfferId */
 /** @typedef {'unknown-session' | 'failed'} Rejection */
 /**
  * @typedef {object} Tags
- * @property {SessionOrigin | null} answers  an answer: the offer it answers
+ * @property {OfferId | null} answers        an answer: the offer it answers (seq null when not named)
  * @property {boolean} iceRestart            an offer: it restarts ICE of an existing session
  * @property {bigint | null} seq             an offer: its number among the offerer's offers
  * @property {Rejection | null} rejected     an answer: the offer was refused, and why
@@ -77,9 +83,28 @@ export function parseOrigin(sdp) {
   return { id: fields[1], version: BigInt(fields[2]) };
 }
 
-/** @param {SessionOrigin | null | undefined} a @param {SessionOrigin | null | undefined} b */
-export function sameOrigin(a, b) {
-  return !!a && !!b && a.id === b.id && a.version === b.version;
+/**
+ * Whether an answer naming `named` answers `offer` (§4.4, §6.2): the same
+ * session and, when both carry a seq, the same seq, else the same version.
+ * @param {OfferId} named @param {OfferId} offer
+ */
+export function namesOffer(named, offer) {
+  if (named.origin.id !== offer.origin.id) return false;
+  if (named.seq !== null && offer.seq !== null) return named.seq === offer.seq;
+  return named.origin.version === offer.origin.version;
+}
+
+/**
+ * What the offerer does with an answer (§6.2, §10).
+ * @param {OfferId | null} outstanding the offer waiting for its answer, if any
+ * @param {{answers: OfferId | null, rejected: Rejection | null}} answer what the answer's tags said
+ * @returns {'apply' | 'superseded' | 'no-offer' | 'refused:unknown-session' | 'refused:failed'}
+ */
+export function matchAnswer(outstanding, answer) {
+  if (!outstanding) return 'no-offer';
+  if (answer.answers && !namesOffer(answer.answers, outstanding)) return 'superseded';
+  if (answer.rejected) return `refused:${answer.rejected}`;
+  return 'apply';
 }
 
 /**
@@ -129,14 +154,20 @@ export function tagOffer(sdp, seq, iceRestart) {
   return iceRestart ? addSessionAttribute(numbered, RESTART_TAG) : numbered;
 }
 
-/** Names the offer an answer answers. @param {string} sdp @param {SessionOrigin} offer */
-export function tagAnswer(sdp, offer) {
-  return addSessionAttribute(sdp, `${OFFER_TAG}${offer.id} ${offer.version}`);
+/** The answer attribute naming `offer` (with its seq when it had one). @param {OfferId} offer */
+function offerTag(offer) {
+  const seq = offer.seq === null ? '' : ` ${offer.seq}`;
+  return `${OFFER_TAG}${offer.origin.id} ${offer.origin.version}${seq}`;
 }
 
-/** The SDP text of a rejection of `offer`. @param {SessionOrigin} offer @param {Rejection} why */
+/** Names the offer an answer answers. @param {string} sdp @param {OfferId} offer */
+export function tagAnswer(sdp, offer) {
+  return addSessionAttribute(sdp, offerTag(offer));
+}
+
+/** The SDP text of a rejection of `offer`. @param {OfferId} offer @param {Rejection} why */
 export function rejection(offer, why) {
-  return `${OFFER_TAG}${offer.id} ${offer.version}\r\n${REJECT_TAG}${why}\r\n`;
+  return `${offerTag(offer)}\r\n${REJECT_TAG}${why}\r\n`;
 }
 
 /**
@@ -155,9 +186,15 @@ export function untag(sdp) {
       continue;
     }
     if (line.startsWith(OFFER_TAG)) {
+      // <id> <version> [<seq>]; a malformed number makes the attribute
+      // absent (§4.1); fields after these are for later versions.
       const fields = line.slice(OFFER_TAG.length).split(/\s+/).filter(Boolean);
-      if (fields.length >= 2 && isDecimalU64(fields[1])) {
-        tags.answers = { id: fields[0], version: BigInt(fields[1]) };
+      const seqOk = fields.length < 3 || isDecimalU64(fields[2]);
+      if (fields.length >= 2 && isDecimalU64(fields[1]) && seqOk) {
+        tags.answers = {
+          origin: { id: fields[0], version: BigInt(fields[1]) },
+          seq: fields.length >= 3 ? BigInt(fields[2]) : null,
+        };
       }
     } else if (line.startsWith(REJECT_TAG)) {
       const why = line.slice(REJECT_TAG.length).trim();
@@ -170,4 +207,35 @@ export function untag(sdp) {
     }
   }
   return { tags, sdp: plain };
+}
+
+/**
+ * The DTLS fingerprints of an SDP, session and media level, as
+ * "algorithm value" in lower case (hex compares case-insensitively).
+ * @param {string} sdp
+ */
+function fingerprints(sdp) {
+  const out = new Set();
+  for (const line of sdp.split('\n')) {
+    if (!line.startsWith(FINGERPRINT)) continue;
+    const fields = line.slice(FINGERPRINT.length).trim().split(/\s+/).filter(Boolean);
+    if (fields.length >= 2) out.add(`${fields[0]} ${fields[1]}`.toLowerCase());
+  }
+  return out;
+}
+
+/**
+ * Whether `next` (an answer to an in-place restart, or a renegotiation offer)
+ * has the DTLS identity of `previous`, the remote description already
+ * applied (§9.3): the same set of fingerprints, or a changed one (the remote
+ * replaced its peer connection).
+ * @param {string} previous @param {string} next
+ * @returns {'same' | 'changed'}
+ */
+export function compareFingerprints(previous, next) {
+  const a = fingerprints(previous);
+  const b = fingerprints(next);
+  if (a.size !== b.size) return 'changed';
+  for (const f of a) if (!b.has(f)) return 'changed';
+  return 'same';
 }

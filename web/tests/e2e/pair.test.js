@@ -69,7 +69,10 @@ test('tether serve serves the page, its modules and demo tokens next to /ws', as
   assert.equal(index.status, 200);
   assert.match(index.headers.get('content-type') ?? '', /^text\/html/);
   assert.match(await index.text(), /<script type="module" src="app.js">/);
-  for (const module of ['app.js', 'signaling.js', 'peer.js', 'reliable.js', 'frame.js', 'sdp.js', 'session.js', 'ui.js']) {
+  for (const module of [
+    'app.js', 'signaling.js', 'peer.js', 'offerer.js', 'answerer.js', 'connection.js', 'budget.js', 'sdp.js',
+    'reliable.js', 'frame.js', 'session.js', 'ui.js',
+  ]) {
     const response = await fetch(`${server.base}/${module}`);
     assert.equal(response.status, 200, module);
     assert.match(response.headers.get('content-type') ?? '', /^text\/javascript/, module);
@@ -255,8 +258,9 @@ test('a malformed or unusable offer is refused with a tether rejection, the page
     return { asked: !!asked, refused: refused?.sdp ?? null, unknown: unknown?.sdp ?? null };
   }, server.base);
   assert.ok(replies.asked, 'the answerer asked for an offer');
-  assert.equal(replies.refused, 'a=x-tether-offer:777 3\r\na=x-tether-reject:failed\r\n');
-  assert.equal(replies.unknown, 'a=x-tether-offer:888 5\r\na=x-tether-reject:unknown-session\r\n');
+  // Naming the offer with its seq (NEGOTIATION.md P1).
+  assert.equal(replies.refused, 'a=x-tether-offer:777 3 1\r\na=x-tether-reject:failed\r\n');
+  assert.equal(replies.unknown, 'a=x-tether-offer:888 5 2\r\na=x-tether-reject:unknown-session\r\n');
   // The page is alive and says what it dropped.
   const events = await dave.page.evaluate(() => /** @type {any} */ (window).tether.events().join('\n'));
   assert.match(events, /dropped an offer: sdp has no o= line/);

@@ -96,6 +96,7 @@ let sent;
 let links;
 
 beforeEach(() => {
+  clock = 0;
   sent = [];
   links = [];
   FakePC.all = [];
@@ -106,9 +107,13 @@ afterEach(async () => {
   for (const link of links) await link.close();
 });
 
+/** The budgets' clock (ms): tests move it forward by hand. */
+let clock = 0;
+
 /** A started link, registered, with the remote present. @param {string} local @param {string} remote */
 async function link(local, remote) {
   const peer = new PeerLink({
+    now: () => clock,
     localId: local,
     remoteId: remote,
     signal: (payload) => {
@@ -133,10 +138,44 @@ function take() {
   return out;
 }
 
+/** The offer id an offer message carries. @param {any} msg */
+function offerIdOf(msg) {
+  const { tags, sdp } = untag(msg.sdp);
+  return { origin: parseOrigin(sdp), seq: tags.seq };
+}
+
+/**
+ * An answer to an offer message from `pc`, naming it as today's Rust node
+ * does (session id and version), or with the seq as well (P1).
+ * @param {any} msg @param {FakePC} pc
+ */
+function answerTo(msg, pc, withSeq = false) {
+  const offer = offerIdOf(msg);
+  return { type: 'answer', sdp: tagAnswer(pc.sdp('answer').sdp, withSeq ? offer : { ...offer, seq: null }) };
+}
+
 /** A remote offer as a Rust node tags it. */
 function rustOffer(/** @type {string} */ session, /** @type {number} */ version, /** @type {number} */ seq, restart = false) {
   const sdp = `v=0\r\no=- ${session} ${version} IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:0\r\n`;
   return { type: 'offer', from: 'remote', sdp: tagOffer(sdp, seq, restart) };
+}
+
+/** An SDP of the remote's stack with a DTLS fingerprint. @param {string} session @param {number} version @param {string} fingerprint */
+function withFingerprint(session, version, fingerprint) {
+  return `v=0\r\no=- ${session} ${version} IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n`
+    + `m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=ice-ufrag:x${version}\r\na=fingerprint:sha-256 ${fingerprint}\r\na=mid:0\r\n`;
+}
+
+/** Opens the data channel of `pc` on a connected peer connection. @param {FakePC} pc */
+function connect(pc) {
+  const any = /** @type {any} */ (pc);
+  pc.connectionState = 'connected';
+  any.onconnectionstatechange?.();
+  const channel = pc.channels[0];
+  if (channel) {
+    channel.readyState = 'open';
+    channel.onopen?.();
+  }
 }
 
 test('offerer: numbered offers, answers matched by name, restarts marked', async () => {
@@ -149,14 +188,17 @@ test('offerer: numbered offers, answers matched by name, restarts marked', async
   assert.equal(tags.iceRestart, false);
   assert.match(offer.sdp, /a=x-tether-seq:1\r\nm=application/, 'a session-level attribute');
   const origin = parseOrigin(sdp);
-  // An answer naming some other offer is dropped; the right one is applied.
-  const answer = FakePC.all[0].sdp('answer').sdp;
-  await peer.handleSignal({ type: 'answer', sdp: tagAnswer(answer, { id: origin.id, version: origin.version + 5n }) });
-  assert.equal(FakePC.all[0].remoteDescription, null);
-  await peer.handleSignal({ type: 'answer', sdp: tagAnswer(answer, origin) });
-  assert.equal(FakePC.all[0].remoteDescription?.sdp, answer, 'applied without the tether attributes');
+  const pc = FakePC.all[0];
+  // An answer naming some other offer is dropped: another version without a
+  // seq (as today's Rust node names offers), or another seq (P1).
+  const answer = pc.sdp('answer').sdp;
+  await peer.handleSignal({ type: 'answer', sdp: tagAnswer(answer, { origin: { id: origin.id, version: origin.version + 5n }, seq: null }) });
+  await peer.handleSignal({ type: 'answer', sdp: tagAnswer(answer, { origin, seq: 7n }) });
+  assert.equal(pc.remoteDescription, null);
+  await peer.handleSignal({ type: 'answer', sdp: tagAnswer(answer, { origin, seq: null }) });
+  assert.equal(pc.remoteDescription?.sdp, answer, 'applied without the tether attributes');
   // A late duplicate of that answer names no outstanding offer: ignored.
-  await peer.handleSignal({ type: 'answer', sdp: tagAnswer(answer, origin) });
+  await peer.handleSignal({ type: 'answer', sdp: tagAnswer(answer, { origin, seq: 1n }) });
   await peer.restartIce();
   const [restart] = take();
   const restartTags = untag(restart.sdp).tags;
@@ -164,7 +206,7 @@ test('offerer: numbered offers, answers matched by name, restarts marked', async
   assert.equal(restartTags.iceRestart, true);
   assert.match(restart.sdp, /a=x-tether-seq:2\r\na=x-tether-ice-restart\r\nm=/);
   // An untagged answer (a peer that is not tether) is matched to the outstanding offer.
-  await peer.handleSignal({ type: 'answer', sdp: FakePC.all[0].sdp('answer').sdp });
+  await peer.handleSignal({ type: 'answer', sdp: pc.sdp('answer').sdp });
   assert.equal(peer.counters.restartsApplied, 1);
   assert.equal(peer.status().generation, 1);
 });
@@ -172,34 +214,43 @@ test('offerer: numbered offers, answers matched by name, restarts marked', async
 test('offerer: a refusal of an unknown session builds a new peer connection', async () => {
   const peer = await link('a-web', 'node');
   const [first] = take();
-  await peer.handleSignal({ type: 'answer', sdp: tagAnswer(FakePC.all[0].sdp('answer').sdp, parseOrigin(untag(first.sdp).sdp)) });
+  await peer.handleSignal(answerTo(first, FakePC.all[0]));
   await peer.restartIce();
   const [restart] = take();
-  const restartOrigin = parseOrigin(untag(restart.sdp).sdp);
+  const restartId = offerIdOf(restart);
   // A refusal naming another offer is stale: ignored.
-  await peer.handleSignal({ type: 'answer', sdp: rejection({ id: 'other', version: 1n }, 'unknown-session') });
+  await peer.handleSignal({ type: 'answer', sdp: rejection({ origin: { id: 'other', version: 1n }, seq: null }, 'unknown-session') });
   assert.equal(peer.status().generation, 1);
-  await peer.handleSignal({ type: 'answer', sdp: rejection(restartOrigin, 'unknown-session') });
+  await peer.handleSignal({ type: 'answer', sdp: rejection(restartId, 'unknown-session') });
   assert.ok(FakePC.all[0].closed, 'the old peer connection is closed');
   const [offer] = take();
   assert.equal(peer.status().generation, 2);
-  assert.notEqual(parseOrigin(untag(offer.sdp).sdp).id, restartOrigin.id, 'a new session');
+  assert.notEqual(offerIdOf(offer).origin.id, restartId.origin.id, 'a new session');
   assert.equal(untag(offer.sdp).tags.iceRestart, false);
   assert.equal(untag(offer.sdp).tags.seq, 3n, 'numbers keep growing across peer connections');
   // A `failed` refusal closes without retrying at once.
-  await peer.handleSignal({ type: 'answer', sdp: rejection(parseOrigin(untag(offer.sdp).sdp), 'failed') });
+  await peer.handleSignal({ type: 'answer', sdp: rejection(offerIdOf(offer), 'failed') });
   assert.ok(FakePC.all[1].closed);
   assert.equal(peer.status().state, 'closed');
 });
 
-test('offerer: bye before the first answer is about an older connection; after it, it closes', async () => {
+test('offerer: bye before the first answer is about an older connection; ice_restart re-sends that offer', async () => {
   const peer = await link('a-web', 'node');
   const [offer] = take();
   await peer.handleSignal({ type: 'bye' });
   assert.equal(FakePC.all[0].closed, false);
-  await peer.handleSignal({ type: 'ice_restart' }); // the first offer is the answer to this
+  // The first offer answers this request: it is re-sent unchanged (P2), not superseded.
+  clock = 1500;
+  await peer.handleSignal({ type: 'ice_restart' });
+  const [again] = take();
+  assert.equal(again?.type, 'offer');
+  assert.deepEqual(offerIdOf(again), offerIdOf(offer));
+  assert.equal(untag(again.sdp).tags.iceRestart, false);
+  // Asked again at once: a re-send goes at most once a second.
+  await peer.handleSignal({ type: 'ice_restart' });
   assert.deepEqual(take(), []);
-  await peer.handleSignal({ type: 'answer', sdp: tagAnswer(FakePC.all[0].sdp('answer').sdp, parseOrigin(untag(offer.sdp).sdp)) });
+  assert.equal(FakePC.all.length, 1);
+  await peer.handleSignal(answerTo(offer, FakePC.all[0]));
   await peer.handleSignal({ type: 'bye' });
   assert.ok(FakePC.all[0].closed);
   // Asked again: a new peer connection and its offer.
@@ -207,6 +258,157 @@ test('offerer: bye before the first answer is about an older connection; after i
   const [next] = take();
   assert.equal(next.type, 'offer');
   assert.equal(peer.status().generation, 2);
+  assert.equal(peer.counters.offersSent, 2);
+});
+
+test('offerer: one outstanding offer; requests while it is out re-send it (P2, P3)', async () => {
+  const peer = await link('a-web', 'node');
+  const [first] = take();
+  // A restart asked for while the first offer is out is that offer: nothing
+  // is queued behind it.
+  await peer.restartIce();
+  assert.deepEqual(take(), [], 'a re-send within a second of the offer waits');
+  await peer.handleSignal(answerTo(first, FakePC.all[0], true));
+  assert.deepEqual(take(), [], 'no second offer after the answer');
+  assert.equal(peer.counters.offersSent, 1);
+  // A restart offer, then the answerer asks: the same offer again.
+  clock = 5000;
+  await peer.restartIce();
+  const [restart] = take();
+  assert.equal(untag(restart.sdp).tags.seq, 2n);
+  clock = 6500;
+  await peer.handleSignal({ type: 'ice_restart' });
+  const [again] = take();
+  assert.deepEqual(offerIdOf(again), offerIdOf(restart));
+  assert.equal(untag(again.sdp).tags.iceRestart, true, 'with its marker');
+  clock = 8000;
+  await peer.restartIce();
+  assert.deepEqual(offerIdOf(take()[0]), offerIdOf(restart), 'our own restart request too');
+  assert.equal(peer.counters.offersSent, 2);
+  // Its answer (naming the seq) ends it; the next request is a new offer.
+  await peer.handleSignal(answerTo(restart, FakePC.all[0], true));
+  assert.equal(peer.counters.restartsApplied, 1);
+  clock = 9500;
+  await peer.handleSignal({ type: 'ice_restart' });
+  assert.equal(untag(take()[0].sdp).tags.seq, 3n);
+});
+
+test('peer_joined re-sends what is outstanding and never starts a new offer (P4)', async () => {
+  const offerer = await link('a-web', 'node');
+  const [first] = take();
+  await offerer.handleSignal(answerTo(first, FakePC.all[0]));
+  connect(FakePC.all[0]);
+  assert.ok(offerer.healthy());
+  offerer.setRemotePresent(true, true);
+  await offerer.queue;
+  assert.deepEqual(take(), [], 'healthy: nothing');
+  clock = 3000;
+  await offerer.restartIce();
+  const [restart] = take();
+  clock = 4500;
+  offerer.setRemotePresent(true, true);
+  await offerer.queue;
+  const [again] = take();
+  assert.deepEqual(offerIdOf(again), offerIdOf(restart), 'the outstanding offer, unchanged');
+  assert.equal(offerer.counters.offersSent, 2);
+  await offerer.close();
+  take();
+
+  const answerer = await link('web', 'a-node');
+  assert.deepEqual(take().map((m) => m.type), ['bye', 'ice_restart']);
+  answerer.setRemotePresent(true, true);
+  await answerer.queue;
+  // No pc yet: that is a connect (§11.2 first rule), bye and ice_restart again.
+  assert.deepEqual(take().map((m) => m.type), ['bye', 'ice_restart']);
+  await answerer.handleSignal(rustOffer('40', 1, 1));
+  assert.equal(take()[0].type, 'answer');
+  // Waiting for the offer of an ICE restart: ask again, no bye.
+  await answerer.restartIce();
+  assert.deepEqual(take().map((m) => m.type), ['ice_restart']);
+  answerer.setRemotePresent(true, true);
+  await answerer.queue;
+  assert.deepEqual(take().map((m) => m.type), ['ice_restart']);
+  await answerer.handleSignal(rustOffer('40', 1, 2, true));
+  assert.equal(take()[0].type, 'answer');
+  connect(FakePC.all[1]);
+  answerer.setRemotePresent(true, true);
+  await answerer.queue;
+  assert.deepEqual(take(), [], 'an offer applied, nothing outstanding: nothing');
+});
+
+test('offer budget: a burst of four, then one per 2 s; the newest deferred offer goes (P6)', async () => {
+  const peer = await link('a-web', 'node');
+  take();
+  for (let i = 0; i < 5; i++) await peer.replace();
+  assert.equal(take().filter((m) => m.type === 'offer').length, 3, 'four offers in all, the first one included');
+  assert.equal(peer.counters.deferred, 2);
+  assert.equal(FakePC.all.length, 4);
+  clock = 2000;
+  peer.sending.flush('offer');
+  await peer.queue;
+  const sentNow = take();
+  assert.deepEqual(sentNow.map((m) => m.type), ['offer'], 'one deferred offer, not two');
+  assert.equal(untag(sentNow[0].sdp).tags.seq, 5n);
+  assert.equal(FakePC.all.length, 5);
+});
+
+test('answerer: offers beyond the budget wait, duplicates within a second are dropped (P6)', async () => {
+  const peer = await link('web', 'a-node');
+  take();
+  await peer.handleSignal(rustOffer('1', 1, 1));
+  // Its duplicate right after the answer: the answer is on the way.
+  await peer.handleSignal(rustOffer('1', 1, 1));
+  assert.deepEqual(take().map((m) => m.type), ['answer']);
+  clock = 1000;
+  await peer.handleSignal(rustOffer('1', 1, 1));
+  assert.deepEqual(take().map((m) => m.type), ['answer'], 'a second later it is answered again');
+  for (const session of ['2', '3', '4', '5', '6']) await peer.handleSignal(rustOffer(session, 1, 1));
+  assert.deepEqual(take().map((m) => untag(m.sdp).tags.answers?.origin.id), ['2', '3', '4'], 'four new offers in all');
+  clock = 2000;
+  peer.receiving.flush('offer');
+  await peer.queue;
+  assert.deepEqual(take().map((m) => untag(m.sdp).tags.answers?.origin.id), ['6'], 'only the newest deferred offer');
+});
+
+test('a restart answered by a new peer connection (another fingerprint) is a replacement (P7)', async () => {
+  const peer = await link('a-web', 'node');
+  const [first] = take();
+  const pc = FakePC.all[0];
+  const firstId = offerIdOf(first);
+  await peer.handleSignal({ type: 'answer', sdp: tagAnswer(withFingerprint('9', 1, 'AA:BB'), firstId) });
+  await peer.restartIce();
+  const [restart] = take();
+  // Same identity, hex in another case: the restart is applied.
+  await peer.handleSignal({ type: 'answer', sdp: tagAnswer(withFingerprint('9', 2, 'aa:bb'), offerIdOf(restart)) });
+  assert.equal(peer.counters.restartsApplied, 1);
+  clock = 3000;
+  await peer.restartIce();
+  const [second] = take();
+  await peer.handleSignal({ type: 'answer', sdp: tagAnswer(withFingerprint('10', 1, 'CC:DD'), offerIdOf(second)) });
+  assert.equal(peer.counters.restartsApplied, 1, 'not applied');
+  assert.ok(pc.closed, 'ours is retired');
+  const out = take();
+  assert.deepEqual(out.map((m) => m.type), ['offer'], 'a new-session offer, no bye');
+  assert.equal(untag(out[0].sdp).tags.iceRestart, false);
+  assert.equal(peer.status().generation, 2);
+});
+
+test('answerer: a renegotiation with another fingerprint is a new session (P7)', async () => {
+  const peer = await link('web', 'a-node');
+  take();
+  await peer.handleSignal({ type: 'offer', sdp: tagOffer(withFingerprint('70', 1, 'AA:BB'), 1n, false) });
+  assert.equal(take()[0].type, 'answer');
+  await peer.handleSignal({ type: 'offer', sdp: tagOffer(withFingerprint('70', 2, 'aa:bb'), 2n, true) });
+  assert.equal(take()[0].type, 'answer');
+  assert.equal(peer.counters.restartsApplied, 1);
+  // The same session id with another DTLS identity, marked as a restart:
+  // refused as a session this side does not have.
+  await peer.handleSignal({ type: 'offer', sdp: tagOffer(withFingerprint('70', 3, 'CC:DD'), 3n, true) });
+  assert.deepEqual(take(), [
+    { type: 'answer', sdp: 'a=x-tether-offer:70 3 3\r\na=x-tether-reject:unknown-session\r\n' },
+    { type: 'ice_restart' },
+  ]);
+  assert.ok(FakePC.all[0].closed);
 });
 
 test('answerer: asks for an offer, answers naming it, classifies the next ones', async () => {
@@ -216,10 +418,11 @@ test('answerer: asks for an offer, answers naming it, classifies the next ones',
   await peer.handleSignal(rustOffer('77', 5, 1));
   const [answer] = take();
   assert.equal(answer.type, 'answer');
-  assert.match(answer.sdp, /a=x-tether-offer:77 5\r\nm=application/);
-  assert.equal(untag(answer.sdp).tags.answers?.id, '77');
+  assert.match(answer.sdp, /a=x-tether-offer:77 5 1\r\nm=application/, 'naming the offer with its seq (P1)');
+  assert.equal(untag(answer.sdp).tags.answers?.origin.id, '77');
   assert.equal(FakePC.all.length, 1);
-  // The same offer again (a retransmission): the same answer again.
+  // The same offer again (a retransmission) a second later: the same answer again.
+  clock = 1000;
   await peer.handleSignal(rustOffer('77', 5, 1));
   assert.deepEqual(take(), [answer]);
   // An older one: ignored. A newer one of the same session: an ICE restart.
@@ -227,14 +430,14 @@ test('answerer: asks for an offer, answers naming it, classifies the next ones',
   assert.deepEqual(take(), []);
   await peer.handleSignal(rustOffer('77', 3, 2, true)); // versions may go down; the number decides
   const [restartAnswer] = take();
-  assert.match(restartAnswer.sdp, /a=x-tether-offer:77 3\r\n/);
+  assert.match(restartAnswer.sdp, /a=x-tether-offer:77 3 2\r\n/);
   assert.equal(peer.counters.restartsApplied, 1);
   assert.equal(FakePC.all.length, 1, 'same peer connection');
   // A new session of the offerer: a new peer connection here too.
   await peer.handleSignal(rustOffer('78', 1, 1));
   assert.equal(FakePC.all.length, 2);
   assert.ok(FakePC.all[0].closed);
-  assert.match(take()[0].sdp, /a=x-tether-offer:78 1\r\n/);
+  assert.match(take()[0].sdp, /a=x-tether-offer:78 1 1\r\n/);
 });
 
 test('answerer: refuses restarts of unknown sessions and offers it cannot take', async () => {
@@ -242,7 +445,7 @@ test('answerer: refuses restarts of unknown sessions and offers it cannot take',
   take();
   await peer.handleSignal(rustOffer('90', 2, 7, true));
   assert.deepEqual(take(), [
-    { type: 'answer', sdp: 'a=x-tether-offer:90 2\r\na=x-tether-reject:unknown-session\r\n' },
+    { type: 'answer', sdp: 'a=x-tether-offer:90 2 7\r\na=x-tether-reject:unknown-session\r\n' },
     { type: 'ice_restart' },
   ]);
   assert.equal(FakePC.all.length, 0, 'nothing built for it');
@@ -251,8 +454,11 @@ test('answerer: refuses restarts of unknown sessions and offers it cannot take',
   assert.deepEqual(take(), []);
   // Well-formed origin, unusable body: refused as failed.
   await peer.handleSignal({ type: 'offer', sdp: 'v=0\r\no=- 91 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=x-tether-seq:1\r\n' });
-  assert.deepEqual(take(), [{ type: 'answer', sdp: 'a=x-tether-offer:91 1\r\na=x-tether-reject:failed\r\n' }]);
+  assert.deepEqual(take(), [{ type: 'answer', sdp: 'a=x-tether-offer:91 1 1\r\na=x-tether-reject:failed\r\n' }]);
   assert.ok(FakePC.all[0].closed);
+  // An unnumbered offer (not a tether offerer) is named without a seq.
+  await peer.handleSignal({ type: 'offer', sdp: 'v=0\r\no=- 92 4 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n' });
+  assert.deepEqual(take(), [{ type: 'answer', sdp: 'a=x-tether-offer:92 4\r\na=x-tether-reject:failed\r\n' }]);
   // Messages for the other role are ignored.
   await peer.handleSignal({ type: 'answer', sdp: 'v=0' });
   await peer.handleSignal({ type: 'ice_restart' });
@@ -284,7 +490,7 @@ test('candidates that come before the answer wait for it', async () => {
   await peer.handleSignal({ type: 'candidate', candidate, sdp_mid: '', sdp_mline_index: 0 });
   await peer.handleSignal({ type: 'candidate', candidate, sdp_mid: '', sdp_mline_index: 0 }); // duplicate
   assert.deepEqual(FakePC.all[0].candidates, []);
-  await peer.handleSignal({ type: 'answer', sdp: tagAnswer(FakePC.all[0].sdp('answer').sdp, parseOrigin(untag(offer.sdp).sdp)) });
+  await peer.handleSignal(answerTo(offer, FakePC.all[0]));
   assert.deepEqual(FakePC.all[0].candidates, [{ candidate, sdpMid: null, sdpMLineIndex: 0 }]);
 });
 
@@ -312,5 +518,5 @@ test('answerer: a replacement says bye and asks for a fresh offer', async () => 
   assert.ok(FakePC.all[0].closed);
   // The offerer's restart of the session this side just dropped is refused.
   await peer.handleSignal(rustOffer('60', 2, 2, true));
-  assert.equal(take()[0].sdp, 'a=x-tether-offer:60 2\r\na=x-tether-reject:unknown-session\r\n');
+  assert.equal(take()[0].sdp, 'a=x-tether-offer:60 2 2\r\na=x-tether-reject:unknown-session\r\n');
 });

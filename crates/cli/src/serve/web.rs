@@ -39,8 +39,12 @@ macro_rules! asset {
 const ASSETS: &[Asset] = &[
     asset!("index.html", "text/html; charset=utf-8"),
     asset!("style.css", "text/css; charset=utf-8"),
+    asset!("answerer.js", "text/javascript; charset=utf-8"),
     asset!("app.js", "text/javascript; charset=utf-8"),
+    asset!("budget.js", "text/javascript; charset=utf-8"),
+    asset!("connection.js", "text/javascript; charset=utf-8"),
     asset!("frame.js", "text/javascript; charset=utf-8"),
+    asset!("offerer.js", "text/javascript; charset=utf-8"),
     asset!("peer.js", "text/javascript; charset=utf-8"),
     asset!("reliable.js", "text/javascript; charset=utf-8"),
     asset!("sdp.js", "text/javascript; charset=utf-8"),
