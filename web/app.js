@@ -30,6 +30,23 @@ if (!NAME.test(peerId) || !NAME.test(remoteId) || !NAME.test(room) || peerId ===
   start();
 }
 
+/**
+ * ICE servers from the URL: `stun=URL` and `turn=URL` (each repeatable), with
+ * `turn_user` and `turn_credential` for the TURN servers.
+ * @returns {RTCIceServer[]}
+ */
+function iceServersFromParams() {
+  /** @type {RTCIceServer[]} */
+  const servers = [];
+  const stun = params.getAll('stun');
+  if (stun.length > 0) servers.push({ urls: stun });
+  const turn = params.getAll('turn');
+  if (turn.length > 0) {
+    servers.push({ urls: turn, username: params.get('turn_user') ?? '', credential: params.get('turn_credential') ?? '' });
+  }
+  return servers;
+}
+
 function defaultSignalUrl() {
   const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
   return `${scheme}//${location.host}/ws`;
@@ -69,6 +86,8 @@ function start() {
     remoteId,
     log,
     signal: (payload) => signaling.relay(remoteId, payload),
+    iceServers: iceServersFromParams(),
+    iceTransportPolicy: params.get('relay_only') === '1' ? 'relay' : 'all',
   });
   const session = new MessageSession({ log });
 
@@ -159,6 +178,8 @@ function start() {
   /** @type {any} */ (window).tether = {
     peerId,
     remoteId,
+    /** The signaling URL in use (`wss://` when the page came over https). */
+    signalUrl: () => signaling.url,
     get ready() {
       return peer.healthy() && session.ready();
     },

@@ -34,6 +34,7 @@ export class Connection {
    * @param {object} options
    * @param {number} options.id
    * @param {RTCIceServer[]} options.iceServers
+   * @param {RTCIceTransportPolicy} [options.iceTransportPolicy]  'relay': TURN candidates only
    * @param {ConnectionHooks} options.hooks
    * @param {(line: string) => void} options.log
    */
@@ -41,7 +42,10 @@ export class Connection {
     this.id = options.id;
     this.hooks = options.hooks;
     this.log = options.log;
-    this.pc = new RTCPeerConnection({ iceServers: options.iceServers });
+    this.pc = new RTCPeerConnection({
+      iceServers: options.iceServers,
+      iceTransportPolicy: options.iceTransportPolicy ?? 'all',
+    });
     /** 'connecting' | 'connected' | 'disconnected' | 'failed' | 'closed' */
     this.state = 'connecting';
     this.closed = false;

@@ -50,6 +50,7 @@ export class PeerLink extends EventTarget {
    * @param {(payload: {type: string} & Record<string, unknown>) => boolean} options.signal  relays a message to the remote peer
    * @param {(line: string) => void} [options.log]
    * @param {RTCIceServer[]} [options.iceServers]
+   * @param {RTCIceTransportPolicy} [options.iceTransportPolicy]  'relay': TURN candidates only
    * @param {number} [options.connectTimeoutMs]
    * @param {number} [options.restartTimeoutMs]
    * @param {() => number} [options.now]  the budgets' clock in ms (default performance.now; tests set it)
@@ -64,6 +65,7 @@ export class PeerLink extends EventTarget {
     this.signal = options.signal;
     this.log = options.log ?? (() => {});
     this.iceServers = options.iceServers ?? [];
+    this.iceTransportPolicy = options.iceTransportPolicy ?? 'all';
     this.connectTimeoutMs = options.connectTimeoutMs ?? 10000;
     this.restartTimeoutMs = options.restartTimeoutMs ?? 5000;
 
@@ -359,6 +361,7 @@ export class PeerLink extends EventTarget {
     const conn = new Connection({
       id: this.built,
       iceServers: this.iceServers,
+      iceTransportPolicy: this.iceTransportPolicy,
       log: this.log,
       hooks: {
         candidate: (payload) => {

@@ -2,7 +2,7 @@
 // Chromium from Debian's package driven by playwright-core, pages of the
 // browser peer, and waits on page state with deadlines (never sleeps).
 
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -47,13 +47,17 @@ export function tetherBinary() {
  * folder instead (`--static-dir`), so page edits need no rebuild while
  * developing.
  * @param {string} name  log file name under the artifacts folder
+ * @param {{tls?: boolean}} [options]  tls: serve https:// and wss:// with a
+ *   certificate from a throw-away CA (its PEM is the result's `ca`)
  */
-export async function startServe(name = 'serve') {
+export async function startServe(name = 'serve', options = {}) {
   const binary = tetherBinary();
   if (!existsSync(binary)) throw new Error(`${binary} is missing: cargo build -p tether-cli (or set TETHER_BIN)`);
   const logPath = path.join(artifactsDir, `${name}.log`);
   const log = createWriteStream(logPath);
   const args = ['serve', '--listen', '127.0.0.1:0', '--demo'];
+  const tls = options.tls ? makeCertificates(name) : null;
+  if (tls) args.push('--tls-cert', tls.cert, '--tls-key', tls.key);
   if (process.env.WEB_DIR) args.push('--static-dir', path.resolve(process.env.WEB_DIR));
   const child = spawn(binary, args, {
     env: { ...process.env, TETHER_SECRET: '', RUST_LOG: process.env.RUST_LOG ?? 'info' },
@@ -69,10 +73,11 @@ export async function startServe(name = 'serve') {
     child.stderr.on('data', (chunk) => {
       log.write(chunk);
       seen += chunk;
-      const match = /signaling on ws:\/\/([^/\s]+)\/ws/.exec(seen);
+      const match = /signaling on (wss?):\/\/([^/\s]+)\/ws/.exec(seen);
       if (match) {
         clearTimeout(timer);
-        resolve(`http://${match[1]}`);
+        // With TLS the certificate names localhost (not the IP address).
+        resolve(match[1] === 'wss' ? `https://localhost:${match[2].split(':').pop()}` : `http://${match[2]}`);
       }
     });
     child.on('exit', (code) => {
@@ -83,6 +88,8 @@ export async function startServe(name = 'serve') {
   return {
     base,
     logPath,
+    /** With TLS: the PEM file of the CA that signed the server's certificate. */
+    ca: tls?.ca,
     async stop() {
       process.removeListener('exit', killOnExit);
       if (child.exitCode !== null) return;
@@ -97,9 +104,28 @@ export async function startServe(name = 'serve') {
 }
 
 /**
+ * A throw-away CA and a certificate it signs for localhost and 127.0.0.1,
+ * made with the openssl command; returns the PEM files' paths.
+ * @param {string} name
+ */
+function makeCertificates(name) {
+  const dir = mkdtempSync(path.join(tmpdir(), `tether-${name}-tls-`));
+  const file = (/** @type {string} */ leaf) => path.join(dir, leaf);
+  const openssl = (/** @type {string[]} */ args) => execFileSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+  openssl(['req', '-x509', ...ec, '-keyout', file('ca.key'), '-out', file('ca.pem'), '-days', '2', '-subj', `/CN=tether ${name} test ca`]);
+  openssl(['req', ...ec, '-keyout', file('key.pem'), '-out', file('cert.csr'), '-subj', '/CN=localhost']);
+  writeFileSync(file('san.ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\n');
+  openssl(['x509', '-req', '-in', file('cert.csr'), '-CA', file('ca.pem'), '-CAkey', file('ca.key'), '-CAcreateserial',
+    '-out', file('cert.pem'), '-days', '2', '-extfile', file('san.ext')]);
+  return { ca: file('ca.pem'), cert: file('cert.pem'), key: file('key.pem') };
+}
+
+/**
  * Launches Chromium with a fresh profile; `close()` also removes the profile.
- * @param {{mdns?: boolean}} [options] mdns: keep Chromium's default of hiding
- *   host addresses behind mDNS names, as a person's browser does
+ * @param {{mdns?: boolean, ignoreCertificateErrors?: boolean}} [options] mdns: keep Chromium's
+ *   default of hiding host addresses behind mDNS names, as a person's browser does;
+ *   ignoreCertificateErrors: accept the test CA's certificates (pages served over https)
  */
 export async function launchChromium(options = {}) {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install chromium`);
@@ -107,6 +133,9 @@ export async function launchChromium(options = {}) {
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
+    // A test CA signs the TLS server's certificate: the browser is not told
+    // to trust it, so certificate errors are waived for the test pages.
+    ignoreHTTPSErrors: Boolean(options.ignoreCertificateErrors),
     args: options.mdns ? CHROMIUM_ARGS.filter((arg) => !arg.includes('WebRtcHideLocalIpsWithMdns')) : CHROMIUM_ARGS,
     viewport: { width: 1100, height: 760 },
   });
@@ -229,7 +258,7 @@ export function batch(/** @type {string} */ prefix, /** @type {number} */ from, 
  * this process exits; its stdin is a pipe, so it also quits on its own (EOF)
  * if this process dies. Every JSON line it prints is kept in `events`.
  * @param {string} base  the `tether serve --demo` base URL (http://host:port)
- * @param {{peer: string, to: string, room: string}} args
+ * @param {{peer: string, to: string, room: string, ca?: string}} args  ca: a CA PEM for wss://
  * @param {string} name  log file name under the artifacts folder
  */
 export async function startChat(base, args, name = `chat-${args.peer}`) {
@@ -242,6 +271,7 @@ export async function startChat(base, args, name = `chat-${args.peer}`) {
     '--signal', `${base.replace(/^http/, 'ws')}/ws`,
     '--token-url', `${base}/demo/token`,
     '--peer-id', args.peer, '--to', args.to, '--room', args.room,
+    ...(args.ca ? ['--ca', args.ca] : []),
   ], {
     env: {
       ...process.env,
