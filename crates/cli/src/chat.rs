@@ -60,9 +60,16 @@ type a line and press Enter to send it; commands:
 
 #[derive(Args)]
 pub(crate) struct ChatArgs {
-    /// Signaling URL of `tether serve` (`ws://` or `wss://`).
-    #[arg(long, value_name = "URL", default_value = "ws://127.0.0.1:8080/ws")]
-    signal: String,
+    /// Signaling URL of `tether serve` (`ws://` or `wss://`). Several
+    /// (repeated, or comma-separated) are servers of one deployment: the
+    /// node moves to the next when the one in use cannot be reached.
+    #[arg(
+        long,
+        value_name = "URL",
+        value_delimiter = ',',
+        default_value = "ws://127.0.0.1:8080/ws"
+    )]
+    signal: Vec<String>,
     /// Also trust this CA for `wss://` and `https://` (a PEM file, or a
     /// directory of .pem/.crt files), besides the system's roots.
     #[arg(long, value_name = "PEM|DIR")]
@@ -178,7 +185,9 @@ impl Quit {
 async fn chat(args: &ChatArgs, token: String, trust: TlsTrust) -> anyhow::Result<ExitCode> {
     let out = Out { json: args.json };
     let to = args.to.clone();
-    let mut config = RtcNodeConfig::new(args.peer_id.clone(), args.signal.as_str(), token);
+    let (first, fallbacks) = args.signal.split_first().context("--signal needs a URL")?;
+    let mut config = RtcNodeConfig::new(args.peer_id.clone(), first.as_str(), token);
+    config.fallback_signaling_urls = fallbacks.to_vec();
     config.tls = trust;
     config.room = Some(args.room.clone());
     // Connections follow room presence: `--to` is connected when (and each
@@ -199,7 +208,7 @@ async fn chat(args: &ChatArgs, token: String, trust: TlsTrust) -> anyhow::Result
         json!({"event": "started", "peer": args.peer_id, "to": to, "room": args.room, "signal": args.signal}),
         Some(format!(
             "tether chat: {} → {to} in room {} via {} (waiting for {to} to join)\n{HELP}",
-            args.peer_id, args.room, args.signal
+            args.peer_id, args.room, args.signal.join(", ")
         )),
     );
 
@@ -584,12 +593,13 @@ async fn token(args: &ChatArgs, me: &PeerId, trust: &TlsTrust) -> anyhow::Result
             .with_context(|| format!("unusable {SECRET_ENV_VAR}"))?;
         return Ok(mint_token_for(&secret, me, TOKEN_TTL));
     }
-    let url = match &args.token_url {
-        Some(url) => url.clone(),
-        None => demo_token_url(&args.signal).with_context(|| {
-            format!("no token: pass --token, --token-url or set {SECRET_ENV_VAR}")
-        })?,
-    };
+    let url =
+        match &args.token_url {
+            Some(url) => url.clone(),
+            None => demo_token_url(args.signal.first().map_or("", String::as_str)).with_context(
+                || format!("no token: pass --token, --token-url or set {SECRET_ENV_VAR}"),
+            )?,
+        };
     let token = timeout(TOKEN_BOUND, fetch_token(&url, me.as_str(), trust))
         .await
         .with_context(|| format!("no token from {url} within {TOKEN_BOUND:?}"))?

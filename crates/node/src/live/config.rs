@@ -18,6 +18,11 @@ pub struct RtcNodeConfig {
     pub peer_id: PeerId,
     /// `ws://host:port/ws` or `wss://host[:port]/ws` of the signaling server.
     pub signaling_url: String,
+    /// More signaling servers of the same deployment, tried in turn when the
+    /// one in use cannot be reached (see tether-signal's
+    /// `ClientConfig::fallback_urls`). A server that dies is a signaling
+    /// loss like any other; the Supervisor's restore then lands on the next.
+    pub fallback_signaling_urls: Vec<String>,
     /// Whom a `wss://` signaling server must be signed by: the system's
     /// roots by default, plus any private CA added with
     /// [`TlsTrust::with_ca_path`] or [`TlsTrust::with_ca_pem`].
@@ -55,6 +60,7 @@ impl RtcNodeConfig {
             peer_id,
             signaling_url: signaling_url.into(),
             tls: TlsTrust::system(),
+            fallback_signaling_urls: Vec::new(),
             token: token.into(),
             room: None,
             auto_connect: true,

@@ -195,6 +195,7 @@ impl RtcNode {
             config.token.clone(),
         );
         client.tls = config.tls.clone();
+        client.fallback_urls = config.fallback_signaling_urls.clone();
         client.room = match &config.room {
             Some(room) => Some(RoomId::new(room.clone()).map_err(|e| invalid(&e))?),
             None => None,

@@ -2,6 +2,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -119,6 +120,92 @@ impl Endpoint {
                 .await
                 .map_err(SignalError::websocket)?;
         Ok(socket)
+    }
+}
+
+/// The servers of one deployment: `url` first, then the fallbacks. A
+/// connection attempt starts at the one that last worked and moves on to the
+/// next when one cannot be reached, so a client whose server died is
+/// registered on another within one attempt.
+#[derive(Debug)]
+pub(super) struct Endpoints {
+    all: Vec<Endpoint>,
+    /// Index of the endpoint the next attempt starts with.
+    preferred: AtomicUsize,
+}
+
+impl Endpoints {
+    pub(super) fn parse(
+        url: &str,
+        fallbacks: &[String],
+        trust: &TlsTrust,
+    ) -> Result<Endpoints, SignalError> {
+        let all = std::iter::once(url)
+            .chain(fallbacks.iter().map(String::as_str))
+            .map(|url| Endpoint::parse(url, trust))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Endpoints { all, preferred: AtomicUsize::new(0) })
+    }
+
+    /// The URL the next attempt starts with.
+    pub(super) fn preferred_url(&self) -> &str {
+        &self.all[self.preferred_index()].url
+    }
+
+    fn preferred_index(&self) -> usize {
+        self.preferred.load(Ordering::Relaxed) % self.all.len()
+    }
+
+    /// Opens a socket to the preferred endpoint, or else to the next ones in
+    /// turn, by `deadline`. Each endpoint gets an equal share of the time
+    /// left, so one that swallows packets cannot use up the others' time;
+    /// one that refuses at once costs nothing. The one that opened becomes
+    /// preferred. Returns its index with the socket, for [`Self::failed`].
+    pub(super) async fn open(
+        &self,
+        deadline: tokio::time::Instant,
+        bound: Duration,
+    ) -> Result<(usize, ClientSocket), SignalError> {
+        let start = self.preferred_index();
+        let count = self.all.len();
+        let mut last_error = None;
+        for step in 0..count {
+            let index = (start + step) % count;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let share = left / u32::try_from(count - step).unwrap_or(u32::MAX);
+            let endpoint = &self.all[index];
+            match tokio::time::timeout(share, endpoint.open()).await {
+                Ok(Ok(socket)) => {
+                    self.preferred.store(index, Ordering::Relaxed);
+                    return Ok((index, socket));
+                }
+                Ok(Err(error)) => {
+                    debug!(name: "signal.client.endpoint_failed", url = %endpoint.url, kind = error.kind().name(), %error);
+                    last_error = Some(error);
+                }
+                Err(_) => {
+                    debug!(name: "signal.client.endpoint_failed", url = %endpoint.url, kind = "timeout");
+                    last_error = Some(SignalError::Timeout { what: "connect", after: bound });
+                }
+            }
+        }
+        Err(last_error.unwrap_or(SignalError::Timeout { what: "connect", after: bound }))
+    }
+
+    /// The endpoint at `index` opened but then refused or dropped the
+    /// registration (e.g. it is shutting down): the next attempt starts with
+    /// the one after it.
+    pub(super) fn failed(&self, index: usize) {
+        let next = (index + 1) % self.all.len();
+        let _ = self.preferred.compare_exchange(index, next, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// How many servers there are.
+    pub(super) fn len(&self) -> usize {
+        self.all.len()
     }
 }
 

@@ -33,7 +33,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::error::SignalError;
+use crate::error::{SignalError, SignalErrorKind};
 use crate::protocol::{
     ClientMessage, ErrorCode, PROTOCOL_VERSION, PeerId, Register, Registered, RelayOut,
     RelayPayload, RoomId, encode_client_message,
@@ -41,7 +41,7 @@ use crate::protocol::{
 
 pub use self::tls::TlsTrust;
 
-use self::endpoint::{ClientSocket, Endpoint};
+use self::endpoint::{ClientSocket, Endpoints};
 use self::link::{Command, Link, LinkTiming};
 
 /// The number of a signaling connection attempt (a link); strictly increasing
@@ -69,6 +69,11 @@ impl fmt::Display for LinkGeneration {
 pub struct ClientConfig {
     /// `ws://host:port/ws` or `wss://host[:port]/ws`.
     pub url: String,
+    /// More servers of the same deployment (same tokens), tried in turn when
+    /// the one in use cannot be reached: an attempt starts with the server
+    /// that last worked, and moves on within the same attempt (each server
+    /// gets an equal share of `connect_timeout`). Empty by default.
+    pub fallback_urls: Vec<String>,
     /// Whom a `wss://` connection trusts; the system's roots by default.
     pub tls: TlsTrust,
     /// Who this client registers as.
@@ -100,6 +105,7 @@ impl fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientConfig")
             .field("url", &self.url)
+            .field("fallback_urls", &self.fallback_urls)
             .field("peer_id", &self.peer_id)
             .field("room", &self.room)
             .field("connect_timeout", &self.connect_timeout)
@@ -117,6 +123,7 @@ impl ClientConfig {
         ClientConfig {
             url: url.into(),
             tls: TlsTrust::system(),
+            fallback_urls: Vec::new(),
             peer_id,
             token: token.into(),
             room: None,
@@ -341,7 +348,7 @@ struct PendingLink {
 }
 
 struct Shared {
-    endpoint: Endpoint,
+    endpoints: Endpoints,
     config: ClientConfig,
     token: Mutex<String>,
     instance_id: String,
@@ -428,7 +435,7 @@ fn random_instance_id() -> String {
 impl SignalClient {
     /// Validates the configuration; does not connect.
     pub fn new(config: ClientConfig) -> Result<(SignalClient, SignalEvents), SignalError> {
-        let endpoint = Endpoint::parse(&config.url, &config.tls)?;
+        let endpoints = Endpoints::parse(&config.url, &config.fallback_urls, &config.tls)?;
         if config.ping_interval.is_zero()
             || config.dead_after <= config.ping_interval
             || config.connect_timeout.is_zero()
@@ -449,7 +456,7 @@ impl SignalClient {
         };
         let (events, receiver) = mpsc::unbounded_channel();
         let shared = Shared {
-            endpoint,
+            endpoints,
             token: Mutex::new(config.token.clone()),
             config,
             instance_id,
@@ -509,7 +516,7 @@ impl SignalClient {
         let generation = self.allocate_generation();
         let span = info_span!("signal.link", peer = %self.shared.config.peer_id, generation);
         async move {
-            debug!(name: "signal.client.connecting", url = %self.shared.config.url);
+            debug!(name: "signal.client.connecting", url = %self.shared.endpoints.preferred_url(), servers = self.shared.endpoints.len());
             let pending = self.establish(generation).await;
             let result = pending.and_then(|pending| self.commit(pending));
             if let Err(error) = &result {
@@ -525,12 +532,28 @@ impl SignalClient {
     async fn establish(&self, generation: u64) -> Result<PendingLink, SignalError> {
         let bound = self.shared.config.connect_timeout;
         let deadline = Instant::now() + bound;
-        let socket = tokio::time::timeout_at(deadline, self.shared.endpoint.open())
+        let (index, socket) = self.shared.endpoints.open(deadline, bound).await?;
+        let result = tokio::time::timeout_at(deadline, self.register(socket, generation))
             .await
-            .map_err(|_| SignalError::Timeout { what: "connect", after: bound })??;
-        tokio::time::timeout_at(deadline, self.register(socket, generation))
-            .await
-            .map_err(|_| SignalError::Timeout { what: "connect", after: bound })?
+            .map_err(|_| SignalError::Timeout { what: "connect", after: bound })
+            .and_then(|registered| registered);
+        if let Err(error) = &result {
+            self.registration_failed(index, error);
+        }
+        result
+    }
+
+    /// A server that opened but did not register us (it is going away,
+    /// overloaded, or slow): the next attempt tries another one first.
+    /// Refusals that every server would repeat (credentials, protocol
+    /// version, a newer registration) keep the server.
+    fn registration_failed(&self, index: usize, error: &SignalError) {
+        match error.kind() {
+            SignalErrorKind::AuthRejected
+            | SignalErrorKind::ConfigRejected
+            | SignalErrorKind::Cancelled => {}
+            _ => self.shared.endpoints.failed(index),
+        }
     }
 
     async fn register(
@@ -760,7 +783,7 @@ impl SignalClient {
         let generation = self.allocate_generation();
         let bound = self.shared.config.connect_timeout;
         let deadline = Instant::now() + bound;
-        let open = tokio::time::timeout_at(deadline, self.shared.endpoint.open());
+        let open = self.shared.endpoints.open(deadline, bound);
         tokio::pin!(open);
         // Race the fresh handshake against the probe. The fresh socket has
         // not registered yet, so dropping it leaves the server untouched.
@@ -773,16 +796,23 @@ impl SignalClient {
                 result = &mut open => break result,
             }
         };
-        let fresh = match opened {
-            Ok(Ok(socket)) => {
-                match tokio::time::timeout_at(deadline, self.register(socket, generation)).await {
-                    Ok(registered) => registered,
-                    Err(_) => Err(SignalError::Timeout { what: "connect", after: bound }),
+        let fresh =
+            match opened {
+                Ok((index, socket)) => {
+                    let registered =
+                        match tokio::time::timeout_at(deadline, self.register(socket, generation))
+                            .await
+                        {
+                            Ok(registered) => registered,
+                            Err(_) => Err(SignalError::Timeout { what: "connect", after: bound }),
+                        };
+                    if let Err(error) = &registered {
+                        self.registration_failed(index, error);
+                    }
+                    registered
                 }
-            }
-            Ok(Err(error)) => Err(error),
-            Err(_) => Err(SignalError::Timeout { what: "connect", after: bound }),
-        };
+                Err(error) => Err(error),
+            };
         match fresh {
             Ok(pending) => {
                 let connected = self.commit(pending)?;
