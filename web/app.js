@@ -47,6 +47,12 @@ function iceServersFromParams() {
   return servers;
 }
 
+/** `signal=URL` (repeatable, or comma-separated), else this server's `/ws`. */
+function signalUrls() {
+  const given = params.getAll('signal').flatMap((value) => value.split(',')).map((url) => url.trim()).filter(Boolean);
+  return given.length > 0 ? given : [defaultSignalUrl()];
+}
+
 function defaultSignalUrl() {
   const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
   return `${scheme}//${location.host}/ws`;
@@ -75,7 +81,7 @@ function start() {
   };
 
   const signaling = new SignalingClient({
-    url: params.get('signal') || defaultSignalUrl(),
+    urls: signalUrls(),
     peerId,
     room,
     getToken,

@@ -65,7 +65,10 @@ function randomInstanceId() {
 export class SignalingClient extends EventTarget {
   /**
    * @param {object} options
-   * @param {string} options.url           ws://host:port/ws
+   * @param {string} [options.url]         ws://host:port/ws (or wss://)
+   * @param {string[]} [options.urls]      several servers of one deployment, instead of `url`:
+   *   an attempt that fails moves on to the next at once; backoff starts only
+   *   once every server failed in a row
    * @param {string} options.peerId
    * @param {() => Promise<string>} options.getToken  called for every attempt
    * @param {string} [options.room]
@@ -77,7 +80,13 @@ export class SignalingClient extends EventTarget {
    */
   constructor(options) {
     super();
-    this.url = options.url;
+    /** @type {string[]} */
+    this.urls = options.urls && options.urls.length > 0 ? [...options.urls] : [options.url ?? ''];
+    if (this.urls.some((url) => !/^wss?:\/\//.test(url))) throw new Error(`signaling URLs must be ws:// or wss://: ${this.urls.join(', ')}`);
+    /** Index in `urls` of the server the next attempt uses. */
+    this.urlIndex = 0;
+    /** Attempts that failed in a row since the last registration, each on the next server. */
+    this.failedInRow = 0;
     this.peerId = options.peerId;
     this.getToken = options.getToken;
     this.room = options.room ?? null;
@@ -102,6 +111,11 @@ export class SignalingClient extends EventTarget {
     /** @type {ReturnType<typeof setInterval> | null} */
     this.pingTimer = null;
     this.counters = { attempts: 0, registrations: 0, lost: 0, sent: 0, received: 0, dropped: 0 };
+  }
+
+  /** The server the current (or next) attempt uses. */
+  get url() {
+    return this.urls[this.urlIndex];
   }
 
   /** Starts connecting (and reconnecting) until stop(). */
@@ -258,6 +272,7 @@ export class SignalingClient extends EventTarget {
         if (this.registered) return;
         this.registered = true;
         this.failures = 0;
+        this.failedInRow = 0;
         this.counters.registrations += 1;
         if (this.connectTimer) clearTimeout(this.connectTimer);
         this.connectTimer = null;
@@ -360,16 +375,26 @@ export class SignalingClient extends EventTarget {
     }
   }
 
-  /** @param {boolean} [immediately] the first retry after losing a working socket runs at once */
+  /**
+   * @param {boolean} [immediately] the first retry after losing a working socket runs at once;
+   *   otherwise the attempt failed: the next one uses the next server, at once
+   *   while some server has not failed in this row, else after a backoff
+   */
   scheduleRetry(immediately = false) {
     if (this.state === 'stopped') return;
     this.setState('reconnecting');
     if (this.retryTimer) clearTimeout(this.retryTimer);
     let delay = 0;
     if (!immediately) {
-      this.failures += 1;
-      const base = Math.min(250 * 2 ** (this.failures - 1), 8000);
-      delay = base * (0.8 + 0.4 * Math.random());
+      this.failedInRow += 1;
+      this.urlIndex = (this.urlIndex + 1) % this.urls.length;
+      if (this.failedInRow % this.urls.length === 0) {
+        this.failures += 1;
+        const base = Math.min(250 * 2 ** (this.failures - 1), 8000);
+        delay = base * (0.8 + 0.4 * Math.random());
+      } else {
+        this.log(`signaling: trying ${this.url}`);
+      }
     }
     this.retryTimer = setTimeout(() => {
       this.retryTimer = null;

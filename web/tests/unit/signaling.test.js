@@ -1,0 +1,118 @@
+// The page's signaling client with several servers: a failed attempt moves
+// on to the next server at once, backoff starts only after every server
+// failed in a row, and a registered server keeps being used. A fake
+// WebSocket stands in for the browser's; mock timers stand in for time.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { SignalingClient } from '../../signaling.js';
+
+class FakeSocket {
+  /** @type {FakeSocket[]} */
+  static opened = [];
+
+  /** @param {string} url */
+  constructor(url) {
+    this.url = url;
+    /** @type {string[]} */ this.sent = [];
+    this.closed = false;
+    /** @type {any} */ this.onopen = null;
+    /** @type {any} */ this.onmessage = null;
+    /** @type {any} */ this.onclose = null;
+    /** @type {any} */ this.onerror = null;
+    FakeSocket.opened.push(this);
+  }
+
+  /** @param {string} text */
+  send(text) {
+    this.sent.push(text);
+  }
+
+  close() {
+    this.closed = true;
+  }
+
+  /** The server accepts the connection and answers `register`. */
+  accept() {
+    this.onopen?.();
+    const register = JSON.parse(this.sent[0]);
+    this.onmessage?.({ data: JSON.stringify({ type: 'registered', peer_id: register.peer_id, peers: [], max_frame_bytes: 65536 }) });
+  }
+
+  /** The connection fails (refused, or the server died) with `code`. */
+  fail(code = 1006) {
+    this.onclose?.({ code, reason: '' });
+  }
+}
+
+/** Lets the client's awaited token promise settle. */
+async function settle() {
+  for (let i = 0; i < 5; i += 1) await Promise.resolve();
+}
+
+function client() {
+  FakeSocket.opened = [];
+  const signaling = new SignalingClient({
+    urls: ['wss://a.example/ws', 'wss://b.example/ws', 'wss://c.example/ws'],
+    peerId: 'page',
+    getToken: async () => 'token',
+    WebSocketImpl: /** @type {any} */ (FakeSocket),
+  });
+  return signaling;
+}
+
+test('a failed attempt moves on to the next server at once; backoff only after all failed', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout', 'setInterval', 'Date'] });
+  const signaling = client();
+  signaling.start();
+  await settle();
+  assert.deepEqual(FakeSocket.opened.map((s) => s.url), ['wss://a.example/ws']);
+
+  FakeSocket.opened[0].fail();
+  t.mock.timers.tick(0);
+  await settle();
+  assert.deepEqual(FakeSocket.opened.map((s) => s.url), ['wss://a.example/ws', 'wss://b.example/ws'], 'b at once');
+
+  FakeSocket.opened[1].fail();
+  t.mock.timers.tick(0);
+  await settle();
+  assert.equal(FakeSocket.opened.at(-1)?.url, 'wss://c.example/ws', 'c at once');
+
+  // All three failed: the next attempt (on a again) waits for a backoff.
+  FakeSocket.opened[2].fail();
+  t.mock.timers.tick(0);
+  await settle();
+  assert.equal(FakeSocket.opened.length, 3, 'no attempt before the backoff');
+  t.mock.timers.tick(400);
+  await settle();
+  assert.equal(FakeSocket.opened.length, 4);
+  assert.equal(FakeSocket.opened[3].url, 'wss://a.example/ws');
+  signaling.stop();
+});
+
+test('a connect timeout also moves on, and the server that registered is kept after a loss', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout', 'setInterval', 'Date'] });
+  const signaling = client();
+  signaling.start();
+  await settle();
+  // a swallows the handshake: after the connect timeout, b is tried.
+  t.mock.timers.tick(signaling.connectTimeoutMs);
+  t.mock.timers.tick(0);
+  await settle();
+  assert.equal(FakeSocket.opened.at(-1)?.url, 'wss://b.example/ws');
+  FakeSocket.opened.at(-1)?.accept();
+  assert.equal(signaling.state, 'registered');
+
+  // The registered socket is lost: the retry goes to b again, at once.
+  FakeSocket.opened.at(-1)?.fail();
+  t.mock.timers.tick(0);
+  await settle();
+  assert.equal(FakeSocket.opened.at(-1)?.url, 'wss://b.example/ws');
+  signaling.stop();
+});
+
+test('URLs other than ws:// and wss:// are refused', () => {
+  assert.throws(
+    () => new SignalingClient({ urls: ['http://a.example/ws'], peerId: 'page', getToken: async () => 't' }),
+    /must be ws:\/\/ or wss:\/\//,
+  );
+});
