@@ -100,23 +100,11 @@ impl Chat {
     }
 }
 
-#[test]
-fn two_chats_talk_over_wss_with_tokens_from_the_https_demo_endpoint() {
-    let dir = std::env::temp_dir().join(format!("tether-cli-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (ca, cert, key) = write_certificates(&dir, "tether cli test ca");
-
+/// `tether serve --demo` with TLS on a free loopback port; returns the
+/// process (killed on drop) and its port.
+fn serve_tls(cert: &str, key: &str) -> (Killed, String) {
     let mut server = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--demo",
-            "--tls-cert",
-            &cert,
-            "--tls-key",
-            &key,
-        ])
+        .args(["serve", "--listen", "127.0.0.1:0", "--demo", "--tls-cert", cert, "--tls-key", key])
         .env_remove("TETHER_SECRET")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -132,6 +120,16 @@ fn two_chats_talk_over_wss_with_tokens_from_the_https_demo_endpoint() {
         .and_then(|rest| rest.strip_suffix("/ws"))
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_owned();
+    (server, port)
+}
+
+#[test]
+fn two_chats_talk_over_wss_with_tokens_from_the_https_demo_endpoint() {
+    let dir = std::env::temp_dir().join(format!("tether-cli-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca, cert, key) = write_certificates(&dir, "tether cli test ca");
+
+    let (server, port) = serve_tls(&cert, &key);
     // The certificate names localhost, so clients must dial that name.
     let url = format!("wss://localhost:{port}/ws");
 
@@ -163,26 +161,7 @@ fn a_chat_without_the_ca_is_refused_by_certificate() {
     std::fs::create_dir_all(&other_dir).unwrap();
     let (other_ca, _, _) = write_certificates(&other_dir, "another test ca");
 
-    let mut server = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--demo",
-            "--tls-cert",
-            &cert,
-            "--tls-key",
-            &key,
-        ])
-        .env_remove("TETHER_SECRET")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = server.stderr.take().unwrap();
-    let _server = Killed(server);
-    let line = first_line_within(stderr, "address line from tether serve", STEP);
-    let port = line.trim().rsplit(':').next().unwrap().trim_end_matches("/ws").to_owned();
+    let (_server, port) = serve_tls(&cert, &key);
 
     let output = common::output_within(
         Command::new(env!("CARGO_BIN_EXE_tether"))

@@ -11,8 +11,8 @@ use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use tether::PeerId;
 use tether::live::testbed::LoopbackTestbed;
+use tether::{PeerId, RtcNode};
 use tether_relay::turn::TurnSecret;
 use tether_rtc::{IceServer, IceTransportPolicy};
 use tokio::time::{Instant, timeout};
@@ -132,18 +132,34 @@ impl Coturn {
     }
 }
 
+/// Online nodes for `peers` that may only use relayed candidates from
+/// `coturn`, with credentials minted from `secret`.
+async fn relay_only_nodes(
+    testbed: &LoopbackTestbed,
+    coturn: &Coturn,
+    secret: &[u8],
+    peers: [&PeerId; 2],
+    connect_timeout: Option<Duration>,
+) -> Vec<RtcNode> {
+    let mut nodes = Vec::new();
+    for peer in peers {
+        let mut config = testbed.config(peer);
+        config.rtc.ice_servers = vec![coturn.ice_server(peer, secret)];
+        config.rtc.ice_transport_policy = IceTransportPolicy::Relay;
+        if let Some(bound) = connect_timeout {
+            config.rtc.connect_timeout = bound;
+        }
+        nodes.push(testbed.online(config).await.unwrap());
+    }
+    nodes
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_only_peers_exchange_messages_through_turn() {
     let Some(coturn) = Coturn::start() else { return };
     let testbed = LoopbackTestbed::start().await.unwrap();
     let (a, b) = (id("alice"), id("bob"));
-    let mut nodes = Vec::new();
-    for peer in [&a, &b] {
-        let mut config = testbed.config(peer);
-        config.rtc.ice_servers = vec![coturn.ice_server(peer, SECRET)];
-        config.rtc.ice_transport_policy = IceTransportPolicy::Relay;
-        nodes.push(testbed.online(config).await.unwrap());
-    }
+    let nodes = relay_only_nodes(&testbed, &coturn, SECRET, [&a, &b], None).await;
     let (alice, bob) = (&nodes[0], &nodes[1]);
     let mut bob_inbox = bob.messages().unwrap();
     let mut alice_inbox = alice.messages().unwrap();
@@ -178,14 +194,9 @@ async fn a_wrong_turn_secret_leaves_relay_only_peers_unconnected() {
     let Some(coturn) = Coturn::start() else { return };
     let testbed = LoopbackTestbed::start().await.unwrap();
     let (a, b) = (id("alice"), id("bob"));
-    let mut nodes = Vec::new();
-    for peer in [&a, &b] {
-        let mut config = testbed.config(peer);
-        config.rtc.ice_servers = vec![coturn.ice_server(peer, b"not-the-turn-servers-secret")];
-        config.rtc.ice_transport_policy = IceTransportPolicy::Relay;
-        config.rtc.connect_timeout = Duration::from_secs(3);
-        nodes.push(testbed.online(config).await.unwrap());
-    }
+    let wrong = b"not-the-turn-servers-secret";
+    let bound = Some(Duration::from_secs(3));
+    let nodes = relay_only_nodes(&testbed, &coturn, wrong, [&a, &b], bound).await;
     let outcome =
         timeout(PROMPT, nodes[0].connect_peer(&b)).await.expect("connect ends within its bound");
     assert!(outcome.is_err(), "no relay allocation, no candidate: the connect must fail");
