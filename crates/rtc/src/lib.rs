@@ -7,8 +7,11 @@
 //!
 //! Codemap:
 //! - [`peer_set`](PeerSet): the clonable handle; single-flight `connect`, `close_all`.
-//! - `peer`: one task per remote peer that owns its peer connections and runs negotiation.
-//! - [`negotiation`]: roles (the smaller id offers), how offers and answers are matched.
+//! - `peer`: one task per remote peer that owns its peer connections and executes the
+//!   negotiation machine's actions on webrtc-rs (`executor`, `connection`, `channel`, `view`).
+//! - [`negotiation`]: roles (the smaller id offers), the SDP attributes (`sdp`), and the
+//!   sans-IO per-peer machine (`machine`, `offerer`, `answerer`; `input`/`action` in and out,
+//!   `timer`, `budget`) that decides every negotiation step.
 //! - `signal`, `event`, `config`, `local_address`, `error`: the types at the edges.
 //!
 //! Peers are named by [`PeerId`], the signaling protocol's validated id (re-exported from

@@ -317,8 +317,9 @@ async fn a_lost_restart_answer_does_not_block_the_next_restart() {
     assert!(matches!(error, RtcError::RestartTimeout { .. }), "{error}");
     lab.relay.deliver_kind("answer");
 
-    // The next restart supersedes the unanswered offer at once instead of queueing behind it
-    // (which would wait out the 4 s answer timeout and fail the 0.5 s restart bound).
+    // The next restart sends the unanswered offer again at once (at most one offer outstanding,
+    // NEGOTIATION.md §6.3) instead of queueing behind it (which would wait out the 4 s answer
+    // timeout and fail the 0.5 s restart bound); the answerer answers the duplicate again.
     alice.restart_ice(&id("bob")).await.expect("the second restart completes");
     lab.send_and_expect("alice", "bob", "after").await;
     lab.send_and_expect("bob", "alice", "after").await;
