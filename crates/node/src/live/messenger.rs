@@ -291,6 +291,18 @@ impl Messenger {
                     self.peer_down(&peer, connection_id, "ice failed");
                 }
             }
+            RtcEvent::PeerLost { peer, connection_id } => {
+                // A connect ended without a channel: the peer is not connected, whatever
+                // signaling says. The peer set retries by itself; the Supervisor hears of it
+                // (its state leaves `connected`) unless this node gave the peer up on purpose.
+                let on_purpose = connection_id
+                    .is_some_and(|connection| self.roster.closed_on_purpose(&peer, connection));
+                if on_purpose || !self.roster.wanted().contains(&peer) {
+                    return;
+                }
+                info!(name: "live.peer.lost", %peer, connection = ?connection_id.map(ConnectionId::get), why = "connect failed");
+                self.link.peer_lost();
+            }
             other => debug!(name: "live.rtc.event", event = ?other),
         }
     }
