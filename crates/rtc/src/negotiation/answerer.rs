@@ -36,6 +36,12 @@ impl Machine {
             info!(name: "rtc.negotiation.new_identity", "renegotiation with a new dtls fingerprint: new session");
             kind = OfferKind::NewSession;
         }
+        let retired = self.retired_sessions.contains(&offer.origin.id);
+        if kind == OfferKind::NewSession && retired && !tags.ice_restart {
+            // Session ids are never reused, so this offer is older than the peer connection
+            // that replaced its session here (a late copy): taking it would undo the newer one.
+            return ignored("offer", "offer of a session this side retired");
+        }
         match kind {
             OfferKind::Stale => ignored("offer", "older than the offer already applied"),
             OfferKind::Duplicate => {

@@ -32,6 +32,8 @@ pub(crate) const MAX_BUFFERED_CANDIDATES: usize = 64;
 const RETRY_FIRST: Duration = Duration::from_millis(250);
 /// The longest wait between two connect retries.
 const RETRY_CAP: Duration = Duration::from_secs(8);
+/// How many retired remote sessions the answerer remembers.
+const RETIRED_SESSIONS: usize = 16;
 /// An outstanding offer is re-sent at most this often (§13.3).
 pub(crate) const RESEND_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -142,6 +144,9 @@ pub(crate) struct Machine {
     candidates: VecDeque<Candidate>,
     connect: Vec<WaiterId>,
     restart: Vec<WaiterId>,
+    /// Answerer: the remote sessions of the peer connections it retired, newest last (at most
+    /// [`RETIRED_SESSIONS`]): a plain offer of one of them is stale (§6.1).
+    pub(super) retired_sessions: VecDeque<String>,
     /// Answerer: `ice_restart` sent, no offer taken since (re-sent on `peer_joined`).
     pub(super) awaiting_offer: bool,
     /// Answerer: an `ice_restart` waiting for a token of the sending budget.
@@ -181,6 +186,7 @@ impl Machine {
             candidates: VecDeque::new(),
             connect: Vec::new(),
             restart: Vec::new(),
+            retired_sessions: VecDeque::new(),
             awaiting_offer: false,
             held_request: false,
             wanted: false,
@@ -229,12 +235,6 @@ impl Machine {
     /// Why the next wake-up is due.
     pub(crate) fn timeout_reason(&self) -> Option<&'static str> {
         self.timers.next().map(|(timer, _)| timer.name())
-    }
-
-    /// Whether anything is still to happen by itself: an action to run or a timer armed.
-    #[cfg(test)]
-    pub(crate) fn has_pending_work(&self) -> bool {
-        !self.actions.is_empty() || self.timers.next().is_some()
     }
 
     // ----- outputs -----------------------------------------------------------------------
@@ -657,6 +657,12 @@ impl Machine {
             return;
         };
         info!(name: "rtc.peer.retired", connection = pc.id.get(), ?state, reason);
+        if let Some(offer) = pc.remote_offer {
+            if self.retired_sessions.len() == RETIRED_SESSIONS {
+                self.retired_sessions.pop_front();
+            }
+            self.retired_sessions.push_back(offer.origin.id);
+        }
         self.timers.stop(Timer::Answer);
         self.timers.stop(Timer::SendBudget);
         self.push(Action::Retire { id: pc.id, state });

@@ -33,6 +33,8 @@ pub(crate) mod sdp;
 mod timer;
 
 #[cfg(test)]
+mod scenarios;
+#[cfg(test)]
 mod simulation;
 #[cfg(test)]
 mod vectors;
