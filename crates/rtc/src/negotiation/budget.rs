@@ -85,3 +85,80 @@ mod tests {
         assert!(!budget.try_take(later));
     }
 }
+
+/// What a paced message kind is.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Paced {
+    Offer,
+    IceRestart,
+    Bye,
+}
+
+/// The decision on one message (sent, or handled by a receiver).
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pace {
+    Send,
+    Defer,
+    Drop,
+}
+
+/// The pacing of §13.3 as one pure model over a sequence of messages, composed of the pieces
+/// the machine uses ([`Budget`], [`super::machine::RESEND_INTERVAL`]): one bucket per kind; the
+/// newest deferred message of a kind takes the first token back; a re-send takes no token and
+/// goes at most once per interval since that offer was last sent; `bye` is free.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct Pacer {
+    buckets: [Budget; 2],
+    deferred: [bool; 2],
+    offer_sent_at: Option<Instant>,
+}
+
+#[cfg(test)]
+impl Pacer {
+    fn release(&mut self, now: Instant) {
+        for kind in 0..2 {
+            if !self.deferred[kind] {
+                continue;
+            }
+            let at = self.buckets[kind].next_token(now);
+            if at <= now && self.buckets[kind].try_take(at) {
+                self.deferred[kind] = false;
+                if kind == 0 {
+                    self.offer_sent_at = Some(at);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn decide(&mut self, now: Instant, paced: Paced, resend: bool) -> Pace {
+        self.release(now);
+        let kind = match paced {
+            Paced::Bye => return Pace::Send,
+            Paced::Offer if resend => {
+                let interval = super::machine::RESEND_INTERVAL;
+                if self.offer_sent_at.is_some_and(|at| now.saturating_duration_since(at) < interval)
+                {
+                    return Pace::Drop;
+                }
+                self.offer_sent_at = Some(now);
+                return Pace::Send;
+            }
+            Paced::Offer => 0,
+            Paced::IceRestart => 1,
+        };
+        if self.deferred[kind] {
+            return Pace::Defer;
+        }
+        if self.buckets[kind].try_take(now) {
+            if kind == 0 {
+                self.offer_sent_at = Some(now);
+            }
+            return Pace::Send;
+        }
+        self.deferred[kind] = true;
+        Pace::Defer
+    }
+}

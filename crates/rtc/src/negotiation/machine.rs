@@ -55,8 +55,9 @@ pub(super) enum OfferState {
     Idle,
     /// Being created (`CreateOffer` issued).
     Creating { restart: bool, seq: u64 },
-    /// Sent; waiting for its answer.
-    Outstanding { offer: OfferId, restart: bool, resent_at: Option<Instant> },
+    /// Sent (last at `sent_at`); waiting for its answer. `resend_held`: a re-send waits for
+    /// the re-send interval.
+    Outstanding { offer: OfferId, restart: bool, sent_at: Instant, resend_held: bool },
     /// Its answer is being applied.
     Applying { restart: bool, fingerprints: Fingerprints },
 }
@@ -331,6 +332,7 @@ impl Machine {
                 Timer::Answer => self.on_answer_timeout(now),
                 Timer::Retry => self.on_retry(now),
                 Timer::SendBudget => self.release_held(now),
+                Timer::Resend => self.release_resend(now),
                 Timer::ReceiveBudget => {
                     if let Some(payload) = self.deferred.take() {
                         debug!(name: "rtc.budget.released", kind = payload.kind());
@@ -664,6 +666,7 @@ impl Machine {
             self.retired_sessions.push_back(offer.origin.id);
         }
         self.timers.stop(Timer::Answer);
+        self.timers.stop(Timer::Resend);
         self.timers.stop(Timer::SendBudget);
         self.push(Action::Retire { id: pc.id, state });
     }

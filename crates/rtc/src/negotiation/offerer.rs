@@ -36,17 +36,31 @@ impl Machine {
     }
 
     /// Sends the outstanding offer again, unchanged (same session and seq), as the stack has it
-    /// now, at most once per [`RESEND_INTERVAL`].
+    /// now. At most once per [`RESEND_INTERVAL`] since it was last sent: a re-send asked for
+    /// sooner is held until then (and dropped if the offer is answered meanwhile).
     pub(super) fn resend_offer(&mut self, now: Instant) {
         let Some(pc) = self.current.as_mut() else { return };
-        let OfferState::Outstanding { resent_at, .. } = &mut pc.offer else { return };
-        if resent_at.is_some_and(|at| now.saturating_duration_since(at) < RESEND_INTERVAL) {
-            debug!(name: "rtc.negotiation.resend_skipped", connection = pc.id.get());
+        let OfferState::Outstanding { sent_at, resend_held, .. } = &mut pc.offer else { return };
+        let due = *sent_at + RESEND_INTERVAL;
+        let id = pc.id;
+        if now < due {
+            debug!(name: "rtc.negotiation.resend_held", connection = id.get());
+            *resend_held = true;
+            self.set_timer(Timer::Resend, due);
             return;
         }
-        *resent_at = Some(now);
-        let id = pc.id;
+        *resend_held = false;
         self.push(Action::ReadLocalOffer { id });
+    }
+
+    /// The re-send interval is up: send the held re-send, if the offer is still outstanding.
+    pub(super) fn release_resend(&mut self, now: Instant) {
+        let held = self.current.as_ref().is_some_and(|pc| {
+            matches!(pc.offer, OfferState::Outstanding { resend_held: true, .. })
+        });
+        if held {
+            self.resend_offer(now);
+        }
     }
 
     pub(super) fn offerer_outcome(&mut self, now: Instant, outcome: Outcome) {
@@ -69,7 +83,8 @@ impl Machine {
                 pc.offer = OfferState::Outstanding {
                     offer: OfferId { origin, seq: Some(seq) },
                     restart,
-                    resent_at: None,
+                    sent_at: now,
+                    resend_held: false,
                 };
                 self.timers_set_answer(now);
                 debug!(name: "rtc.negotiation.offer", connection = id.get(), seq, restart);
@@ -79,8 +94,11 @@ impl Machine {
                 self.send(SignalPayload::Offer { sdp: tag_offer(&sdp, seq, restart) });
             }
             Outcome::LocalOffer { sdp } => {
-                let OfferState::Outstanding { offer, restart, .. } = &pc.offer else { return };
+                let OfferState::Outstanding { offer, restart, sent_at, .. } = &mut pc.offer else {
+                    return;
+                };
                 let (Some(sdp), Some(seq)) = (sdp, offer.seq) else { return };
+                *sent_at = now;
                 let restart = *restart;
                 debug!(name: "rtc.negotiation.offer", connection = id.get(), seq, restart, resent = true);
                 self.send(SignalPayload::Offer { sdp: tag_offer(&sdp, seq, restart) });
@@ -175,6 +193,7 @@ impl Machine {
                 pc.offer = OfferState::Applying { restart, fingerprints };
                 let id = pc.id;
                 self.stop_timer(Timer::Answer);
+                self.stop_timer(Timer::Resend);
                 self.push(Action::ApplyAnswer { id, sdp });
             }
         }

@@ -128,11 +128,12 @@ pub(crate) fn untag(sdp: &str) -> (Tags, String) {
             let mut fields = value.split_whitespace();
             let id = fields.next();
             let version = fields.next().and_then(parse_number);
-            if let (Some(id), Some(version)) = (id, version) {
-                // A third field that is not a number is read as absent (an older peer).
-                let seq = fields.next().and_then(parse_number);
+            // A malformed seq makes the whole attribute absent (§4.1); fields after the seq
+            // are ignored (forward compatible).
+            let seq = fields.next().map(parse_number);
+            if let (Some(id), Some(version), None | Some(Some(_))) = (id, version, seq) {
                 let origin = SessionOrigin { id: id.to_owned(), version };
-                tags.answers = Some(OfferId { origin, seq });
+                tags.answers = Some(OfferId { origin, seq: seq.flatten() });
             }
         } else if let Some(value) = line.strip_prefix(REJECT_TAG) {
             tags.rejected = Some(Rejection::from_token(value.trim()));

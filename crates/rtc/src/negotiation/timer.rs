@@ -13,6 +13,8 @@ pub(crate) enum Timer {
     Answer,
     /// A failed connect is retried (capped exponential backoff, §13.2).
     Retry,
+    /// The outstanding offer may be re-sent again (§13.3: at most once a second).
+    Resend,
     /// A token is back for a message this side holds back (§13.3, sending).
     SendBudget,
     /// A token is back for a message the remote sent beyond its budget (§13.3, receiving).
@@ -20,12 +22,13 @@ pub(crate) enum Timer {
 }
 
 impl Timer {
-    const COUNT: usize = 6;
+    const COUNT: usize = 7;
     const ALL: [Timer; Self::COUNT] = [
         Timer::Connect,
         Timer::Restart,
         Timer::Answer,
         Timer::Retry,
+        Timer::Resend,
         Timer::SendBudget,
         Timer::ReceiveBudget,
     ];
@@ -37,6 +40,7 @@ impl Timer {
             Self::Restart => "restart",
             Self::Answer => "answer",
             Self::Retry => "retry",
+            Self::Resend => "resend",
             Self::SendBudget => "send_budget",
             Self::ReceiveBudget => "receive_budget",
         }
