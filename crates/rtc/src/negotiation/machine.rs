@@ -6,9 +6,10 @@
 //! [`Machine::poll_action`]; an action that ends in an outcome is answered with
 //! [`Input::Done`] before any other input. Sleep until [`Machine::poll_timeout`].
 //!
-//! The rules by role live in `offerer.rs` and `answerer.rs`; this file holds the state, the local
-//! intents (connect, replace, restart, close), presence, the peer connection's events, timers and
-//! retries.
+//! The rules live by concept: `connect.rs` (local intents, connect attempts and their retries,
+//! presence, signaling), `offerer.rs` and `answerer.rs` (the rules of each role), `pacing.rs` (the
+//! budgets). This file holds the state, the input dispatch, the peer connection's events, timers
+//! and the building blocks they share.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -18,7 +19,7 @@ use tracing::{debug, info, trace, warn};
 
 use super::action::Action;
 use super::budget::Budget;
-use super::input::{Candidate, Input, Outcome, PcEvent, Presence, WaiterId};
+use super::input::{Candidate, Input, Outcome, PcEvent, WaiterId};
 use super::sdp::Fingerprints;
 use super::timer::{Timer, TimerTable};
 use super::{OfferId, Role};
@@ -28,10 +29,6 @@ use crate::signal::SignalPayload;
 
 /// At most this many remote candidates wait for a remote description; older ones are dropped.
 pub(crate) const MAX_BUFFERED_CANDIDATES: usize = 64;
-/// The first retry of a failed connect (§13.2); doubling per consecutive failure.
-const RETRY_FIRST: Duration = Duration::from_millis(250);
-/// The longest wait between two connect retries.
-const RETRY_CAP: Duration = Duration::from_secs(8);
 /// How many retired remote sessions the answerer remembers.
 const RETIRED_SESSIONS: usize = 16;
 /// An outstanding offer is re-sent at most this often (§13.3).
@@ -125,7 +122,7 @@ impl Pc {
         !self.remote_description_set && self.offer_in_flight()
     }
 
-    fn usable(&self) -> bool {
+    pub(super) fn usable(&self) -> bool {
         !matches!(self.state, PeerState::Failed | PeerState::Closed)
     }
 }
@@ -137,40 +134,40 @@ pub(crate) struct Machine {
     pub(super) role: Role,
     pub(super) config: MachineConfig,
     /// Peer connections built for this peer so far (the next one is `built + 1`).
-    built: u64,
+    pub(super) built: u64,
     /// Offers created so far (offerer), numbering them.
     pub(super) offers_sent: u64,
     pub(super) current: Option<Pc>,
     /// Remote candidates that arrived before a remote description to add them to.
-    candidates: VecDeque<Candidate>,
-    connect: Vec<WaiterId>,
-    restart: Vec<WaiterId>,
+    pub(super) candidates: VecDeque<Candidate>,
+    pub(super) connect: Vec<WaiterId>,
+    pub(super) restart: Vec<WaiterId>,
     /// Answerer: the remote sessions of the peer connections it retired, newest last (at most
     /// [`RETIRED_SESSIONS`]): a plain offer of one of them is stale (§6.1).
     pub(super) retired_sessions: VecDeque<String>,
     /// Answerer: `ice_restart` sent, no offer taken since (re-sent on `peer_joined`).
     pub(super) awaiting_offer: bool,
     /// Answerer: an `ice_restart` waiting for a token of the sending budget.
-    held_request: bool,
+    pub(super) held_request: bool,
     /// This side wants a connection (asked to connect, or a channel opened; until closed).
     pub(super) wanted: bool,
     /// The remote is registered (unknown counts as present).
-    present: bool,
+    pub(super) present: bool,
     /// This node's signaling is up (unknown counts as up).
-    signaling_up: bool,
+    pub(super) signaling_up: bool,
     /// Consecutive failed connects, for the retry backoff.
-    failures: u32,
+    pub(super) failures: u32,
     /// A failed connect waits for its retry.
-    retry_due: bool,
-    send_budget: Budget,
-    receive_budget: Budget,
+    pub(super) retry_due: bool,
+    pub(super) send_budget: Budget,
+    pub(super) receive_budget: Budget,
     /// The newest offer or `ice_restart` received beyond the budget, handled when a token is back.
-    deferred: Option<SignalPayload>,
+    pub(super) deferred: Option<SignalPayload>,
     /// Messages the remote sent beyond its budget, ever.
-    deferred_total: u64,
-    timers: TimerTable,
-    actions: VecDeque<Action>,
-    closed: bool,
+    pub(super) deferred_total: u64,
+    pub(super) timers: TimerTable,
+    pub(super) actions: VecDeque<Action>,
+    pub(super) closed: bool,
 }
 
 impl Machine {
@@ -343,180 +340,6 @@ impl Machine {
         }
     }
 
-    // ----- local intents -----------------------------------------------------------------
-
-    fn on_connect(&mut self, now: Instant, waiter: WaiterId) {
-        if self.channel_open() {
-            self.push(Action::Complete { waiter, result: Ok(()) });
-            return;
-        }
-        self.wanted = true;
-        self.connect.push(waiter);
-        if self.connecting() {
-            trace!(name: "rtc.connect.join", "joining the connect attempt in flight");
-            return;
-        }
-        self.start_attempt(now, true);
-    }
-
-    /// Starts a connect attempt bounded by `connect_timeout`.
-    fn start_attempt(&mut self, now: Instant, caller_initiated: bool) {
-        self.retry_due = false;
-        self.timers.stop(Timer::Retry);
-        self.timers.set(Timer::Connect, now + self.config.connect_timeout);
-        debug!(name: "rtc.connect.start", "connect attempt started");
-        self.connect_step(now, caller_initiated);
-    }
-
-    fn on_replace(&mut self, now: Instant, waiter: WaiterId) {
-        info!(name: "rtc.peer.replace", connection = ?self.connection_id().map(ConnectionId::get), "replacing the peer connection");
-        self.wanted = true;
-        self.connect.push(waiter);
-        self.retry_due = false;
-        self.timers.stop(Timer::Retry);
-        self.timers.set(Timer::Connect, now + self.config.connect_timeout);
-        self.retire(PeerState::Closed, "replaced");
-        match self.role {
-            Role::Offerer => self.new_pc(),
-            // `bye` even without a peer connection here: the offerer may still hold one, and an
-            // ICE restart of it could never complete with a new peer connection on this side.
-            Role::Answerer => {
-                self.send(SignalPayload::Bye);
-                self.request_offer(now);
-            }
-        }
-    }
-
-    fn on_restart_ice(&mut self, now: Instant, waiter: WaiterId) {
-        let Some(pc) = self.current.as_ref() else {
-            let result = Err(RtcError::NoPeerConnection { peer: self.peer.clone() });
-            self.push(Action::Complete { waiter, result });
-            return;
-        };
-        let connection = pc.id.get();
-        let first_offer_pending = pc.first_offer_pending();
-        let outstanding = matches!(pc.offer, OfferState::Outstanding { .. });
-        let in_flight = pc.offer_in_flight();
-        self.wanted = true;
-        self.restart.push(waiter);
-        if self.timers.is_armed(Timer::Restart) {
-            trace!(name: "rtc.ice.restart", phase = "joined", connection);
-            return;
-        }
-        self.timers.set(Timer::Restart, now + self.config.restart_timeout);
-        info!(name: "rtc.ice.restart", phase = "requested", connection);
-        match self.role {
-            // P3: the first offer of a peer connection being built gathers on the current
-            // network anyway; the restart completes when its channel opens.
-            Role::Offerer if first_offer_pending => {}
-            // P2: at most one offer outstanding; send it again instead of superseding it.
-            Role::Offerer if outstanding => self.resend_offer(now),
-            Role::Offerer if in_flight => {}
-            Role::Offerer => self.offer(now, true),
-            Role::Answerer => self.request_offer(now),
-        }
-    }
-
-    fn on_close(&mut self, notify_remote: bool) {
-        let closed = RtcError::PeerClosed { peer: self.peer.clone() };
-        self.finish_connect(Err(closed.clone()));
-        self.finish_restart(Err(closed));
-        let had_connection = self.current.is_some();
-        self.retire(PeerState::Closed, "closed locally");
-        if had_connection && notify_remote {
-            self.send(SignalPayload::Bye);
-        }
-        self.wanted = false;
-        self.timers = TimerTable::default();
-        self.closed = true;
-        info!(name: "rtc.peer.closed", "peer closed");
-    }
-
-    /// What a connect does with the current peer connection.
-    pub(super) fn connect_step(&mut self, now: Instant, caller_initiated: bool) {
-        let role = self.role;
-        let Some(pc) = self.current.as_ref() else {
-            match role {
-                Role::Offerer => self.new_pc(),
-                Role::Answerer => {
-                    // With nothing here, make sure the offerer starts from scratch too rather
-                    // than restarting a peer connection this side no longer has.
-                    if caller_initiated {
-                        self.send(SignalPayload::Bye);
-                    }
-                    self.request_offer(now);
-                }
-            }
-            return;
-        };
-        match role {
-            Role::Offerer => match pc.state {
-                PeerState::Failed | PeerState::Closed => {
-                    self.retire(PeerState::Closed, "unusable peer connection replaced");
-                    self.new_pc();
-                }
-                _ if pc.offer_in_flight() => {}
-                PeerState::Disconnected => self.offer(now, true),
-                _ => {}
-            },
-            Role::Answerer => {
-                let waiting = matches!(pc.state, PeerState::Connecting | PeerState::Connected)
-                    && pc.remote_description_set;
-                if !waiting {
-                    self.request_offer(now);
-                }
-            }
-        }
-    }
-
-    // ----- presence and signaling --------------------------------------------------------
-
-    fn on_presence(&mut self, now: Instant, presence: Presence) {
-        match presence {
-            Presence::Left => {
-                debug!(name: "rtc.peer.presence", present = false);
-                self.present = false;
-                self.timers.stop(Timer::Retry);
-            }
-            Presence::Joined => {
-                debug!(name: "rtc.peer.presence", present = true);
-                self.present = true;
-                self.failures = 0;
-                if !self.wanted {
-                    return;
-                }
-                // P4: never a new offer or peer connection because of `peer_joined` alone.
-                let usable = self.current.as_ref().is_some_and(Pc::usable);
-                let healthy = self.channel_open();
-                let outstanding = self
-                    .current
-                    .as_ref()
-                    .is_some_and(|pc| matches!(pc.offer, OfferState::Outstanding { .. }));
-                if healthy {
-                } else if outstanding {
-                    self.resend_offer(now);
-                } else if self.role == Role::Answerer && self.awaiting_offer {
-                    self.request_offer(now);
-                } else if (!usable || self.retry_due) && !self.connecting() {
-                    self.start_attempt(now, true);
-                }
-            }
-        }
-    }
-
-    fn on_signaling(&mut self, now: Instant, up: bool) {
-        debug!(name: "rtc.peer.signaling", up);
-        self.signaling_up = up;
-        if !up {
-            self.timers.stop(Timer::Retry);
-            return;
-        }
-        self.failures = 0;
-        if self.retry_due && self.wanted && self.present && !self.connecting() {
-            self.start_attempt(now, true);
-        }
-    }
-
     // ----- peer connection events --------------------------------------------------------
 
     fn on_pc_event(&mut self, now: Instant, event: PcEvent) {
@@ -585,56 +408,6 @@ impl Machine {
 
     // ----- time --------------------------------------------------------------------------
 
-    fn on_connect_timeout(&mut self, now: Instant) {
-        let after = self.config.connect_timeout;
-        warn!(name: "rtc.connect.timeout", ?after);
-        if self.current.is_some() && !self.channel_open() {
-            self.retire(PeerState::Failed, "connect timed out");
-            self.send(SignalPayload::Bye);
-        }
-        let error = RtcError::ConnectTimeout { peer: self.peer.clone(), after };
-        self.connect_failed(now, error, "connect timed out");
-    }
-
-    fn on_retry(&mut self, now: Instant) {
-        if self.retry_due && self.wanted && self.present && self.signaling_up {
-            if self.channel_open() || self.connecting() {
-                self.retry_due = false;
-                return;
-            }
-            info!(name: "rtc.connect.retry", failures = self.failures);
-            self.start_attempt(now, true);
-        }
-    }
-
-    /// The connect attempt in flight ended without a channel (P5): answer its callers, tell the
-    /// node the peer is not connected, and retry with backoff while it is wanted.
-    pub(super) fn connect_failed(&mut self, now: Instant, error: RtcError, reason: &'static str) {
-        if self.connect.is_empty() {
-            debug!(name: "rtc.connect.failed", %error);
-        } else {
-            debug!(name: "rtc.connect.failed", %error, callers = self.connect.len());
-        }
-        self.finish_connect(Err(error));
-        if !self.wanted {
-            return;
-        }
-        self.push(Action::PeerLost { id: self.connection_id(), reason });
-        self.schedule_retry(now);
-    }
-
-    pub(super) fn schedule_retry(&mut self, now: Instant) {
-        self.retry_due = true;
-        self.failures = self.failures.saturating_add(1);
-        if !(self.present && self.signaling_up) {
-            return;
-        }
-        let exponent = self.failures.saturating_sub(1).min(16);
-        let delay = RETRY_FIRST.saturating_mul(1 << exponent).min(RETRY_CAP);
-        debug!(name: "rtc.connect.retry_scheduled", failures = self.failures, ?delay);
-        self.timers.set(Timer::Retry, now + delay);
-    }
-
     // ----- shared building blocks --------------------------------------------------------
 
     pub(super) fn set_timer(&mut self, timer: Timer, at: Instant) {
@@ -683,61 +456,6 @@ impl Machine {
         for waiter in std::mem::take(&mut self.restart) {
             self.push(Action::Complete { waiter, result: result.clone() });
         }
-    }
-
-    /// Answerer: asks the offerer for an offer, within the sending budget.
-    pub(super) fn request_offer(&mut self, now: Instant) {
-        self.awaiting_offer = true;
-        if self.held_request {
-            return;
-        }
-        if self.send_budget.try_take(now) {
-            self.send(SignalPayload::IceRestartRequest);
-        } else {
-            debug!(name: "rtc.budget.held", kind = "ice_restart");
-            self.held_request = true;
-            self.timers.set(Timer::SendBudget, self.send_budget.next_token(now));
-        }
-    }
-
-    /// Offerer: takes a token for a new offer, or holds the offer until one is back.
-    pub(super) fn take_offer_token(&mut self, now: Instant, restart: bool) -> bool {
-        if self.send_budget.try_take(now) {
-            return true;
-        }
-        debug!(name: "rtc.budget.held", kind = "offer", restart);
-        if let Some(pc) = self.current.as_mut() {
-            pc.held_offer = Some(restart);
-        }
-        self.timers.set(Timer::SendBudget, self.send_budget.next_token(now));
-        false
-    }
-
-    fn release_held(&mut self, now: Instant) {
-        if std::mem::take(&mut self.held_request) {
-            self.request_offer(now);
-        }
-        let held = self.current.as_mut().and_then(|pc| pc.held_offer.take());
-        if let Some(restart) = held {
-            self.offer(now, restart);
-        }
-    }
-
-    /// Receiving budget (P6): whether a message that costs a token may be handled now. When
-    /// not, it is deferred (replacing an older deferred one) until a token is back.
-    pub(super) fn admit(&mut self, now: Instant, payload: &SignalPayload) -> bool {
-        if self.deferred.is_none() && self.receive_budget.try_take(now) {
-            return true;
-        }
-        self.deferred_total += 1;
-        if self.deferred.is_none() {
-            warn!(name: "rtc.budget.flood", kind = payload.kind(), deferred_total = self.deferred_total, "peer exceeds its budget; deferring");
-        } else {
-            debug!(name: "rtc.budget.superseded", kind = payload.kind(), deferred_total = self.deferred_total);
-        }
-        self.deferred = Some(payload.clone());
-        self.timers.set(Timer::ReceiveBudget, self.receive_budget.next_token(now));
-        false
     }
 
     pub(super) fn on_remote_candidate(&mut self, candidate: Candidate) {

@@ -7,10 +7,14 @@
 //! - [`sdp`](self::sdp): the `a=x-tether-*` attributes (offer sequence, restart marker, the
 //!   answer's offer name, rejection), answer matching, DTLS fingerprints.
 //! - `machine`: the sans-IO per-peer machine. Local intents, relayed signaling, presence and
-//!   the peer connection's events go in with `handle_input(now, input)`; what to do comes out
-//!   of `poll_action()` (build a peer connection, create an offer, apply an answer, send a
-//!   signal, close, report, answer a caller) and when to wake it of `poll_timeout()`. The
-//!   webrtc-rs task in `crate::peer` only executes its actions.
+//!   the peer connection's events go in with `handle_input(now, input)` (`input.rs`); what to do
+//!   comes out of `poll_action()` (`action.rs`: build a peer connection, create an offer, apply
+//!   an answer, send a signal, close, report, answer a caller) and when to wake it of
+//!   `poll_timeout()` (`timer.rs`). Its rules: `connect.rs`, `offerer.rs`, `answerer.rs`,
+//!   `pacing.rs` (with `budget.rs`). The webrtc-rs task in `crate::peer` only executes its
+//!   actions.
+//! - Tests without WebRTC: `simulation.rs` (two machines on a virtual clock), `scenarios.rs`
+//!   (scenarios and the property test), `vectors.rs` (the vectors shared with the browser).
 //!
 //! Offers are classified by their `o=` session id and by `a=x-tether-seq:<n>`, a number the
 //! offerer increases with every offer: a different session id is a new peer connection on the
@@ -26,12 +30,16 @@ use tether_signal::protocol::PeerId;
 pub(crate) mod action;
 mod answerer;
 mod budget;
+mod connect;
 pub(crate) mod input;
 pub(crate) mod machine;
 mod offerer;
+mod pacing;
 pub(crate) mod sdp;
 mod timer;
 
+#[cfg(test)]
+mod fake_pc;
 #[cfg(test)]
 mod scenarios;
 #[cfg(test)]

@@ -17,6 +17,7 @@ use tether_signal::protocol::PeerId;
 
 use super::Role;
 use super::action::Action;
+use super::fake_pc::{FakePc, describe, identity_of};
 use super::input::{Input, Outcome, PcEvent, WaiterId};
 use super::machine::{Machine, MachineConfig};
 use crate::error::RtcError;
@@ -43,61 +44,6 @@ impl Side {
     fn index(self) -> usize {
         self as usize
     }
-}
-
-/// A local identity: (session id, fingerprint, ICE ufrag).
-type Identity = (String, String, u64);
-
-#[derive(Debug, Clone)]
-pub(super) struct FakePc {
-    pub(super) session: String,
-    pub(super) fingerprint: String,
-    version: u64,
-    ufrag: u64,
-    pub(super) remote: Option<Identity>,
-    /// An offer is set locally and waits for its answer.
-    have_local_offer: bool,
-    pub(super) closed: bool,
-    pub(super) linked: bool,
-    unlinked_since: Option<Instant>,
-    ice: PeerState,
-    channel_announced: bool,
-    channel_accepted: bool,
-    channel_open: bool,
-    data_channel: bool,
-    /// Set by the test: the pc answers with another identity (a peer that lost its pc, P7).
-    pub(super) lie_identity: Option<String>,
-}
-
-impl FakePc {
-    fn identity(&self) -> Identity {
-        (self.session.clone(), self.fingerprint.clone(), self.ufrag)
-    }
-
-    fn sdp(&self) -> String {
-        format!(
-            "v=0\r\no=- {} {} IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=fingerprint:sha-256 {}\r\n\
-             m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=ice-ufrag:u{}\r\n",
-            self.session, self.version, self.fingerprint, self.ufrag
-        )
-    }
-}
-
-/// Reads the identity of a simulated SDP.
-fn identity_of(sdp: &str) -> Option<Identity> {
-    let mut session = None;
-    let mut fingerprint = None;
-    let mut ufrag = None;
-    for line in sdp.lines() {
-        if let Some(rest) = line.strip_prefix("o=") {
-            session = rest.split_whitespace().nth(1).map(str::to_owned);
-        } else if let Some(rest) = line.strip_prefix("a=fingerprint:sha-256 ") {
-            fingerprint = Some(rest.trim().to_owned());
-        } else if let Some(rest) = line.strip_prefix("a=ice-ufrag:u") {
-            ufrag = rest.trim().parse().ok();
-        }
-    }
-    Some((session?, fingerprint?, ufrag?))
 }
 
 /// What happens at a point of virtual time.
@@ -614,17 +560,5 @@ impl Sim {
     /// Messages of `kind` that `side` sent.
     pub(super) fn sent(&self, side: Side, kind: &str) -> usize {
         self.side(side).sent.iter().filter(|payload| payload.kind() == kind).count()
-    }
-}
-
-/// A relayed message in one line: its kind and tether attributes.
-fn describe(payload: &SignalPayload) -> String {
-    match payload {
-        SignalPayload::Offer { sdp } | SignalPayload::Answer { sdp } => {
-            let (tags, plain) = super::sdp::untag(sdp);
-            let origin = super::SessionOrigin::parse(&plain).map(|o| o.id).unwrap_or_default();
-            format!("{} session {origin} {tags:?}", payload.kind())
-        }
-        other => other.kind().to_owned(),
     }
 }
