@@ -290,6 +290,10 @@ impl Messenger {
                 if state == PeerState::Failed && current {
                     self.peer_down(&peer, connection_id, "ice failed");
                 }
+                if current && let Some(link) = self.links.get_mut(&peer) {
+                    // A connection that just came back gets a whole bound to show progress.
+                    link.stream.restart_stall_clock(now);
+                }
             }
             RtcEvent::PeerLost { peer, connection_id } => {
                 // A connect ended without a channel: the peer is not connected, whatever
@@ -341,8 +345,44 @@ impl Messenger {
         self.link.peer_lost();
     }
 
+    /// Liveness: a peer whose channel is open and whose connection claims to be connected, but
+    /// whose stream made no progress (no acknowledgement, no Hello) for its bound while messages
+    /// wait, is not connected: the Supervisor hears of a peer loss and the peer connection is
+    /// replaced (NEGOTIATION.md §13.2, issue 13). Anything else restarts the wait.
+    fn check_stalls(&mut self, now: Instant) {
+        let std_now = now.into_std();
+        let mut stalled = Vec::new();
+        for (peer, link) in &mut self.links {
+            let Some(connection) = link.channel else { continue };
+            if link.stream.stall_deadline().is_none_or(|deadline| deadline > std_now) {
+                continue;
+            }
+            link.stream.restart_stall_clock(std_now);
+            let status = self.peers.status(peer);
+            let claims_connected = status.is_some_and(|status| {
+                status.connection_id == Some(connection)
+                    && status.state == Some(PeerState::Connected)
+            });
+            if claims_connected {
+                stalled.push((peer.clone(), connection, link.stream.buffered()));
+            }
+        }
+        for (peer, connection, waiting) in stalled {
+            warn!(name: "live.peer.stalled", %peer, connection = connection.get(), waiting, "no progress on an open channel: replacing the peer connection");
+            self.roster.closing_on_purpose(&peer, connection);
+            self.link.peer_lost();
+            let peers = self.peers.clone();
+            tokio::spawn(async move {
+                if let Err(err) = peers.replace(&peer).await {
+                    debug!(name: "live.peer.stall_replace_failed", peer = %peer, error = %err);
+                }
+            });
+        }
+    }
+
     fn on_timer(&mut self) {
         let now = Instant::now();
+        self.check_stalls(now);
         for link in self.links.values_mut() {
             // Senders whose deadline passed.
             while link.waiting_for_room.front().is_some_and(|r| r.deadline <= now) {
@@ -381,6 +421,9 @@ impl Messenger {
         };
         for link in self.links.values() {
             consider(link.stream.poll_timeout().map(Instant::from_std));
+            if link.channel.is_some() {
+                consider(link.stream.stall_deadline().map(Instant::from_std));
+            }
             consider(link.waiting_for_room.front().map(|r| r.deadline));
             consider(link.confirmations.values().map(|(deadline, _)| *deadline).min());
         }
