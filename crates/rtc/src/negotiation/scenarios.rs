@@ -265,3 +265,90 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_late_copy_of_a_replaced_session_is_stale_and_its_restart_rejected() {
+    let mut machine = answerer();
+    let now = Instant::now();
+    let offer = |sdp: String| Input::Signal(SignalPayload::Offer { sdp });
+    // The executor's part: build, answer.
+    let execute = |machine: &mut Machine| {
+        while let Some(action) = machine.poll_action() {
+            let outcome = match action {
+                Action::CreatePc { .. } => super::input::Outcome::Created,
+                Action::AnswerOffer { .. } => super::input::Outcome::AnswerCreated {
+                    sdp: "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\nm=application 9 x\r\n".to_owned(),
+                },
+                _ => continue,
+            };
+            let id = machine.connection_id().unwrap_or(ConnectionId::new(0));
+            machine.handle_input(now, Input::Done { id, outcome });
+        }
+    };
+    machine.handle_input(now, offer(offer_text(7, 1)));
+    execute(&mut machine);
+    machine.handle_input(now, offer(offer_text(8, 2)));
+    execute(&mut machine);
+    assert_eq!(machine.connection_id(), Some(ConnectionId::new(2)));
+    // A late copy of session 7's offer: never a third pc, no answer.
+    machine.handle_input(now, offer(offer_text(7, 1)));
+    assert_eq!(drain(&mut machine), vec![]);
+    // A restart of session 7 is rejected, so the offerer learns.
+    let plain = "v=0\r\no=- 7 3 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=application 9 x\r\n";
+    machine.handle_input(now, offer(sdp::tag_offer(plain, 3, true)));
+    let actions = drain(&mut machine);
+    let rejected = actions.iter().any(|action| {
+        matches!(action, Action::Send(SignalPayload::Answer { sdp }) if sdp.contains("unknown-session"))
+    });
+    assert!(rejected, "{actions:?}");
+}
+
+#[test]
+fn the_offerer_holds_offers_beyond_its_budget() {
+    let peer = crate::PeerId::new("b").unwrap_or_else(|error| panic!("{error}"));
+    let mut machine = Machine::new(peer, Role::Offerer, config(), 0);
+    let t0 = Instant::now();
+    let mut offers = 0;
+    let run = |machine: &mut Machine, now: Instant, offers: &mut usize| {
+        while let Some(action) = machine.poll_action() {
+            let id = machine.connection_id().unwrap_or(ConnectionId::new(0));
+            let outcome = match action {
+                Action::CreatePc { .. } => super::input::Outcome::Created,
+                Action::CreateOffer { .. } => {
+                    *offers += 1;
+                    let sdp =
+                        format!("v=0\r\no=- 5 {offers} IN IP4 0.0.0.0\r\nm=application 9 x\r\n");
+                    super::input::Outcome::OfferCreated { sdp }
+                }
+                _ => continue,
+            };
+            machine.handle_input(now, Input::Done { id, outcome });
+        }
+    };
+    machine.handle_input(t0, Input::Connect(1));
+    run(&mut machine, t0, &mut offers);
+    // Each answer applied, then a restart request: offers 2..=4 go, the fifth is held.
+    for waiter in 2..=5 {
+        let outstanding = match &machine.current.as_ref().map(|pc| pc.offer.clone()) {
+            Some(super::machine::OfferState::Outstanding { offer, .. }) => offer.clone(),
+            other => panic!("no outstanding offer: {other:?}"),
+        };
+        let answer = sdp::tag_answer(
+            "v=0\r\no=- 99 1 IN IP4 0.0.0.0\r\nm=application 9 x\r\n",
+            &outstanding,
+        );
+        machine.handle_input(t0, Input::Signal(SignalPayload::Answer { sdp: answer }));
+        let id = machine.connection_id().unwrap_or(ConnectionId::new(0));
+        let applied = super::input::Outcome::AnswerApplied;
+        machine.handle_input(t0, Input::Done { id, outcome: applied });
+        machine.handle_input(t0, Input::RestartIce(waiter));
+        run(&mut machine, t0, &mut offers);
+        machine.handle_input(t0, Input::ClearPendingRestart);
+        let _ = drain(&mut machine);
+    }
+    assert_eq!(offers, 4, "four tokens");
+    assert_eq!(machine.timeout_reason(), Some("send_budget"));
+    machine.handle_timeout(t0 + super::budget::REFILL);
+    run(&mut machine, t0 + super::budget::REFILL, &mut offers);
+    assert_eq!(offers, 5, "the held offer goes when a token is back");
+}
