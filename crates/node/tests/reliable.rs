@@ -371,6 +371,10 @@ fn a_stream_without_progress_while_messages_wait_has_a_stall_deadline() {
     let t2 = t1 + ms(40);
     stream.handle_frame(t2, Frame::Ack { delivered: 1 }).unwrap();
     assert_eq!(stream.stall_deadline(), None);
+    // The Hello and this acknowledgement: two signs of progress; a repeated ack is none.
+    assert_eq!(stream.progress(), 2);
+    stream.handle_frame(t2, Frame::Ack { delivered: 1 }).unwrap();
+    assert_eq!(stream.progress(), 2);
 
     // Round trips longer than a quarter of the bound stretch it.
     let slow = bound * 3;

@@ -77,6 +77,10 @@ struct PeerLink {
     waiting_for_room: VecDeque<Outgoing>,
     /// Senders waiting for an acknowledgement.
     confirmations: HashMap<MessageId, (Instant, oneshot::Sender<Result<(), SendError>>)>,
+    /// The stream's progress count when a stall last replaced the peer connection: no second
+    /// replacement before the peer shows progress again (a receiver that stopped reading looks
+    /// like a stall too, and must not make the connection churn).
+    stalled_at: Option<u64>,
 }
 
 /// What the messenger is wired to, as [`RtcNode::start`](super::RtcNode::start)
@@ -197,6 +201,7 @@ impl Messenger {
             channel: None,
             waiting_for_room: VecDeque::new(),
             confirmations: HashMap::new(),
+            stalled_at: None,
         })
     }
 
@@ -363,7 +368,9 @@ impl Messenger {
                 status.connection_id == Some(connection)
                     && status.state == Some(PeerState::Connected)
             });
-            if claims_connected {
+            let progress = link.stream.progress();
+            if claims_connected && link.stalled_at != Some(progress) {
+                link.stalled_at = Some(progress);
                 stalled.push((peer.clone(), connection, link.stream.buffered()));
             }
         }

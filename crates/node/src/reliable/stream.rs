@@ -168,6 +168,8 @@ pub struct ReliableStream {
     waiting_since: Option<Instant>,
     /// Smoothed round trip from sending a message to its acknowledgement.
     round_trip: Option<Duration>,
+    /// How many times the peer showed progress (an acknowledgement of new messages, a Hello).
+    progress: u64,
     stats: StreamStats,
 }
 
@@ -195,6 +197,7 @@ impl ReliableStream {
             hello_repeat: None,
             waiting_since: None,
             round_trip: None,
+            progress: 0,
             stats: StreamStats::default(),
         }
     }
@@ -263,6 +266,7 @@ impl ReliableStream {
                 }
                 self.hello_seen = true;
                 self.hello_repeat = None;
+                self.progress += 1;
                 self.progressed(now);
                 if peer_session == self.session {
                     self.acknowledged(now, delivered.min(self.ever_sent))?;
@@ -313,6 +317,7 @@ impl ReliableStream {
             let sample = now.saturating_duration_since(sent);
             self.round_trip =
                 Some(self.round_trip.map_or(sample, |smoothed| (smoothed * 7 + sample) / 8));
+            self.progress += 1;
             self.progressed(now);
         }
         self.transmit_next = self.transmit_next.max(self.acked + 1);
@@ -333,6 +338,13 @@ impl ReliableStream {
         let since = self.waiting_since.filter(|_| self.channel_open)?;
         let round_trips = self.round_trip.map_or(Duration::ZERO, |rtt| rtt * 4);
         Some(since + self.config.stall_after.max(round_trips))
+    }
+
+    /// Counts the peer's signs of progress (acknowledgements of new messages, Hellos): a caller
+    /// that acted on a stall can tell whether anything moved since.
+    #[must_use]
+    pub fn progress(&self) -> u64 {
+        self.progress
     }
 
     /// Starts the wait for progress again from `now` (after the caller acted on a stall, or
