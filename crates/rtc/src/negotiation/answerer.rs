@@ -6,7 +6,7 @@ use tracing::{debug, info, warn};
 
 use super::action::Action;
 use super::input::Outcome;
-use super::machine::{Machine, TakenOffer, ignored};
+use super::machine::{Machine, SUPERSEDED_SESSIONS, TakenOffer, ignored};
 use super::sdp::{Fingerprints, Rejection, rejection, tag_answer, untag};
 use super::{OfferId, OfferKind, SessionOrigin};
 use crate::error::RtcError;
@@ -36,11 +36,11 @@ impl Machine {
             info!(name: "rtc.negotiation.new_identity", "renegotiation with a new dtls fingerprint: new session");
             kind = OfferKind::NewSession;
         }
-        let retired = self.retired_sessions.contains(&offer.origin.id);
-        if kind == OfferKind::NewSession && retired && !tags.ice_restart {
-            // Session ids are never reused, so this offer is older than the peer connection
-            // that replaced its session here (a late copy): taking it would undo the newer one.
-            return ignored("offer", "offer of a session this side retired");
+        let superseded = self.superseded_sessions.contains(&offer.origin.id);
+        if kind == OfferKind::NewSession && superseded && !tags.ice_restart {
+            // The offerer built a newer session after this one, so this offer is a late copy:
+            // taking it would undo the newer peer connection.
+            return ignored("offer", "offer of a session the offerer replaced");
         }
         match kind {
             OfferKind::Stale => ignored("offer", "older than the offer already applied"),
@@ -65,7 +65,13 @@ impl Machine {
                 if tags.ice_restart {
                     return self.reject_unknown_session(now, &taken.offer);
                 }
-                if self.current.is_some() {
+                if let Some(pc) = self.current.as_ref() {
+                    if let Some(replaced) = pc.remote_offer.as_ref() {
+                        if self.superseded_sessions.len() == SUPERSEDED_SESSIONS {
+                            self.superseded_sessions.pop_front();
+                        }
+                        self.superseded_sessions.push_back(replaced.origin.id.clone());
+                    }
                     self.retire(PeerState::Closed, "offerer started a new session");
                 }
                 self.new_pc();

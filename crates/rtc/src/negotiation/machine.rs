@@ -29,8 +29,8 @@ use crate::signal::SignalPayload;
 
 /// At most this many remote candidates wait for a remote description; older ones are dropped.
 pub(crate) const MAX_BUFFERED_CANDIDATES: usize = 64;
-/// How many retired remote sessions the answerer remembers.
-const RETIRED_SESSIONS: usize = 16;
+/// How many superseded remote sessions the answerer remembers.
+pub(super) const SUPERSEDED_SESSIONS: usize = 16;
 /// An outstanding offer is re-sent at most this often (§13.3).
 pub(crate) const RESEND_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -142,9 +142,9 @@ pub(crate) struct Machine {
     pub(super) candidates: VecDeque<Candidate>,
     pub(super) connect: Vec<WaiterId>,
     pub(super) restart: Vec<WaiterId>,
-    /// Answerer: the remote sessions of the peer connections it retired, newest last (at most
-    /// [`RETIRED_SESSIONS`]): a plain offer of one of them is stale (§6.1).
-    pub(super) retired_sessions: VecDeque<String>,
+    /// Answerer: remote sessions the offerer replaced by a newer one, newest last (at most
+    /// [`SUPERSEDED_SESSIONS`]): an offer of one of them is stale (§6.1).
+    pub(super) superseded_sessions: VecDeque<String>,
     /// Answerer: `ice_restart` sent, no offer taken since (re-sent on `peer_joined`).
     pub(super) awaiting_offer: bool,
     /// Answerer: an `ice_restart` waiting for a token of the sending budget.
@@ -184,7 +184,7 @@ impl Machine {
             candidates: VecDeque::new(),
             connect: Vec::new(),
             restart: Vec::new(),
-            retired_sessions: VecDeque::new(),
+            superseded_sessions: VecDeque::new(),
             awaiting_offer: false,
             held_request: false,
             wanted: false,
@@ -432,12 +432,6 @@ impl Machine {
             return;
         };
         info!(name: "rtc.peer.retired", connection = pc.id.get(), ?state, reason);
-        if let Some(offer) = pc.remote_offer {
-            if self.retired_sessions.len() == RETIRED_SESSIONS {
-                self.retired_sessions.pop_front();
-            }
-            self.retired_sessions.push_back(offer.origin.id);
-        }
         self.timers.stop(Timer::Answer);
         self.timers.stop(Timer::Resend);
         self.timers.stop(Timer::SendBudget);

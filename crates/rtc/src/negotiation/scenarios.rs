@@ -267,7 +267,7 @@ proptest! {
 }
 
 #[test]
-fn a_late_copy_of_a_replaced_session_is_stale_and_its_restart_rejected() {
+fn a_late_copy_of_a_superseded_session_is_stale_and_its_restart_rejected() {
     let mut machine = answerer();
     let now = Instant::now();
     let offer = |sdp: String| Input::Signal(SignalPayload::Offer { sdp });
