@@ -352,3 +352,18 @@ fn the_offerer_holds_offers_beyond_its_budget() {
     run(&mut machine, t0 + super::budget::REFILL, &mut offers);
     assert_eq!(offers, 5, "the held offer goes when a token is back");
 }
+
+#[test]
+fn a_session_the_answerer_gave_up_on_is_taken_again_when_re_sent() {
+    // The answer to the first offer is lost; the answerer replaces its pc (bye + ice_restart).
+    // The offerer still holds that session (its first offer unanswered, so it ignores the bye)
+    // and re-sends the offer: the answerer builds a pc for it again at once.
+    let mut sim = Sim::new();
+    sim.drop_next.push((Side::B, "answer"));
+    sim.intent(Side::A, MS(0), Intent::Connect);
+    sim.intent(Side::B, MS(500), Intent::Replace);
+    sim.run_until(S(3));
+    assert!(sim.converged(), "converged well before the 10 s answer wait");
+    assert_eq!(sim.side(Side::A).machine.connection_id(), Some(ConnectionId::new(1)));
+    assert_clean(&sim);
+}
