@@ -188,8 +188,8 @@ HELD = 2.0  # a "not connected" report must hold this long (restores blink for m
 
 class Stuck(AssertionError):
     """The node said connected while nothing flowed for the whole bound: the
-    one failure the bug-case tests expect today (`xfail(raises=Stuck)`), so
-    that any other failure of theirs still shows as a failure."""
+    failure the bug cases were written to catch (they were `xfail(raises=Stuck)`
+    until the node implemented NEGOTIATION.md's P5 and P7)."""
 
 
 async def outcome(r: Run, since: int, flowing: Callable[[], bool],
@@ -234,8 +234,6 @@ def claims_connected(r: Run) -> Callable[[], bool]:
     return lambda: r.chat.state == "connected" and r.chat.peer_connected
 
 
-@pytest.mark.xfail(strict=True, raises=Stuck, reason="bug a: after its 10 s connect timeout the node sends bye, never "
-                   "offers again and stays 'connected' (NEGOTIATION.md §13.2, planned rule P5)")
 def test_bug_a_connect_timeout_is_not_a_dead_end(tether_bin: str, logdir: Path) -> None:
     """The node connects because the Python peer joined its room
     (`peer_joined`, room following). The Python answerer ignores the node's
@@ -263,9 +261,6 @@ def test_bug_a_connect_timeout_is_not_a_dead_end(tether_bin: str, logdir: Path) 
                  chat_first=True), 120)
 
 
-@pytest.mark.xfail(strict=True, raises=Stuck, reason="bug b: the node applies an answer from a brand-new pc (new DTLS "
-                   "identity) to its ICE restart and reports connected while nothing is delivered "
-                   "(NEGOTIATION.md §9.3, planned rule P7)")
 def test_bug_b_restart_answered_by_a_new_pc(tether_bin: str, logdir: Path) -> None:
     """The node (offerer) restarts ICE on /handoff; the Python answerer
     answers that restart offer from a brand-new RTCPeerConnection, as a peer

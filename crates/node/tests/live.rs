@@ -349,3 +349,59 @@ async fn concurrent_connects_make_one_peer_connection_and_sends_connect_on_deman
     dave.shutdown().await;
     testbed.shutdown().await;
 }
+
+/// Liveness: a channel that stays open on a connection claiming `connected`, but whose stream
+/// makes no progress while messages wait, is replaced. Here the receiver's application stops
+/// reading (its backlog fills and its node stops acknowledging), which looks the same from the
+/// sender: the sender replaces the connection once, never again until the receiver shows
+/// progress, and nothing is lost or duplicated when the receiver reads again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_stream_is_replaced_once() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let testbed = LoopbackTestbed::start().await.unwrap();
+    let (a, b) = (id("alice"), id("bob"));
+    let mut alice_config = testbed.config(&a);
+    alice_config.messaging.stream.stall_after = Duration::from_secs(1);
+    let mut bob_config = testbed.config(&b);
+    bob_config.messaging.receive_backlog = 4;
+    let alice = testbed.online(alice_config).await.unwrap();
+    let bob = testbed.online(bob_config).await.unwrap();
+    let mut bob_inbox = bob.messages().unwrap();
+    alice.connect_peer(&b).await.unwrap();
+    let mut states = alice.peer_states();
+    let first = wait_for_peer(&mut states, &b, "connected", PeerLinkState::is_connected).await;
+
+    let mut traffic = Traffic::default();
+    for _ in 0..50 {
+        alice.post(&b, traffic.next_message(&a, &b)).await.unwrap();
+        traffic.sent(&a, &b);
+    }
+    let replaced = wait_for_peer(&mut states, &b, "replaced after the stall", |s| {
+        s.connection_id > first.connection_id
+    })
+    .await;
+    // Several stall bounds without progress: no second replacement.
+    let churn = timeout(
+        Duration::from_secs(4),
+        states.wait_for(|s| s.get(&b).is_some_and(|p| p.connection_id > replaced.connection_id)),
+    )
+    .await
+    .map(|states| states.map(|states| states.get(&b)));
+    assert!(churn.is_err(), "a second replacement without progress: {churn:?}");
+
+    let deadline = Instant::now() + PROMPT;
+    while traffic.summary().lost > 0 {
+        assert!(Instant::now() < deadline, "messages did not arrive: {:?}", traffic.summary());
+        if let Ok(Some(message)) = timeout(PROMPT, bob_inbox.recv()).await {
+            traffic.received(&b, &message);
+        }
+    }
+    let summary = traffic.summary();
+    assert_eq!((summary.duplicated, summary.out_of_order), (0, 0), "{summary:?}");
+    let _ = timeout(PROMPT, alice.shutdown()).await;
+    let _ = timeout(PROMPT, bob.shutdown()).await;
+    timeout(PROMPT, testbed.shutdown()).await.expect("the server shut down");
+}

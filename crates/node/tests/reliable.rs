@@ -346,3 +346,61 @@ fn an_unanswered_hello_is_repeated_then_given_up() {
     assert_eq!(stream.poll_delivery(), Some(Bytes::from_static(b"y")));
     assert_eq!(stream.buffered(), 1, "nothing was acknowledged by the repeat");
 }
+
+#[test]
+fn a_stream_without_progress_while_messages_wait_has_a_stall_deadline() {
+    let ms = Duration::from_millis;
+    let config = StreamConfig::default();
+    let bound = config.stall_after;
+    let mut stream = ReliableStream::new(1, config);
+    let t0 = Instant::now();
+    stream.channel_opened(t0);
+    let hello = Frame::Hello { session: 2, resume_from: 1, peer_session: 0, delivered: 0 };
+    stream.handle_frame(t0, hello).unwrap();
+    // Nothing waits: no deadline, however long the silence.
+    while stream.poll_transmit(t0, true).is_some() {}
+    assert_eq!(stream.stall_deadline(), None);
+
+    // A message goes out at t1 and is not acknowledged.
+    let t1 = t0 + ms(100);
+    stream.push(Bytes::from_static(b"x"), None).unwrap();
+    while stream.poll_transmit(t1, true).is_some() {}
+    assert_eq!(stream.stall_deadline(), Some(t1 + bound));
+
+    // Its acknowledgement is progress, and with nothing left waiting, no deadline.
+    let t2 = t1 + ms(40);
+    stream.handle_frame(t2, Frame::Ack { delivered: 1 }).unwrap();
+    assert_eq!(stream.stall_deadline(), None);
+    // The Hello and this acknowledgement: two signs of progress; a repeated ack is none.
+    assert_eq!(stream.progress(), 2);
+    stream.handle_frame(t2, Frame::Ack { delivered: 1 }).unwrap();
+    assert_eq!(stream.progress(), 2);
+
+    // Round trips longer than a quarter of the bound stretch it.
+    let slow = bound * 3;
+    let t3 = t2 + ms(10);
+    stream.push(Bytes::from_static(b"y"), None).unwrap();
+    while stream.poll_transmit(t3, true).is_some() {}
+    stream.push(Bytes::from_static(b"z"), None).unwrap();
+    let t4 = t3 + slow;
+    stream.handle_frame(t4, Frame::Ack { delivered: 2 }).unwrap();
+    while stream.poll_transmit(t4, true).is_some() {}
+    let deadline = stream.stall_deadline().unwrap();
+    assert!(deadline > t4 + bound, "{:?} after t4", deadline - t4);
+
+    // The caller restarts the wait after acting; a closed channel has no deadline.
+    stream.restart_stall_clock(t4 + ms(1));
+    assert!(stream.stall_deadline().unwrap() > deadline);
+    stream.channel_closed();
+    assert_eq!(stream.stall_deadline(), None);
+}
+
+#[test]
+fn a_new_channel_whose_peer_never_says_hello_stalls() {
+    let mut stream = ReliableStream::new(1, StreamConfig::default());
+    let t0 = Instant::now();
+    stream.push(Bytes::from_static(b"waiting"), None).unwrap();
+    stream.channel_opened(t0);
+    while stream.poll_transmit(t0, true).is_some() {}
+    assert_eq!(stream.stall_deadline(), Some(t0 + StreamConfig::default().stall_after));
+}

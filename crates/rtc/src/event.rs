@@ -86,6 +86,16 @@ pub enum RtcEvent {
         /// Which peer connection.
         connection_id: ConnectionId,
     },
+    /// A connect to the peer ended without an open data channel (it timed out, or its first
+    /// offer went unanswered, or the peer connection failed while connecting): the peer is not
+    /// connected. The peer set retries by itself with backoff while the peer is wanted, present
+    /// and signaling is up (docs/NEGOTIATION.md §13.2); the node reports it as a peer loss.
+    PeerLost {
+        /// The remote peer.
+        peer: PeerId,
+        /// The peer connection that was being connected, if one was still current.
+        connection_id: Option<ConnectionId>,
+    },
     /// The data channel closed; sent after the last message received on it.
     ChannelClosed {
         /// The remote peer.

@@ -7,8 +7,12 @@
 //!
 //! Codemap:
 //! - [`peer_set`](PeerSet): the clonable handle; single-flight `connect`, `close_all`.
-//! - `peer`: one task per remote peer that owns its peer connections and runs negotiation.
-//! - [`negotiation`]: roles (the smaller id offers), how offers and answers are matched.
+//! - `peer`: one task per remote peer that owns its peer connections and executes the
+//!   negotiation machine's actions on webrtc-rs (`executor`, `connection`, `channel`, `view`).
+//! - [`negotiation`]: roles (the smaller id offers), the SDP attributes (`sdp`), and the
+//!   sans-IO per-peer machine (`machine`, with its rules in `connect`, `offerer`, `answerer`,
+//!   `pacing`; `input`/`action` in and out, `timer`, `budget`) that decides every negotiation
+//!   step.
 //! - `signal`, `event`, `config`, `local_address`, `error`: the types at the edges.
 //!
 //! Peers are named by [`PeerId`], the signaling protocol's validated id (re-exported from
@@ -19,6 +23,7 @@
 //! - Only this crate knows webrtc-rs: no webrtc type appears in the public API.
 //! - All negotiation for a peer happens in that peer's task, one message at a time; public calls
 //!   only wait for replies, so dropping a call never leaves anything half-built.
+//! - The negotiation machine never awaits and never reads a clock; the peer task never decides.
 //! - Every waiting call is answered exactly once: a result, or an error at its bound.
 #![forbid(unsafe_code)]
 

@@ -15,6 +15,7 @@ use crate::config::RtcConfig;
 use crate::error::RtcError;
 use crate::event::RtcEvents;
 use crate::negotiation::Role;
+use crate::negotiation::input::Presence;
 use crate::peer::{Command, PeerSlot, PeerStatus, SetContext, spawn_peer};
 use crate::signal::{OutboundSignal, SignalPayload};
 
@@ -288,6 +289,30 @@ impl PeerSet {
             debug!(name: "rtc.signal.ignored", peer = %from, kind, reason = "unknown peer");
         }
         Ok(())
+    }
+
+    /// Tells the peer set that `peer` joined this node's room (`peer_joined`, or listed in
+    /// `registered`): an exchange in flight is sent again, a wanted peer without a usable peer
+    /// connection is connected, and a failed connect is retried at once (docs/NEGOTIATION.md
+    /// §11.2, §13.2). Never starts a new offer or peer connection by itself otherwise, and does
+    /// nothing for a peer this set has no task for.
+    pub fn peer_joined(&self, peer: &PeerId) {
+        let _ = self.dispatch(peer, Command::Presence(Presence::Joined), false);
+    }
+
+    /// Tells the peer set that `peer` left this node's room (`peer_left`): it stops retrying
+    /// connects to it (a healthy peer connection is kept, §11.3).
+    pub fn peer_left(&self, peer: &PeerId) {
+        let _ = self.dispatch(peer, Command::Presence(Presence::Left), false);
+    }
+
+    /// Tells the peer set whether this node's signaling connection is up: connect retries pause
+    /// while it is down and start at once, with the backoff reset, when it comes back (§13.2).
+    pub fn signaling_changed(&self, up: bool) {
+        for slot in self.lock_peers().values() {
+            // A peer task that has ended needs no news.
+            let _ = slot.commands.send(Command::Signaling { up });
+        }
     }
 
     /// Sends one message on the data channel to `peer` (reliable, ordered).

@@ -89,21 +89,28 @@ impl Bridge {
             }
             SignalEvent::Lost { generation, cause } => {
                 info!(name: "live.signaling.lost", generation = generation.get(), %cause);
+                self.peers.signaling_changed(false);
                 self.link.signaling_lost();
             }
             SignalEvent::Connected(connected) => {
-                if self.auto_connect {
-                    for peer in &connected.peers {
+                self.peers.signaling_changed(true);
+                for peer in &connected.peers {
+                    self.peers.peer_joined(peer);
+                    if self.auto_connect {
                         self.follow(peer);
                     }
                 }
             }
             SignalEvent::PeerJoined(peer) => {
+                // The peer set re-sends what is in flight and retries a failed connect at once
+                // (NEGOTIATION.md §11.2); following only adds the wish to connect.
+                self.peers.peer_joined(&peer);
                 if self.auto_connect {
                     self.follow(&peer);
                 }
             }
             SignalEvent::PeerLeft(peer) => {
+                self.peers.peer_left(&peer);
                 if self.auto_connect {
                     debug!(name: "live.peer.left", peer = %peer);
                     self.roster.forget(&peer);

@@ -77,6 +77,10 @@ struct PeerLink {
     waiting_for_room: VecDeque<Outgoing>,
     /// Senders waiting for an acknowledgement.
     confirmations: HashMap<MessageId, (Instant, oneshot::Sender<Result<(), SendError>>)>,
+    /// The stream's progress count when a stall last replaced the peer connection: no second
+    /// replacement before the peer shows progress again (a receiver that stopped reading looks
+    /// like a stall too, and must not make the connection churn).
+    stalled_at: Option<u64>,
 }
 
 /// What the messenger is wired to, as [`RtcNode::start`](super::RtcNode::start)
@@ -197,6 +201,7 @@ impl Messenger {
             channel: None,
             waiting_for_room: VecDeque::new(),
             confirmations: HashMap::new(),
+            stalled_at: None,
         })
     }
 
@@ -290,6 +295,22 @@ impl Messenger {
                 if state == PeerState::Failed && current {
                     self.peer_down(&peer, connection_id, "ice failed");
                 }
+                if current && let Some(link) = self.links.get_mut(&peer) {
+                    // A connection that just came back gets a whole bound to show progress.
+                    link.stream.restart_stall_clock(now);
+                }
+            }
+            RtcEvent::PeerLost { peer, connection_id } => {
+                // A connect ended without a channel: the peer is not connected, whatever
+                // signaling says. The peer set retries by itself; the Supervisor hears of it
+                // (its state leaves `connected`) unless this node gave the peer up on purpose.
+                let on_purpose = connection_id
+                    .is_some_and(|connection| self.roster.closed_on_purpose(&peer, connection));
+                if on_purpose || !self.roster.wanted().contains(&peer) {
+                    return;
+                }
+                info!(name: "live.peer.lost", %peer, connection = ?connection_id.map(ConnectionId::get), why = "connect failed");
+                self.link.peer_lost();
             }
             other => debug!(name: "live.rtc.event", event = ?other),
         }
@@ -329,8 +350,46 @@ impl Messenger {
         self.link.peer_lost();
     }
 
+    /// Liveness: a peer whose channel is open and whose connection claims to be connected, but
+    /// whose stream made no progress (no acknowledgement, no Hello) for its bound while messages
+    /// wait, is not connected: the Supervisor hears of a peer loss and the peer connection is
+    /// replaced (NEGOTIATION.md §13.2, issue 13). Anything else restarts the wait.
+    fn check_stalls(&mut self, now: Instant) {
+        let std_now = now.into_std();
+        let mut stalled = Vec::new();
+        for (peer, link) in &mut self.links {
+            let Some(connection) = link.channel else { continue };
+            if link.stream.stall_deadline().is_none_or(|deadline| deadline > std_now) {
+                continue;
+            }
+            link.stream.restart_stall_clock(std_now);
+            let status = self.peers.status(peer);
+            let claims_connected = status.is_some_and(|status| {
+                status.connection_id == Some(connection)
+                    && status.state == Some(PeerState::Connected)
+            });
+            let progress = link.stream.progress();
+            if claims_connected && link.stalled_at != Some(progress) {
+                link.stalled_at = Some(progress);
+                stalled.push((peer.clone(), connection, link.stream.buffered()));
+            }
+        }
+        for (peer, connection, waiting) in stalled {
+            warn!(name: "live.peer.stalled", %peer, connection = connection.get(), waiting, "no progress on an open channel: replacing the peer connection");
+            self.roster.closing_on_purpose(&peer, connection);
+            self.link.peer_lost();
+            let peers = self.peers.clone();
+            tokio::spawn(async move {
+                if let Err(err) = peers.replace(&peer).await {
+                    debug!(name: "live.peer.stall_replace_failed", peer = %peer, error = %err);
+                }
+            });
+        }
+    }
+
     fn on_timer(&mut self) {
         let now = Instant::now();
+        self.check_stalls(now);
         for link in self.links.values_mut() {
             // Senders whose deadline passed.
             while link.waiting_for_room.front().is_some_and(|r| r.deadline <= now) {
@@ -369,6 +428,9 @@ impl Messenger {
         };
         for link in self.links.values() {
             consider(link.stream.poll_timeout().map(Instant::from_std));
+            if link.channel.is_some() {
+                consider(link.stream.stall_deadline().map(Instant::from_std));
+            }
             consider(link.waiting_for_room.front().map(|r| r.deadline));
             consider(link.confirmations.values().map(|(deadline, _)| *deadline).min());
         }

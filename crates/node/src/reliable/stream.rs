@@ -47,6 +47,10 @@ pub struct StreamConfig {
     pub ack_every: u32,
     /// ...or this long after the first unacknowledged delivery.
     pub ack_delay: Duration,
+    /// The shortest bound on waiting for progress (an acknowledgement, or the peer's Hello)
+    /// while messages wait on an open channel; the bound is this or four round trips, whichever
+    /// is longer (see [`ReliableStream::stall_deadline`]).
+    pub stall_after: Duration,
 }
 
 impl Default for StreamConfig {
@@ -56,6 +60,7 @@ impl Default for StreamConfig {
             max_buffered_bytes: 16 << 20,
             ack_every: 32,
             ack_delay: Duration::from_millis(10),
+            stall_after: Duration::from_secs(5),
         }
     }
 }
@@ -110,6 +115,8 @@ struct Outgoing {
     payload: Bytes,
     /// Withdraw it unsent at this instant, if any.
     deadline: Option<Instant>,
+    /// When it was first put on a channel (for round-trip samples).
+    first_sent: Option<Instant>,
 }
 
 /// Counters for metrics and tests.
@@ -156,6 +163,13 @@ pub struct ReliableStream {
     /// While the peer's Hello has not arrived on this channel: when to say
     /// Hello again, and how many repeats are left.
     hello_repeat: Option<(Instant, usize)>,
+    /// Since when messages have waited on the open channel without progress (no
+    /// acknowledgement, no Hello from the peer); `None` while nothing waits.
+    waiting_since: Option<Instant>,
+    /// Smoothed round trip from sending a message to its acknowledgement.
+    round_trip: Option<Duration>,
+    /// How many times the peer showed progress (an acknowledgement of new messages, a Hello).
+    progress: u64,
     stats: StreamStats,
 }
 
@@ -181,6 +195,9 @@ impl ReliableStream {
             hello_owed: false,
             hello_seen: false,
             hello_repeat: None,
+            waiting_since: None,
+            round_trip: None,
+            progress: 0,
             stats: StreamStats::default(),
         }
     }
@@ -205,7 +222,7 @@ impl ReliableStream {
         self.next_id += 1;
         let id = MessageId(self.next_id);
         self.unacked_bytes += payload.len();
-        self.unacked.push_back(Outgoing { id, payload, deadline });
+        self.unacked.push_back(Outgoing { id, payload, deadline, first_sent: None });
         Ok(id)
     }
 
@@ -219,6 +236,7 @@ impl ReliableStream {
         self.hello_seen = false;
         self.hello_repeat = Some((now + HELLO_REPEATS[0], 1));
         self.transmit_next = self.acked + 1;
+        self.waiting_since = (!self.unacked.is_empty()).then_some(now);
     }
 
     /// The channel is gone; frames in flight on it may be lost.
@@ -229,6 +247,7 @@ impl ReliableStream {
         self.hello_repeat = None;
         self.acks_owed = 0;
         self.ack_due = None;
+        self.waiting_since = None;
     }
 
     /// Applies one frame from the peer.
@@ -247,8 +266,10 @@ impl ReliableStream {
                 }
                 self.hello_seen = true;
                 self.hello_repeat = None;
+                self.progress += 1;
+                self.progressed(now);
                 if peer_session == self.session {
-                    self.acknowledged(delivered.min(self.ever_sent))?;
+                    self.acknowledged(now, delivered.min(self.ever_sent))?;
                 }
                 Ok(())
             }
@@ -274,14 +295,15 @@ impl ReliableStream {
                 }
                 Ok(())
             }
-            Frame::Ack { delivered } => self.acknowledged(delivered),
+            Frame::Ack { delivered } => self.acknowledged(now, delivered),
         }
     }
 
-    fn acknowledged(&mut self, delivered: u64) -> Result<(), StreamError> {
+    fn acknowledged(&mut self, now: Instant, delivered: u64) -> Result<(), StreamError> {
         if delivered > self.ever_sent {
             return Err(StreamError::AckBeyondSent { acked: delivered, sent: self.ever_sent });
         }
+        let mut newest_sent = None;
         while self.acked < delivered {
             // Invariant: `acked < delivered <= ever_sent` and every sent
             // message stays in `unacked` until acknowledged.
@@ -289,9 +311,46 @@ impl ReliableStream {
             self.acked += 1;
             self.unacked_bytes -= message.payload.len();
             self.confirmed.push_back(message.id);
+            newest_sent = message.first_sent.or(newest_sent);
+        }
+        if let Some(sent) = newest_sent {
+            let sample = now.saturating_duration_since(sent);
+            self.round_trip =
+                Some(self.round_trip.map_or(sample, |smoothed| (smoothed * 7 + sample) / 8));
+            self.progress += 1;
+            self.progressed(now);
         }
         self.transmit_next = self.transmit_next.max(self.acked + 1);
         Ok(())
+    }
+
+    /// Something moved: the wait for progress starts again (or ends, when nothing waits).
+    fn progressed(&mut self, now: Instant) {
+        self.waiting_since = (self.channel_open && !self.unacked.is_empty()).then_some(now);
+    }
+
+    /// When the wait for progress runs out: messages have waited on the open channel for
+    /// `max(stall_after, 4 × round trip)` without an acknowledgement or the peer's Hello. The
+    /// caller decides what a stall means (the node replaces the peer connection when it still
+    /// claims to be connected); `None` while nothing waits or the channel is closed.
+    #[must_use]
+    pub fn stall_deadline(&self) -> Option<Instant> {
+        let since = self.waiting_since.filter(|_| self.channel_open)?;
+        let round_trips = self.round_trip.map_or(Duration::ZERO, |rtt| rtt * 4);
+        Some(since + self.config.stall_after.max(round_trips))
+    }
+
+    /// Counts the peer's signs of progress (acknowledgements of new messages, Hellos): a caller
+    /// that acted on a stall can tell whether anything moved since.
+    #[must_use]
+    pub fn progress(&self) -> u64 {
+        self.progress
+    }
+
+    /// Starts the wait for progress again from `now` (after the caller acted on a stall, or
+    /// decided it was not one).
+    pub fn restart_stall_clock(&mut self, now: Instant) {
+        self.progressed(now);
     }
 
     /// The next frame to put on the channel. Control frames (Hello, Ack)
@@ -302,6 +361,9 @@ impl ReliableStream {
     pub fn poll_transmit(&mut self, now: Instant, room_for_data: bool) -> Option<Frame> {
         if !self.channel_open {
             return None;
+        }
+        if self.waiting_since.is_none() && !self.unacked.is_empty() {
+            self.waiting_since = Some(now);
         }
         if let Some((due, sent)) = self.hello_repeat
             && due <= now
@@ -330,7 +392,8 @@ impl ReliableStream {
             return None;
         }
         let index = usize::try_from(self.transmit_next - self.acked - 1).ok()?;
-        let message = self.unacked.get(index)?;
+        let message = self.unacked.get_mut(index)?;
+        message.first_sent.get_or_insert(now);
         let seq = self.transmit_next;
         self.transmit_next += 1;
         if seq <= self.ever_sent {

@@ -1,0 +1,90 @@
+//! The part of a peer's state other tasks read without a round trip to its task.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use webrtc::data_channel::DataChannel;
+
+use crate::event::{ConnectionId, PeerState};
+
+/// A snapshot of one peer, readable without waiting for its task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// The current (or last) peer connection: peer connections built for this peer by this set
+    /// are numbered 1, 2, ..., across closes too (see [`ConnectionId`]); `None` before the first.
+    pub connection_id: Option<ConnectionId>,
+    /// The current peer connection's state; `None` before the first was built.
+    pub state: Option<PeerState>,
+    /// Whether the data channel is open, so that [`crate::PeerSet::send`] can succeed.
+    pub channel_open: bool,
+}
+
+/// The part of a peer's state other tasks read directly.
+#[derive(Default)]
+pub(crate) struct PeerView(Mutex<ViewState>);
+
+#[derive(Default)]
+struct ViewState {
+    connection_id: Option<ConnectionId>,
+    state: Option<PeerState>,
+    channel: Option<Arc<dyn DataChannel>>,
+}
+
+impl PeerView {
+    fn lock(&self) -> MutexGuard<'_, ViewState> {
+        // A panic while holding this lock cannot leave the plain fields inconsistent.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn status(&self) -> PeerStatus {
+        let view = self.lock();
+        PeerStatus {
+            connection_id: view.connection_id,
+            state: view.state,
+            channel_open: view.channel.is_some(),
+        }
+    }
+
+    pub(crate) fn channel(&self) -> Option<Arc<dyn DataChannel>> {
+        self.lock().channel.clone()
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        let view = self.lock();
+        view.state == Some(PeerState::Connected) && view.channel.is_some()
+    }
+
+    pub(super) fn begin_connection(&self, id: ConnectionId) {
+        *self.lock() = ViewState {
+            connection_id: Some(id),
+            state: Some(PeerState::Connecting),
+            channel: None,
+        };
+    }
+
+    pub(super) fn set_state(&self, id: ConnectionId, state: PeerState) {
+        let mut view = self.lock();
+        if view.connection_id == Some(id) {
+            view.state = Some(state);
+            if state == PeerState::Closed {
+                view.channel = None;
+            }
+        }
+    }
+
+    /// Publishes an opened channel, unless its peer connection has been replaced meanwhile.
+    pub(super) fn open_channel(&self, id: ConnectionId, channel: &Arc<dyn DataChannel>) -> bool {
+        let mut view = self.lock();
+        if view.connection_id != Some(id) {
+            return false;
+        }
+        view.channel = Some(Arc::clone(channel));
+        true
+    }
+
+    pub(super) fn close_channel(&self, id: ConnectionId) {
+        let mut view = self.lock();
+        if view.connection_id == Some(id) {
+            view.channel = None;
+        }
+    }
+}
