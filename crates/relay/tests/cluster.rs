@@ -244,6 +244,11 @@ async fn clients_reconnect_after_a_broker_restart_and_delivery_resumes() {
     b.deliver(&alice, &frame("bob", 1)).await.unwrap();
     assert_eq!(timeout(WAIT, inbox.next()).await.unwrap().unwrap().id, Some(1));
 
+    let lobby = room("lobby");
+    a.join(&lobby, &alice).await.unwrap();
+    let mut watch = b.watch_room(&lobby).await.unwrap();
+    assert!(watch.members().contains_key(&alice));
+
     let port = server.port();
     server.restart();
     assert_eq!(server.port(), port);
@@ -265,15 +270,28 @@ async fn clients_reconnect_after_a_broker_restart_and_delivery_resumes() {
             break;
         }
     }
+    let reconnected = Instant::now();
     for cluster in [&a, &b] {
         let stats = cluster.stats();
         assert!(stats.connected && stats.reconnects >= 1, "{stats:?}");
     }
-    // The KV side works again too.
+    // The KV side works again too: registration, and presence (the
+    // bucket's file storage kept alice; the watch follows new members).
     assert!(matches!(
         b.announce_registration(&alice, None, None).await.unwrap(),
         Announcement::Registered { .. }
     ));
+    assert!(b.members(&lobby).await.unwrap().contains_key(&alice));
+    let bob = peer("bob");
+    a.join(&lobby, &bob).await.unwrap();
+    // The watch restarts on the reconnection rather than waiting for its
+    // consumer's heartbeats to notice the loss (about 10 s).
+    let change = timeout(Duration::from_secs(4), watch.next()).await.expect("watch resynchronised");
+    assert_eq!(
+        change,
+        Some(PresenceChange::Joined { peer: bob, instance: a.instance_id().clone() })
+    );
+    eprintln!("presence change seen {:?} after reconnecting", reconnected.elapsed());
 }
 
 #[tokio::test]

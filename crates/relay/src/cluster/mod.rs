@@ -319,12 +319,18 @@ impl Cluster {
         }
         let instance = config.instance_id.clone();
         let event_instance = instance.clone();
+        // Counts (re)connections, so room watches resynchronise at once
+        // instead of waiting for their consumer to notice the loss.
+        let (connected_tx, connected_rx) = tokio::sync::watch::channel(0u64);
         let client = async_nats::ConnectOptions::new()
             .name(format!("tether-serve {instance}"))
             .connection_timeout(config.connect_timeout)
             .max_reconnects(None)
             .event_callback(move |event| {
                 let instance = event_instance.clone();
+                if matches!(event, async_nats::Event::Connected) {
+                    connected_tx.send_modify(|count| *count += 1);
+                }
                 async move {
                     info!(name: "relay.cluster.connection", %instance, event = %event);
                 }
@@ -363,6 +369,7 @@ impl Cluster {
             instance.clone(),
             ttl,
             counters.clone(),
+            connected_rx,
         ));
 
         let control = client

@@ -79,6 +79,8 @@ pub(super) struct Shared {
     counters: Arc<Counters>,
     /// Entries this instance owns, by key.
     held: Mutex<HashMap<String, Held>>,
+    /// Bumped on every (re)connection to the broker.
+    connected: tokio::sync::watch::Receiver<u64>,
 }
 
 fn store_error(op: &'static str, err: impl std::fmt::Display) -> ClusterError {
@@ -96,8 +98,33 @@ impl Shared {
         instance: InstanceId,
         ttl: Duration,
         counters: Arc<Counters>,
+        connected: tokio::sync::watch::Receiver<u64>,
     ) -> Shared {
-        Shared { store, instance, ttl, counters, held: Mutex::new(HashMap::new()) }
+        Shared { store, instance, ttl, counters, held: Mutex::new(HashMap::new()), connected }
+    }
+
+    /// A snapshot of `room` and a watch of every change after it. Changes
+    /// between the two may be seen twice, which [`follow`] absorbs.
+    async fn start(
+        &self,
+        room: &RoomId,
+    ) -> Result<(BTreeMap<PeerId, Member>, kv::Watch), ClusterError> {
+        let mut stream = self.store.stream.clone();
+        let last = stream.info().await.map_err(|err| store_error("info", err))?.state.last_sequence;
+        let snapshot = self.snapshot(room).await?;
+        let watch = self
+            .store
+            .watch_from_revision(subjects::presence_room_filter(room), last + 1)
+            .await
+            .map_err(|err| store_error("watch", err))?;
+        let now = Instant::now();
+        let state = snapshot
+            .into_iter()
+            .map(|(peer, (instance, age))| {
+                (peer, Member { instance, expires_at: now + self.ttl.saturating_sub(age) })
+            })
+            .collect();
+        Ok((state, watch))
     }
 
     pub(super) fn ttl(&self) -> Duration {
@@ -323,7 +350,9 @@ impl RoomWatch {
     }
 }
 
-/// Applies watched entries and local expiry to `members`, reporting changes.
+/// Applies watched entries and local expiry to `members`, reporting changes;
+/// after a reconnection to the broker, starts over from a fresh snapshot and
+/// reports the difference.
 async fn follow(
     shared: Arc<Shared>,
     room: RoomId,
@@ -336,6 +365,9 @@ async fn follow(
         let view = state.iter().map(|(peer, member)| (peer.clone(), member.instance.clone()));
         *members.lock().unwrap_or_else(PoisonError::into_inner) = view.collect();
     };
+    let mut connected = shared.connected.clone();
+    connected.borrow_and_update();
+    let mut resync_at: Option<Instant> = None;
     loop {
         let next_expiry = state.values().map(|member| member.expires_at).min();
         let mut out = Vec::new();
@@ -367,6 +399,44 @@ async fn follow(
                     }
                 }
             },
+            changed = connected.changed() => {
+                if changed.is_err() {
+                    // The client is gone; the watch ends with it.
+                    return;
+                }
+                resync_at = Some(Instant::now());
+            }
+            () = tokio::time::sleep_until(resync_at.unwrap_or_else(Instant::now)), if resync_at.is_some() => {
+                match shared.start(&room).await {
+                    Ok((fresh, fresh_watch)) => {
+                        resync_at = None;
+                        watch = fresh_watch;
+                        for (peer, member) in &state {
+                            if !fresh.contains_key(peer) {
+                                out.push(PresenceChange::Left {
+                                    peer: peer.clone(),
+                                    instance: member.instance.clone(),
+                                    reason: LeftReason::Left,
+                                });
+                            }
+                        }
+                        for (peer, member) in &fresh {
+                            if !state.contains_key(peer) {
+                                out.push(PresenceChange::Joined {
+                                    peer: peer.clone(),
+                                    instance: member.instance.clone(),
+                                });
+                            }
+                        }
+                        state = fresh;
+                        debug!(name: "relay.cluster.presence_resynced", %room, members = state.len());
+                    }
+                    Err(err) => {
+                        warn!(name: "relay.cluster.presence_resync_failed", %room, error = %err);
+                        resync_at = Some(Instant::now() + Duration::from_millis(500));
+                    }
+                }
+            }
             () = tokio::time::sleep_until(next_expiry.unwrap_or_else(Instant::now)), if next_expiry.is_some() => {
                 let now = Instant::now();
                 let expired: Vec<PeerId> = state
@@ -460,23 +530,7 @@ impl Cluster {
     /// Cancel safe: cancelling leaves nothing running.
     pub async fn watch_room(&self, room: &RoomId) -> Result<RoomWatch, ClusterError> {
         let shared = self.inner.presence.clone();
-        // Everything up to `last` is in the snapshot; the watch starts after
-        // it. Changes in between may be seen twice, which the state absorbs.
-        let mut stream = shared.store.stream.clone();
-        let last = stream.info().await.map_err(|err| store_error("info", err))?.state.last_sequence;
-        let snapshot = shared.snapshot(room).await?;
-        let watch = shared
-            .store
-            .watch_from_revision(subjects::presence_room_filter(room), last + 1)
-            .await
-            .map_err(|err| store_error("watch", err))?;
-        let now = Instant::now();
-        let state: BTreeMap<PeerId, Member> = snapshot
-            .into_iter()
-            .map(|(peer, (instance, age))| {
-                (peer, Member { instance, expires_at: now + shared.ttl.saturating_sub(age) })
-            })
-            .collect();
+        let (state, watch) = shared.start(room).await?;
         let members = Arc::new(Mutex::new(
             state.iter().map(|(peer, member)| (peer.clone(), member.instance.clone())).collect(),
         ));
