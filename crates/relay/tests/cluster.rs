@@ -77,6 +77,27 @@ async fn frames_cross_instances_with_one_publish() {
         samples[samples.len() - 1]
     );
 
+    // And a burst, for throughput: b publishes without waiting, a drains.
+    let burst = 20_000u64;
+    let started = Instant::now();
+    let drain = async {
+        for n in 0..burst {
+            let got = timeout(WAIT, inbox.next()).await.unwrap().unwrap();
+            assert_eq!(got.id, Some(n), "frames from one instance arrive in order");
+        }
+    };
+    let send = async {
+        for n in 0..burst {
+            b.deliver(&alice, &frame("bob", n)).await.unwrap();
+        }
+    };
+    tokio::join!(drain, send);
+    let elapsed = started.elapsed();
+    eprintln!(
+        "cross-instance burst: {burst} frames in {elapsed:?} ({:.0} frames/s)",
+        burst as f64 / elapsed.as_secs_f64()
+    );
+
     // Dropping the inbox unsubscribes: the next frame reaches nobody.
     drop(inbox);
     a.flush().await.unwrap();
@@ -151,6 +172,64 @@ async fn newer_registration_elsewhere_supersedes_in_generation_order() {
     ));
     assert_eq!(b.stats().superseded_received, 1);
     assert_eq!(a.stats().superseded_received, 1);
+}
+
+#[tokio::test]
+async fn concurrent_registrations_of_one_peer_leave_exactly_one_holder() {
+    let Some(server) = NatsServer::start() else { return };
+    let (a, mut a_events) = instance(&server, "a", Duration::from_secs(15)).await;
+    let (b, mut b_events) = instance(&server, "b", Duration::from_secs(15)).await;
+    let peers: Vec<PeerId> = (0..50).map(|n| peer(&format!("p{n}"))).collect();
+
+    // Each peer registers on both instances at once, from two app
+    // installs (different sessions), so both attempts are valid.
+    let register = |cluster: &Cluster, session: &'static str| {
+        let cluster = cluster.clone();
+        let peers = peers.clone();
+        tokio::spawn(async move {
+            let mut revisions = Vec::new();
+            for peer in &peers {
+                match cluster.announce_registration(peer, Some(session), Some(1)).await.unwrap() {
+                    Announcement::Registered { revision, .. } => revisions.push(revision),
+                    other => panic!("{other:?}"),
+                }
+            }
+            revisions
+        })
+    };
+    let (on_a, on_b) = tokio::join!(register(&a, "install-1"), register(&b, "install-2"));
+    let (on_a, on_b) = (on_a.unwrap(), on_b.unwrap());
+
+    // Whoever wrote last holds the peer; the other was told, with its own
+    // revision, exactly once.
+    let mut superseded_a = Vec::new();
+    let mut superseded_b = Vec::new();
+    for (n, peer) in peers.iter().enumerate() {
+        let holder = a.registration_holder(peer).await.unwrap().unwrap();
+        if holder == *a.instance_id() {
+            assert!(on_a[n] > on_b[n]);
+            superseded_b.push((peer.clone(), on_b[n]));
+        } else {
+            assert!(on_b[n] > on_a[n]);
+            superseded_a.push((peer.clone(), on_a[n]));
+        }
+    }
+    for (events, expected, by) in [
+        (&mut a_events, superseded_a, b.instance_id()),
+        (&mut b_events, superseded_b, a.instance_id()),
+    ] {
+        let mut got = Vec::new();
+        for _ in 0..expected.len() {
+            let superseded = next_superseded(events).await;
+            assert_eq!(&superseded.by, by);
+            got.push((superseded.peer, superseded.revision));
+        }
+        got.sort();
+        let mut expected = expected;
+        expected.sort();
+        assert_eq!(got, expected);
+    }
+    assert_eq!(a.stats().superseded_received + b.stats().superseded_received, peers.len() as u64);
 }
 
 async fn next_change(watch: &mut tether_relay::cluster::RoomWatch) -> PresenceChange {

@@ -2,7 +2,8 @@
 //! its own storage directory, stopped (SIGKILL) and removed on drop.
 //!
 //! When the binary is missing the tests skip with a message, unless
-//! `TETHER_REQUIRE_NATS=1` (CI), where they fail.
+//! `TETHER_REQUIRE_NATS=1` (CI), where they fail. `TETHER_NATS_SERVER`
+//! names a binary to use instead of searching.
 
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
@@ -19,7 +20,13 @@ pub(crate) struct NatsServer {
     child: Option<Child>,
 }
 
+/// `TETHER_NATS_SERVER` when set, else `nats-server` on PATH or where
+/// Debian puts it (`/usr/sbin`, not on a user's PATH).
 fn find_binary() -> Option<PathBuf> {
+    if let Some(chosen) = std::env::var_os("TETHER_NATS_SERVER") {
+        let chosen = PathBuf::from(chosen);
+        return chosen.is_file().then_some(chosen);
+    }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin".into(), "/usr/local/sbin".into(), "/usr/local/bin".into()])
