@@ -203,7 +203,9 @@ pub enum ClusterEvent {
 }
 
 /// The receiving end of a [`Cluster`]'s events; returned by
-/// [`Cluster::connect`].
+/// [`Cluster::connect`]. Read it continuously: while it is full (1 024
+/// events) notices wait in the NATS subscription, and past that subscription's
+/// limit the client drops them.
 #[derive(Debug)]
 pub struct ClusterEvents {
     rx: mpsc::Receiver<ClusterEvent>,
