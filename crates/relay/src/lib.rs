@@ -48,6 +48,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod cluster;
 mod error;
 mod metrics;
 mod server;
