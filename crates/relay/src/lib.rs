@@ -54,7 +54,10 @@ mod server;
 
 pub use error::RelayError;
 pub use metrics::MetricsSnapshot;
-pub use server::{ExtraRoutes, RunningServer, ServerConfig, ServerLimits, SignalServer};
+pub use server::{
+    ExtraRoutes, RateLimit, RunningServer, ServerConfig, ServerLimits, SignalServer,
+    raise_open_file_limit,
+};
 
 /// The server's handles cross task and thread boundaries.
 #[allow(dead_code)]
