@@ -1,13 +1,14 @@
 //! Bounds on connections that have not registered yet: unauthenticated
 //! sockets are cheap to open, so they get a global cap and a cap per source
-//! address. At the global cap the oldest unregistered connection is closed
-//! to admit the new one (an attacker holding sockets open cannot starve
-//! newcomers); over the per-source cap the new connection is refused.
+//! address. At the global cap the oldest unregistered connection of the
+//! source holding the most is closed to admit the new one (an attacker
+//! holding sockets open cannot starve newcomers from elsewhere); over the
+//! per-source cap the new connection is refused.
 //!
 //! Architecture invariant: every accepted connection holds exactly one
 //! [`Pending`] until it registers or ends; dropping it is the only release.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -18,19 +19,30 @@ struct Tables {
     next_id: u64,
     /// Unregistered connections by admission order (oldest first).
     pending: BTreeMap<u64, (IpAddr, CancellationToken)>,
-    per_source: HashMap<IpAddr, usize>,
+    /// Each source's unregistered connections, oldest first.
+    per_source: HashMap<IpAddr, BTreeSet<u64>>,
 }
 
 impl Tables {
     fn forget(&mut self, id: u64) -> Option<CancellationToken> {
         let (source, evict) = self.pending.remove(&id)?;
-        if let Some(count) = self.per_source.get_mut(&source) {
-            *count -= 1;
-            if *count == 0 {
+        if let Some(ids) = self.per_source.get_mut(&source) {
+            ids.remove(&id);
+            if ids.is_empty() {
                 self.per_source.remove(&source);
             }
         }
         Some(evict)
+    }
+
+    /// The oldest connection of the source with the most (ties: the one
+    /// whose oldest is oldest).
+    fn eviction_candidate(&self) -> Option<u64> {
+        self.per_source
+            .values()
+            .filter_map(|ids| Some((ids.len(), std::cmp::Reverse(*ids.first()?))))
+            .max()
+            .map(|(_, std::cmp::Reverse(id))| id)
     }
 }
 
@@ -72,13 +84,13 @@ impl Admission {
     /// Admits a new connection from `source`.
     pub(super) fn admit(self: &Arc<Self>, source: IpAddr) -> Result<Admitted, Refusal> {
         let mut tables = self.lock();
-        if tables.per_source.get(&source).copied().unwrap_or(0) >= self.max_per_source {
+        if tables.per_source.get(&source).map_or(0, BTreeSet::len) >= self.max_per_source {
             return Err(Refusal::PerSource);
         }
         let mut evicted_other = false;
         if tables.pending.len() >= self.max_total
-            && let Some(oldest) = tables.pending.keys().next().copied()
-            && let Some(evict) = tables.forget(oldest)
+            && let Some(victim) = tables.eviction_candidate()
+            && let Some(evict) = tables.forget(victim)
         {
             evict.cancel();
             evicted_other = true;
@@ -87,7 +99,7 @@ impl Admission {
         tables.next_id += 1;
         let evicted = CancellationToken::new();
         tables.pending.insert(id, (source, evicted.clone()));
-        *tables.per_source.entry(source).or_default() += 1;
+        tables.per_source.entry(source).or_default().insert(id);
         Ok(Admitted {
             pending: Pending { admission: Arc::clone(self), id, evicted },
             evicted_other,
@@ -158,5 +170,17 @@ mod tests {
         assert_eq!(admission.count(), 2);
         drop(middle);
         assert_eq!(admission.count(), 1);
+    }
+
+    #[test]
+    fn eviction_takes_from_the_source_holding_the_most() {
+        let admission = Admission::new(4, 10);
+        let legitimate = admission.admit(ip(1)).unwrap();
+        let hostile: Vec<_> = (0..3).map(|_| admission.admit(ip(2)).unwrap()).collect();
+        let newcomer = admission.admit(ip(3)).unwrap();
+        assert!(newcomer.evicted_other);
+        assert!(!legitimate.pending.evicted().is_cancelled(), "older, but its source holds one");
+        assert!(hostile[0].pending.evicted().is_cancelled(), "the hostile source's oldest goes");
+        assert!(!hostile[1].pending.evicted().is_cancelled());
     }
 }

@@ -186,8 +186,11 @@ pub(super) async fn run(
             }
         }
         closer.close(close_code::NORMAL, "closed", SessionEnd::Closed);
+        // An evicted connection never registered: its descriptor is needed
+        // at once, not after lingering for its input.
         if let Ok(sink) = writer.await
             && let Ok(socket) = sink.reunite(stream)
+            && closer.end() != SessionEnd::Evicted
         {
             linger(socket, &state).await;
         }
@@ -204,7 +207,7 @@ pub(super) async fn run(
 /// socket. Closing with unread input would send a TCP reset, and a reset
 /// makes the client's kernel discard the close frame it has not read yet.
 async fn linger(mut socket: Socket, state: &ServerState) {
-    let budget = state.limits.hard_frame_bytes.saturating_mul(4);
+    let budget = state.limits.hard_frame_bytes.saturating_mul(4).max(8 * 1024 * 1024);
     let io = socket.get_mut();
     let _ = tokio::time::timeout(state.limits.close_timeout, async {
         let _ = io.shutdown().await;
