@@ -8,7 +8,7 @@ mod common;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use common::{Harness, PROMPT, RawSocket, peer, secret};
@@ -94,6 +94,7 @@ async fn churn_hostile_socket(
     server: SocketAddr,
     upgrade: bool,
     stop: Arc<AtomicBool>,
+    opened: Arc<AtomicU64>,
 ) {
     let request = format!(
         "GET /ws HTTP/1.1\r\nHost: {server}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -109,6 +110,7 @@ async fn churn_hostile_socket(
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };
+        opened.fetch_add(1, Ordering::Relaxed);
         if upgrade && stream.write_all(request.as_bytes()).await.is_err() {
             continue;
         }
@@ -128,20 +130,43 @@ async fn churn_hostile_socket(
     }
 }
 
+/// A running attack: its stop flag, its tasks, and how many hostile
+/// connections it has opened so far.
+struct Attack {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    opened: Arc<AtomicU64>,
+}
+
+impl Attack {
+    async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
 /// Starts `count` churning hostile sockets spread over `sources`.
-fn start_attack(
-    server: SocketAddr,
-    sources: &[IpAddr],
-    count: usize,
-) -> (Arc<AtomicBool>, Vec<tokio::task::JoinHandle<()>>) {
+fn start_attack(server: SocketAddr, sources: &[IpAddr], count: usize) -> Attack {
     let stop = Arc::new(AtomicBool::new(false));
+    let opened = Arc::new(AtomicU64::new(0));
     let tasks = (0..count)
         .map(|index| {
             let source = sources[index % sources.len()];
-            tokio::spawn(churn_hostile_socket(source, server, index % 2 == 0, Arc::clone(&stop)))
+            let upgrade = index % 2 == 0;
+            let (stop, opened) = (Arc::clone(&stop), Arc::clone(&opened));
+            tokio::spawn(churn_hostile_socket(source, server, upgrade, stop, opened))
         })
         .collect();
-    (stop, tasks)
+    Attack { stop, tasks, opened }
+}
+
+/// A process's resident set size in KiB (Linux), for the bounded-memory check.
+fn resident_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Registers a fresh legitimate peer `tries` times; each must succeed
@@ -185,6 +210,7 @@ fn a_server_at_1024_descriptors_serves_through_1100_hostile_sockets() {
         }
     }
     let (addr, cap) = (addr.unwrap(), cap.unwrap());
+    let child_pid = child.id();
     assert!(cap < 1024, "the unregistered cap fits the descriptor limit: {cap}");
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -192,7 +218,8 @@ fn a_server_at_1024_descriptors_serves_through_1100_hostile_sockets() {
         // 20 sources, 55 sockets each: under the per-source cap, so the
         // global cap (and its eviction of the oldest) is what holds.
         let sources: Vec<IpAddr> = (2..22).map(|last| IpAddr::from([127, 0, 0, last])).collect();
-        let (stop, tasks) = start_attack(addr, &sources, 1100);
+        let rss_before = resident_kib(child_pid);
+        let attack = start_attack(addr, &sources, 1100);
         let url = format!("ws://{addr}/ws");
         // Let the attack fill the server first (bounded).
         let deadline = Instant::now() + PROMPT;
@@ -215,18 +242,29 @@ fn a_server_at_1024_descriptors_serves_through_1100_hostile_sockets() {
         timeout(PROMPT, legitimate_pair_still_relays(&url, "during"))
             .await
             .expect("pair during the attack");
+        // Keep churning until 20 000 hostile connections were opened,
+        // sampling the server's memory (bounded by a deadline).
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut rss_peak = rss_before.unwrap_or(0);
+        while attack.opened.load(Ordering::Relaxed) < 20_000 && Instant::now() < deadline {
+            tick.tick().await;
+            rss_peak = rss_peak.max(resident_kib(child_pid).unwrap_or(0));
+        }
+        let opened = attack.opened.load(Ordering::Relaxed);
         let (_, metrics) = common::http_get(addr, "/metrics").await;
+        attack.stop().await;
         eprintln!(
-            "stopping the attack; server metrics:\n{}",
+            "{opened} hostile connections; server RSS {rss_before:?} KiB before, {rss_peak} KiB \
+             at peak; server counters:\n{}",
             metrics
                 .lines()
                 .filter(|line| line.starts_with("tether_signal_connections"))
                 .collect::<Vec<_>>()
                 .join("\n")
         );
-        stop.store(true, Ordering::Relaxed);
-        for task in tasks {
-            let _ = task.await;
+        assert!(opened >= 20_000, "the attack opened only {opened} connections");
+        if rss_before.is_some() {
+            assert!(rss_peak < 256 * 1024, "server RSS grew to {rss_peak} KiB");
         }
         timeout(PROMPT, legitimate_pair_still_relays(&url, "after"))
             .await
@@ -257,7 +295,7 @@ async fn one_source_cannot_hold_more_than_its_share_of_unregistered_sockets() {
     })
     .await;
     let attacker = IpAddr::from([127, 0, 0, 2]);
-    let (stop, tasks) = start_attack(harness.addr(), &[attacker], 300);
+    let attack = start_attack(harness.addr(), &[attacker], 300);
     harness
         .wait_metrics("the per-source cap to refuse the attacker", |metrics| {
             metrics.refused_for("unregistered_per_source") > 100
@@ -266,10 +304,7 @@ async fn one_source_cannot_hold_more_than_its_share_of_unregistered_sockets() {
     // The legitimate client comes from 127.0.0.1.
     legitimate_registrations(&harness.url(), 7).await;
     legitimate_pair_still_relays(&harness.url(), "during").await;
-    stop.store(true, Ordering::Relaxed);
-    for task in tasks {
-        let _ = task.await;
-    }
+    attack.stop().await;
     assert_eq!(harness.server.metrics().refused_for("unregistered_evicted"), 0);
 }
 
@@ -343,6 +378,33 @@ async fn a_flood_closes_the_flooder_not_its_victim() {
         })
         .await;
     assert!(!victim_task.is_finished(), "the victim's session is still open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_that_reads_late_still_sees_4004() {
+    let harness = Harness::start_with(|config| {
+        config.limits.outbound_queue = 4;
+        config.limits.relay_rate = RateLimit::new(100_000, 100_000);
+        config.limits.max_frame_bytes = 64 * 1024;
+        config.limits.hard_frame_bytes = 64 * 1024;
+    })
+    .await;
+    let (mut stuck, _) = harness.raw_registered("stuck", None).await;
+    let (alice, _) = harness.raw_registered("alice", None).await;
+    let (mut out, _input) = alice.socket.split();
+    let offer = json!({"type": "offer", "to": "stuck", "sdp": "x".repeat(60 * 1024)}).to_string();
+    let mut dropped = false;
+    for _ in 0..2_000 {
+        out.send(Message::text(offer.clone())).await.unwrap();
+        if harness.server.metrics().rejections_for(ErrorCode::PeerUnavailable) > 0 {
+            dropped = true;
+            break;
+        }
+    }
+    assert!(dropped, "the stuck peer was never dropped");
+    // Only now does it read: everything the socket held, then the close.
+    let (_, code) = stuck.until_close().await;
+    assert_eq!(code, Some(close_code::SLOW_CONSUMER));
 }
 
 #[tokio::test]

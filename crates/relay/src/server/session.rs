@@ -713,8 +713,13 @@ async fn write_loop(
         }
     }
     let request = closer.request.get().copied();
-    let _ = tokio::time::timeout(state.limits.close_timeout, async {
-        while let Ok(frame) = queue.try_recv() {
+    // A slow consumer's queue is dropped (it would not drain), and its close
+    // frame waits behind what the socket already holds: give it as long as
+    // any write, so a client that reads late still learns why (4004).
+    let slow = request.is_some_and(|request| request.end == SessionEnd::SlowConsumer);
+    let budget = if slow { write_timeout } else { state.limits.close_timeout };
+    let _ = tokio::time::timeout(budget, async {
+        while !slow && let Ok(frame) = queue.try_recv() {
             if sink.feed(Message::Text(frame)).await.is_err() {
                 break;
             }
