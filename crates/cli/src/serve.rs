@@ -10,9 +10,9 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use tether_relay::auth::{Authenticator, HmacSecret, SECRET_ENV_VAR, mint_token};
+use tether_relay::auth::{Authenticator, HmacSecret, SECRET_ENV_VAR, TokenClaims};
 use tether_relay::{RateLimit, ServerConfig, ServerLimits, SignalServer};
-use tether_signal::protocol::PeerId;
+use tether_signal::protocol::{PeerId, RoomId};
 
 use crate::startup;
 
@@ -42,8 +42,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 64 * 1024)]
     max_frame_bytes: usize,
     /// Allow WebSocket upgrades only from this browser origin (repeatable,
-    /// e.g. https://app.example); requests without an Origin header (non-
-    /// browser clients) are not affected. Default: any origin.
+    /// e.g. https://app.example); requests without an Origin header
+    /// (clients other than browsers) are not affected. Default: any origin.
     #[arg(long, value_name = "ORIGIN")]
     allowed_origin: Vec<String>,
     #[command(flatten)]
@@ -54,6 +54,10 @@ pub(crate) struct ServeArgs {
     /// Lifetime of a token printed by --mint-token, in seconds.
     #[arg(long, default_value_t = 24 * 3600, value_name = "SECONDS")]
     token_ttl: u64,
+    /// Bind a token printed by --mint-token to this room: it then only
+    /// registers with that `room`.
+    #[arg(long, value_name = "ROOM", requires = "mint_token")]
+    token_room: Option<String>,
 }
 
 /// The documented limits (docs/PROTOCOL.md §1); each defaults to the
@@ -176,7 +180,11 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         };
         let peer = PeerId::new(peer.as_str())?;
         let expires_at = SystemTime::now() + Duration::from_secs(args.token_ttl);
-        println!("{}", mint_token(secret, &peer, expires_at));
+        let mut claims = TokenClaims::new(peer, expires_at);
+        if let Some(room) = &args.token_room {
+            claims = claims.room(RoomId::new(room.as_str())?);
+        }
+        println!("{}", claims.mint(secret));
         return Ok(ExitCode::SUCCESS);
     }
     let secret = match secret {

@@ -271,13 +271,6 @@ impl SignalServer {
         let local_addr = listener
             .local_addr()
             .map_err(|source| RelayError::Bind { addr: config.listen, source })?;
-        info!(
-            name: "signal.server.limits",
-            open_file_limit = descriptors,
-            max_connections = limits.max_connections,
-            max_unregistered = limits.max_unregistered,
-            max_unregistered_per_source = limits.max_unregistered_per_source,
-        );
         let state = Arc::new(ServerState {
             auth: config.auth,
             admission: Admission::new(limits.max_unregistered, limits.max_unregistered_per_source),
@@ -322,7 +315,14 @@ impl SignalServer {
     /// the runtime ends. Complete `shutdown` instead.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), RelayError> {
         let SignalServer { listener, local_addr, state } = self;
-        info!(name: "signal.server.listening", addr = %local_addr);
+        info!(
+            name: "signal.server.listening",
+            addr = %local_addr,
+            open_file_limit = open_file_limit(),
+            max_connections = state.limits.max_connections,
+            max_unregistered = state.limits.max_unregistered,
+            max_unregistered_per_source = state.limits.max_unregistered_per_source,
+        );
         tokio::pin!(shutdown);
         let mut backoff = AcceptBackoff::new(
             Duration::from_millis(5),
