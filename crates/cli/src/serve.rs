@@ -47,7 +47,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "ORIGIN")]
     allowed_origin: Vec<String>,
     #[command(flatten)]
-    limits: LimitArgs,
+    limits: Box<LimitArgs>,
     /// Print a signed token for PEER (valid --token-ttl seconds) and exit.
     #[arg(long, value_name = "PEER")]
     mint_token: Option<String>,
