@@ -100,10 +100,10 @@ struct LimitArgs {
     /// Relay messages one connection may send at once [default: 200].
     #[arg(long, value_name = "N")]
     relay_burst: Option<u32>,
-    /// Pings per second one connection may send [default: 5].
+    /// Pings per second one connection may send [default: 20].
     #[arg(long, value_name = "PER_SECOND")]
     ping_rate: Option<u32>,
-    /// Pings one connection may send at once [default: 20].
+    /// Pings one connection may send at once [default: 50].
     #[arg(long, value_name = "N")]
     ping_burst: Option<u32>,
     /// Messages over a rate limit tolerated before closing with 4009

@@ -115,7 +115,7 @@ impl Default for ServerLimits {
             max_unregistered: 10_000,
             max_unregistered_per_source: 64,
             relay_rate: RateLimit::new(50, 200),
-            ping_rate: RateLimit::new(5, 20),
+            ping_rate: RateLimit::new(20, 50),
             max_rate_violations: 20,
             generation_fence: Duration::from_secs(10),
             close_timeout: Duration::from_secs(1),
