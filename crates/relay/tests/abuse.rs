@@ -59,22 +59,35 @@ async fn legitimate_pair_still_relays(url: &str, tag: &str) {
 /// the server process of `a_server_at_1024_descriptors_serves_through_1100_hostile_sockets`.
 const CHILD_ENV: &str = "TETHER_RELAY_ABUSE_CHILD_SERVER";
 
-/// Not a test on its own: run by the test below as a child process, it
+/// Not a test on its own: run by the tests below as a child process, it
 /// lowers its own open-file limit to 1 024, serves, prints its address and
-/// stops when its stdin closes.
+/// stops when its stdin closes. In the `starved` mode it then lowers the
+/// limit to 128 behind the server's back (so accepting runs out of
+/// descriptors) and logs warnings to stderr.
 #[test]
 fn child_server_at_1024_descriptors() {
-    if std::env::var_os(CHILD_ENV).is_none() {
+    let Some(mode) = std::env::var_os(CHILD_ENV) else {
         return;
-    }
+    };
+    let starved = mode == "starved";
     let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
     rlimit::setrlimit(rlimit::Resource::NOFILE, 1024.min(hard), hard).unwrap();
+    if starved {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+    }
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
         let mut config = ServerConfig::new(Authenticator::with_secret(secret()));
-        config.limits.register_timeout = Duration::from_secs(10);
+        config.limits.register_timeout = Duration::from_secs(if starved { 1 } else { 10 });
         let server = SignalServer::bind(config).await.unwrap();
+        if starved {
+            rlimit::setrlimit(rlimit::Resource::NOFILE, 128, hard).unwrap();
+        }
         println!("TETHER_CHILD_ADDR {}", server.local_addr());
         println!("TETHER_CHILD_UNREGISTERED_CAP {}", server.limits().max_unregistered);
         let stdin_closed = async {
@@ -184,16 +197,18 @@ async fn legitimate_registrations(url: &str, tries: usize) {
     }
 }
 
-#[test]
-fn a_server_at_1024_descriptors_serves_through_1100_hostile_sockets() {
+/// Starts the child server in `mode`; returns it, its address and its
+/// unregistered cap.
+fn spawn_child_server(mode: &str) -> (std::process::Child, SocketAddr, usize) {
     use std::io::BufRead;
-    // This process holds the attacker's 1 100 sockets.
+    // This process holds the attacker's sockets.
     let _ = tether_relay::raise_open_file_limit();
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "child_server_at_1024_descriptors", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, "1")
+        .env(CHILD_ENV, mode)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
@@ -209,7 +224,18 @@ fn a_server_at_1024_descriptors_serves_through_1100_hostile_sockets() {
             cap = Some(text.parse::<usize>().unwrap());
         }
     }
-    let (addr, cap) = (addr.unwrap(), cap.unwrap());
+    (child, addr.unwrap(), cap.unwrap())
+}
+
+/// Stops the child server (its stdin closes) and waits for it.
+fn stop_child_server(mut child: std::process::Child) {
+    drop(child.stdin.take());
+    let _ = child.wait();
+}
+
+#[test]
+fn a_server_at_1024_descriptors_serves_through_1100_hostile_sockets() {
+    let (child, addr, cap) = spawn_child_server("1024");
     let child_pid = child.id();
     assert!(cap < 1024, "the unregistered cap fits the descriptor limit: {cap}");
     let runtime =
@@ -271,13 +297,67 @@ fn a_server_at_1024_descriptors_serves_through_1100_hostile_sockets() {
             .expect("pair after the attack");
         metrics
     });
-    drop(child.stdin.take());
-    let _ = child.wait();
+    stop_child_server(child);
     assert!(
         metric(&result, "tether_signal_connections_refused_total{reason=\"unregistered_evicted\"}")
             > 0,
         "the attack reached the unregistered cap:\n{result}"
     );
+}
+
+#[test]
+fn running_out_of_descriptors_is_logged_rarely_and_recovered_from() {
+    use std::io::BufRead;
+    let (mut child, addr, _) = spawn_child_server("starved");
+    let warnings = Arc::new(AtomicU64::new(0));
+    let stderr = child.stderr.take().unwrap();
+    let counted = Arc::clone(&warnings);
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("failures=") {
+                counted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let started = Instant::now();
+    let metrics = runtime.block_on(async {
+        let sources: Vec<IpAddr> = (2..6).map(|last| IpAddr::from([127, 0, 0, last])).collect();
+        let attack = start_attack(addr, &sources, 240);
+        // The server (limit 128 descriptors) runs out: wait for its warning.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        while warnings.load(Ordering::Relaxed) == 0 {
+            assert!(Instant::now() < deadline, "the server never ran out of descriptors");
+            tick.tick().await;
+        }
+        // Keep it starved a while longer (300 more hostile connections).
+        let more = attack.opened.load(Ordering::Relaxed) + 300;
+        let deadline = Instant::now() + Duration::from_secs(8);
+        while attack.opened.load(Ordering::Relaxed) < more && Instant::now() < deadline {
+            tick.tick().await;
+        }
+        attack.stop().await;
+        // Once the attackers are gone the server recovers on its own.
+        let url = format!("ws://{addr}/ws");
+        timeout(PROMPT * 3, legitimate_pair_still_relays(&url, "recovered"))
+            .await
+            .expect("the server did not recover");
+        common::http_get(addr, "/metrics").await.1
+    });
+    let elapsed = started.elapsed();
+    stop_child_server(child);
+    let _ = reader.join();
+    let failures =
+        metric(&metrics, "tether_signal_connections_refused_total{reason=\"accept_error\"}");
+    let warned = warnings.load(Ordering::Relaxed);
+    // One warning per 10 s at most (plus the first), however many failures.
+    let allowed = 1 + elapsed.as_secs() / 10;
+    eprintln!("{failures} failed accepts, {warned} warnings in {elapsed:?}");
+    assert!(failures >= 10, "only {failures} failed accepts: the server was not starved");
+    assert!(failures > warned, "{failures} failed accepts, {warned} warnings");
+    assert!(warned <= allowed, "{warned} warnings in {elapsed:?} for {failures} failed accepts");
 }
 
 /// The value of the sample `series` in a Prometheus text page.
