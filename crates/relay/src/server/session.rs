@@ -265,6 +265,10 @@ impl Session<'_> {
         let shutdown_token = self.state.shutdown.clone();
         let shutdown = shutdown_token.cancelled();
         tokio::pin!(shutdown);
+        // Fires only while unregistered: registering drops `pending`, which
+        // takes the connection out of the table that evicts.
+        let evicted = cancelled_or_never(self.pending.as_ref().map(|p| p.evicted().clone()));
+        tokio::pin!(evicted);
         loop {
             let frame = tokio::select! {
                 biased;
@@ -274,7 +278,7 @@ impl Session<'_> {
                     self.close(close_code::GOING_AWAY, "server shutting down", SessionEnd::Shutdown);
                     return;
                 }
-                () = cancelled_or_never(self.pending.as_ref().map(|p| p.evicted().clone())) => {
+                () = &mut evicted => {
                     // Silently: it has sent nothing worth an error yet.
                     self.close(
                         close_code::TRY_AGAIN_LATER,
@@ -350,13 +354,12 @@ impl Session<'_> {
             if flow == Flow::Stop {
                 return;
             }
-            if self.peer.is_some() && self.token_expires.is_some() {
-                // Registration armed a token expiry: make sure the watchdog
-                // will wake for it.
-                let expires = self.token_expires.unwrap_or(last_inbound);
-                if watchdog.deadline() > expires {
-                    watchdog.as_mut().reset(expires);
-                }
+            // A registration may have armed a token expiry: make sure the
+            // watchdog wakes for it.
+            if let Some(expires) = self.token_expires
+                && watchdog.deadline() > expires
+            {
+                watchdog.as_mut().reset(expires);
             }
         }
     }
