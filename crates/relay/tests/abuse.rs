@@ -585,6 +585,24 @@ async fn a_session_is_closed_when_its_token_expires() {
 }
 
 #[tokio::test]
+async fn a_token_expiring_beyond_the_clock_s_range_registers_without_a_panic() {
+    let harness = Harness::start().await;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use hmac::Mac as _;
+    // Signed by hand: `exp` is u64::MAX, beyond SystemTime and Instant.
+    let claims = URL_SAFE_NO_PAD.encode(format!(r#"{{"sub":"alice","exp":{}}}"#, u64::MAX));
+    let signed = format!("v1.{claims}");
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(b"integration-test-secret-0123456789").unwrap();
+    mac.update(signed.as_bytes());
+    let token = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()));
+    let mut alice = registered_with(&harness.url(), "alice", &token, None).await;
+    alice.send_json(&json!({"type": "ping", "nonce": "still-here"})).await;
+    assert_eq!(alice.next_json().await, json!({"type": "pong", "nonce": "still-here"}));
+}
+
+#[tokio::test]
 async fn demo_tokens_are_refused_unless_the_server_is_in_demo_mode() {
     let expires = SystemTime::now() + Duration::from_secs(600);
     let demo = TokenClaims::new(peer("alice"), expires).demo().mint(&secret());

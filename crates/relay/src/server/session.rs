@@ -507,11 +507,14 @@ impl Session<'_> {
         let peer = register.peer_id;
         self.pending = None;
         self.room = register.room;
-        self.token_expires = grant.expires_at.map(|expires_at| {
-            let left = (UNIX_EPOCH + Duration::from_secs(expires_at))
+        // Checked arithmetic: `exp` may be far beyond what the clocks can
+        // represent; such a token simply does not expire in this session.
+        self.token_expires = grant.expires_at.and_then(|expires_at| {
+            let left = UNIX_EPOCH
+                .checked_add(Duration::from_secs(expires_at))?
                 .duration_since(SystemTime::now())
                 .unwrap_or(Duration::ZERO);
-            Instant::now() + left
+            Instant::now().checked_add(left)
         });
         tracing::Span::current().record("peer", peer.as_str());
         debug!(
