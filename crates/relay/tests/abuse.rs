@@ -54,338 +54,363 @@ async fn legitimate_pair_still_relays(url: &str, tag: &str) {
 // ---------------------------------------------------------------------------
 // 1. Descriptor exhaustion by unregistered sockets
 // ---------------------------------------------------------------------------
+/// Attackers need source addresses of their own (127.0.0.2 and up), which
+/// Linux loopback has, and the child server is read through /proc.
+#[cfg(target_os = "linux")]
+mod unregistered {
+    use super::*;
 
-/// Environment variable that turns `child_server_at_1024_descriptors` into
-/// the server process of `a_server_at_1024_descriptors_serves_through_1100_hostile_sockets`.
-const CHILD_ENV: &str = "TETHER_RELAY_ABUSE_CHILD_SERVER";
+    /// Environment variable that turns `child_server_at_1024_descriptors` into
+    /// the server process of `a_server_at_1024_descriptors_serves_through_1100_hostile_sockets`.
+    const CHILD_ENV: &str = "TETHER_RELAY_ABUSE_CHILD_SERVER";
 
-/// Not a test on its own: run by the tests below as a child process, it
-/// lowers its own open-file limit to 1 024, serves, prints its address and
-/// stops when its stdin closes. In the `starved` mode it then lowers the
-/// limit to 128 behind the server's back (so accepting runs out of
-/// descriptors) and logs warnings to stderr.
-#[test]
-fn child_server_at_1024_descriptors() {
-    let Some(mode) = std::env::var_os(CHILD_ENV) else {
-        return;
-    };
-    let starved = mode == "starved";
-    let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
-    rlimit::setrlimit(rlimit::Resource::NOFILE, 1024.min(hard), hard).unwrap();
-    if starved {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
-            .with_writer(std::io::stderr)
-            .with_ansi(false)
-            .init();
-    }
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    runtime.block_on(async {
-        let mut config = ServerConfig::new(Authenticator::with_secret(secret()));
-        config.limits.register_timeout = Duration::from_secs(if starved { 1 } else { 10 });
-        let server = SignalServer::bind(config).await.unwrap();
+    /// Not a test on its own: run by the tests below as a child process, it
+    /// lowers its own open-file limit to 1 024, serves, prints its address and
+    /// stops when its stdin closes. In the `starved` mode it then lowers the
+    /// limit to 128 behind the server's back (so accepting runs out of
+    /// descriptors) and logs warnings to stderr.
+    #[test]
+    fn child_server_at_1024_descriptors() {
+        let Some(mode) = std::env::var_os(CHILD_ENV) else {
+            return;
+        };
+        let starved = mode == "starved";
+        let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
+        rlimit::setrlimit(rlimit::Resource::NOFILE, 1024.min(hard), hard).unwrap();
         if starved {
-            rlimit::setrlimit(rlimit::Resource::NOFILE, 128, hard).unwrap();
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .init();
         }
-        println!("TETHER_CHILD_ADDR {}", server.local_addr());
-        println!("TETHER_CHILD_UNREGISTERED_CAP {}", server.limits().max_unregistered);
-        let stdin_closed = async {
-            let mut stdin = tokio::io::stdin();
-            let mut buffer = [0u8; 64];
-            while !matches!(stdin.read(&mut buffer).await, Ok(0) | Err(_)) {}
-        };
-        server.serve(stdin_closed).await.unwrap();
-    });
-}
-
-/// One hostile socket, reopened whenever the server closes it: it connects
-/// from `source` and either starts a WebSocket upgrade it never follows with
-/// a `register`, or sends nothing at all.
-async fn churn_hostile_socket(
-    source: IpAddr,
-    server: SocketAddr,
-    upgrade: bool,
-    stop: Arc<AtomicBool>,
-    opened: Arc<AtomicU64>,
-) {
-    let request = format!(
-        "GET /ws HTTP/1.1\r\nHost: {server}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    while !stop.load(Ordering::Relaxed) {
-        let socket = TcpSocket::new_v4().unwrap();
-        if socket.bind(SocketAddr::new(source, 0)).is_err() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            continue;
-        }
-        let Ok(Ok(mut stream)) = timeout(PROMPT, socket.connect(server)).await else {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            continue;
-        };
-        opened.fetch_add(1, Ordering::Relaxed);
-        if upgrade && stream.write_all(request.as_bytes()).await.is_err() {
-            continue;
-        }
-        // Hold it until the server closes it (or the attack ends).
-        let mut sink = [0u8; 1024];
-        loop {
-            if stop.load(Ordering::Relaxed) {
-                return;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut config = ServerConfig::new(Authenticator::with_secret(secret()));
+            config.limits.register_timeout = Duration::from_secs(if starved { 1 } else { 10 });
+            let server = SignalServer::bind(config).await.unwrap();
+            if starved {
+                rlimit::setrlimit(rlimit::Resource::NOFILE, 128, hard).unwrap();
             }
-            let read = timeout(Duration::from_millis(200), stream.read(&mut sink)).await;
-            if let Ok(Ok(0) | Err(_)) = read {
-                break;
-            }
-        }
-        // Pace reconnects a little: the attacker shares the test's CPU.
-        tokio::time::sleep(Duration::from_millis(10)).await;
+            println!("TETHER_CHILD_ADDR {}", server.local_addr());
+            println!("TETHER_CHILD_UNREGISTERED_CAP {}", server.limits().max_unregistered);
+            let stdin_closed = async {
+                let mut stdin = tokio::io::stdin();
+                let mut buffer = [0u8; 64];
+                while !matches!(stdin.read(&mut buffer).await, Ok(0) | Err(_)) {}
+            };
+            server.serve(stdin_closed).await.unwrap();
+        });
     }
-}
 
-/// A running attack: its stop flag, its tasks, and how many hostile
-/// connections it has opened so far.
-struct Attack {
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    opened: Arc<AtomicU64>,
-}
-
-impl Attack {
-    async fn stop(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for task in self.tasks {
-            let _ = task.await;
-        }
-    }
-}
-
-/// Starts `count` churning hostile sockets spread over `sources`.
-fn start_attack(server: SocketAddr, sources: &[IpAddr], count: usize) -> Attack {
-    let stop = Arc::new(AtomicBool::new(false));
-    let opened = Arc::new(AtomicU64::new(0));
-    let tasks = (0..count)
-        .map(|index| {
-            let source = sources[index % sources.len()];
-            let upgrade = index % 2 == 0;
-            let (stop, opened) = (Arc::clone(&stop), Arc::clone(&opened));
-            tokio::spawn(churn_hostile_socket(source, server, upgrade, stop, opened))
-        })
-        .collect();
-    Attack { stop, tasks, opened }
-}
-
-/// A process's resident set size in KiB (Linux), for the bounded-memory check.
-fn resident_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Registers a fresh legitimate peer `tries` times; each must succeed
-/// within PROMPT.
-async fn legitimate_registrations(url: &str, tries: usize) {
-    for attempt in 0..tries {
-        let name = format!("legit-{attempt}");
-        let token = TokenClaims::new(peer(&name), SystemTime::now() + Duration::from_secs(600))
-            .mint(&secret());
-        let registered = timeout(PROMPT, registered_with(url, &name, &token, None)).await;
-        assert!(
-            registered.is_ok(),
-            "legitimate registration {attempt} did not complete within {PROMPT:?}"
+    /// One hostile socket, reopened whenever the server closes it: it connects
+    /// from `source` and either starts a WebSocket upgrade it never follows with
+    /// a `register`, or sends nothing at all.
+    async fn churn_hostile_socket(
+        source: IpAddr,
+        server: SocketAddr,
+        upgrade: bool,
+        stop: Arc<AtomicBool>,
+        opened: Arc<AtomicU64>,
+    ) {
+        let request = format!(
+            "GET /ws HTTP/1.1\r\nHost: {server}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
-    }
-}
-
-/// Starts the child server in `mode`; returns it, its address and its
-/// unregistered cap.
-fn spawn_child_server(mode: &str) -> (std::process::Child, SocketAddr, usize) {
-    use std::io::BufRead;
-    // This process holds the attacker's sockets.
-    let _ = tether_relay::raise_open_file_limit();
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_server_at_1024_descriptors", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, mode)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut addr = None;
-    let mut cap = None;
-    while addr.is_none() || cap.is_none() {
-        let line = lines.next().expect("child server exited before announcing itself").unwrap();
-        // The test harness may print its own words before ours on a line.
-        if let Some((_, text)) = line.split_once("TETHER_CHILD_ADDR ") {
-            addr = Some(text.trim().parse::<SocketAddr>().unwrap());
+        while !stop.load(Ordering::Relaxed) {
+            let socket = TcpSocket::new_v4().unwrap();
+            if socket.bind(SocketAddr::new(source, 0)).is_err() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            let Ok(Ok(mut stream)) = timeout(PROMPT, socket.connect(server)).await else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            opened.fetch_add(1, Ordering::Relaxed);
+            if upgrade && stream.write_all(request.as_bytes()).await.is_err() {
+                continue;
+            }
+            // Hold it until the server closes it (or the attack ends).
+            let mut sink = [0u8; 1024];
+            loop {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let read = timeout(Duration::from_millis(200), stream.read(&mut sink)).await;
+                if let Ok(Ok(0) | Err(_)) = read {
+                    break;
+                }
+            }
+            // Pace reconnects a little: the attacker shares the test's CPU.
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        if let Some((_, text)) = line.split_once("TETHER_CHILD_UNREGISTERED_CAP ") {
-            cap = Some(text.parse::<usize>().unwrap());
+    }
+
+    /// A running attack: its stop flag, its tasks, and how many hostile
+    /// connections it has opened so far.
+    struct Attack {
+        stop: Arc<AtomicBool>,
+        tasks: Vec<tokio::task::JoinHandle<()>>,
+        opened: Arc<AtomicU64>,
+    }
+
+    impl Attack {
+        async fn stop(self) {
+            self.stop.store(true, Ordering::Relaxed);
+            for task in self.tasks {
+                let _ = task.await;
+            }
         }
     }
-    (child, addr.unwrap(), cap.unwrap())
-}
 
-/// Stops the child server (its stdin closes) and waits for it.
-fn stop_child_server(mut child: std::process::Child) {
-    drop(child.stdin.take());
-    let _ = child.wait();
-}
+    /// Starts `count` churning hostile sockets spread over `sources`.
+    fn start_attack(server: SocketAddr, sources: &[IpAddr], count: usize) -> Attack {
+        let stop = Arc::new(AtomicBool::new(false));
+        let opened = Arc::new(AtomicU64::new(0));
+        let tasks = (0..count)
+            .map(|index| {
+                let source = sources[index % sources.len()];
+                let upgrade = index % 2 == 0;
+                let (stop, opened) = (Arc::clone(&stop), Arc::clone(&opened));
+                tokio::spawn(churn_hostile_socket(source, server, upgrade, stop, opened))
+            })
+            .collect();
+        Attack { stop, tasks, opened }
+    }
 
-#[test]
-fn a_server_at_1024_descriptors_serves_through_1100_hostile_sockets() {
-    let (child, addr, cap) = spawn_child_server("1024");
-    let child_pid = child.id();
-    assert!(cap < 1024, "the unregistered cap fits the descriptor limit: {cap}");
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let result = runtime.block_on(async {
-        // 20 sources, 55 sockets each: under the per-source cap, so the
-        // global cap (and its eviction of the oldest) is what holds.
-        let sources: Vec<IpAddr> = (2..22).map(|last| IpAddr::from([127, 0, 0, last])).collect();
-        let rss_before = resident_kib(child_pid);
-        let attack = start_attack(addr, &sources, 1100);
-        let url = format!("ws://{addr}/ws");
-        // Let the attack fill the server first (bounded).
-        let deadline = Instant::now() + PROMPT;
-        let mut tick = tokio::time::interval(Duration::from_millis(50));
-        loop {
-            tick.tick().await;
+    /// A process's resident set size in KiB (Linux), for the bounded-memory check.
+    fn resident_kib(pid: u32) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// Registers a fresh legitimate peer `tries` times; each must succeed
+    /// within PROMPT.
+    async fn legitimate_registrations(url: &str, tries: usize) {
+        for attempt in 0..tries {
+            let name = format!("legit-{attempt}");
+            let token = TokenClaims::new(peer(&name), SystemTime::now() + Duration::from_secs(600))
+                .mint(&secret());
+            let registered = timeout(PROMPT, registered_with(url, &name, &token, None)).await;
+            assert!(
+                registered.is_ok(),
+                "legitimate registration {attempt} did not complete within {PROMPT:?}"
+            );
+        }
+    }
+
+    /// Starts the child server in `mode`; returns it, its address and its
+    /// unregistered cap.
+    fn spawn_child_server(mode: &str) -> (std::process::Child, SocketAddr, usize) {
+        use std::io::BufRead;
+        // This process holds the attacker's sockets.
+        let _ = tether_relay::raise_open_file_limit();
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "unregistered::child_server_at_1024_descriptors",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, mode)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut addr = None;
+        let mut cap = None;
+        while addr.is_none() || cap.is_none() {
+            let line = lines.next().expect("child server exited before announcing itself").unwrap();
+            // The test harness may print its own words before ours on a line.
+            if let Some((_, text)) = line.split_once("TETHER_CHILD_ADDR ") {
+                addr = Some(text.trim().parse::<SocketAddr>().unwrap());
+            }
+            if let Some((_, text)) = line.split_once("TETHER_CHILD_UNREGISTERED_CAP ") {
+                cap = Some(text.parse::<usize>().unwrap());
+            }
+        }
+        (child, addr.unwrap(), cap.unwrap())
+    }
+
+    /// Stops the child server (its stdin closes) and waits for it.
+    fn stop_child_server(mut child: std::process::Child) {
+        drop(child.stdin.take());
+        let _ = child.wait();
+    }
+
+    #[test]
+    fn a_server_at_1024_descriptors_serves_through_1100_hostile_sockets() {
+        let (child, addr, cap) = spawn_child_server("1024");
+        let child_pid = child.id();
+        assert!(cap < 1024, "the unregistered cap fits the descriptor limit: {cap}");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let result = runtime.block_on(async {
+            // 20 sources, 55 sockets each: under the per-source cap, so the
+            // global cap (and its eviction of the oldest) is what holds.
+            let sources: Vec<IpAddr> = (2..22).map(|last| IpAddr::from([127, 0, 0, last])).collect();
+            let rss_before = resident_kib(child_pid);
+            let attack = start_attack(addr, &sources, 1100);
+            let url = format!("ws://{addr}/ws");
+            // Let the attack fill the server first (bounded).
+            let deadline = Instant::now() + PROMPT;
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            loop {
+                tick.tick().await;
+                let (_, metrics) = common::http_get(addr, "/metrics").await;
+                if metric(
+                    &metrics,
+                    "tether_signal_connections_refused_total{reason=\"unregistered_evicted\"}",
+                ) > 0
+                    || Instant::now() >= deadline
+                {
+                    break;
+                }
+            }
+            eprintln!("attack under way");
+            legitimate_registrations(&url, 7).await;
+            eprintln!("7 registrations done");
+            timeout(PROMPT, legitimate_pair_still_relays(&url, "during"))
+                .await
+                .expect("pair during the attack");
+            // Keep churning until 20 000 hostile connections were opened,
+            // sampling the server's memory (bounded by a deadline).
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let mut rss_peak = rss_before.unwrap_or(0);
+            while attack.opened.load(Ordering::Relaxed) < 20_000 && Instant::now() < deadline {
+                tick.tick().await;
+                rss_peak = rss_peak.max(resident_kib(child_pid).unwrap_or(0));
+            }
+            let opened = attack.opened.load(Ordering::Relaxed);
             let (_, metrics) = common::http_get(addr, "/metrics").await;
-            if metric(
-                &metrics,
-                "tether_signal_connections_refused_total{reason=\"unregistered_evicted\"}",
-            ) > 0
-                || Instant::now() >= deadline
-            {
-                break;
+            attack.stop().await;
+            eprintln!(
+                "{opened} hostile connections; server RSS {rss_before:?} KiB before, {rss_peak} KiB \
+                 at peak; server counters:\n{}",
+                metrics
+                    .lines()
+                    .filter(|line| line.starts_with("tether_signal_connections"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            assert!(opened >= 20_000, "the attack opened only {opened} connections");
+            if rss_before.is_some() {
+                assert!(rss_peak < 256 * 1024, "server RSS grew to {rss_peak} KiB");
             }
-        }
-        eprintln!("attack under way");
-        legitimate_registrations(&url, 7).await;
-        eprintln!("7 registrations done");
-        timeout(PROMPT, legitimate_pair_still_relays(&url, "during"))
-            .await
-            .expect("pair during the attack");
-        // Keep churning until 20 000 hostile connections were opened,
-        // sampling the server's memory (bounded by a deadline).
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let mut rss_peak = rss_before.unwrap_or(0);
-        while attack.opened.load(Ordering::Relaxed) < 20_000 && Instant::now() < deadline {
-            tick.tick().await;
-            rss_peak = rss_peak.max(resident_kib(child_pid).unwrap_or(0));
-        }
-        let opened = attack.opened.load(Ordering::Relaxed);
-        let (_, metrics) = common::http_get(addr, "/metrics").await;
-        attack.stop().await;
-        eprintln!(
-            "{opened} hostile connections; server RSS {rss_before:?} KiB before, {rss_peak} KiB \
-             at peak; server counters:\n{}",
+            timeout(PROMPT, legitimate_pair_still_relays(&url, "after"))
+                .await
+                .expect("pair after the attack");
             metrics
-                .lines()
-                .filter(|line| line.starts_with("tether_signal_connections"))
-                .collect::<Vec<_>>()
-                .join("\n")
+        });
+        stop_child_server(child);
+        assert!(
+            metric(
+                &result,
+                "tether_signal_connections_refused_total{reason=\"unregistered_evicted\"}"
+            ) > 0,
+            "the attack reached the unregistered cap:\n{result}"
         );
-        assert!(opened >= 20_000, "the attack opened only {opened} connections");
-        if rss_before.is_some() {
-            assert!(rss_peak < 256 * 1024, "server RSS grew to {rss_peak} KiB");
-        }
-        timeout(PROMPT, legitimate_pair_still_relays(&url, "after"))
-            .await
-            .expect("pair after the attack");
-        metrics
-    });
-    stop_child_server(child);
-    assert!(
-        metric(&result, "tether_signal_connections_refused_total{reason=\"unregistered_evicted\"}")
-            > 0,
-        "the attack reached the unregistered cap:\n{result}"
-    );
-}
+    }
 
-#[test]
-fn running_out_of_descriptors_is_logged_rarely_and_recovered_from() {
-    use std::io::BufRead;
-    let (mut child, addr, _) = spawn_child_server("starved");
-    let warnings = Arc::new(AtomicU64::new(0));
-    let stderr = child.stderr.take().unwrap();
-    let counted = Arc::clone(&warnings);
-    let reader = std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("failures=") {
-                counted.fetch_add(1, Ordering::Relaxed);
+    #[test]
+    fn running_out_of_descriptors_is_logged_rarely_and_recovered_from() {
+        use std::io::BufRead;
+        let (mut child, addr, _) = spawn_child_server("starved");
+        let warnings = Arc::new(AtomicU64::new(0));
+        let stderr = child.stderr.take().unwrap();
+        let counted = Arc::clone(&warnings);
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("failures=") {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                }
             }
-        }
-    });
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let started = Instant::now();
-    let metrics = runtime.block_on(async {
-        let sources: Vec<IpAddr> = (2..6).map(|last| IpAddr::from([127, 0, 0, last])).collect();
-        let attack = start_attack(addr, &sources, 240);
-        // The server (limit 128 descriptors) runs out: wait for its warning.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut tick = tokio::time::interval(Duration::from_millis(50));
-        while warnings.load(Ordering::Relaxed) == 0 {
-            assert!(Instant::now() < deadline, "the server never ran out of descriptors");
-            tick.tick().await;
-        }
-        // Keep it starved a while longer (300 more hostile connections).
-        let more = attack.opened.load(Ordering::Relaxed) + 300;
-        let deadline = Instant::now() + Duration::from_secs(8);
-        while attack.opened.load(Ordering::Relaxed) < more && Instant::now() < deadline {
-            tick.tick().await;
-        }
-        attack.stop().await;
-        // Once the attackers are gone the server recovers on its own.
-        let url = format!("ws://{addr}/ws");
-        timeout(PROMPT * 3, legitimate_pair_still_relays(&url, "recovered"))
-            .await
-            .expect("the server did not recover");
-        common::http_get(addr, "/metrics").await.1
-    });
-    let elapsed = started.elapsed();
-    stop_child_server(child);
-    let _ = reader.join();
-    let failures =
-        metric(&metrics, "tether_signal_connections_refused_total{reason=\"accept_error\"}");
-    let warned = warnings.load(Ordering::Relaxed);
-    // One warning per 10 s at most (plus the first), however many failures.
-    let allowed = 1 + elapsed.as_secs() / 10;
-    eprintln!("{failures} failed accepts, {warned} warnings in {elapsed:?}");
-    assert!(failures >= 10, "only {failures} failed accepts: the server was not starved");
-    assert!(failures > warned, "{failures} failed accepts, {warned} warnings");
-    assert!(warned <= allowed, "{warned} warnings in {elapsed:?} for {failures} failed accepts");
-}
+        });
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let started = Instant::now();
+        let metrics = runtime.block_on(async {
+            let sources: Vec<IpAddr> = (2..6).map(|last| IpAddr::from([127, 0, 0, last])).collect();
+            let attack = start_attack(addr, &sources, 240);
+            // The server (limit 128 descriptors) runs out: wait for its warning.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            while warnings.load(Ordering::Relaxed) == 0 {
+                assert!(Instant::now() < deadline, "the server never ran out of descriptors");
+                tick.tick().await;
+            }
+            // Keep it starved a while longer (300 more hostile connections).
+            let more = attack.opened.load(Ordering::Relaxed) + 300;
+            let deadline = Instant::now() + Duration::from_secs(8);
+            while attack.opened.load(Ordering::Relaxed) < more && Instant::now() < deadline {
+                tick.tick().await;
+            }
+            attack.stop().await;
+            // Once the attackers are gone the server recovers on its own.
+            let url = format!("ws://{addr}/ws");
+            timeout(PROMPT * 3, legitimate_pair_still_relays(&url, "recovered"))
+                .await
+                .expect("the server did not recover");
+            common::http_get(addr, "/metrics").await.1
+        });
+        let elapsed = started.elapsed();
+        stop_child_server(child);
+        let _ = reader.join();
+        let failures =
+            metric(&metrics, "tether_signal_connections_refused_total{reason=\"accept_error\"}");
+        let warned = warnings.load(Ordering::Relaxed);
+        // One warning per 10 s at most (plus the first), however many failures.
+        let allowed = 1 + elapsed.as_secs() / 10;
+        eprintln!("{failures} failed accepts, {warned} warnings in {elapsed:?}");
+        assert!(failures >= 10, "only {failures} failed accepts: the server was not starved");
+        assert!(failures > warned, "{failures} failed accepts, {warned} warnings");
+        assert!(
+            warned <= allowed,
+            "{warned} warnings in {elapsed:?} for {failures} failed accepts"
+        );
+    }
 
-/// The value of the sample `series` in a Prometheus text page.
-fn metric(page: &str, series: &str) -> u64 {
-    page.lines()
-        .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
-        .unwrap_or(0)
-}
+    /// The value of the sample `series` in a Prometheus text page.
+    fn metric(page: &str, series: &str) -> u64 {
+        page.lines()
+            .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+            .unwrap_or(0)
+    }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_source_cannot_hold_more_than_its_share_of_unregistered_sockets() {
-    let harness = Harness::start_with(|config| {
-        config.limits.max_unregistered_per_source = 32;
-        config.limits.register_timeout = Duration::from_secs(10);
-    })
-    .await;
-    let attacker = IpAddr::from([127, 0, 0, 2]);
-    let attack = start_attack(harness.addr(), &[attacker], 300);
-    harness
-        .wait_metrics("the per-source cap to refuse the attacker", |metrics| {
-            metrics.refused_for("unregistered_per_source") > 100
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_source_cannot_hold_more_than_its_share_of_unregistered_sockets() {
+        let harness = Harness::start_with(|config| {
+            config.limits.max_unregistered_per_source = 32;
+            config.limits.register_timeout = Duration::from_secs(10);
         })
         .await;
-    // The legitimate client comes from 127.0.0.1.
-    legitimate_registrations(&harness.url(), 7).await;
-    legitimate_pair_still_relays(&harness.url(), "during").await;
-    attack.stop().await;
-    assert_eq!(harness.server.metrics().refused_for("unregistered_evicted"), 0);
+        let attacker = IpAddr::from([127, 0, 0, 2]);
+        let attack = start_attack(harness.addr(), &[attacker], 300);
+        harness
+            .wait_metrics("the per-source cap to refuse the attacker", |metrics| {
+                metrics.refused_for("unregistered_per_source") > 100
+            })
+            .await;
+        // The legitimate client comes from 127.0.0.1.
+        legitimate_registrations(&harness.url(), 7).await;
+        legitimate_pair_still_relays(&harness.url(), "during").await;
+        attack.stop().await;
+        assert_eq!(harness.server.metrics().refused_for("unregistered_evicted"), 0);
+    }
 }
 
 // ---------------------------------------------------------------------------
