@@ -46,6 +46,10 @@ pub(crate) struct ServeArgs {
     /// (clients other than browsers) are not affected. Default: any origin.
     #[arg(long, value_name = "ORIGIN")]
     allowed_origin: Vec<String>,
+    /// Rooms as a strict boundary: a client may register in a room only
+    /// with a token bound to it (`--mint-token PEER --token-room ROOM`).
+    #[arg(long)]
+    room_tokens_only: bool,
     #[command(flatten)]
     limits: Box<LimitArgs>,
     /// Print a signed token for PEER (valid --token-ttl seconds) and exit.
@@ -200,6 +204,9 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     };
     if let Some(path) = &args.token_file {
         auth = auth.add_token_file(path)?;
+    }
+    if args.room_tokens_only {
+        auth = auth.require_room_claims();
     }
     if !auth.is_configured() {
         bail!("no authentication configured: pass --secret, set {SECRET_ENV_VAR}, or --token-file");

@@ -199,6 +199,9 @@ pub enum AuthRejection {
     DemoToken,
     /// The token admits another room than the `register` names.
     WrongRoom,
+    /// The server requires room claims and the token has none for the
+    /// room the `register` names.
+    NoRoomGranted,
 }
 
 impl AuthRejection {
@@ -212,6 +215,7 @@ impl AuthRejection {
             AuthRejection::Unknown => "token unknown",
             AuthRejection::DemoToken => "demo token refused by a server not in demo mode",
             AuthRejection::WrongRoom => "token issued for another room",
+            AuthRejection::NoRoomGranted => "token grants no room",
         }
     }
 }
@@ -225,6 +229,7 @@ pub struct Authenticator {
     secret: Option<HmacSecret>,
     static_tokens: HashMap<PeerId, Vec<String>>,
     accept_demo: bool,
+    rooms_need_claims: bool,
 }
 
 impl fmt::Debug for Authenticator {
@@ -233,6 +238,7 @@ impl fmt::Debug for Authenticator {
             .field("secret", &self.secret)
             .field("static_peers", &self.static_tokens.len())
             .field("accept_demo", &self.accept_demo)
+            .field("rooms_need_claims", &self.rooms_need_claims)
             .finish()
     }
 }
@@ -240,7 +246,30 @@ impl fmt::Debug for Authenticator {
 impl Authenticator {
     /// Accepts tokens signed with `secret`.
     pub fn with_secret(secret: HmacSecret) -> Authenticator {
-        Authenticator { secret: Some(secret), static_tokens: HashMap::new(), accept_demo: false }
+        Authenticator {
+            secret: Some(secret),
+            static_tokens: HashMap::new(),
+            accept_demo: false,
+            rooms_need_claims: false,
+        }
+    }
+
+    /// Makes rooms a strict boundary: a `register` may name a room only
+    /// with a token whose `room` claim names it. Tokens without the claim
+    /// (and static tokens) then register only without a room.
+    pub fn require_room_claims(mut self) -> Authenticator {
+        self.rooms_need_claims = true;
+        self
+    }
+
+    /// Whether a token that granted `grant` may register in `room`.
+    pub fn admits_room(&self, grant: &Grant, room: Option<&str>) -> Result<(), AuthRejection> {
+        match (&grant.room, room) {
+            (Some(granted), Some(room)) if granted == room => Ok(()),
+            (Some(_), _) => Err(AuthRejection::WrongRoom),
+            (None, Some(_)) if self.rooms_need_claims => Err(AuthRejection::NoRoomGranted),
+            (None, _) => Ok(()),
+        }
     }
 
     /// Also accepts signed tokens marked as demo tokens (`tether serve
@@ -464,6 +493,20 @@ mod tests {
         assert_eq!(auth.verify(&peer("alice"), &demo, now), Err(AuthRejection::DemoToken));
         let demo_auth = Authenticator::with_secret(secret()).accept_demo_tokens();
         assert!(demo_auth.verify(&peer("alice"), &demo, now).is_ok());
+    }
+
+    #[test]
+    fn strict_rooms_need_a_room_claim() {
+        let unscoped = Grant { expires_at: None, room: None };
+        let scoped = Grant { expires_at: None, room: Some("lobby".into()) };
+        let lax = Authenticator::with_secret(secret());
+        assert_eq!(lax.admits_room(&unscoped, Some("lobby")), Ok(()));
+        assert_eq!(lax.admits_room(&scoped, Some("other")), Err(AuthRejection::WrongRoom));
+        assert_eq!(lax.admits_room(&scoped, None), Err(AuthRejection::WrongRoom));
+        let strict = Authenticator::with_secret(secret()).require_room_claims();
+        assert_eq!(strict.admits_room(&unscoped, Some("lobby")), Err(AuthRejection::NoRoomGranted));
+        assert_eq!(strict.admits_room(&unscoped, None), Ok(()));
+        assert_eq!(strict.admits_room(&scoped, Some("lobby")), Ok(()));
     }
 
     #[test]

@@ -592,6 +592,28 @@ async fn a_room_bound_token_only_registers_in_its_room() {
     registered_with(&harness.url(), "mallory", &token, Some("y")).await;
 }
 
+#[tokio::test]
+async fn a_strict_server_admits_rooms_only_with_room_bound_tokens() {
+    let harness = Harness::start_with(|config| {
+        config.auth = Authenticator::with_secret(secret()).require_room_claims();
+    })
+    .await;
+    // An unscoped token cannot watch a room's presence...
+    let mut socket = harness.raw().await;
+    let mut message = register("eve", &harness.token("eve"));
+    message["room"] = json!("x");
+    socket.send_json(&message).await;
+    let (frames, code) = socket.until_close().await;
+    assert_eq!(code, Some(close_code::AUTH_FAILED));
+    assert_eq!(frames[0]["message"], "token grants no room");
+    // ...but still registers outside rooms; a room-bound one gets in.
+    registered_with(&harness.url(), "eve", &harness.token("eve"), None).await;
+    let expires = SystemTime::now() + Duration::from_secs(600);
+    let bound =
+        TokenClaims::new(peer("ann"), expires).room(RoomId::new("x").unwrap()).mint(&secret());
+    registered_with(&harness.url(), "ann", &bound, Some("x")).await;
+}
+
 // ---------------------------------------------------------------------------
 // 4. Tokens: expiry, demo tokens, freshness, generation pinning
 // ---------------------------------------------------------------------------

@@ -23,7 +23,6 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, field, info_span, trace};
 
-use crate::auth::AuthRejection;
 use crate::metrics::SessionEnd;
 use tether_signal::protocol::{
     ClientMessage, ErrorCode, PROTOCOL_VERSION, PeerId, Register, RelayOut, RoomId, ServerMessage,
@@ -447,16 +446,13 @@ impl Session<'_> {
             );
             return Flow::Stop;
         }
-        let verified = self
-            .state
-            .auth
-            .verify(&register.peer_id, &register.token, SystemTime::now())
-            .and_then(|grant| match &grant.room {
-                Some(room) if register.room.as_ref().map(RoomId::as_str) != Some(room.as_str()) => {
-                    Err(AuthRejection::WrongRoom)
-                }
-                _ => Ok(grant),
-            });
+        let verified =
+            self.state.auth.verify(&register.peer_id, &register.token, SystemTime::now()).and_then(
+                |grant| {
+                    let room = register.room.as_ref().map(RoomId::as_str);
+                    self.state.auth.admits_room(&grant, room).map(|()| grant)
+                },
+            );
         let grant = match verified {
             Ok(grant) => grant,
             Err(rejection) => {
