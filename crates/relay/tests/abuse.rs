@@ -268,7 +268,7 @@ mod unregistered {
             let mut tick = tokio::time::interval(Duration::from_millis(50));
             loop {
                 tick.tick().await;
-                let (_, metrics) = common::http_get(addr, "/metrics").await;
+                let metrics = metrics_page(addr).await;
                 if metric(
                     &metrics,
                     "tether_signal_connections_refused_total{reason=\"unregistered_evicted\"}",
@@ -293,7 +293,7 @@ mod unregistered {
                 rss_peak = rss_peak.max(resident_kib(child_pid).unwrap_or(0));
             }
             let opened = attack.opened.load(Ordering::Relaxed);
-            let (_, metrics) = common::http_get(addr, "/metrics").await;
+            let metrics = metrics_page(addr).await;
             attack.stop().await;
             eprintln!(
                 "{opened} hostile connections; server RSS {rss_before:?} KiB before, {rss_peak} KiB \
@@ -365,7 +365,7 @@ mod unregistered {
             timeout(PROMPT * 3, legitimate_pair_still_relays(&url, "recovered"))
                 .await
                 .expect("the server did not recover");
-            common::http_get(addr, "/metrics").await.1
+            metrics_page(addr).await
         });
         let elapsed = started.elapsed();
         stop_child_server(child);
@@ -382,6 +382,32 @@ mod unregistered {
             warned <= allowed,
             "{warned} warnings in {elapsed:?} for {failures} failed accepts"
         );
+    }
+
+    /// The server's `/metrics` page, retried while the server is too busy to
+    /// answer (bounded by PROMPT).
+    async fn metrics_page(addr: SocketAddr) -> String {
+        let deadline = Instant::now() + PROMPT;
+        loop {
+            let fetched = timeout(PROMPT, async {
+                let mut stream = TcpStream::connect(addr).await?;
+                let request =
+                    format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+                stream.write_all(request.as_bytes()).await?;
+                let mut response = Vec::new();
+                stream.read_to_end(&mut response).await?;
+                std::io::Result::Ok(String::from_utf8_lossy(&response).into_owned())
+            })
+            .await;
+            if let Ok(Ok(response)) = fetched
+                && response.starts_with("HTTP/1.1 200")
+                && let Some((_, page)) = response.split_once("\r\n\r\n")
+            {
+                return page.to_owned();
+            }
+            assert!(Instant::now() < deadline, "/metrics did not answer");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The value of the sample `series` in a Prometheus text page.

@@ -106,6 +106,22 @@ impl Admission {
         })
     }
 
+    /// Closes the unregistered connection eviction would pick (the oldest
+    /// of the source holding the most); `false` when there is none.
+    pub(super) fn evict_one(&self) -> bool {
+        let mut tables = self.lock();
+        let Some(victim) = tables.eviction_candidate() else {
+            return false;
+        };
+        match tables.forget(victim) {
+            Some(evict) => {
+                evict.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Unregistered connections now.
     #[cfg(test)]
     pub(super) fn count(&self) -> usize {

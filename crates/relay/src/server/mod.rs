@@ -68,9 +68,11 @@ pub struct ServerLimits {
     pub idle_timeout: Duration,
     /// Interval of the server's own WebSocket pings (browsers answer them).
     pub ping_interval: Duration,
-    /// Open connections (HTTP plus WebSocket sessions) accepted at once;
-    /// more are closed right after accept. Lowered at bind to the process's
-    /// open-file limit minus a reserve of 64.
+    /// Open connections (HTTP plus WebSocket sessions) accepted at once.
+    /// At the cap an unregistered connection is closed to admit a new one
+    /// (up to 32 over the cap while those close); with none to close, new
+    /// connections are closed right after accept. Lowered at bind to the
+    /// process's open-file limit minus a reserve of 64.
     pub max_connections: u64,
     /// Connections that have not registered yet (HTTP or WebSocket), all
     /// sources together. At the cap the oldest is closed (1013 once it is a
@@ -385,10 +387,18 @@ fn accept(state: &Arc<ServerState>, stream: tokio::net::TcpStream, remote: Socke
     let open =
         state.open_connections.fetch_add(1, Ordering::Relaxed) + state.metrics.connections_open();
     if open >= state.limits.max_connections {
-        state.open_connections.fetch_sub(1, Ordering::Relaxed);
-        state.metrics.refused(Refused::MaxConnections);
-        debug!(name: "signal.server.refused", %remote, open, reason = "max_connections");
-        return;
+        // Full: an unregistered connection makes room for the newcomer (the
+        // evicted one is still closing, so allow a little slack within the
+        // descriptor reserve); registered sessions are never displaced.
+        let within_slack = open < state.limits.max_connections + RESERVED_DESCRIPTORS / 2;
+        if !(within_slack && state.admission.evict_one()) {
+            state.open_connections.fetch_sub(1, Ordering::Relaxed);
+            state.metrics.refused(Refused::MaxConnections);
+            debug!(name: "signal.server.refused", %remote, open, reason = "max_connections");
+            return;
+        }
+        state.metrics.refused(Refused::UnregisteredEvicted);
+        debug!(name: "signal.server.evicted", %remote, reason = "max_connections");
     }
     let admitted = match state.admission.admit(remote.ip()) {
         Ok(admitted) => admitted,
