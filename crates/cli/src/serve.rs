@@ -10,9 +10,9 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use tether_relay::auth::{Authenticator, HmacSecret, SECRET_ENV_VAR, mint_token};
-use tether_relay::{ServerConfig, ServerTls, SignalServer};
-use tether_signal::protocol::PeerId;
+use tether_relay::auth::{Authenticator, HmacSecret, SECRET_ENV_VAR, TokenClaims};
+use tether_relay::{RateLimit, ServerConfig, ServerLimits, ServerTls, SignalServer};
+use tether_signal::protocol::{PeerId, RoomId};
 
 use crate::startup;
 
@@ -48,12 +48,131 @@ pub(crate) struct ServeArgs {
     /// Largest TEXT frame accepted, in bytes.
     #[arg(long, default_value_t = 64 * 1024)]
     max_frame_bytes: usize,
+    /// Allow WebSocket upgrades only from this browser origin (repeatable,
+    /// e.g. https://app.example); requests without an Origin header
+    /// (clients other than browsers) are not affected. Default: any origin.
+    #[arg(long, value_name = "ORIGIN")]
+    allowed_origin: Vec<String>,
+    /// Rooms as a strict boundary: a client may register in a room only
+    /// with a token bound to it (`--mint-token PEER --token-room ROOM`).
+    #[arg(long)]
+    room_tokens_only: bool,
+    #[command(flatten)]
+    limits: Box<LimitArgs>,
     /// Print a signed token for PEER (valid --token-ttl seconds) and exit.
     #[arg(long, value_name = "PEER")]
     mint_token: Option<String>,
     /// Lifetime of a token printed by --mint-token, in seconds.
     #[arg(long, default_value_t = 24 * 3600, value_name = "SECONDS")]
     token_ttl: u64,
+    /// Bind a token printed by --mint-token to this room: it then only
+    /// registers with that `room`.
+    #[arg(long, value_name = "ROOM", requires = "mint_token")]
+    token_room: Option<String>,
+}
+
+/// The documented limits (docs/PROTOCOL.md §1); each defaults to the
+/// server's own default when not given.
+#[derive(Args)]
+struct LimitArgs {
+    /// Open connections at once [default: 50000, lowered to the open-file
+    /// limit minus 64].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<u64>,
+    /// Connections that have not registered yet, all sources [default:
+    /// 10000, lowered to half of --max-connections].
+    #[arg(long, value_name = "N")]
+    max_unregistered: Option<usize>,
+    /// Connections that have not registered yet, per source address
+    /// [default: 64].
+    #[arg(long, value_name = "N")]
+    max_unregistered_per_source: Option<usize>,
+    /// Time a new connection has to register, in seconds [default: 5].
+    #[arg(long, value_name = "SECONDS")]
+    register_timeout: Option<f64>,
+    /// A connection silent this long is closed, in seconds [default: 30].
+    #[arg(long, value_name = "SECONDS")]
+    idle_timeout: Option<f64>,
+    /// Interval of the server's WebSocket pings, in seconds [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    ping_interval: Option<f64>,
+    /// A write to a client stalled this long drops it, in seconds [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    write_timeout: Option<f64>,
+    /// Bad frames tolerated before closing with 4003 [default: 10].
+    #[arg(long, value_name = "N")]
+    max_bad_frames: Option<u32>,
+    /// Frames queued for one connection [default: 256].
+    #[arg(long, value_name = "FRAMES")]
+    outbound_queue: Option<usize>,
+    /// Relay messages per second one connection may send [default: 50].
+    #[arg(long, value_name = "PER_SECOND")]
+    relay_rate: Option<u32>,
+    /// Relay messages one connection may send at once [default: 200].
+    #[arg(long, value_name = "N")]
+    relay_burst: Option<u32>,
+    /// Pings per second one connection may send [default: 20].
+    #[arg(long, value_name = "PER_SECOND")]
+    ping_rate: Option<u32>,
+    /// Pings one connection may send at once [default: 50].
+    #[arg(long, value_name = "N")]
+    ping_burst: Option<u32>,
+    /// Messages over a rate limit tolerated before closing with 4009
+    /// [default: 20].
+    #[arg(long, value_name = "N")]
+    max_rate_violations: Option<u32>,
+    /// How long a registration's generation order holds, in seconds
+    /// [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    generation_fence: Option<f64>,
+}
+
+fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|duration| !duration.is_zero())
+        .with_context(|| format!("--{flag} must be a positive number of seconds, got {value}"))
+}
+
+impl LimitArgs {
+    fn apply(&self, limits: &mut ServerLimits) -> anyhow::Result<()> {
+        let durations = [
+            (self.register_timeout, "register-timeout", &mut limits.register_timeout),
+            (self.idle_timeout, "idle-timeout", &mut limits.idle_timeout),
+            (self.ping_interval, "ping-interval", &mut limits.ping_interval),
+            (self.write_timeout, "write-timeout", &mut limits.write_timeout),
+            (self.generation_fence, "generation-fence", &mut limits.generation_fence),
+        ];
+        for (value, flag, field) in durations {
+            if let Some(value) = value {
+                *field = seconds(value, flag)?;
+            }
+        }
+        if let Some(value) = self.max_connections {
+            limits.max_connections = value;
+        }
+        if let Some(value) = self.max_unregistered {
+            limits.max_unregistered = value;
+        }
+        if let Some(value) = self.max_unregistered_per_source {
+            limits.max_unregistered_per_source = value;
+        }
+        if let Some(value) = self.max_bad_frames {
+            limits.max_bad_frames = value;
+        }
+        if let Some(value) = self.outbound_queue {
+            limits.outbound_queue = value;
+        }
+        if let Some(value) = self.max_rate_violations {
+            limits.max_rate_violations = value;
+        }
+        let rate = |limit: RateLimit, per_second: Option<u32>, burst: Option<u32>| {
+            RateLimit::new(per_second.unwrap_or(limit.per_second), burst.unwrap_or(limit.burst))
+        };
+        limits.relay_rate = rate(limits.relay_rate, self.relay_rate, self.relay_burst);
+        limits.ping_rate = rate(limits.ping_rate, self.ping_rate, self.ping_burst);
+        Ok(())
+    }
 }
 
 fn secret(args: &ServeArgs) -> anyhow::Result<Option<HmacSecret>> {
@@ -72,7 +191,11 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         };
         let peer = PeerId::new(peer.as_str())?;
         let expires_at = SystemTime::now() + Duration::from_secs(args.token_ttl);
-        println!("{}", mint_token(secret, &peer, expires_at));
+        let mut claims = TokenClaims::new(peer, expires_at);
+        if let Some(room) = &args.token_room {
+            claims = claims.room(RoomId::new(room.as_str())?);
+        }
+        println!("{}", claims.mint(secret));
         return Ok(ExitCode::SUCCESS);
     }
     let secret = match secret {
@@ -81,11 +204,16 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let demo_secret = if args.demo { secret.clone() } else { None };
     let mut auth = match secret {
+        // Only a --demo server accepts the demo tokens it hands out.
+        Some(secret) if args.demo => Authenticator::with_secret(secret).accept_demo_tokens(),
         Some(secret) => Authenticator::with_secret(secret),
         None => Authenticator::default(),
     };
     if let Some(path) = &args.token_file {
         auth = auth.add_token_file(path)?;
+    }
+    if args.room_tokens_only {
+        auth = auth.require_room_claims();
     }
     if !auth.is_configured() {
         bail!("no authentication configured: pass --secret, set {SECRET_ENV_VAR}, or --token-file");
@@ -100,11 +228,29 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         config.tls = Some(ServerTls::from_pem_files(cert, key)?);
     }
     let http = if config.tls.is_some() { "https" } else { "http" };
+    args.limits.apply(&mut config.limits)?;
+    if !args.allowed_origin.is_empty() {
+        config.allowed_origins = Some(args.allowed_origin.clone());
+    }
     startup::init_logging(Some("info"));
+    // Every connection is a descriptor: take all the kernel allows.
+    let descriptors = tether_relay::raise_open_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let server = SignalServer::bind(config).await?;
         eprintln!("tether: signaling on {}", server.websocket_url());
+        let limits = server.limits();
+        match &descriptors {
+            Ok(descriptors) => eprintln!(
+                "tether: open-file limit {descriptors}: up to {} connections, {} unregistered",
+                limits.max_connections, limits.max_unregistered
+            ),
+            Err(error) => eprintln!(
+                "tether: warning: cannot raise the open-file limit ({error}): up to {} \
+                 connections, {} unregistered",
+                limits.max_connections, limits.max_unregistered
+            ),
+        }
         let page = format!("{http}://{}/", server.local_addr());
         eprintln!("tether: browser page on {page} (e.g. {page}?peer=web&to=node)");
         if args.demo {

@@ -90,6 +90,66 @@ fn serve_mints_tokens() {
 }
 
 #[test]
+fn serve_demo_hands_out_tokens_only_a_demo_server_accepts() {
+    let child = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--demo"])
+        .env("TETHER_SECRET", SECRET)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut server = Server(child);
+    let stderr = server.0.stderr.take().unwrap();
+    let line = first_line_within(stderr, "address line from tether serve", GUARD);
+    let addr = line
+        .trim()
+        .strip_prefix("tether: signaling on ws://")
+        .and_then(|rest| rest.strip_suffix("/ws"))
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    let response = http_get(&addr, "/demo/token?peer=alice");
+    let token = response.split("\r\n\r\n").nth(1).unwrap().trim().to_owned();
+    let secret = tether_relay::auth::HmacSecret::new(SECRET.as_bytes().to_vec()).unwrap();
+    let alice = tether_signal::protocol::PeerId::new("alice").unwrap();
+    let now = std::time::SystemTime::now();
+    let production = tether_relay::auth::Authenticator::with_secret(secret);
+    assert_eq!(
+        production.verify(&alice, &token, now).unwrap_err(),
+        tether_relay::auth::AuthRejection::DemoToken,
+        "the same secret without --demo refuses it"
+    );
+    assert!(production.accept_demo_tokens().verify(&alice, &token, now).is_ok());
+}
+
+#[test]
+fn serve_mints_room_bound_tokens() {
+    let output =
+        tether(&["serve", "--secret", SECRET, "--mint-token", "alice", "--token-room", "lobby"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let token = String::from_utf8(output.stdout).unwrap();
+    let secret = tether_relay::auth::HmacSecret::new(SECRET.as_bytes().to_vec()).unwrap();
+    let auth = tether_relay::auth::Authenticator::with_secret(secret);
+    let alice = tether_signal::protocol::PeerId::new("alice").unwrap();
+    let grant = auth.verify(&alice, token.trim(), std::time::SystemTime::now()).unwrap();
+    assert_eq!(grant.room.as_deref(), Some("lobby"));
+}
+
+#[test]
+fn serve_refuses_unusable_limits() {
+    for (flag, value, complaint) in [
+        ("--relay-rate", "0", "invalid configuration"),
+        ("--register-timeout", "0", "--register-timeout must be a positive number of seconds"),
+        ("--max-unregistered-per-source", "0", "invalid configuration"),
+    ] {
+        let output = tether(&["serve", "--secret", SECRET, "--listen", "127.0.0.1:0", flag, value]);
+        assert!(!output.status.success(), "{flag} {value}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(stderr.contains(complaint), "{flag} {value}: {stderr}");
+    }
+}
+
+#[test]
 fn bench_signal_prints_the_json_contract() {
     let args = "bench signal --clients 10 --rate 200 --seconds 0.5 --json";
     let output = tether(&args.split(' ').collect::<Vec<_>>());

@@ -3,9 +3,10 @@
 //! ("Tokens").
 //!
 //! A signed token is `v1.<claims>.<signature>` where `<claims>` is the
-//! unpadded base64url encoding of the JSON object `{"sub":PEER,"exp":UNIX}`
-//! and `<signature>` the unpadded base64url HMAC-SHA256, under the server's
-//! secret, of the ASCII text `v1.<claims>`.
+//! unpadded base64url encoding of the JSON object
+//! `{"sub":PEER,"exp":UNIX,"room":ROOM,"demo":true}` (`room` and `demo`
+//! optional) and `<signature>` the unpadded base64url HMAC-SHA256, under the
+//! server's secret, of the ASCII text `v1.<claims>`.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -20,7 +21,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::error::RelayError;
-use tether_signal::protocol::{MAX_TOKEN_BYTES, PeerId};
+use tether_signal::protocol::{MAX_TOKEN_BYTES, PeerId, RoomId};
 
 /// The version prefix of signed tokens.
 pub const TOKEN_PREFIX: &str = "v1";
@@ -85,23 +86,92 @@ impl fmt::Debug for HmacSecret {
 struct Claims {
     sub: String,
     exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    room: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    demo: bool,
+}
+
+/// What a signed token says, for minting: the peer id it proves, when it
+/// expires, and optionally the one room it admits and the demo mark.
+#[derive(Debug, Clone)]
+pub struct TokenClaims {
+    peer_id: PeerId,
+    expires_at: SystemTime,
+    room: Option<RoomId>,
+    demo: bool,
+}
+
+impl TokenClaims {
+    /// Claims for `peer_id` until `expires_at`, any room, not a demo token.
+    pub fn new(peer_id: PeerId, expires_at: SystemTime) -> TokenClaims {
+        TokenClaims { peer_id, expires_at, room: None, demo: false }
+    }
+
+    /// Restricts the token to `room`: it only registers with that `room`.
+    pub fn room(mut self, room: RoomId) -> TokenClaims {
+        self.room = Some(room);
+        self
+    }
+
+    /// Marks the token as a demo token: refused by servers not in demo mode.
+    pub fn demo(mut self) -> TokenClaims {
+        self.demo = true;
+        self
+    }
+
+    /// Signs the claims with `secret`.
+    pub fn mint(&self, secret: &HmacSecret) -> String {
+        let claims = Claims {
+            sub: self.peer_id.as_str().to_owned(),
+            exp: unix_seconds(self.expires_at),
+            room: self.room.as_ref().map(|room| room.as_str().to_owned()),
+            demo: self.demo,
+        };
+        // Invariant: Claims is strings, an integer and a bool; serializing
+        // cannot fail.
+        #[allow(clippy::expect_used)]
+        let claims = serde_json::to_vec(&claims).expect("serializing claims cannot fail");
+        let signed = format!("{TOKEN_PREFIX}.{}", URL_SAFE_NO_PAD.encode(claims));
+        let mut mac = secret.mac();
+        mac.update(signed.as_bytes());
+        let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        format!("{signed}.{signature}")
+    }
+}
+
+/// What an accepted token grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Grant {
+    /// When the token expires (Unix seconds); `None` for static tokens,
+    /// which do not expire. The server closes the session at this time.
+    pub expires_at: Option<u64>,
+    /// The only room the token admits; `None` admits any room.
+    pub room: Option<String>,
+}
+
+impl Grant {
+    /// A grant without expiry or room restriction (static tokens).
+    fn unrestricted() -> Grant {
+        Grant { expires_at: None, room: None }
+    }
+
+    /// How fresh the token is, for re-registration: a later expiry is
+    /// fresher, and a static token is as fresh as any.
+    pub fn freshness(&self) -> u64 {
+        self.expires_at.unwrap_or(u64::MAX)
+    }
 }
 
 fn unix_seconds(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_secs()).unwrap_or(0)
 }
 
-/// Mints a token that lets `peer_id` register until `expires_at`.
+/// Mints a token that lets `peer_id` register, in any room, until
+/// `expires_at` (see [`TokenClaims`] for room-bound and demo tokens).
 pub fn mint_token(secret: &HmacSecret, peer_id: &PeerId, expires_at: SystemTime) -> String {
-    let claims = Claims { sub: peer_id.as_str().to_owned(), exp: unix_seconds(expires_at) };
-    // Invariant: Claims is a string and an integer; serializing cannot fail.
-    #[allow(clippy::expect_used)]
-    let claims = serde_json::to_vec(&claims).expect("serializing claims cannot fail");
-    let signed = format!("{TOKEN_PREFIX}.{}", URL_SAFE_NO_PAD.encode(claims));
-    let mut mac = secret.mac();
-    mac.update(signed.as_bytes());
-    let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-    format!("{signed}.{signature}")
+    TokenClaims::new(peer_id.clone(), expires_at).mint(secret)
 }
 
 /// Mints a token valid for `ttl` from now (reads the system clock).
@@ -124,6 +194,14 @@ pub enum AuthRejection {
     WrongPeer,
     /// Not in the static token list and not a signed token.
     Unknown,
+    /// A demo token (minted by `tether serve --demo`) on a server that is
+    /// not in demo mode.
+    DemoToken,
+    /// The token admits another room than the `register` names.
+    WrongRoom,
+    /// The server requires room claims and the token has none for the
+    /// room the `register` names.
+    NoRoomGranted,
 }
 
 impl AuthRejection {
@@ -135,6 +213,9 @@ impl AuthRejection {
             AuthRejection::Expired => "token expired",
             AuthRejection::WrongPeer => "token issued for another peer id",
             AuthRejection::Unknown => "token unknown",
+            AuthRejection::DemoToken => "demo token refused by a server not in demo mode",
+            AuthRejection::WrongRoom => "token issued for another room",
+            AuthRejection::NoRoomGranted => "token grants no room",
         }
     }
 }
@@ -147,6 +228,8 @@ impl AuthRejection {
 pub struct Authenticator {
     secret: Option<HmacSecret>,
     static_tokens: HashMap<PeerId, Vec<String>>,
+    accept_demo: bool,
+    rooms_need_claims: bool,
 }
 
 impl fmt::Debug for Authenticator {
@@ -154,6 +237,8 @@ impl fmt::Debug for Authenticator {
         f.debug_struct("Authenticator")
             .field("secret", &self.secret)
             .field("static_peers", &self.static_tokens.len())
+            .field("accept_demo", &self.accept_demo)
+            .field("rooms_need_claims", &self.rooms_need_claims)
             .finish()
     }
 }
@@ -161,7 +246,37 @@ impl fmt::Debug for Authenticator {
 impl Authenticator {
     /// Accepts tokens signed with `secret`.
     pub fn with_secret(secret: HmacSecret) -> Authenticator {
-        Authenticator { secret: Some(secret), static_tokens: HashMap::new() }
+        Authenticator {
+            secret: Some(secret),
+            static_tokens: HashMap::new(),
+            accept_demo: false,
+            rooms_need_claims: false,
+        }
+    }
+
+    /// Makes rooms a strict boundary: a `register` may name a room only
+    /// with a token whose `room` claim names it. Tokens without the claim
+    /// (and static tokens) then register only without a room.
+    pub fn require_room_claims(mut self) -> Authenticator {
+        self.rooms_need_claims = true;
+        self
+    }
+
+    /// Whether a token that granted `grant` may register in `room`.
+    pub fn admits_room(&self, grant: &Grant, room: Option<&str>) -> Result<(), AuthRejection> {
+        match (&grant.room, room) {
+            (Some(granted), Some(room)) if granted == room => Ok(()),
+            (Some(_), _) => Err(AuthRejection::WrongRoom),
+            (None, Some(_)) if self.rooms_need_claims => Err(AuthRejection::NoRoomGranted),
+            (None, _) => Ok(()),
+        }
+    }
+
+    /// Also accepts signed tokens marked as demo tokens (`tether serve
+    /// --demo`); without this they are refused even under the right secret.
+    pub fn accept_demo_tokens(mut self) -> Authenticator {
+        self.accept_demo = true;
+        self
     }
 
     /// Also accepts `token` for `peer_id` (a peer may have several tokens).
@@ -218,13 +333,14 @@ impl Authenticator {
         self.secret.is_some() || !self.static_tokens.is_empty()
     }
 
-    /// Checks that `token` proves `peer_id` at time `now`.
+    /// Checks that `token` proves `peer_id` at time `now`, and returns what
+    /// it grants (expiry, room).
     pub fn verify(
         &self,
         peer_id: &PeerId,
         token: &str,
         now: SystemTime,
-    ) -> Result<(), AuthRejection> {
+    ) -> Result<Grant, AuthRejection> {
         if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
             return Err(AuthRejection::Malformed);
         }
@@ -235,14 +351,28 @@ impl Authenticator {
                 found | listed.as_bytes().ct_eq(token.as_bytes())
             });
             if bool::from(matched) {
-                return Ok(());
+                return Ok(Grant::unrestricted());
             }
         }
         match &self.secret {
-            Some(secret) => verify_signed(secret, peer_id, token, now),
+            // A static-token server with a secret too: something that is not
+            // even shaped like a signed token is simply unknown.
+            Some(_) if !self.static_tokens.is_empty() && !looks_signed(token) => {
+                Err(AuthRejection::Unknown)
+            }
+            Some(secret) => verify_signed(secret, peer_id, token, now, self.accept_demo),
             None => Err(AuthRejection::Unknown),
         }
     }
+}
+
+/// Whether `token` has the shape `v1.<claims>.<signature>`.
+fn looks_signed(token: &str) -> bool {
+    let mut parts = token.split('.');
+    parts.next() == Some(TOKEN_PREFIX)
+        && parts.next().is_some()
+        && parts.next().is_some()
+        && parts.next().is_none()
 }
 
 fn verify_signed(
@@ -250,7 +380,8 @@ fn verify_signed(
     peer_id: &PeerId,
     token: &str,
     now: SystemTime,
-) -> Result<(), AuthRejection> {
+    accept_demo: bool,
+) -> Result<Grant, AuthRejection> {
     let mut parts = token.split('.');
     let (Some(prefix), Some(claims), Some(signature), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -274,7 +405,10 @@ fn verify_signed(
     if claims.exp <= unix_seconds(now) {
         return Err(AuthRejection::Expired);
     }
-    Ok(())
+    if claims.demo && !accept_demo {
+        return Err(AuthRejection::DemoToken);
+    }
+    Ok(Grant { expires_at: Some(claims.exp), room: claims.room })
 }
 
 #[cfg(test)]
@@ -303,7 +437,7 @@ mod tests {
         let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
         let token = mint_token(&secret(), &peer("alice"), now + Duration::from_secs(60));
         let auth = Authenticator::with_secret(secret());
-        assert_eq!(auth.verify(&peer("alice"), &token, now), Ok(()));
+        assert!(auth.verify(&peer("alice"), &token, now).is_ok());
         assert_eq!(
             auth.verify(&peer("alice"), &token, now + Duration::from_secs(60)),
             Err(AuthRejection::Expired)
@@ -336,12 +470,55 @@ mod tests {
         let text = "# peers\nalice  s3cret-a\n\nbob s3cret-b\nalice second\n";
         let auth = Authenticator::default().add_token_file_text("tokens", text).unwrap();
         let now = SystemTime::now();
-        assert_eq!(auth.verify(&peer("alice"), "s3cret-a", now), Ok(()));
-        assert_eq!(auth.verify(&peer("alice"), "second", now), Ok(()));
+        assert!(auth.verify(&peer("alice"), "s3cret-a", now).is_ok());
+        assert!(auth.verify(&peer("alice"), "second", now).is_ok());
         assert_eq!(auth.verify(&peer("alice"), "s3cret-b", now), Err(AuthRejection::Unknown));
         assert_eq!(auth.verify(&peer("carol"), "s3cret-a", now), Err(AuthRejection::Unknown));
         let error = Authenticator::default().add_token_file_text("tokens", "alice\n").unwrap_err();
         assert!(error.to_string().contains("line 1"), "{error}");
+    }
+
+    #[test]
+    fn room_and_demo_claims_are_signed_and_reported() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let expires = now + Duration::from_secs(60);
+        let room = RoomId::new("lobby").unwrap();
+        let token = TokenClaims::new(peer("alice"), expires).room(room).mint(&secret());
+        let auth = Authenticator::with_secret(secret());
+        let grant = auth.verify(&peer("alice"), &token, now).unwrap();
+        assert_eq!(grant.room.as_deref(), Some("lobby"));
+        assert_eq!(grant.expires_at, Some(1_000_060));
+
+        let demo = TokenClaims::new(peer("alice"), expires).demo().mint(&secret());
+        assert_eq!(auth.verify(&peer("alice"), &demo, now), Err(AuthRejection::DemoToken));
+        let demo_auth = Authenticator::with_secret(secret()).accept_demo_tokens();
+        assert!(demo_auth.verify(&peer("alice"), &demo, now).is_ok());
+    }
+
+    #[test]
+    fn strict_rooms_need_a_room_claim() {
+        let unscoped = Grant { expires_at: None, room: None };
+        let scoped = Grant { expires_at: None, room: Some("lobby".into()) };
+        let lax = Authenticator::with_secret(secret());
+        assert_eq!(lax.admits_room(&unscoped, Some("lobby")), Ok(()));
+        assert_eq!(lax.admits_room(&scoped, Some("other")), Err(AuthRejection::WrongRoom));
+        assert_eq!(lax.admits_room(&scoped, None), Err(AuthRejection::WrongRoom));
+        let strict = Authenticator::with_secret(secret()).require_room_claims();
+        assert_eq!(strict.admits_room(&unscoped, Some("lobby")), Err(AuthRejection::NoRoomGranted));
+        assert_eq!(strict.admits_room(&unscoped, None), Ok(()));
+        assert_eq!(strict.admits_room(&scoped, Some("lobby")), Ok(()));
+    }
+
+    #[test]
+    fn with_a_secret_and_a_token_file_an_unlisted_token_is_unknown() {
+        let auth = Authenticator::with_secret(secret())
+            .add_token_file_text("tokens", "alice s3cret-a\n")
+            .unwrap();
+        let now = SystemTime::now();
+        assert_eq!(auth.verify(&peer("alice"), "guess", now), Err(AuthRejection::Unknown));
+        assert_eq!(auth.verify(&peer("bob"), "s3cret-a", now), Err(AuthRejection::Unknown));
+        assert_eq!(auth.verify(&peer("alice"), "v1.a", now), Err(AuthRejection::Unknown));
+        assert_eq!(auth.verify(&peer("alice"), "v1.a.b", now), Err(AuthRejection::Malformed));
     }
 
     #[test]

@@ -20,7 +20,10 @@
 //! - Nothing in the server panics on input, and every per-connection buffer
 //!   is bounded (frame size, outbound queue, write time).
 //! - Attempts of one client session are ordered by `generation`: an older
-//!   `register` never displaces a newer one.
+//!   `register` never displaces a newer one within the generation fence,
+//!   and an older token never displaces a fresher one.
+//! - A hostile client is limited by its own budgets (unregistered caps,
+//!   rate limits, bad frames); relays and presence never cross a room.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -57,7 +60,10 @@ pub mod turn;
 
 pub use error::RelayError;
 pub use metrics::MetricsSnapshot;
-pub use server::{ExtraRoutes, RunningServer, ServerConfig, ServerLimits, SignalServer};
+pub use server::{
+    ExtraRoutes, RateLimit, RunningServer, ServerConfig, ServerLimits, SignalServer,
+    raise_open_file_limit,
+};
 pub use tls::ServerTls;
 
 /// The server's handles cross task and thread boundaries.

@@ -22,6 +22,14 @@ pub(crate) enum SessionEnd {
     RegisterRefused,
     /// Too many bad frames, or a frame over the hard size cap.
     Abuse,
+    /// Kept sending over its rate limit (close 4009).
+    RateLimited,
+    /// Its token expired, or a fresher token holds the peer id (close 4010).
+    TokenExpired,
+    /// Closed unregistered to make room for a newer connection (close 1013).
+    Evicted,
+    /// Broke RFC 6455 framing or sent invalid UTF-8 (close 1002 / 1007).
+    ProtocolError,
     /// The server shut down.
     Shutdown,
     /// A transport error.
@@ -29,7 +37,7 @@ pub(crate) enum SessionEnd {
 }
 
 impl SessionEnd {
-    const ALL: [SessionEnd; 9] = [
+    const ALL: [SessionEnd; 13] = [
         SessionEnd::Closed,
         SessionEnd::Replaced,
         SessionEnd::SlowConsumer,
@@ -37,6 +45,10 @@ impl SessionEnd {
         SessionEnd::RegisterTimeout,
         SessionEnd::RegisterRefused,
         SessionEnd::Abuse,
+        SessionEnd::RateLimited,
+        SessionEnd::TokenExpired,
+        SessionEnd::Evicted,
+        SessionEnd::ProtocolError,
         SessionEnd::Shutdown,
         SessionEnd::Error,
     ];
@@ -50,6 +62,10 @@ impl SessionEnd {
             SessionEnd::RegisterTimeout => "register_timeout",
             SessionEnd::RegisterRefused => "register_refused",
             SessionEnd::Abuse => "abuse",
+            SessionEnd::RateLimited => "rate_limited",
+            SessionEnd::TokenExpired => "token_expired",
+            SessionEnd::Evicted => "evicted",
+            SessionEnd::ProtocolError => "protocol_error",
             SessionEnd::Shutdown => "shutdown",
             SessionEnd::Error => "error",
         }
@@ -57,6 +73,48 @@ impl SessionEnd {
 
     fn index(self) -> usize {
         SessionEnd::ALL.iter().position(|end| *end == self).unwrap_or(0)
+    }
+}
+
+/// Why a connection was turned away before it could send anything (no
+/// error frame is possible yet), in metric label order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// `max_connections` reached: closed right after accept.
+    MaxConnections,
+    /// Its source address already holds `max_unregistered_per_source`
+    /// unregistered connections: closed right after accept.
+    UnregisteredPerSource,
+    /// An older unregistered connection was closed to admit it
+    /// (`max_unregistered` reached); counts the evicted one.
+    UnregisteredEvicted,
+    /// The WebSocket upgrade's `Origin` is not allowed (403).
+    Origin,
+    /// `accept` failed (typically EMFILE, out of descriptors).
+    AcceptError,
+}
+
+impl Refused {
+    const ALL: [Refused; 5] = [
+        Refused::MaxConnections,
+        Refused::UnregisteredPerSource,
+        Refused::UnregisteredEvicted,
+        Refused::Origin,
+        Refused::AcceptError,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Refused::MaxConnections => "max_connections",
+            Refused::UnregisteredPerSource => "unregistered_per_source",
+            Refused::UnregisteredEvicted => "unregistered_evicted",
+            Refused::Origin => "origin",
+            Refused::AcceptError => "accept_error",
+        }
+    }
+
+    fn index(self) -> usize {
+        Refused::ALL.iter().position(|refused| *refused == self).unwrap_or(0)
     }
 }
 
@@ -81,6 +139,7 @@ pub(crate) struct ServerMetrics {
     relayed: [AtomicU64; RELAY_TYPES.len()],
     rejections: [AtomicU64; ErrorCode::ALL.len()],
     session_ends: [AtomicU64; SessionEnd::ALL.len()],
+    refused: [AtomicU64; Refused::ALL.len()],
 }
 
 impl ServerMetrics {
@@ -108,6 +167,10 @@ impl ServerMetrics {
 
     pub(crate) fn relayed(&self, type_name: &str) {
         self.relayed[relay_index(type_name)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn refused(&self, reason: Refused) {
+        self.refused[reason.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn rejected(&self, code: ErrorCode) {
@@ -141,6 +204,11 @@ impl ServerMetrics {
                 .zip(&self.session_ends)
                 .map(|(end, counter)| (end.name(), load(counter)))
                 .collect(),
+            connections_refused: Refused::ALL
+                .iter()
+                .zip(&self.refused)
+                .map(|(reason, counter)| (reason.name(), load(counter)))
+                .collect(),
         }
     }
 }
@@ -165,6 +233,10 @@ pub struct MetricsSnapshot {
     pub rejections: Vec<(ErrorCode, u64)>,
     /// Ended sessions by reason (`closed`, `replaced`, `slow_consumer`, ...).
     pub session_ends: Vec<(&'static str, u64)>,
+    /// Connections turned away before a WebSocket session, by reason
+    /// (`max_connections`, `unregistered_per_source`, `unregistered_evicted`,
+    /// `origin`, `accept_error`).
+    pub connections_refused: Vec<(&'static str, u64)>,
 }
 
 impl MetricsSnapshot {
@@ -176,6 +248,14 @@ impl MetricsSnapshot {
     /// The number of sessions that ended for `reason` (a label value).
     pub fn session_ends_for(&self, reason: &str) -> u64 {
         self.session_ends.iter().find(|(name, _)| *name == reason).map_or(0, |(_, count)| *count)
+    }
+
+    /// The number of connections turned away for `reason` (a label value).
+    pub fn refused_for(&self, reason: &str) -> u64 {
+        self.connections_refused
+            .iter()
+            .find(|(name, _)| *name == reason)
+            .map_or(0, |(_, count)| *count)
     }
 
     /// Renders the Prometheus text exposition format (version 0.0.4).
@@ -245,6 +325,17 @@ impl MetricsSnapshot {
             "counter",
             "WebSocket sessions ended, by reason.",
             &ends,
+        );
+        let refused: Vec<_> = self
+            .connections_refused
+            .iter()
+            .map(|(name, value)| (format!("{{reason=\"{name}\"}}"), *value))
+            .collect();
+        metric(
+            "tether_signal_connections_refused_total",
+            "counter",
+            "Connections turned away before a WebSocket session, by reason.",
+            &refused,
         );
         out
     }

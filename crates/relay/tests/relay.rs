@@ -125,6 +125,10 @@ async fn a_peer_that_stops_reading_is_dropped_as_a_slow_consumer() {
 
     let harness = Harness::start_with(|config| {
         config.limits.outbound_queue = 4;
+        // This test is about the receiver's slowness, not the sender's rate.
+        config.limits.relay_rate = tether_relay::RateLimit::new(100_000, 100_000);
+        // The stuck peer's close frame waits this long for it to read.
+        config.limits.write_timeout = std::time::Duration::from_secs(1);
         config.limits.max_frame_bytes = 64 * 1024;
         config.limits.hard_frame_bytes = 64 * 1024;
     })

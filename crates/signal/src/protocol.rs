@@ -37,6 +37,11 @@ pub mod close_code {
     pub const NORMAL: u16 = 1000;
     /// The server is shutting down.
     pub const GOING_AWAY: u16 = 1001;
+    /// The client broke RFC 6455 framing (reserved bits, unmasked frame,
+    /// oversized control frame, orphan continuation).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A TEXT frame was not valid UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
     /// A frame exceeded the hard size cap; the stream cannot be resynchronised.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// Another connection registered the same peer id.
@@ -55,8 +60,16 @@ pub mod close_code {
     pub const IDLE_TIMEOUT: u16 = 4006;
     /// The `register` message was invalid (bad peer id, missing field).
     pub const REGISTER_INVALID: u16 = 4007;
+    /// The server is full of connections that have not registered; this
+    /// (oldest) one was closed to make room. Reconnect.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
     /// The `register` belongs to an older attempt of the current session.
     pub const STALE_GENERATION: u16 = 4008;
+    /// The client kept sending over its rate limit.
+    pub const RATE_LIMITED: u16 = 4009;
+    /// The session's token expired, or a fresher token holds the peer id:
+    /// get a new token and reconnect.
+    pub const TOKEN_REFRESH: u16 = 4010;
 }
 
 /// The `code` of an `error` frame.
@@ -100,13 +113,23 @@ pub enum ErrorCode {
     RegisterTimeout,
     /// The server is shutting down.
     ShuttingDown,
+    /// The message was over the sender's rate limit and was not processed.
+    RateLimited,
+    /// The session's token expired; the server closes with 4010.
+    TokenExpired,
+    /// The peer id is registered with a token that expires later than
+    /// this one; the server closes with 4010.
+    TokenOutdated,
+    /// The client broke RFC 6455 framing or sent invalid UTF-8; the server
+    /// closes with 1002 or 1007.
+    ProtocolError,
     /// A code this client does not know (sent by a newer server).
     Unrecognized,
 }
 
 impl ErrorCode {
     /// Every code a server may send, in documentation order.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidMessage,
         ErrorCode::UnknownType,
@@ -125,6 +148,10 @@ impl ErrorCode {
         ErrorCode::TooManyErrors,
         ErrorCode::RegisterTimeout,
         ErrorCode::ShuttingDown,
+        ErrorCode::RateLimited,
+        ErrorCode::TokenExpired,
+        ErrorCode::TokenOutdated,
+        ErrorCode::ProtocolError,
     ];
 
     /// The wire spelling.
@@ -148,6 +175,10 @@ impl ErrorCode {
             ErrorCode::TooManyErrors => "too_many_errors",
             ErrorCode::RegisterTimeout => "register_timeout",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::TokenOutdated => "token_outdated",
+            ErrorCode::ProtocolError => "protocol_error",
             ErrorCode::Unrecognized => "unrecognized",
         }
     }
@@ -189,13 +220,19 @@ impl ErrorCode {
                 | ErrorCode::TooManyErrors
                 | ErrorCode::RegisterTimeout
                 | ErrorCode::ShuttingDown
+                | ErrorCode::TokenExpired
+                | ErrorCode::TokenOutdated
+                | ErrorCode::ProtocolError
         )
     }
 
     /// How a client should classify this code when it ends a request.
     pub fn kind(self) -> SignalErrorKind {
         match self {
-            ErrorCode::AuthFailed => SignalErrorKind::AuthRejected,
+            ErrorCode::AuthFailed | ErrorCode::TokenExpired | ErrorCode::TokenOutdated => {
+                SignalErrorKind::AuthRejected
+            }
+            ErrorCode::RateLimited => SignalErrorKind::Overloaded,
             ErrorCode::VersionUnsupported | ErrorCode::InvalidPeerId => {
                 SignalErrorKind::ConfigRejected
             }

@@ -185,6 +185,13 @@ pub(crate) async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
     let mut server_config = ServerConfig::new(Authenticator::with_secret(secret.clone()));
     server_config.limits.max_connections = config.clients as u64 * 2 + 64;
     server_config.limits.outbound_queue = 1024;
+    // A benchmark, not an attack: every client comes from loopback and
+    // sends as fast as the configured total rate asks.
+    server_config.limits.max_unregistered = config.clients + 64;
+    server_config.limits.max_unregistered_per_source = config.clients + 64;
+    let per_client = u32::try_from(config.clients).unwrap_or(u32::MAX).max(1);
+    let relay_rate = (config.rate / per_client).saturating_mul(4).max(1_000);
+    server_config.limits.relay_rate = tether_relay::RateLimit::new(relay_rate, relay_rate);
     let server = ServerThread::start(server_config).await?;
     let url = server.url.clone();
 

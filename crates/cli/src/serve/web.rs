@@ -1,13 +1,13 @@
 //! The browser peer (the repository's `web/` folder), embedded in the binary
 //! and served by `tether serve` next to `/ws`, plus the `--demo` token route.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
 use tether_relay::ExtraRoutes;
-use tether_relay::auth::{HmacSecret, mint_token_for};
+use tether_relay::auth::{HmacSecret, TokenClaims};
 use tether_signal::protocol::PeerId;
 
 /// Where `--demo` hands out tokens: `GET /demo/token?peer=ID`.
@@ -111,7 +111,11 @@ fn demo_token(secret: &HmacSecret, query: Option<&str>) -> Response<Bytes> {
             let mut response = respond(
                 StatusCode::OK,
                 plain,
-                Bytes::from(mint_token_for(secret, &peer, DEMO_TOKEN_TTL)),
+                // Marked demo: refused by servers not in demo mode, even
+                // under the same secret.
+                Bytes::from(
+                    TokenClaims::new(peer, SystemTime::now() + DEMO_TOKEN_TTL).demo().mint(secret),
+                ),
             );
             response
                 .headers_mut()
@@ -206,7 +210,12 @@ mod tests {
         let response = get(false, Some(&secret), "/demo/token?peer=w%40b").unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         let token = String::from_utf8(response.into_body().to_vec()).unwrap();
-        let auth = tether_relay::auth::Authenticator::with_secret(secret.clone());
+        let production = tether_relay::auth::Authenticator::with_secret(secret.clone());
+        assert!(
+            production.verify(&PeerId::new("w@b").unwrap(), &token, SystemTime::now()).is_err(),
+            "a demo token is not a production token"
+        );
+        let auth = production.accept_demo_tokens();
         assert!(
             auth.verify(&PeerId::new("w@b").unwrap(), &token, std::time::SystemTime::now()).is_ok(),
             "the token proves the peer id"

@@ -7,6 +7,8 @@
 //! Architecture invariant: a session only ever speaks as the peer id its
 //! token proved; `from` is stamped by the server, never copied from input.
 
+mod admission;
+mod rate;
 mod registry;
 mod routes;
 mod session;
@@ -28,11 +30,18 @@ use tracing::{debug, info, warn};
 
 use crate::auth::Authenticator;
 use crate::error::RelayError;
-use crate::metrics::{MetricsSnapshot, ServerMetrics};
+use crate::metrics::{MetricsSnapshot, Refused, ServerMetrics};
 use crate::tls::ServerTls;
 use tether_signal::protocol::{DEFAULT_MAX_FRAME_BYTES, WEBSOCKET_PATH};
 
+use self::admission::{Admission, Refusal};
+use self::rate::AcceptBackoff;
+pub use self::rate::RateLimit;
 use self::registry::Registry;
+
+/// Descriptors kept free for the listener, the runtime and logging when the
+/// connection caps are fitted to the process's open-file limit.
+const RESERVED_DESCRIPTORS: u64 = 64;
 
 /// Bounds that protect the server from slow, silent or abusive clients.
 #[derive(Debug, Clone)]
@@ -45,7 +54,9 @@ pub struct ServerLimits {
     /// connection is closed with 1009 (the stream cannot be resynchronised).
     pub hard_frame_bytes: usize,
     /// Frames queued for one connection. A relay that finds the receiver's
-    /// queue full drops the receiver as a slow consumer (close 4004).
+    /// queue full drops the receiver as a slow consumer (close 4004). Keep
+    /// it above `relay_rate.burst`, so one sender within its own rate limit
+    /// cannot overflow a receiver that reads.
     pub outbound_queue: usize,
     /// A write to a client that does not complete within this time drops
     /// the client as a slow consumer (close 4004).
@@ -58,9 +69,32 @@ pub struct ServerLimits {
     pub idle_timeout: Duration,
     /// Interval of the server's own WebSocket pings (browsers answer them).
     pub ping_interval: Duration,
-    /// Open connections (HTTP plus WebSocket sessions) accepted at once;
-    /// more are closed right after accept.
+    /// Open connections (HTTP plus WebSocket sessions) accepted at once.
+    /// At the cap an unregistered connection is closed to admit a new one
+    /// (up to 32 over the cap while those close); with none to close, new
+    /// connections are closed right after accept. Lowered at bind to the
+    /// process's open-file limit minus a reserve of 64.
     pub max_connections: u64,
+    /// Connections that have not registered yet (HTTP or WebSocket), all
+    /// sources together. At the cap the oldest is closed (1013 once it is a
+    /// WebSocket) to admit the new one. Lowered at bind to half of
+    /// `max_connections`.
+    pub max_unregistered: usize,
+    /// Unregistered connections from one source address; more are closed
+    /// right after accept.
+    pub max_unregistered_per_source: usize,
+    /// Relay messages (`offer` ... `bye`) one connection may send, to known
+    /// and unknown peers alike; over it: `error` `rate_limited`.
+    pub relay_rate: RateLimit,
+    /// `ping` messages and WebSocket pings one connection may send.
+    pub ping_rate: RateLimit,
+    /// Messages over a rate limit tolerated before closing with 4009.
+    pub max_rate_violations: u32,
+    /// How long after a registration the `generation` order of its
+    /// `session` holds: within it an older or equal generation is refused
+    /// (`stale_generation`); after it any valid `register` replaces as usual,
+    /// so a pinned (huge) generation cannot lock the owner out.
+    pub generation_fence: Duration,
     /// Time to flush queued frames and the close frame when closing a session.
     pub close_timeout: Duration,
     /// Time graceful shutdown waits for sessions to close.
@@ -77,10 +111,16 @@ impl Default for ServerLimits {
             outbound_queue: 256,
             write_timeout: Duration::from_secs(10),
             max_bad_frames: 10,
-            register_timeout: Duration::from_secs(10),
+            register_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
             ping_interval: Duration::from_secs(10),
             max_connections: 50_000,
+            max_unregistered: 10_000,
+            max_unregistered_per_source: 64,
+            relay_rate: RateLimit::new(50, 200),
+            ping_rate: RateLimit::new(20, 50),
+            max_rate_violations: 20,
+            generation_fence: Duration::from_secs(10),
             close_timeout: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(3),
             header_read_timeout: Duration::from_secs(10),
@@ -135,6 +175,11 @@ pub struct ServerConfig {
     /// then served over HTTPS only. `None` serves plain HTTP, for use behind
     /// a TLS-terminating proxy.
     pub tls: Option<ServerTls>,
+    /// When set, a WebSocket upgrade whose `Origin` header is present and
+    /// not in this list is refused with 403 (browser deployments). Entries
+    /// are compared exactly (`https://app.example`); requests without
+    /// `Origin` (non-browser clients) are not affected.
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 impl ServerConfig {
@@ -147,6 +192,7 @@ impl ServerConfig {
             static_dir: None,
             extra_routes: None,
             tls: None,
+            allowed_origins: None,
         }
     }
 }
@@ -158,7 +204,9 @@ struct ServerState {
     static_dir: Option<PathBuf>,
     extra_routes: Option<ExtraRoutes>,
     tls: Option<ServerTls>,
+    allowed_origins: Option<Vec<String>>,
     registry: Registry,
+    admission: Arc<Admission>,
     metrics: ServerMetrics,
     /// Cancelled when shutdown starts; every task watches it.
     shutdown: CancellationToken,
@@ -204,13 +252,29 @@ impl SignalServer {
             || limits.hard_frame_bytes < limits.max_frame_bytes
             || limits.outbound_queue == 0
             || limits.max_bad_frames == 0
+            || limits.max_connections == 0
+            || limits.max_unregistered == 0
+            || limits.max_unregistered_per_source == 0
+            || limits.max_rate_violations == 0
+            || [limits.relay_rate, limits.ping_rate]
+                .iter()
+                .any(|rate| rate.per_second == 0 || rate.burst == 0)
         {
             return Err(RelayError::InvalidConfig(
-                "limits need max_frame_bytes > 0, hard_frame_bytes >= max_frame_bytes, \
-                 outbound_queue > 0 and max_bad_frames > 0"
+                "limits need max_frame_bytes > 0, hard_frame_bytes >= max_frame_bytes, and \
+                 outbound_queue, max_bad_frames, max_connections, max_unregistered, \
+                 max_unregistered_per_source, max_rate_violations and both rates above 0"
                     .into(),
             ));
         }
+        let mut limits = config.limits;
+        let descriptors = open_file_limit();
+        if let Some(descriptors) = descriptors {
+            limits.max_connections =
+                limits.max_connections.min(descriptors.saturating_sub(RESERVED_DESCRIPTORS).max(1));
+        }
+        let half = usize::try_from(limits.max_connections / 2).unwrap_or(usize::MAX).max(1);
+        limits.max_unregistered = limits.max_unregistered.min(half);
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| RelayError::Bind { addr: config.listen, source })?;
@@ -219,10 +283,12 @@ impl SignalServer {
             .map_err(|source| RelayError::Bind { addr: config.listen, source })?;
         let state = Arc::new(ServerState {
             auth: config.auth,
-            limits: config.limits,
+            admission: Admission::new(limits.max_unregistered, limits.max_unregistered_per_source),
+            limits,
             static_dir: config.static_dir,
             extra_routes: config.extra_routes,
             tls: config.tls,
+            allowed_origins: config.allowed_origins,
             registry: Registry::default(),
             metrics: ServerMetrics::default(),
             shutdown: CancellationToken::new(),
@@ -243,6 +309,12 @@ impl SignalServer {
         websocket_url(self.local_addr, self.state.tls.is_some())
     }
 
+    /// The limits in force: the configured ones, with `max_connections` and
+    /// `max_unregistered` lowered to fit the process's open-file limit.
+    pub fn limits(&self) -> &ServerLimits {
+        &self.state.limits
+    }
+
     /// Serves until `shutdown` completes, then shuts down gracefully: stops
     /// accepting, closes every session with 1001 after an `error`
     /// `shutting_down`, and waits up to `shutdown_grace` for them.
@@ -254,20 +326,40 @@ impl SignalServer {
     /// the runtime ends. Complete `shutdown` instead.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), RelayError> {
         let SignalServer { listener, local_addr, state } = self;
-        info!(name: "signal.server.listening", addr = %local_addr);
+        info!(
+            name: "signal.server.listening",
+            addr = %local_addr,
+            open_file_limit = open_file_limit(),
+            max_connections = state.limits.max_connections,
+            max_unregistered = state.limits.max_unregistered,
+            max_unregistered_per_source = state.limits.max_unregistered_per_source,
+        );
         tokio::pin!(shutdown);
+        let mut backoff = AcceptBackoff::new(
+            Duration::from_millis(5),
+            Duration::from_millis(500),
+            Duration::from_secs(10),
+        );
         loop {
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
                 () = state.shutdown.cancelled() => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, remote)) => accept(&state, stream, remote),
+                    Ok((stream, remote)) => {
+                        backoff.succeeded();
+                        accept(&state, stream, remote);
+                    }
                     Err(error) => {
-                        // Typically EMFILE: back off briefly instead of spinning.
-                        warn!(name: "signal.server.accept_error", %error);
+                        // Typically EMFILE: back off (up to 500 ms) instead of
+                        // spinning, and warn at most once per 10 s.
+                        state.metrics.refused(Refused::AcceptError);
+                        let failure = backoff.failed(tokio::time::Instant::now());
+                        if let Some(failures) = failure.log {
+                            warn!(name: "signal.server.accept_error", %error, failures);
+                        }
                         tokio::select! {
-                            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                            () = tokio::time::sleep(failure.wait) => {}
                             () = &mut shutdown => break,
                         }
                     }
@@ -304,21 +396,43 @@ fn accept(state: &Arc<ServerState>, stream: tokio::net::TcpStream, remote: Socke
     let open =
         state.open_connections.fetch_add(1, Ordering::Relaxed) + state.metrics.connections_open();
     if open >= state.limits.max_connections {
-        state.open_connections.fetch_sub(1, Ordering::Relaxed);
-        debug!(name: "signal.server.refused", %remote, open, "connection limit reached");
-        return;
+        // Full: an unregistered connection makes room for the newcomer (the
+        // evicted one is still closing, so allow a little slack within the
+        // descriptor reserve); registered sessions are never displaced.
+        let within_slack = open < state.limits.max_connections + RESERVED_DESCRIPTORS / 2;
+        if !(within_slack && state.admission.evict_one()) {
+            state.open_connections.fetch_sub(1, Ordering::Relaxed);
+            state.metrics.refused(Refused::MaxConnections);
+            debug!(name: "signal.server.refused", %remote, open, reason = "max_connections");
+            return;
+        }
+        state.metrics.refused(Refused::UnregisteredEvicted);
+        debug!(name: "signal.server.evicted", %remote, reason = "max_connections");
+    }
+    let admitted = match state.admission.admit(remote.ip()) {
+        Ok(admitted) => admitted,
+        Err(Refusal::PerSource) => {
+            state.open_connections.fetch_sub(1, Ordering::Relaxed);
+            state.metrics.refused(Refused::UnregisteredPerSource);
+            debug!(name: "signal.server.refused", %remote, reason = "unregistered_per_source");
+            return;
+        }
+    };
+    if admitted.evicted_other {
+        state.metrics.refused(Refused::UnregisteredEvicted);
+        debug!(name: "signal.server.evicted", %remote, reason = "max_unregistered");
     }
     let _ = stream.set_nodelay(true);
     let task_state = Arc::clone(state);
     state.tasks.spawn(async move {
         match &task_state.tls {
-            None => routes::serve_connection(stream, remote, &task_state).await,
+            None => routes::serve_connection(stream, remote, admitted.pending, &task_state).await,
             Some(tls) => {
                 // The handshake shares the header bound: a client that opens TCP
                 // and says nothing is dropped as an HTTP one would be.
                 let bound = task_state.limits.header_read_timeout;
                 match tokio::time::timeout(bound, tls.acceptor().accept(stream)).await {
-                    Ok(Ok(stream)) => routes::serve_connection(stream, remote, &task_state).await,
+                    Ok(Ok(stream)) => routes::serve_connection(stream, remote, admitted.pending, &task_state).await,
                     Ok(Err(error)) => {
                         debug!(name: "signal.server.tls_refused", %remote, %error);
                     }
@@ -328,6 +442,36 @@ fn accept(state: &Arc<ServerState>, stream: tokio::net::TcpStream, remote: Socke
         }
         task_state.open_connections.fetch_sub(1, Ordering::Relaxed);
     });
+}
+
+/// The process's soft open-file limit, when the platform has one.
+fn open_file_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        rlimit::getrlimit(rlimit::Resource::NOFILE).ok().map(|(soft, _hard)| soft)
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// Raises this process's soft open-file limit to its hard limit and returns
+/// the limit now in force (for `tether serve` to call, and report, at start;
+/// a library embedding the server leaves its process's limits alone).
+///
+/// # Errors
+///
+/// The operating system's error when the limit cannot be read or set.
+pub fn raise_open_file_limit() -> std::io::Result<u64> {
+    #[cfg(unix)]
+    {
+        rlimit::increase_nofile_limit(u64::MAX)
+    }
+    #[cfg(not(unix))]
+    {
+        Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "no open-file limit here"))
+    }
 }
 
 /// A server running in the background. Dropping it starts shutdown without

@@ -6,6 +6,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -23,6 +26,9 @@ struct Entry {
     /// The client's instance id and attempt number, when it sent them.
     session: Option<String>,
     generation: Option<u64>,
+    /// The registering token's freshness (its expiry; static: the maximum).
+    freshness: u64,
+    registered_at: Instant,
 }
 
 #[derive(Default)]
@@ -58,6 +64,10 @@ pub(super) struct Registration {
     pub(super) room: Option<RoomId>,
     pub(super) session: Option<String>,
     pub(super) generation: Option<u64>,
+    /// The token's freshness ([`crate::auth::Grant::freshness`]).
+    pub(super) freshness: u64,
+    /// How long a registration's generation order holds.
+    pub(super) generation_fence: Duration,
     pub(super) handle: SessionHandle,
     pub(super) max_frame_bytes: usize,
 }
@@ -74,8 +84,11 @@ pub(super) struct RegisterEffects {
 
 pub(super) enum RegisterOutcome {
     Registered(RegisterEffects),
-    /// The same client session already registered a newer attempt.
+    /// The same client session already registered a newer attempt, within
+    /// the generation fence.
     Stale,
+    /// The peer id is held under a token that expires later than this one.
+    Outdated,
 }
 
 /// The peer table, shared by every session of a server.
@@ -99,15 +112,29 @@ impl Registry {
         metrics: &ServerMetrics,
     ) -> RegisterOutcome {
         let mut tables = self.lock();
-        let Registration { peer, room, session, generation, handle, max_frame_bytes } =
-            registration;
-        if let Some(existing) = tables.peers.get(&peer)
-            && session.is_some()
-            && existing.session == session
-            && let (Some(current), Some(new)) = (existing.generation, generation)
-            && current >= new
-        {
-            return RegisterOutcome::Stale;
+        let Registration {
+            peer,
+            room,
+            session,
+            generation,
+            freshness,
+            generation_fence,
+            handle,
+            max_frame_bytes,
+        } = registration;
+        let now = Instant::now();
+        if let Some(existing) = tables.peers.get(&peer) {
+            if freshness < existing.freshness {
+                return RegisterOutcome::Outdated;
+            }
+            if session.is_some()
+                && existing.session == session
+                && let (Some(current), Some(new)) = (existing.generation, generation)
+                && current >= new
+                && now.saturating_duration_since(existing.registered_at) < generation_fence
+            {
+                return RegisterOutcome::Stale;
+            }
         }
         let previous = tables.peers.remove(&peer);
         let mut left_to = Vec::new();
@@ -143,7 +170,10 @@ impl Registry {
         if let Some(room) = &room {
             tables.rooms.entry(room.clone()).or_default().insert(peer.clone());
         }
-        tables.peers.insert(peer, Entry { handle, room, session, generation });
+        tables.peers.insert(
+            peer,
+            Entry { handle, room, session, generation, freshness, registered_at: now },
+        );
         metrics.set_peers_registered(tables.peers.len());
         metrics.registered();
         RegisterOutcome::Registered(RegisterEffects {
@@ -180,8 +210,13 @@ impl Registry {
         Some(notify)
     }
 
-    /// The session currently serving `peer`.
-    pub(super) fn lookup(&self, peer: &PeerId) -> Option<SessionHandle> {
-        self.lock().peers.get(peer).map(|entry| entry.handle.clone())
+    /// The session currently serving `peer`, if it is registered in `room`
+    /// (no room is a room of its own: room-less peers reach each other).
+    pub(super) fn lookup(&self, peer: &PeerId, room: Option<&RoomId>) -> Option<SessionHandle> {
+        self.lock()
+            .peers
+            .get(peer)
+            .filter(|entry| entry.room.as_ref() == room)
+            .map(|entry| entry.handle.clone())
     }
 }

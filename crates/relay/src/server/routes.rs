@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -22,7 +22,14 @@ use tracing::debug;
 
 use tether_signal::protocol::WEBSOCKET_PATH;
 
+use crate::metrics::Refused;
+
+use super::admission::Pending;
 use super::{ServerState, session};
+
+/// The connection's place among the unregistered, until a WebSocket upgrade
+/// takes it into its session.
+type PendingSlot = Arc<Mutex<Option<Pending>>>;
 
 type HttpResponse = Response<Full<Bytes>>;
 
@@ -31,14 +38,22 @@ const MAX_STATIC_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Serves one connection (TCP, or TLS over it) until it closes, is
 /// upgraded, or shutdown.
-pub(super) async fn serve_connection<S>(stream: S, remote: SocketAddr, state: &Arc<ServerState>)
-where
+pub(super) async fn serve_connection<S>(
+    stream: S,
+    remote: SocketAddr,
+    pending: Pending,
+    state: &Arc<ServerState>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let evicted = pending.evicted().clone();
+    let slot: PendingSlot = Arc::new(Mutex::new(Some(pending)));
     let service_state = Arc::clone(state);
+    let service_slot = Arc::clone(&slot);
     let service = service_fn(move |request| {
         let state = Arc::clone(&service_state);
-        async move { Ok::<_, Infallible>(route(request, remote, &state).await) }
+        let slot = Arc::clone(&service_slot);
+        async move { Ok::<_, Infallible>(route(request, remote, &slot, &state).await) }
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -47,7 +62,18 @@ where
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(connection);
+    // Eviction matters only while the connection is still plain HTTP; once
+    // upgraded, the session watches it.
+    let evicted_while_http = async {
+        evicted.cancelled().await;
+        if slot.lock().unwrap_or_else(PoisonError::into_inner).is_none() {
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::select! {
+        () = evicted_while_http => {
+            debug!(name: "signal.server.http_evicted", %remote);
+        }
         result = connection.as_mut() => {
             if let Err(error) = result {
                 debug!(name: "signal.server.http_error", %remote, %error);
@@ -78,11 +104,12 @@ fn plain(status: StatusCode, body: &'static str) -> HttpResponse {
 async fn route(
     mut request: Request<Incoming>,
     remote: SocketAddr,
+    slot: &PendingSlot,
     state: &Arc<ServerState>,
 ) -> HttpResponse {
     let path = request.uri().path();
     if path == WEBSOCKET_PATH {
-        return upgrade(&mut request, remote, state);
+        return upgrade(&mut request, remote, slot, state);
     }
     let is_get = request.method() == Method::GET || request.method() == Method::HEAD;
     match path {
@@ -124,10 +151,19 @@ fn header_has_token(request: &Request<Incoming>, name: header::HeaderName, token
 fn upgrade(
     request: &mut Request<Incoming>,
     remote: SocketAddr,
+    slot: &PendingSlot,
     state: &Arc<ServerState>,
 ) -> HttpResponse {
     if request.method() != Method::GET {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "websocket upgrade requires GET\n");
+    }
+    if let Some(allowed) = &state.allowed_origins
+        && let Some(origin) = request.headers().get(header::ORIGIN)
+        && !allowed.iter().any(|allowed| allowed.as_bytes() == origin.as_bytes())
+    {
+        state.metrics.refused(Refused::Origin);
+        debug!(name: "signal.server.refused", %remote, reason = "origin", origin = ?origin);
+        return plain(StatusCode::FORBIDDEN, "origin not allowed\n");
     }
     if !header_has_token(request, header::UPGRADE, "websocket")
         || !header_has_token(request, header::CONNECTION, "upgrade")
@@ -152,6 +188,9 @@ fn upgrade(
     let Ok(accept) = HeaderValue::from_str(&accept) else {
         return plain(StatusCode::BAD_REQUEST, "bad sec-websocket-key\n");
     };
+    let Some(pending) = slot.lock().unwrap_or_else(PoisonError::into_inner).take() else {
+        return plain(StatusCode::BAD_REQUEST, "one websocket upgrade per connection\n");
+    };
     let on_upgrade = hyper::upgrade::on(request);
     let limits = &state.limits;
     let config = WebSocketConfig::default()
@@ -170,7 +209,7 @@ fn upgrade(
                     Some(config),
                 )
                 .await;
-                session::run(socket, remote, session_state).await;
+                session::run(socket, remote, pending, session_state).await;
             }
             Err(error) => debug!(name: "signal.server.upgrade_failed", %remote, %error),
         }

@@ -5,13 +5,18 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{Sink, SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
@@ -20,12 +25,17 @@ use tracing::{Instrument, debug, field, info_span, trace};
 
 use crate::metrics::SessionEnd;
 use tether_signal::protocol::{
-    ClientMessage, ErrorCode, PROTOCOL_VERSION, PeerId, Register, RelayOut, ServerMessage,
+    ClientMessage, ErrorCode, PROTOCOL_VERSION, PeerId, Register, RelayOut, RoomId, ServerMessage,
     close_code, decode_client_message, encode_server_message,
 };
 
 use super::ServerState;
+use super::admission::Pending;
+use super::rate::TokenBucket;
 use super::registry::{RegisterOutcome, Registration};
+
+/// The upgraded connection a session runs on.
+type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
 /// Why and how a session is to be closed; the first request wins.
 #[derive(Debug, Clone, Copy)]
@@ -128,17 +138,20 @@ enum Flow {
     Stop,
 }
 
-/// Runs one upgraded WebSocket connection to its end.
-pub(super) async fn run<S>(socket: S, remote: SocketAddr, state: Arc<ServerState>)
-where
-    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Send + 'static,
-{
+/// Runs one upgraded WebSocket connection to its end. `pending` is its
+/// place among the unregistered connections, released when it registers.
+pub(super) async fn run(
+    socket: Socket,
+    remote: SocketAddr,
+    pending: Pending,
+    state: Arc<ServerState>,
+) {
     let connection_id = state.next_connection_id.fetch_add(1, Ordering::Relaxed);
     let span = info_span!("signal.session", connection_id, %remote, peer = field::Empty);
     async move {
         state.metrics.session_opened();
         debug!(name: "signal.server.session.open", "session open");
-        let (sink, stream) = socket.split();
+        let (sink, mut stream) = socket.split();
         let (outbound, queue) = mpsc::channel(state.limits.outbound_queue);
         let closer = Arc::new(Closer::default());
         let handle = SessionHandle { connection_id, outbound, closer: Arc::clone(&closer) };
@@ -147,8 +160,21 @@ where
             write_loop(sink, queue, Arc::clone(&closer), Arc::clone(&activity), Arc::clone(&state))
                 .instrument(tracing::Span::current()),
         );
-        let mut session = Session { state: &state, handle, activity, peer: None, bad_frames: 0 };
-        session.read_loop(stream).await;
+        let now = Instant::now();
+        let mut session = Session {
+            state: &state,
+            handle,
+            activity,
+            peer: None,
+            room: None,
+            pending: Some(pending),
+            token_expires: None,
+            bad_frames: 0,
+            relay_bucket: TokenBucket::new(state.limits.relay_rate, now),
+            ping_bucket: TokenBucket::new(state.limits.ping_rate, now),
+            rate_violations: 0,
+        };
+        session.read_loop(&mut stream).await;
         if let Some(peer) = session.peer.take()
             && let Some(members) = state.registry.unregister(&peer, connection_id, &state.metrics)
         {
@@ -159,7 +185,14 @@ where
             }
         }
         closer.close(close_code::NORMAL, "closed", SessionEnd::Closed);
-        let _ = writer.await;
+        // An evicted connection never registered: its descriptor is needed
+        // at once, not after lingering for its input.
+        if let Ok(sink) = writer.await
+            && let Ok(socket) = sink.reunite(stream)
+            && closer.end() != SessionEnd::Evicted
+        {
+            linger(socket, &state).await;
+        }
         let end = closer.end();
         state.metrics.session_ended(end);
         debug!(name: "signal.server.session.closed", reason = end.name());
@@ -168,19 +201,54 @@ where
     .await;
 }
 
+/// After the close frame went out: half-close, then read and discard what
+/// the client still sends (bounded in time and bytes) before dropping the
+/// socket. Closing with unread input would send a TCP reset, and a reset
+/// makes the client's kernel discard the close frame it has not read yet.
+async fn linger(mut socket: Socket, state: &ServerState) {
+    let budget = state.limits.hard_frame_bytes.saturating_mul(4).max(8 * 1024 * 1024);
+    let io = socket.get_mut();
+    let _ = tokio::time::timeout(state.limits.close_timeout, async {
+        let _ = io.shutdown().await;
+        let mut buffer = vec![0u8; 16 * 1024];
+        let mut drained = 0usize;
+        while drained < budget {
+            match io.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => drained += read,
+            }
+        }
+    })
+    .await;
+}
+
+/// `token` cancelled, or never when there is none.
+async fn cancelled_or_never(token: Option<CancellationToken>) {
+    match token {
+        Some(token) => token.cancelled_owned().await,
+        None => std::future::pending().await,
+    }
+}
+
 struct Session<'a> {
     state: &'a ServerState,
     handle: SessionHandle,
     activity: Arc<Activity>,
     peer: Option<PeerId>,
+    /// The room registered in; relays stay inside it.
+    room: Option<RoomId>,
+    /// Held until registered (the unregistered-connection caps).
+    pending: Option<Pending>,
+    /// When the registering token expires (the session is closed then).
+    token_expires: Option<Instant>,
     bad_frames: u32,
+    relay_bucket: TokenBucket,
+    ping_bucket: TokenBucket,
+    rate_violations: u32,
 }
 
 impl Session<'_> {
-    async fn read_loop<R>(&mut self, mut stream: R)
-    where
-        R: Stream<Item = Result<Message, WsError>> + Unpin,
-    {
+    async fn read_loop(&mut self, stream: &mut SplitStream<Socket>) {
         let limits = &self.state.limits;
         let register_deadline = Instant::now() + limits.register_timeout;
         let mut last_inbound = Instant::now();
@@ -196,6 +264,10 @@ impl Session<'_> {
         let shutdown_token = self.state.shutdown.clone();
         let shutdown = shutdown_token.cancelled();
         tokio::pin!(shutdown);
+        // Fires only while unregistered: registering drops `pending`, which
+        // takes the connection out of the table that evicts.
+        let evicted = cancelled_or_never(self.pending.as_ref().map(|p| p.evicted().clone()));
+        tokio::pin!(evicted);
         loop {
             let frame = tokio::select! {
                 biased;
@@ -205,9 +277,26 @@ impl Session<'_> {
                     self.close(close_code::GOING_AWAY, "server shutting down", SessionEnd::Shutdown);
                     return;
                 }
+                () = &mut evicted => {
+                    // Silently: it has sent nothing worth an error yet.
+                    self.close(
+                        close_code::TRY_AGAIN_LATER,
+                        "server busy, reconnect",
+                        SessionEnd::Evicted,
+                    );
+                    return;
+                }
                 () = &mut watchdog => {
                     let now = Instant::now();
                     let idle_at = last_inbound + limits.idle_timeout;
+                    if let Some(expires) = self.token_expires
+                        && now >= expires
+                    {
+                        self.send_error(ErrorCode::TokenExpired, "token expired: refresh it and reconnect", None);
+                        self.state.metrics.rejected(ErrorCode::TokenExpired);
+                        self.close(close_code::TOKEN_REFRESH, "token expired", SessionEnd::TokenExpired);
+                        return;
+                    }
                     if self.peer.is_none() && now >= register_deadline {
                         self.send_error(ErrorCode::RegisterTimeout, "no register in time", None);
                         self.close(
@@ -221,10 +310,13 @@ impl Session<'_> {
                         self.close(close_code::IDLE_TIMEOUT, "idle timeout", SessionEnd::IdleTimeout);
                         return;
                     }
-                    let next = match self.peer {
+                    let mut next = match self.peer {
                         None => register_deadline.min(idle_at),
                         Some(_) => idle_at,
                     };
+                    if let Some(expires) = self.token_expires {
+                        next = next.min(expires);
+                    }
                     watchdog.as_mut().reset(next);
                     continue;
                 }
@@ -247,10 +339,26 @@ impl Session<'_> {
                     self.close(close_code::NORMAL, "closed", SessionEnd::Closed);
                     Flow::Stop
                 }
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Flow::Continue,
+                Some(Ok(Message::Ping(_))) => {
+                    // tungstenite has queued the pong; a flood of pings is
+                    // still limited like `ping` messages.
+                    if self.ping_bucket.take(last_inbound) {
+                        Flow::Continue
+                    } else {
+                        self.over_limit("websocket pings", None).await
+                    }
+                }
+                Some(Ok(Message::Pong(_) | Message::Frame(_))) => Flow::Continue,
             };
             if flow == Flow::Stop {
                 return;
+            }
+            // A registration may have armed a token expiry: make sure the
+            // watchdog wakes for it.
+            if let Some(expires) = self.token_expires
+                && watchdog.deadline() > expires
+            {
+                watchdog.as_mut().reset(expires);
             }
         }
     }
@@ -265,6 +373,20 @@ impl Session<'_> {
             }
             WsError::ConnectionClosed | WsError::AlreadyClosed => {
                 self.close(close_code::NORMAL, "closed", SessionEnd::Closed);
+            }
+            WsError::Protocol(violation) => {
+                self.state.metrics.rejected(ErrorCode::ProtocolError);
+                let detail = format!("websocket protocol violation: {violation}");
+                debug!(name: "signal.server.reject", code = "protocol_error", %detail);
+                self.send_error(ErrorCode::ProtocolError, &detail, None);
+                self.close(close_code::PROTOCOL_ERROR, "protocol error", SessionEnd::ProtocolError);
+            }
+            WsError::Utf8(detail) => {
+                self.state.metrics.rejected(ErrorCode::ProtocolError);
+                let detail = format!("text frame is not valid utf-8: {detail}");
+                debug!(name: "signal.server.reject", code = "protocol_error", %detail);
+                self.send_error(ErrorCode::ProtocolError, &detail, None);
+                self.close(close_code::INVALID_PAYLOAD, "invalid utf-8", SessionEnd::ProtocolError);
             }
             error => {
                 debug!(name: "signal.server.read_error", %error);
@@ -281,10 +403,18 @@ impl Session<'_> {
             return self.reject(ErrorCode::FrameTooLarge, &detail, None).await;
         }
         match decode_client_message(text) {
-            Err(error) => self.reject(error.code, &error.detail, None).await,
+            Err(error) => self.reject(error.code, &error.detail, message_id(text)).await,
             Ok(ClientMessage::Register(register)) => self.on_register(register).await,
-            Ok(ClientMessage::Relay(relay)) => self.on_relay(relay).await,
+            Ok(ClientMessage::Relay(relay)) => {
+                if !self.relay_bucket.take(Instant::now()) {
+                    return self.over_limit("relay messages", relay.id).await;
+                }
+                self.on_relay(relay).await
+            }
             Ok(ClientMessage::Ping { nonce }) => {
+                if !self.ping_bucket.take(Instant::now()) {
+                    return self.over_limit("pings", None).await;
+                }
                 self.reply(&ServerMessage::Pong { nonce }).await;
                 Flow::Continue
             }
@@ -316,23 +446,44 @@ impl Session<'_> {
             );
             return Flow::Stop;
         }
-        if let Err(rejection) =
-            self.state.auth.verify(&register.peer_id, &register.token, SystemTime::now())
-        {
-            debug!(name: "signal.server.auth_failed", peer = %register.peer_id, reason = rejection.reason());
-            self.reject(ErrorCode::AuthFailed, rejection.reason(), None).await;
-            self.close(close_code::AUTH_FAILED, "auth failed", SessionEnd::RegisterRefused);
-            return Flow::Stop;
-        }
+        let verified =
+            self.state.auth.verify(&register.peer_id, &register.token, SystemTime::now()).and_then(
+                |grant| {
+                    let room = register.room.as_ref().map(RoomId::as_str);
+                    self.state.auth.admits_room(&grant, room).map(|()| grant)
+                },
+            );
+        let grant = match verified {
+            Ok(grant) => grant,
+            Err(rejection) => {
+                debug!(name: "signal.server.auth_failed", peer = %register.peer_id, reason = rejection.reason());
+                self.reject(ErrorCode::AuthFailed, rejection.reason(), None).await;
+                self.close(close_code::AUTH_FAILED, "auth failed", SessionEnd::RegisterRefused);
+                return Flow::Stop;
+            }
+        };
         let registration = Registration {
             peer: register.peer_id.clone(),
-            room: register.room,
+            room: register.room.clone(),
             session: register.session,
             generation: register.generation,
+            freshness: grant.freshness(),
+            generation_fence: self.state.limits.generation_fence,
             handle: self.handle.clone(),
             max_frame_bytes: self.state.limits.max_frame_bytes,
         };
         let effects = match self.state.registry.register(registration, &self.state.metrics) {
+            RegisterOutcome::Outdated => {
+                self.reject(
+                    ErrorCode::TokenOutdated,
+                    "this peer id is registered with a token that expires later: \
+                     refresh your token and reconnect",
+                    None,
+                )
+                .await;
+                self.close(close_code::TOKEN_REFRESH, "token outdated", SessionEnd::TokenExpired);
+                return Flow::Stop;
+            }
             RegisterOutcome::Stale => {
                 self.reject(
                     ErrorCode::StaleGeneration,
@@ -350,6 +501,17 @@ impl Session<'_> {
             RegisterOutcome::Registered(effects) => effects,
         };
         let peer = register.peer_id;
+        self.pending = None;
+        self.room = register.room;
+        // Checked arithmetic: `exp` may be far beyond what the clocks can
+        // represent; such a token simply does not expire in this session.
+        self.token_expires = grant.expires_at.and_then(|expires_at| {
+            let left = UNIX_EPOCH
+                .checked_add(Duration::from_secs(expires_at))?
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            Instant::now().checked_add(left)
+        });
         tracing::Span::current().record("peer", peer.as_str());
         debug!(
             name: "signal.server.registered",
@@ -396,7 +558,8 @@ impl Session<'_> {
                 .await;
         }
         let type_name = relay.payload.type_name();
-        let Some(target) = self.state.registry.lookup(&relay.to) else {
+        // Outside the sender's room a peer is as unknown as an offline one.
+        let Some(target) = self.state.registry.lookup(&relay.to, self.room.as_ref()) else {
             return self
                 .reject(
                     ErrorCode::PeerUnknown,
@@ -430,6 +593,23 @@ impl Session<'_> {
                 .await
             }
         }
+    }
+
+    /// A message over a rate limit: not processed, answered with
+    /// `rate_limited`; the `max_rate_violations`th closes with 4009.
+    async fn over_limit(&mut self, what: &str, id: Option<u64>) -> Flow {
+        self.rate_violations += 1;
+        self.state.metrics.rejected(ErrorCode::RateLimited);
+        let detail = format!("too many {what}: slow down");
+        debug!(name: "signal.server.reject", code = "rate_limited", violations = self.rate_violations);
+        if self.rate_violations < self.state.limits.max_rate_violations {
+            self.reply(&ServerMessage::Error { code: ErrorCode::RateLimited, message: detail, id })
+                .await;
+            return Flow::Continue;
+        }
+        self.send_error(ErrorCode::RateLimited, "rate limit exceeded too often", id);
+        self.close(close_code::RATE_LIMITED, "rate limited", SessionEnd::RateLimited);
+        Flow::Stop
     }
 
     /// Sends an error frame, counts it, and enforces the abuse limit.
@@ -477,15 +657,13 @@ impl Session<'_> {
 
 /// Drains the outbound queue into the socket, pings, and on close flushes
 /// what is queued and writes the close frame, all bounded by `close_timeout`.
-async fn write_loop<W>(
-    mut sink: W,
+async fn write_loop(
+    mut sink: SplitSink<Socket, Message>,
     mut queue: mpsc::Receiver<Utf8Bytes>,
     closer: Arc<Closer>,
     activity: Arc<Activity>,
     state: Arc<ServerState>,
-) where
-    W: Sink<Message, Error = WsError> + Unpin,
-{
+) -> SplitSink<Socket, Message> {
     let period = state.limits.ping_interval;
     let mut ping = tokio::time::interval_at(Instant::now() + period, period);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -527,7 +705,7 @@ async fn write_loop<W>(
             Ok(Err(error)) => {
                 debug!(name: "signal.server.write_error", %error);
                 closer.close(close_code::NORMAL, "write error", SessionEnd::Error);
-                return;
+                return sink;
             }
             Err(_) => {
                 debug!(name: "signal.server.slow_consumer", stalled_for = ?write_timeout);
@@ -537,8 +715,13 @@ async fn write_loop<W>(
         }
     }
     let request = closer.request.get().copied();
-    let _ = tokio::time::timeout(state.limits.close_timeout, async {
-        while let Ok(frame) = queue.try_recv() {
+    // A slow consumer's queue is dropped (it would not drain), and its close
+    // frame waits behind what the socket already holds: give it as long as
+    // any write, so a client that reads late still learns why (4004).
+    let slow = request.is_some_and(|request| request.end == SessionEnd::SlowConsumer);
+    let budget = if slow { write_timeout } else { state.limits.close_timeout };
+    let _ = tokio::time::timeout(budget, async {
+        while !slow && let Ok(frame) = queue.try_recv() {
             if sink.feed(Message::Text(frame)).await.is_err() {
                 break;
             }
@@ -553,6 +736,18 @@ async fn write_loop<W>(
         let _ = sink.close().await;
     })
     .await;
+    sink
+}
+
+/// The `id` of a message that could not be decoded, when it has a readable
+/// one (so `invalid_message` and friends can echo it).
+fn message_id(text: &str) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+    }
+    serde_json::from_str::<IdOnly>(text).ok()?.id?.as_u64()
 }
 
 /// Writes `first` and whatever else is already queued, then flushes once.

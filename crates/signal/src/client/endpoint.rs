@@ -237,7 +237,9 @@ pub(super) async fn register(
                 Ok(ServerMessage::Error { code, message, .. }) => {
                     debug!(name: "signal.client.register_refused", code = code.as_str(), %message);
                     return Err(match code {
-                        ErrorCode::AuthFailed => SignalError::AuthRejected { message },
+                        ErrorCode::AuthFailed | ErrorCode::TokenOutdated => {
+                            SignalError::AuthRejected { message }
+                        }
                         ErrorCode::VersionUnsupported => {
                             SignalError::VersionUnsupported { client: PROTOCOL_VERSION, message }
                         }
@@ -270,7 +272,9 @@ pub(super) async fn register(
 fn close_error(code: u16, reason: String, generation: u64) -> SignalError {
     match code {
         close_code::STALE_GENERATION => SignalError::Superseded { generation },
-        close_code::AUTH_FAILED => SignalError::AuthRejected { message: reason },
+        close_code::AUTH_FAILED | close_code::TOKEN_REFRESH => {
+            SignalError::AuthRejected { message: reason }
+        }
         close_code::VERSION_UNSUPPORTED => {
             SignalError::VersionUnsupported { client: PROTOCOL_VERSION, message: reason }
         }
