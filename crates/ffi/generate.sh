@@ -14,8 +14,8 @@
 #   crates/ffi/build/swift/   Tether.swift, TetherFFI.h, TetherFFI.modulemap
 #   crates/ffi/build/kotlin/  rt/tether/tether_ffi.kt
 #   crates/ffi/build/python/  tether_ffi.py
-# and, for python, the generated module and the library copied into the
-# package crates/ffi/python/tether/ so that `import tether` works.
+# The Python package is built by pip/maturin instead (crates/ffi/pyproject.toml,
+# test.sh); the python output here is for reading.
 #
 # Uses CARGO_TARGET_DIR when set, else the workspace's target directory.
 set -euo pipefail
@@ -25,12 +25,12 @@ workspace="$(cd "$here/../.." && pwd)"
 
 profile=debug
 cargo_profile=()
-features=bindgen-cli
+features=()
 languages=()
 for arg in "$@"; do
     case "$arg" in
         --release) profile=release; cargo_profile=(--release) ;;
-        --test-server) features=bindgen-cli,test-server ;;
+        --test-server) features=(--features test-server) ;;
         swift | kotlin | python) languages+=("$arg") ;;
         *) echo "usage: $0 [--release] [--test-server] [swift] [kotlin] [python]" >&2; exit 2 ;;
     esac
@@ -51,12 +51,14 @@ case "$(uname -s)" in
     *) library_file=libtether_ffi.so ;;
 esac
 
-echo "== building tether-ffi ($profile, features $features)"
-# The library and the bindgen binary in one build, with the same features,
-# so uniffi is compiled once.
-cargo build -p tether-ffi --features "$features" --lib --bin uniffi-bindgen "${cargo_profile[@]}"
+echo "== building tether-ffi ($profile${features[*]:+, ${features[*]}})"
+# Two builds, not one: built together, the bindgen's `uniffi/cli` would be
+# unified into the library's uniffi, and the library would differ from the
+# one maturin and apps build. The bindgen (a tool) is always a debug build.
+cargo build -p tether-ffi --lib "${features[@]}" "${cargo_profile[@]}"
+cargo build -p tether-ffi-bindgen
 library="$target_dir/$profile/$library_file"
-bindgen="$target_dir/$profile/uniffi-bindgen"
+bindgen="$target_dir/debug/uniffi-bindgen"
 
 for language in "${languages[@]}"; do
     out="$here/build/$language"
@@ -67,13 +69,4 @@ for language in "${languages[@]}"; do
     # exported lives in this crate.
     "$bindgen" generate --library "$library" --language "$language" \
         --out-dir "$out" --no-format --metadata-no-deps
-done
-
-for language in "${languages[@]}"; do
-    if [ "$language" = python ]; then
-        package="$here/python/tether"
-        cp "$here/build/python/tether_ffi.py" "$package/tether_ffi.py"
-        cp "$library" "$package/$library_file"
-        echo "== python package ready: ${package#"$workspace"/}"
-    fi
 done

@@ -143,7 +143,15 @@ struct Intent {
     waiters: Waiters,
 }
 
-/// The persistent recovery decision engine. See the [module docs](self).
+/// The persistent recovery decision engine: every rule of docs/POLICY.md as
+/// a sans-IO state machine.
+///
+/// Inputs go in through [`handle_input`](Self::handle_input) and
+/// [`handle_timeout`](Self::handle_timeout). After every input, drain
+/// [`poll_action`](Self::poll_action) until `None` and run the commands in
+/// order (a `Cancel` always comes before the `Start` that replaces it),
+/// drain [`poll_resolution`](Self::poll_resolution) to answer callers, and
+/// re-arm the wake-up at [`poll_timeout`](Self::poll_timeout).
 #[derive(Debug)]
 pub struct Supervisor {
     config: PolicyConfig,

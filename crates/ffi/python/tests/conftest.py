@@ -8,14 +8,10 @@ an app would, on its own asyncio event loop.
 import asyncio
 import contextlib
 import functools
-import os
-import sys
 import threading
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir))
-
-import tether  # noqa: E402
+import tether  # the installed package (crates/ffi/test.sh), not the source tree
 
 # Bound on any single test's async body: a hang fails, it never blocks CI.
 TEST_TIMEOUT_S = 30

@@ -14,12 +14,12 @@ the generated bindings:
 - every event delivered in order by one consumer through `handle.submit`,
   each awaited before the next; `TetherError.ShutDown` ends the consumer.
 
-What it is not: a test of the Swift or Kotlin code. Neither is compiled or
-run here (no Xcode or Android SDK on these machines), the mirror can drift
-from them unnoticed, and the platform mapping (NWPath / NetworkCapabilities
-to availability, transports and `path_id`, lifecycle notifications) is not
-mirrored at all. Compiling and testing the real adapters is a later issue's
-work. A change to an adapter's decisions must be made here too.
+What it is not: a test of the Swift or Kotlin code. The Kotlin adapter's
+decisions are compiled and tested for real on the JVM
+(platform/kotlin/core/, crates/ffi/kotlin/test.sh); the Swift ones are not
+compiled here (no Swift toolchain). This mirror stays as the
+language-neutral statement of the rules; a change to an adapter's
+decisions must be made here too.
 """
 
 import asyncio
