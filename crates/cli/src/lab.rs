@@ -175,6 +175,9 @@ struct PolicyReport {
     /// largest over the handoffs, and their median.
     echo_gap_max_ms: f64,
     echo_gap_p50_ms: f64,
+    /// Every message's round trip (sent -> its echo), handoffs included:
+    /// the median, i.e. the path's round trip while it runs steadily.
+    round_trip_p50_ms: f64,
 }
 
 #[derive(Serialize)]
@@ -224,6 +227,7 @@ struct PolicySamples {
     echo: Vec<Duration>,
     restore: Vec<Duration>,
     gaps: Vec<Duration>,
+    round_trips: Vec<Duration>,
 }
 
 /// How the connections went: through the relay, directly, or not seen.
@@ -555,6 +559,14 @@ async fn handoffs(args: &HandoffArgs) -> anyhow::Result<HandoffReport> {
         stop_phone.cancel();
         let report = task.join().await.context("the phone thread failed")??;
         let log = phone.log();
+        measured.round_trips = log
+            .echoes
+            .iter()
+            .filter_map(|&(at, seq)| {
+                let sent = log.sent_at.get(usize::try_from(seq).ok()?.checked_sub(1)?)?;
+                at.checked_duration_since(*sent)
+            })
+            .collect();
         let echoed = log.echo_counts.len() as u64;
         lost += report.sent.saturating_sub(echoed);
         duplicated +=
@@ -640,6 +652,7 @@ fn policy_report(measured: PolicySamples) -> PolicyReport {
     let restores = measured.restore.len();
     let restore = Samples::new(measured.restore);
     let gaps = Samples::new(measured.gaps);
+    let round_trips = Samples::new(measured.round_trips);
     PolicyReport {
         p50_ms: percentile_ms(&echo, 0.50),
         p95_ms: percentile_ms(&echo, 0.95),
@@ -648,6 +661,7 @@ fn policy_report(measured: PolicySamples) -> PolicyReport {
         restores,
         echo_gap_max_ms: percentile_ms(&gaps, 1.0),
         echo_gap_p50_ms: percentile_ms(&gaps, 0.50),
+        round_trip_p50_ms: percentile_ms(&round_trips, 0.50),
     }
 }
 
@@ -830,18 +844,26 @@ fn print_table(report: &HandoffReport) {
     );
     println!(
         "ms from path Available: to the first echo over the data channel (echo), to the \
-         restore ending ok (restore); longest silence between echoes per handoff (gap)"
+         restore ending ok (restore); longest silence between echoes per handoff (gap); \
+         every message's round trip (rtt)"
     );
     println!(
-        "  {:<40} {:>9} {:>9} {:>11} {:>11} {:>9} {:>9}",
-        "policy", "echo p50", "echo p95", "restore p50", "restore p95", "gap p50", "gap max"
+        "  {:<40} {:>9} {:>9} {:>11} {:>11} {:>9} {:>9} {:>8}",
+        "policy",
+        "echo p50",
+        "echo p95",
+        "restore p50",
+        "restore p95",
+        "gap p50",
+        "gap max",
+        "rtt p50"
     );
     for (name, policy) in [
         ("default (act at once, race rebuild)", &report.default),
         ("seed (400 ms settle, probe then rebuild)", &report.seed),
     ] {
         println!(
-            "  {:<40} {:>9.1} {:>9.1} {:>11.1} {:>11.1} {:>9.1} {:>9.1}",
+            "  {:<40} {:>9.1} {:>9.1} {:>11.1} {:>11.1} {:>9.1} {:>9.1} {:>8.1}",
             name,
             policy.p50_ms,
             policy.p95_ms,
@@ -849,6 +871,7 @@ fn print_table(report: &HandoffReport) {
             policy.restore_p95_ms,
             policy.echo_gap_p50_ms,
             policy.echo_gap_max_ms,
+            policy.round_trip_p50_ms,
         );
     }
     println!("  seed / default echo at p50: {:.1}x", report.ratio_p50);

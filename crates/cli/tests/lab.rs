@@ -71,6 +71,7 @@ async fn lab_report(args: &[&str]) -> Option<serde_json::Value> {
             "restore_p95_ms",
             "echo_gap_max_ms",
             "echo_gap_p50_ms",
+            "round_trip_p50_ms",
         ] {
             assert!(
                 report[field][number].is_f64(),
