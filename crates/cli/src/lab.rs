@@ -8,9 +8,17 @@
 //! uplinks (lab/README.md lists every flag and report field).
 //!
 //! The phone (path monitor + node) runs on a thread inside the phone
-//! namespace; the signaling server and the far peer, which echoes every
-//! message, on a thread inside the cloud namespace. Both log with the
-//! process's monotonic clock, so their instants compare directly.
+//! namespace; the signaling server on a thread inside the cloud namespace,
+//! and the far peer, which echoes every message, on one inside the home
+//! namespace. All log with the process's monotonic clock, so their
+//! instants compare directly.
+//!
+//! `--nat cone|symmetric` puts NAT in the gateways of the phone's uplinks
+//! and of home, runs coturn in the cloud, and gives both nodes its STUN and
+//! TURN addresses (credentials minted from coturn's shared secret with
+//! tether-relay's `TurnSecret`). Whether a connection went through the
+//! relay is read from the home gateway's packet counters while the stream
+//! runs steadily (tether-rtc does not expose the selected candidate pair).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,20 +27,23 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
 use tether::live::{RtcNodeConfig, SignalingTiming};
 use tether::{
     ActionKind, ActionOutcome, ActionReport, Availability, Messages, NetworkEvent, NetworkSnapshot,
     RtcNode, Transport, TransportSet,
 };
-use tether_lab::{HandoffMode, Lab, LabConfig, NetnsTask, Uplink, spawn_in_netns};
+use tether_lab::{
+    HandoffMode, Lab, LabConfig, Nat, NatCounters, NetnsTask, Uplink, spawn_in_netns,
+};
 use tether_pathmon::{PathMonitor, PathMonitorConfig, SnapshotReceiver};
 use tether_relay::auth::{Authenticator, HmacSecret, mint_token_for};
+use tether_relay::turn::TurnSecret;
 use tether_relay::{ServerConfig, SignalServer};
-use tether_rtc::{LocalAddresses, RtcConfig};
+use tether_rtc::{IceServer, LocalAddresses, RtcConfig};
 use tether_signal::protocol::PeerId;
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::percentile::{Samples, ms, rounded};
@@ -59,6 +70,35 @@ const MAX_GAP_MS: u64 = 120_000;
 /// The phone's replay buffer, in messages: the stream (100 a second) is
 /// accepted through the longest outage (120 s) without waiting for room.
 const PHONE_BUFFER: usize = 16_384;
+/// Echoes that make a steady stream: after recovery, and the window in
+/// which the home gateway's counters tell a relayed connection from a
+/// direct one.
+const STEADY_ECHOES: usize = 20;
+/// Lifetime of the TURN credentials the lab mints.
+const TURN_CREDENTIAL_TTL: Duration = Duration::from_secs(3600);
+
+/// `--nat`: what the gateways of the phone's uplinks and of home do.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum NatArg {
+    /// Plain routing (no NAT, no TURN server).
+    None,
+    /// Endpoint-independent mapping (masquerade keeping the port): the
+    /// peers connect directly.
+    Cone,
+    /// A new mapping per destination (masquerade random,fully-random): only
+    /// the TURN relay connects the peers.
+    Symmetric,
+}
+
+impl NatArg {
+    fn nat(self) -> Nat {
+        match self {
+            Self::None => Nat::None,
+            Self::Cone => Nat::Cone,
+            Self::Symmetric => Nat::Symmetric,
+        }
+    }
+}
 
 #[derive(Subcommand)]
 pub(crate) enum LabCommand {
@@ -99,6 +139,11 @@ pub(crate) struct HandoffArgs {
     /// 120000).
     #[arg(long)]
     overlap_ms: Option<u64>,
+    /// NAT in the gateways of the phone's uplinks and of the far peer's
+    /// home (nftables); with cone or symmetric, coturn runs in the cloud
+    /// and both nodes use it for STUN and TURN.
+    #[arg(long, value_enum, default_value = "none")]
+    nat: NatArg,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -130,6 +175,9 @@ struct PolicyReport {
     /// largest over the handoffs, and their median.
     echo_gap_max_ms: f64,
     echo_gap_p50_ms: f64,
+    /// Every message's round trip (sent -> its echo), handoffs included:
+    /// the median, i.e. the path's round trip while it runs steadily.
+    round_trip_p50_ms: f64,
 }
 
 #[derive(Serialize)]
@@ -158,6 +206,19 @@ struct HandoffReport {
     router_lost: u64,
     /// Packets the router dropped because its delay line was full.
     router_dropped: u64,
+    /// `--nat`.
+    nat: &'static str,
+    /// Connections judged (both policies): each phone's first one and one
+    /// per handoff, while the stream ran steadily.
+    connections: usize,
+    /// Of those, how many carried their data through the TURN relay (0
+    /// without NAT: there is no TURN server then).
+    relayed: usize,
+    /// Of those, how many showed no data at all in the window (neither
+    /// relayed nor direct).
+    unjudged: usize,
+    /// Relay allocations coturn granted during the run (0 without NAT).
+    turn_allocations: usize,
 }
 
 /// What one policy's handoffs measured.
@@ -166,6 +227,28 @@ struct PolicySamples {
     echo: Vec<Duration>,
     restore: Vec<Duration>,
     gaps: Vec<Duration>,
+    round_trips: Vec<Duration>,
+}
+
+/// How the connections went: through the relay, directly, or not seen.
+#[derive(Default)]
+struct PathTally {
+    connections: usize,
+    relayed: usize,
+    unjudged: usize,
+}
+
+impl PathTally {
+    /// Counts one connection by what the home gateway saw while it carried
+    /// the steady stream; without NAT (no counters) it is direct.
+    fn count(&mut self, seen: Option<NatCounters>) {
+        self.connections += 1;
+        match seen.map(NatCounters::relayed) {
+            Some(Some(true)) => self.relayed += 1,
+            Some(None) => self.unjudged += 1,
+            None | Some(Some(false)) => {}
+        }
+    }
 }
 
 pub(crate) fn run(command: LabCommand) -> anyhow::Result<ExitCode> {
@@ -293,6 +376,14 @@ impl Phone {
 struct Credentials {
     secret: HmacSecret,
     url: String,
+    /// The lab's TURN server (URLs and its shared secret), under NAT.
+    turn: Option<TurnAccess>,
+}
+
+struct TurnAccess {
+    stun_url: String,
+    turn_url: String,
+    secret: TurnSecret,
 }
 
 impl Credentials {
@@ -305,6 +396,18 @@ impl Credentials {
         config.room = Some("lab".into());
         config.rtc =
             RtcConfig { local_addresses: LocalAddresses::AllInterfaces, ..RtcConfig::loopback() };
+        if let Some(turn) = &self.turn {
+            let minted =
+                turn.secret.mint(peer.as_str(), std::time::SystemTime::now(), TURN_CREDENTIAL_TTL);
+            config.rtc.ice_servers = vec![
+                IceServer { urls: vec![turn.stun_url.clone()], ..IceServer::default() },
+                IceServer {
+                    urls: vec![turn.turn_url.clone()],
+                    username: minted.username,
+                    credential: minted.credential,
+                },
+            ];
+        }
         // The lab's links are fast: notice a dead socket in seconds.
         config.signaling = SignalingTiming::responsive();
         config
@@ -313,22 +416,41 @@ impl Credentials {
 
 async fn handoffs(args: &HandoffArgs) -> anyhow::Result<HandoffReport> {
     tether_lab::check_support().await.context("network namespaces are not available here")?;
+    let nat = args.nat.nat();
     let config = LabConfig::unique()
         .round_trip_delay(Duration::from_millis(args.rtt_ms))
         .jitter(Duration::from_millis(args.jitter_ms))
         .loss_percent(args.loss_pct)
-        .seed(args.seed);
+        .seed(args.seed)
+        .nat(nat)
+        .turn(nat != Nat::None);
     let mut lab = Lab::setup(config).await.context("cannot build the lab")?;
     let topology = lab.topology().clone();
     let cloud_addr = SocketAddr::from((topology.cloud_addr, SIGNAL_PORT));
+    let turn = match lab.turn() {
+        Some(server) => Some(TurnAccess {
+            stun_url: server.stun_url(),
+            turn_url: server.turn_url(),
+            secret: TurnSecret::new(server.secret().as_bytes().to_vec())
+                .context("the lab's TURN secret")?,
+        }),
+        None => None,
+    };
     let credentials = Arc::new(Credentials {
         secret: HmacSecret::ephemeral(),
         url: format!("ws://{cloud_addr}/ws"),
+        turn,
     });
 
     let stop_cloud = CancellationToken::new();
-    let cloud =
-        start_cloud(&topology.cloud, cloud_addr, Arc::clone(&credentials), stop_cloud.clone())?;
+    let (server, far_peer) = start_cloud(
+        (&topology.cloud, &topology.home),
+        cloud_addr,
+        Arc::clone(&credentials),
+        stop_cloud.clone(),
+    )
+    .await?;
+    let mut paths = PathTally::default();
 
     let mode = args.mode();
     let mut samples = [PolicySamples::default(), PolicySamples::default()];
@@ -351,6 +473,10 @@ async fn handoffs(args: &HandoffArgs) -> anyhow::Result<HandoffReport> {
             .wait_for(SETTLE_BOUND, |log| (!log.echoes.is_empty()).then_some(()))
             .await
             .with_context(|| format!("the phone never got an echo ({:?})", phone.log().errors))?;
+        // The first connection, as it carries the steady stream.
+        let before = lab.nat_counters().await?;
+        steady(&phone, Instant::now()).await;
+        paths.count(window(before, lab.nat_counters().await?));
 
         let measured = &mut samples[index];
         for _ in 0..args.runs {
@@ -420,14 +546,11 @@ async fn handoffs(args: &HandoffArgs) -> anyhow::Result<HandoffReport> {
             if let Some(restored) = restored {
                 measured.restore.push(restored.duration_since(available));
             }
-            // Let the stream run steadily on the new path before the next one.
-            let steady_from = Instant::now();
-            phone
-                .wait_for(HANDOFF_BOUND, |log| {
-                    (log.echoes.iter().filter(|(at, _)| *at > steady_from).count() >= 20)
-                        .then_some(())
-                })
-                .await;
+            // Let the stream run steadily on the new path before the next
+            // one, and see which way it runs.
+            let before = lab.nat_counters().await?;
+            steady(&phone, Instant::now()).await;
+            paths.count(window(before, lab.nat_counters().await?));
             if let Some(gap) = longest_echo_gap(&phone.log().echoes, started) {
                 measured.gaps.push(gap);
             }
@@ -436,6 +559,14 @@ async fn handoffs(args: &HandoffArgs) -> anyhow::Result<HandoffReport> {
         stop_phone.cancel();
         let report = task.join().await.context("the phone thread failed")??;
         let log = phone.log();
+        measured.round_trips = log
+            .echoes
+            .iter()
+            .filter_map(|&(at, seq)| {
+                let sent = log.sent_at.get(usize::try_from(seq).ok()?.checked_sub(1)?)?;
+                at.checked_duration_since(*sent)
+            })
+            .collect();
         let echoed = log.echo_counts.len() as u64;
         lost += report.sent.saturating_sub(echoed);
         duplicated +=
@@ -448,8 +579,10 @@ async fn handoffs(args: &HandoffArgs) -> anyhow::Result<HandoffReport> {
         }
     }
     stop_cloud.cancel();
-    cloud.join().await.context("the cloud thread failed")??;
+    far_peer.join().await.context("the far peer's thread failed")??;
+    server.join().await.context("the cloud thread failed")??;
     let router = lab.delay_stats().unwrap_or_default();
+    let turn_allocations = lab.turn().map_or(0, tether_lab::TurnServer::allocations);
     lab.teardown().await.context("tearing the lab down")?;
 
     let [default, seed] = samples.map(policy_report);
@@ -471,7 +604,27 @@ async fn handoffs(args: &HandoffArgs) -> anyhow::Result<HandoffReport> {
         overlap_ms: args.overlap_ms.unwrap_or(0),
         router_lost: router.lost,
         router_dropped: router.dropped,
+        nat: nat.name(),
+        connections: paths.connections,
+        relayed: paths.relayed,
+        unjudged: paths.unjudged,
+        turn_allocations,
     })
+}
+
+/// Waits (at most [`HANDOFF_BOUND`]) until [`STEADY_ECHOES`] echoes arrived
+/// after `from`.
+async fn steady(phone: &Phone, from: Instant) {
+    phone
+        .wait_for(HANDOFF_BOUND, |log| {
+            (log.echoes.iter().filter(|(at, _)| *at > from).count() >= STEADY_ECHOES).then_some(())
+        })
+        .await;
+}
+
+/// What the home gateway counted between two readings (`None` without NAT).
+fn window(before: Option<NatCounters>, after: Option<NatCounters>) -> Option<NatCounters> {
+    Some(after?.since(before?))
 }
 
 /// The longest silence between consecutive echoes (in arrival order) from
@@ -499,6 +652,7 @@ fn policy_report(measured: PolicySamples) -> PolicyReport {
     let restores = measured.restore.len();
     let restore = Samples::new(measured.restore);
     let gaps = Samples::new(measured.gaps);
+    let round_trips = Samples::new(measured.round_trips);
     PolicyReport {
         p50_ms: percentile_ms(&echo, 0.50),
         p95_ms: percentile_ms(&echo, 0.95),
@@ -507,20 +661,37 @@ fn policy_report(measured: PolicySamples) -> PolicyReport {
         restores,
         echo_gap_max_ms: percentile_ms(&gaps, 1.0),
         echo_gap_p50_ms: percentile_ms(&gaps, 0.50),
+        round_trip_p50_ms: percentile_ms(&round_trips, 0.50),
     }
 }
 
-/// The signaling server and the far peer, which echoes every message.
-fn start_cloud(
-    netns: &tether_lab::Netns,
+/// The signaling server (in the cloud namespace, `netns.0`) and, once it
+/// listens, the far peer, which echoes every message (at home, `netns.1`).
+async fn start_cloud(
+    netns: (&tether_lab::Netns, &tether_lab::Netns),
     listen: SocketAddr,
     credentials: Arc<Credentials>,
     stop: CancellationToken,
-) -> anyhow::Result<NetnsTask<anyhow::Result<()>>> {
-    Ok(spawn_in_netns(netns, move || async move {
-        let mut config = ServerConfig::new(Authenticator::with_secret(credentials.secret.clone()));
+) -> anyhow::Result<(NetnsTask<anyhow::Result<()>>, NetnsTask<anyhow::Result<()>>)> {
+    let (listening_tx, listening) = oneshot::channel();
+    let server_credentials = Arc::clone(&credentials);
+    let server_stop = stop.clone();
+    let server = spawn_in_netns(netns.0, move || async move {
+        let mut config =
+            ServerConfig::new(Authenticator::with_secret(server_credentials.secret.clone()));
         config.listen = listen;
         let server = SignalServer::bind(config).await?.spawn();
+        let _ = listening_tx.send(());
+        server_stop.cancelled().await;
+        server.shutdown().await;
+        Ok(())
+    })?;
+    if listening.await.is_err() {
+        // The task ended without binding: its error says why.
+        server.join().await.context("the cloud thread failed")??;
+        bail!("the signaling server stopped before it listened");
+    }
+    let far_peer = spawn_in_netns(netns.1, move || async move {
         let mut node_config = credentials.node(&PeerId::new(CLOUD)?);
         node_config.auto_connect = true;
         let node = RtcNode::start(node_config)?;
@@ -541,9 +712,9 @@ fn start_cloud(
             }
         }
         node.shutdown().await;
-        server.shutdown().await;
         Ok(())
-    })?)
+    })?;
+    Ok((server, far_peer))
 }
 
 struct PhoneReport {
@@ -659,10 +830,11 @@ async fn observe(
 
 fn print_table(report: &HandoffReport) {
     println!(
-        "Wi-Fi <-> cellular handoffs, {} per policy ({} failed), added RTT {} ms, jitter {} ms, \
-         loss {} % (seed {}), outage {} ms, overlap {} ms",
+        "Wi-Fi <-> cellular handoffs, {} per policy ({} failed), NAT {}, added RTT {} ms, \
+         jitter {} ms, loss {} % (seed {}), outage {} ms, overlap {} ms",
         report.handoffs,
         report.failed,
+        report.nat,
         report.added_rtt_ms,
         report.added_jitter_ms,
         report.loss_pct,
@@ -672,18 +844,26 @@ fn print_table(report: &HandoffReport) {
     );
     println!(
         "ms from path Available: to the first echo over the data channel (echo), to the \
-         restore ending ok (restore); longest silence between echoes per handoff (gap)"
+         restore ending ok (restore); longest silence between echoes per handoff (gap); \
+         every message's round trip (rtt)"
     );
     println!(
-        "  {:<40} {:>9} {:>9} {:>11} {:>11} {:>9} {:>9}",
-        "policy", "echo p50", "echo p95", "restore p50", "restore p95", "gap p50", "gap max"
+        "  {:<40} {:>9} {:>9} {:>11} {:>11} {:>9} {:>9} {:>8}",
+        "policy",
+        "echo p50",
+        "echo p95",
+        "restore p50",
+        "restore p95",
+        "gap p50",
+        "gap max",
+        "rtt p50"
     );
     for (name, policy) in [
         ("default (act at once, race rebuild)", &report.default),
         ("seed (400 ms settle, probe then rebuild)", &report.seed),
     ] {
         println!(
-            "  {:<40} {:>9.1} {:>9.1} {:>11.1} {:>11.1} {:>9.1} {:>9.1}",
+            "  {:<40} {:>9.1} {:>9.1} {:>11.1} {:>11.1} {:>9.1} {:>9.1} {:>8.1}",
             name,
             policy.p50_ms,
             policy.p95_ms,
@@ -691,11 +871,17 @@ fn print_table(report: &HandoffReport) {
             policy.restore_p95_ms,
             policy.echo_gap_p50_ms,
             policy.echo_gap_max_ms,
+            policy.round_trip_p50_ms,
         );
     }
     println!("  seed / default echo at p50: {:.1}x", report.ratio_p50);
     println!(
         "messages lost {}, duplicated {}; router: {} packets lost on purpose, {} dropped (full)",
         report.lost, report.duplicated, report.router_lost, report.router_dropped
+    );
+    println!(
+        "connections {}: {} through the TURN relay, {} without data seen; coturn granted {} \
+         allocations",
+        report.connections, report.relayed, report.unjudged, report.turn_allocations
     );
 }

@@ -1,7 +1,9 @@
 //! Short handoff labs (1-3 Wi-Fi <-> cellular handoffs per policy) in real
 //! network namespaces: each fails on any lost or duplicated message or
 //! failed recovery — plain, over added delay, delay with jitter, random
-//! loss, an outage between uplinks and overlapping uplinks. Skips, loudly, only where
+//! loss, an outage between uplinks, overlapping uplinks, and through cone
+//! and symmetric NAT (where the connections must be direct, and relayed
+//! by the lab's coturn, respectively). Skips, loudly, only where
 //! namespaces cannot be created, and fails there too when
 //! `TETHER_REQUIRE_NETNS=1` is set (CI). How fast recovery is, is the
 //! benchmarks' business; these tests check what happened.
@@ -54,6 +56,10 @@ async fn lab_report(args: &[&str]) -> Option<serde_json::Value> {
         "overlap_ms",
         "router_lost",
         "router_dropped",
+        "connections",
+        "relayed",
+        "unjudged",
+        "turn_allocations",
     ] {
         assert!(report[field].is_u64(), "{field} missing or not a count: {report}");
     }
@@ -65,6 +71,7 @@ async fn lab_report(args: &[&str]) -> Option<serde_json::Value> {
             "restore_p95_ms",
             "echo_gap_max_ms",
             "echo_gap_p50_ms",
+            "round_trip_p50_ms",
         ] {
             assert!(
                 report[field][number].is_f64(),
@@ -76,6 +83,11 @@ async fn lab_report(args: &[&str]) -> Option<serde_json::Value> {
     for field in ["ratio_p50", "loss_pct"] {
         assert!(report[field].is_f64(), "{field} missing or not a number: {report}");
     }
+    assert!(report["nat"].is_string(), "nat missing: {report}");
+    // Every handoff recovered: each phone's first connection and one per
+    // handoff, for both policies, carried the stream.
+    let runs = report["handoffs"].as_u64().unwrap();
+    assert_eq!(report["connections"], 2 * (runs + 1), "{report}");
     Some(report)
 }
 
@@ -84,6 +96,10 @@ async fn three_handoffs_lose_nothing() {
     let Some(report) = lab_report(&["--runs", "3"]).await else { return };
     assert_eq!(report["handoffs"], 3, "{report}");
     assert_eq!(report["added_rtt_ms"], 0, "{report}");
+    // No NAT, no TURN server: nothing can be relayed.
+    assert_eq!(report["nat"], "none", "{report}");
+    assert_eq!(report["relayed"], 0, "{report}");
+    assert_eq!(report["turn_allocations"], 0, "{report}");
     for policy in ["default", "seed"] {
         // Every handoff recovered (`failed` is 0), so each policy has
         // measurements: a zero here means none was recorded.
@@ -158,6 +174,65 @@ async fn an_overlap_of_uplinks_loses_nothing() {
     every_policy_measured(&report);
 }
 
+/// Whether `tool --version` runs; if not, a loud SKIP, or a failure when
+/// the environment variable `require` is `1` (CI).
+fn tool_available(tool: &str, require: &str) -> bool {
+    let runs = Command::new(tool)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !runs {
+        assert!(
+            std::env::var(require).as_deref() != Ok("1"),
+            "{require}=1 but `{tool}` is missing"
+        );
+        eprintln!("\nSKIP: `{tool}` is not installed; nothing was tested here\n");
+    }
+    runs
+}
+
+/// The NAT labs need nftables and coturn besides namespaces.
+fn nat_tools_available() -> bool {
+    tool_available("nft", tether_lab::REQUIRE_NETNS_VAR)
+        && tool_available("turnserver", "TETHER_REQUIRE_TURN")
+}
+
+/// Cone NAT on the phone's uplinks and at home: ICE punches through it
+/// (server-reflexive candidates from the lab's coturn), so every
+/// connection, the first and each one after a handoff, is direct.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_cone_nat_the_peers_connect_directly() {
+    if !nat_tools_available() {
+        return;
+    }
+    let Some(report) = lab_report(&["--runs", "2", "--nat", "cone"]).await else { return };
+    assert_eq!(report["nat"], "cone", "{report}");
+    assert_eq!(report["unjudged"], 0, "{report}");
+    assert_eq!(report["relayed"], 0, "a connection went through the relay: {report}");
+    every_policy_measured(&report);
+}
+
+/// Symmetric NAT on both ends: no direct pair can work, so the TURN relay
+/// carries every connection, also after each handoff, when the phone's old
+/// allocation died with its old address and ICE had to allocate anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_symmetric_nat_every_connection_is_relayed() {
+    if !nat_tools_available() {
+        return;
+    }
+    let Some(report) = lab_report(&["--runs", "2", "--nat", "symmetric"]).await else { return };
+    assert_eq!(report["nat"], "symmetric", "{report}");
+    assert_eq!(report["unjudged"], 0, "{report}");
+    assert_eq!(report["relayed"], report["connections"], "a connection was direct: {report}");
+    // The phone alone needs a new allocation for each of its connections.
+    let connections = report["connections"].as_u64().unwrap();
+    let allocations = report["turn_allocations"].as_u64().unwrap();
+    assert!(allocations >= connections, "{allocations} allocations for {connections}: {report}");
+    every_policy_measured(&report);
+}
+
 /// Bad arguments are refused before anything is built (no root needed).
 #[test]
 fn bad_arguments_are_refused_clearly() {
@@ -170,6 +245,7 @@ fn bad_arguments_are_refused_clearly() {
         (&["--outage-ms", "200000"], "--outage-ms 200000 is more than 120000"),
         (&["--overlap-ms", "200000"], "--overlap-ms 200000 is more than 120000"),
         (&["--outage-ms", "1", "--overlap-ms", "1"], "cannot be used with"),
+        (&["--nat", "full-cone"], "invalid value 'full-cone' for '--nat <NAT>'"),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_tether"))
             .args(["lab", "handoff"])

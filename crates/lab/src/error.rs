@@ -88,6 +88,9 @@ pub enum LabError {
         /// How long the lab waited.
         deadline: Duration,
     },
+    /// The lab's TURN server (coturn) could not start or did not answer.
+    #[error("turn server: {0}")]
+    Turn(String),
     /// The delay relay could not bind or connect.
     #[error("delay relay: cannot {what}: {source}")]
     Relay {

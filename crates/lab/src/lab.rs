@@ -11,10 +11,12 @@ use tokio::process::Command;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::error::LabError;
+use crate::nat::{Nat, NatCounters};
 use crate::netns::{NetnsTask, spawn_in_netns};
 use crate::relay::{DelayRouter, DelayRouterConfig, RelayStats, RelayStatsHandle};
 use crate::script;
 use crate::topology::{Topology, Uplink};
+use crate::turn::TurnServer;
 
 /// How long [`Lab::handoff`] waits, after the script exits, for the kernel
 /// changes to show up in its netlink listener.
@@ -47,6 +49,11 @@ pub struct LabConfig {
     /// Seeds the router's loss and jitter draws, so that a run can be
     /// repeated.
     pub seed: u64,
+    /// NAT in the gateways of the phone's uplinks and of home (`lab.sh
+    /// nat`); [`Nat::None`]: plain routing.
+    pub nat: Nat,
+    /// Run a TURN server (coturn) in the cloud ([`Lab::turn`]).
+    pub turn: bool,
 }
 
 impl LabConfig {
@@ -60,6 +67,8 @@ impl LabConfig {
             jitter: Duration::ZERO,
             loss_percent: 0.0,
             seed: 0,
+            nat: Nat::None,
+            turn: false,
         }
     }
 
@@ -108,6 +117,20 @@ impl LabConfig {
     #[must_use]
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
+        self
+    }
+
+    /// Sets [`nat`](Self::nat).
+    #[must_use]
+    pub fn nat(mut self, nat: Nat) -> Self {
+        self.nat = nat;
+        self
+    }
+
+    /// Sets [`turn`](Self::turn).
+    #[must_use]
+    pub fn turn(mut self, turn: bool) -> Self {
+        self.turn = turn;
         self
     }
 
@@ -218,6 +241,9 @@ pub struct Lab {
     delay: Option<(NetnsTask<()>, RelayStatsHandle)>,
     /// What the listener saw, in order.
     changes: mpsc::UnboundedReceiver<ObservedChange>,
+    nat: Nat,
+    /// coturn in the cloud, when asked for.
+    turn: Option<TurnServer>,
     torn_down: bool,
 }
 
@@ -360,6 +386,8 @@ impl Lab {
             listener: None,
             delay: None,
             changes,
+            nat: config.nat,
+            turn: None,
             torn_down: false,
         };
         let (ready_tx, ready_rx) = oneshot::channel();
@@ -368,6 +396,13 @@ impl Lab {
         lab.listener = Some(listener);
         if let Some(router) = config.delay_router() {
             lab.start_delay(router).await?;
+        }
+        if config.nat != Nat::None {
+            script::run(&config.id, &["nat", config.nat.name()]).await?;
+        }
+        if config.turn {
+            let cloud = lab.topology.cloud.clone();
+            lab.turn = Some(TurnServer::start(&cloud, lab.topology.cloud_addr, &config.id).await?);
         }
         tracing::info!(
             event = "lab.setup",
@@ -380,6 +415,8 @@ impl Lab {
             jitter_ms = config.jitter.as_secs_f64() * 1e3,
             loss_percent = config.loss_percent,
             seed = config.seed,
+            nat = config.nat.name(),
+            turn = config.turn,
         );
         Ok(lab)
     }
@@ -411,6 +448,35 @@ impl Lab {
     /// without added delay.
     pub fn delay_stats(&self) -> Option<RelayStats> {
         self.delay.as_ref().map(|(_, stats)| stats.stats())
+    }
+
+    /// The NAT the lab's gateways do.
+    pub fn nat(&self) -> Nat {
+        self.nat
+    }
+
+    /// The TURN server in the cloud; `None` unless [`LabConfig::turn`].
+    pub fn turn(&self) -> Option<&TurnServer> {
+        self.turn.as_ref()
+    }
+
+    /// The home gateway's packet counters (`lab.sh counters`): compare two
+    /// readings ([`NatCounters::since`]) to tell whether the far peer's data
+    /// went through the TURN relay or on a direct path in between. `None`
+    /// without NAT (the counters live in the NAT's nftables table).
+    ///
+    /// # Errors
+    ///
+    /// The script's failure, or output it cannot read.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn nat_counters(&self) -> Result<Option<NatCounters>, LabError> {
+        if self.nat == Nat::None {
+            return Ok(None);
+        }
+        NatCounters::parse(&script::run(self.id(), &["counters"]).await?).map(Some)
     }
 
     /// The lab id.
@@ -565,6 +631,9 @@ impl Lab {
         if let Some((router, _)) = self.delay.take() {
             let _ = router.join_aborted().await;
         }
+        if let Some(turn) = self.turn.take() {
+            turn.stop().await;
+        }
         let result = script::run(self.id(), &["teardown"]).await.map(drop);
         if result.is_ok() {
             self.torn_down = true;
@@ -583,6 +652,7 @@ impl Drop for Lab {
         // their sockets and devices on their own).
         drop(self.listener.take());
         drop(self.delay.take());
+        drop(self.turn.take());
         match script::run_blocking(&self.topology.id, &["teardown"]) {
             Ok(_) => tracing::info!(event = "lab.teardown", lab = self.topology.id, on_drop = true),
             Err(error) => {

@@ -16,6 +16,11 @@
 //!   both in userspace, since the kernel has no `netem`.
 //! - [`Lab::handoff_with`] hands off with an outage between the uplinks or
 //!   an overlap of them ([`HandoffMode`]).
+//! - [`LabConfig::nat`] puts NAT ([`Nat::Cone`] or [`Nat::Symmetric`],
+//!   nftables) in the gateways of the phone's uplinks and of the far
+//!   peer's home; [`LabConfig::turn`] runs coturn in the cloud
+//!   ([`TurnServer`]); [`Lab::nat_counters`] tells a relayed path from a
+//!   direct one.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), tether_lab::LabError> {
@@ -34,22 +39,25 @@
 //! # }
 //! ```
 //!
-//! Tracing events: `lab.setup`, `lab.teardown` (info), `lab.teardown.failed`
+//! Tracing events: `lab.setup`, `lab.teardown`, `lab.turn.ready` (info), `lab.teardown.failed`
 //! (error), `lab.handoff`, `lab.script`, `lab.relay.*` (debug).
 #![forbid(unsafe_code)]
 
 mod error;
 mod lab;
+mod nat;
 mod netns;
 pub mod relay;
 mod script;
 mod topology;
+mod turn;
 
 pub use error::LabError;
 pub use lab::{
     HandoffMode, HandoffTiming, Lab, LabConfig, REQUIRE_NETNS_VAR, check_support, netns_available,
     require_root, teardown,
 };
+pub use nat::{Nat, NatCounters};
 pub use netns::{NetnsTask, run_in_netns, spawn_in_netns};
 pub use relay::{
     DelayRelay, DelayRelayConfig, DelayRouter, DelayRouterConfig, RelayProtocol, RelayStats,
@@ -57,3 +65,4 @@ pub use relay::{
 };
 pub use script::LAB_SCRIPT;
 pub use topology::{Netns, Topology, Uplink, UplinkAddresses};
+pub use turn::{TURN_PORT, TURN_REALM, TurnServer};

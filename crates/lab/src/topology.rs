@@ -81,8 +81,14 @@ pub struct UplinkAddresses {
     pub device: String,
     /// The phone's address on it.
     pub phone: Ipv4Addr,
-    /// The router's address on it: the phone's default gateway.
+    /// The gateway's address on it: the phone's default gateway. (The
+    /// field keeps its name from when the router itself was the gateway.)
     pub router: Ipv4Addr,
+    /// The gateway's WAN address: what the far side sees as the phone's
+    /// address under NAT.
+    pub public: Ipv4Addr,
+    /// The gateway's namespace (where this uplink's NAT runs).
+    pub gateway: Netns,
     /// Prefix length of the uplink subnet.
     pub prefix_len: u8,
 }
@@ -94,10 +100,15 @@ pub struct Topology {
     pub id: String,
     /// The phone: two uplinks, the node under test.
     pub phone: Netns,
-    /// The router between the phone's uplinks and the cloud.
+    /// The router between the phone's uplink gateways and the cloud (the
+    /// delay line runs here).
     pub router: Netns,
-    /// The cloud: signaling server and far peer.
+    /// The cloud: signaling server, TURN server; it also routes to home.
     pub cloud: Netns,
+    /// The home gateway (the far peer's NAT), hanging off the cloud.
+    pub home_gateway: Netns,
+    /// Home: the far peer.
+    pub home: Netns,
     /// The Wi-Fi uplink.
     pub wifi: UplinkAddresses,
     /// The cellular uplink.
@@ -106,11 +117,29 @@ pub struct Topology {
     pub cloud_addr: Ipv4Addr,
     /// The router's address on the cloud side (the cloud's gateway).
     pub router_cloud_addr: Ipv4Addr,
+    /// The far peer's address at home.
+    pub home_addr: Ipv4Addr,
+    /// The home gateway's WAN address: the far peer's address under NAT.
+    pub home_public_addr: Ipv4Addr,
     /// The TUN device in the router that added delay runs through.
     pub delay_device: String,
 }
 
 impl Topology {
+    /// Every namespace of the lab: phone, its two uplink gateways, router,
+    /// cloud, home gateway, home.
+    pub fn namespaces(&self) -> [&Netns; 7] {
+        [
+            &self.phone,
+            &self.wifi.gateway,
+            &self.cell.gateway,
+            &self.router,
+            &self.cloud,
+            &self.home_gateway,
+            &self.home,
+        ]
+    }
+
     /// The addresses of `uplink`.
     pub fn uplink(&self, uplink: Uplink) -> &UplinkAddresses {
         match uplink {
@@ -151,20 +180,28 @@ impl Topology {
             phone: Netns::new(text("PHONE_NS")?),
             router: Netns::new(text("ROUTER_NS")?),
             cloud: Netns::new(text("CLOUD_NS")?),
+            home_gateway: Netns::new(text("HOME_GW_NS")?),
+            home: Netns::new(text("HOME_NS")?),
             wifi: UplinkAddresses {
                 device: text("WIFI_DEV")?,
                 phone: addr("PHONE_WIFI_ADDR")?,
                 router: addr("ROUTER_WIFI_ADDR")?,
+                public: addr("WIFI_PUBLIC_ADDR")?,
+                gateway: Netns::new(text("WIFI_GW_NS")?),
                 prefix_len: uplink_prefix,
             },
             cell: UplinkAddresses {
                 device: text("CELL_DEV")?,
                 phone: addr("PHONE_CELL_ADDR")?,
                 router: addr("ROUTER_CELL_ADDR")?,
+                public: addr("CELL_PUBLIC_ADDR")?,
+                gateway: Netns::new(text("CELL_GW_NS")?),
                 prefix_len: uplink_prefix,
             },
             cloud_addr: addr("CLOUD_ADDR")?,
             router_cloud_addr: addr("ROUTER_CLOUD_ADDR")?,
+            home_addr: addr("HOME_ADDR")?,
+            home_public_addr: addr("HOME_PUBLIC_ADDR")?,
             delay_device: text("DELAY_DEV")?,
         })
     }
@@ -174,11 +211,15 @@ impl Topology {
 mod tests {
     use super::*;
 
-    const ENV: &str = "LAB_ID=t1\nPHONE_NS=tether-phone-t1\nROUTER_NS=tether-router-t1\n\
-        CLOUD_NS=tether-cloud-t1\nWIFI_DEV=wifi0\nCELL_DEV=cell0\nPHONE_WIFI_ADDR=10.77.1.2\n\
+    const ENV: &str = "LAB_ID=t1\nPHONE_NS=tether-phone-t1\nWIFI_GW_NS=tether-wifigw-t1\n\
+        CELL_GW_NS=tether-cellgw-t1\nROUTER_NS=tether-router-t1\nCLOUD_NS=tether-cloud-t1\n\
+        HOME_GW_NS=tether-homegw-t1\nHOME_NS=tether-home-t1\n\
+        WIFI_DEV=wifi0\nCELL_DEV=cell0\nPHONE_WIFI_ADDR=10.77.1.2\n\
         ROUTER_WIFI_ADDR=10.77.1.1\nPHONE_CELL_ADDR=10.77.2.2\nROUTER_CELL_ADDR=10.77.2.1\n\
-        UPLINK_PREFIX_LEN=24\nROUTER_CLOUD_DEV=r-cloud\nCLOUD_DEV=eth0\n\
-        ROUTER_CLOUD_ADDR=10.77.9.1\nCLOUD_ADDR=10.77.9.2\nCLOUD_PREFIX_LEN=24\nDELAY_DEV=r-delay\n";
+        UPLINK_PREFIX_LEN=24\nWIFI_PUBLIC_ADDR=10.77.11.2\nCELL_PUBLIC_ADDR=10.77.12.2\n\
+        ROUTER_CLOUD_DEV=r-cloud\nCLOUD_DEV=eth0\n\
+        ROUTER_CLOUD_ADDR=10.77.9.1\nCLOUD_ADDR=10.77.9.2\nCLOUD_PREFIX_LEN=24\n\
+        HOME_ADDR=10.77.5.2\nHOME_PUBLIC_ADDR=10.77.15.2\nDELAY_DEV=r-delay\n";
 
     #[test]
     fn parses_lab_env() {
@@ -189,6 +230,12 @@ mod tests {
         assert_eq!(t.uplink(Uplink::Wifi).router, Ipv4Addr::new(10, 77, 1, 1));
         assert_eq!(t.cloud_addr, Ipv4Addr::new(10, 77, 9, 2));
         assert_eq!(t.delay_device, "r-delay");
+        assert_eq!(t.cell.public, Ipv4Addr::new(10, 77, 12, 2));
+        assert_eq!(t.cell.gateway.name(), "tether-cellgw-t1");
+        assert_eq!(t.home.name(), "tether-home-t1");
+        assert_eq!(t.home_gateway.name(), "tether-homegw-t1");
+        assert_eq!(t.home_addr, Ipv4Addr::new(10, 77, 5, 2));
+        assert_eq!(t.home_public_addr, Ipv4Addr::new(10, 77, 15, 2));
     }
 
     #[test]
