@@ -432,7 +432,10 @@ fn accept(state: &Arc<ServerState>, stream: tokio::net::TcpStream, remote: Socke
                 // and says nothing is dropped as an HTTP one would be.
                 let bound = task_state.limits.header_read_timeout;
                 match tokio::time::timeout(bound, tls.acceptor().accept(stream)).await {
-                    Ok(Ok(stream)) => routes::serve_connection(stream, remote, admitted.pending, &task_state).await,
+                    Ok(Ok(stream)) => {
+                        routes::serve_connection(stream, remote, admitted.pending, &task_state)
+                            .await
+                    }
                     Ok(Err(error)) => {
                         debug!(name: "signal.server.tls_refused", %remote, %error);
                     }
