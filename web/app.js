@@ -98,7 +98,8 @@ function start() {
   const session = new MessageSession({ log });
 
   signaling.addEventListener('registered', (event) => {
-    const { peers } = /** @type {CustomEvent} */ (event).detail;
+    const { peers, iceServers } = /** @type {CustomEvent} */ (event).detail;
+    peer.setGrantedIceServers(iceServers);
     peer.setSignaling(true);
     peer.setRemotePresent(peers.includes(remoteId));
   });

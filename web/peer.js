@@ -66,6 +66,8 @@ export class PeerLink extends EventTarget {
     this.log = options.log ?? (() => {});
     this.iceServers = options.iceServers ?? [];
     this.iceTransportPolicy = options.iceTransportPolicy ?? 'all';
+    /** @type {RTCIceServer[]} ICE servers the signaling server handed out (setGrantedIceServers) */
+    this.grantedIceServers = [];
     this.connectTimeoutMs = options.connectTimeoutMs ?? 10000;
     this.restartTimeoutMs = options.restartTimeoutMs ?? 5000;
 
@@ -355,12 +357,22 @@ export class PeerLink extends EventTarget {
 
   // ----- peer connections --------------------------------------------------
 
+  /**
+   * ICE servers from the signaling server's `registered` (TURN with fresh
+   * credentials): peer connections built from now on use them after the
+   * configured ones.
+   * @param {RTCIceServer[]} servers
+   */
+  setGrantedIceServers(servers) {
+    this.grantedIceServers = servers;
+  }
+
   /** A new peer connection, made current. */
   build() {
     this.built += 1;
     const conn = new Connection({
       id: this.built,
-      iceServers: this.iceServers,
+      iceServers: [...this.iceServers, ...this.grantedIceServers],
       iceTransportPolicy: this.iceTransportPolicy,
       log: this.log,
       hooks: {

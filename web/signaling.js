@@ -56,12 +56,36 @@ function randomInstanceId() {
 /**
  * Events (CustomEvent `detail`):
  * - `state`      {state, error?}: 'idle' | 'connecting' | 'registered' | 'reconnecting' | 'stopped'
- * - `registered` {generation, peers, replaced, maxFrameBytes}
+ * - `registered` {generation, peers, replaced, maxFrameBytes, iceServers}
  * - `lost`       {generation, code, reason}: the registered socket went away
  * - `relay`      a relayed message (offer, answer, candidate, ice_restart, bye) with `from`
  * - `presence`   {type: 'peer_joined' | 'peer_left', peerId}
  * - `error`      the server's `error` frame (not followed by a close we act on)
  */
+/**
+ * The ICE servers a `registered` hands out (PROTOCOL.md), keeping only
+ * well-formed entries: `urls` a non-empty array of strings, `username` and
+ * `credential` strings when present.
+ * @param {unknown} value
+ * @returns {RTCIceServer[]}
+ */
+export function grantedIceServers(value) {
+  if (!Array.isArray(value)) return [];
+  /** @type {RTCIceServer[]} */
+  const servers = [];
+  for (const entry of value.slice(0, 8)) {
+    if (entry === null || typeof entry !== 'object') continue;
+    const { urls, username, credential } = /** @type {Record<string, unknown>} */ (entry);
+    if (!Array.isArray(urls) || urls.length === 0 || !urls.every((url) => typeof url === 'string')) continue;
+    /** @type {RTCIceServer} */
+    const server = { urls: /** @type {string[]} */ (urls) };
+    if (typeof username === 'string') server.username = username;
+    if (typeof credential === 'string') server.credential = credential;
+    servers.push(server);
+  }
+  return servers;
+}
+
 export class SignalingClient extends EventTarget {
   /**
    * @param {object} options
@@ -281,7 +305,10 @@ export class SignalingClient extends EventTarget {
         const peers = Array.isArray(msg.peers) ? msg.peers.filter((p) => typeof p === 'string') : [];
         this.log(`signaling: registered as ${this.peerId} (attempt ${generation}${msg.replaced ? ', replaced an older connection' : ''}); room has [${peers.join(', ')}]`);
         this.dispatchEvent(new CustomEvent('registered', {
-          detail: { generation, peers, replaced: msg.replaced === true, maxFrameBytes: msg.max_frame_bytes },
+          detail: {
+            generation, peers, replaced: msg.replaced === true, maxFrameBytes: msg.max_frame_bytes,
+            iceServers: grantedIceServers(msg.ice_servers),
+          },
         }));
         return;
       }

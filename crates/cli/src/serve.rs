@@ -8,9 +8,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use clap::Args;
 use tether_relay::auth::{Authenticator, HmacSecret, SECRET_ENV_VAR, TokenClaims};
+use tether_relay::turn::{TurnGrants, TurnSecret};
 use tether_relay::{RateLimit, ServerConfig, ServerLimits, ServerTls, SignalServer};
 use tether_signal::protocol::{PeerId, RoomId};
 
@@ -45,6 +46,22 @@ pub(crate) struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// A TURN server handed to every registered client with credentials
+    /// minted for its peer id (`turn:HOST:PORT?transport=udp`); repeatable.
+    /// Needs the secret the TURN server checks (coturn: `use-auth-secret`,
+    /// `static-auth-secret`) in --turn-secret or $TETHER_TURN_SECRET.
+    #[arg(long, value_name = "URL")]
+    turn_url: Vec<String>,
+    /// A STUN server handed to every registered client; repeatable.
+    #[arg(long, value_name = "URL")]
+    stun_url: Vec<String>,
+    /// The TURN servers' shared secret (16 bytes or more).
+    #[arg(long, value_name = "SECRET", env = "TETHER_TURN_SECRET", hide_env_values = true)]
+    turn_secret: Option<String>,
+    /// How long a minted TURN credential is valid (a client gets a fresh one
+    /// each time it registers).
+    #[arg(long, value_name = "SECONDS", default_value_t = 6 * 3600)]
+    turn_ttl: u64,
     /// Largest TEXT frame accepted, in bytes.
     #[arg(long, default_value_t = 64 * 1024)]
     max_frame_bytes: usize,
@@ -226,6 +243,20 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     config.limits.hard_frame_bytes = config.limits.hard_frame_bytes.max(args.max_frame_bytes);
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         config.tls = Some(ServerTls::from_pem_files(cert, key)?);
+    }
+    if !args.turn_url.is_empty() || !args.stun_url.is_empty() {
+        let secret = match (&args.turn_secret, args.turn_url.is_empty()) {
+            (Some(secret), _) => TurnSecret::new(secret.as_bytes().to_vec())?,
+            (None, true) => TurnSecret::new(b"stun-needs-no-credentials".to_vec())?,
+            (None, false) => bail!("--turn-url needs --turn-secret (or TETHER_TURN_SECRET)"),
+        };
+        ensure!(args.turn_ttl > 0, "--turn-ttl must be at least 1 second");
+        config.turn = Some(TurnGrants {
+            secret,
+            turn_urls: args.turn_url.clone(),
+            stun_urls: args.stun_url.clone(),
+            ttl: Duration::from_secs(args.turn_ttl),
+        });
     }
     let http = if config.tls.is_some() { "https" } else { "http" };
     args.limits.apply(&mut config.limits)?;

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use tether::live::testbed::LoopbackTestbed;
 use tether::{PeerId, RtcNode};
-use tether_relay::turn::TurnSecret;
+use tether_relay::turn::{TurnGrants, TurnSecret};
 use tether_rtc::{IceServer, IceTransportPolicy};
 use tokio::time::{Instant, timeout};
 
@@ -201,4 +201,37 @@ async fn a_wrong_turn_secret_leaves_relay_only_peers_unconnected() {
         timeout(PROMPT, nodes[0].connect_peer(&b)).await.expect("connect ends within its bound");
     assert!(outcome.is_err(), "no relay allocation, no candidate: the connect must fail");
     assert_eq!(coturn.allocations(), 0, "coturn must have refused every allocation");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turn_credentials_handed_out_by_the_signaling_server_carry_the_data() {
+    let Some(coturn) = Coturn::start() else { return };
+    let grants = TurnGrants {
+        secret: TurnSecret::new(SECRET.to_vec()).unwrap(),
+        turn_urls: vec![format!("turn:127.0.0.1:{}?transport=udp", coturn.port)],
+        stun_urls: Vec::new(),
+        ttl: Duration::from_secs(600),
+    };
+    let testbed = LoopbackTestbed::start_with(|config| config.turn = Some(grants)).await.unwrap();
+    let (a, b) = (id("alice"), id("bob"));
+    let mut nodes = Vec::new();
+    for peer in [&a, &b] {
+        // No ICE server of its own: only what `registered` hands out.
+        let mut config = testbed.config(peer);
+        config.rtc.ice_transport_policy = IceTransportPolicy::Relay;
+        nodes.push(testbed.online(config).await.unwrap());
+    }
+    let mut bob_inbox = nodes[1].messages().unwrap();
+    timeout(PROMPT, nodes[0].connect_peer(&b))
+        .await
+        .expect("connect within bound")
+        .expect("alice connects to bob through the relay the server named");
+    timeout(PROMPT, nodes[0].send(&b, "through the granted relay")).await.unwrap().unwrap();
+    let message = timeout(PROMPT, bob_inbox.recv()).await.unwrap().unwrap();
+    assert_eq!(message.payload.as_ref(), b"through the granted relay");
+    assert!(
+        coturn.allocations() >= 2,
+        "each peer allocates a relay: {} seen",
+        coturn.allocations()
+    );
 }

@@ -23,6 +23,8 @@ use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 
+use tether_signal::protocol::{IceServerGrant, PeerId};
+
 use crate::RelayError;
 
 /// Shortest secret accepted: TURN servers take any length, but a short one
@@ -85,6 +87,44 @@ impl TurnSecret {
         };
         mac.update(username.as_bytes());
         STANDARD.encode(mac.finalize().into_bytes())
+    }
+}
+
+/// What `tether serve` hands each registered client: TURN servers with
+/// credentials minted for its peer id (and STUN servers, which need none).
+#[derive(Clone, Debug)]
+pub struct TurnGrants {
+    /// The secret shared with the TURN servers.
+    pub secret: TurnSecret,
+    /// `turn:` URLs (webrtc-rs relays over UDP only: `?transport=udp`).
+    pub turn_urls: Vec<String>,
+    /// `stun:` URLs, handed out as they are.
+    pub stun_urls: Vec<String>,
+    /// How long each credential is valid; a client that reconnects gets a
+    /// fresh one.
+    pub ttl: Duration,
+}
+
+impl TurnGrants {
+    /// The ICE servers for `peer`, as of `now`.
+    pub fn grant(&self, peer: &PeerId, now: SystemTime) -> Vec<IceServerGrant> {
+        let mut servers = Vec::new();
+        if !self.stun_urls.is_empty() {
+            servers.push(IceServerGrant {
+                urls: self.stun_urls.clone(),
+                username: None,
+                credential: None,
+            });
+        }
+        if !self.turn_urls.is_empty() {
+            let minted = self.secret.mint(peer.as_str(), now, self.ttl);
+            servers.push(IceServerGrant {
+                urls: self.turn_urls.clone(),
+                username: Some(minted.username),
+                credential: Some(minted.credential),
+            });
+        }
+        servers
     }
 }
 

@@ -167,10 +167,13 @@ impl RtcConfig {
         u16::try_from(checks).unwrap_or(u16::MAX).max(1)
     }
 
-    pub(crate) fn rtc_configuration(&self) -> RTCConfiguration {
+    /// webrtc-rs's configuration: the configured ICE servers, then `granted` (those the
+    /// signaling server handed out).
+    pub(crate) fn rtc_configuration(&self, granted: &[IceServer]) -> RTCConfiguration {
         let servers = self
             .ice_servers
             .iter()
+            .chain(granted)
             .map(|server| RTCIceServer {
                 urls: server.urls.clone(),
                 username: server.username.clone(),

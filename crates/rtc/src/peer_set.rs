@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::config::RtcConfig;
+use crate::config::{IceServer, RtcConfig};
 use crate::error::RtcError;
 use crate::event::RtcEvents;
 use crate::negotiation::Role;
@@ -92,7 +92,14 @@ impl PeerSet {
     ) -> (Self, RtcEvents) {
         let (states_tx, states_rx) = mpsc::unbounded_channel();
         let (traffic_tx, traffic_rx) = mpsc::channel(config.message_queue_capacity.max(1));
-        let ctx = SetContext { local_id, config, signals, states: states_tx, traffic: traffic_tx };
+        let ctx = SetContext {
+            local_id,
+            config,
+            granted_ice_servers: Mutex::new(Vec::new()),
+            signals,
+            states: states_tx,
+            traffic: traffic_tx,
+        };
         let set = Self {
             inner: Arc::new(Inner {
                 ctx: Arc::new(ctx),
@@ -114,6 +121,19 @@ impl PeerSet {
     #[must_use]
     pub fn config(&self) -> &RtcConfig {
         &self.inner.ctx.config
+    }
+
+    /// ICE servers handed out by the signaling server (e.g. TURN with short-lived
+    /// credentials), replacing any handed out before. Peer connections built from now on use
+    /// them after [`RtcConfig::ice_servers`]; existing ones keep theirs (webrtc-rs 0.21 cannot
+    /// change a connection's ICE servers).
+    pub fn set_granted_ice_servers(&self, servers: Vec<IceServer>) {
+        let mut granted =
+            self.inner.ctx.granted_ice_servers.lock().unwrap_or_else(PoisonError::into_inner);
+        if *granted != servers {
+            info!(name: "rtc.ice_servers.granted", count = servers.len());
+            *granted = servers;
+        }
     }
 
     /// This node's role towards `peer` (the smaller id offers).

@@ -498,7 +498,28 @@ pub struct Registered {
     pub replaced: bool,
     /// The largest TEXT frame the server accepts.
     pub max_frame_bytes: usize,
+    /// STUN/TURN servers the server hands this client, typically with
+    /// short-lived TURN credentials minted for its peer id; empty when the
+    /// server offers none.
+    pub ice_servers: Vec<IceServerGrant>,
 }
+
+/// A STUN or TURN server in `registered` (the shape of WebRTC's
+/// `RTCIceServer`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServerGrant {
+    /// `stun:` / `turn:` URLs.
+    pub urls: Vec<String>,
+    /// TURN user name (absent for STUN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// TURN credential (absent for STUN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// Most ICE servers a `registered` may carry; more is a protocol error.
+pub const MAX_ICE_SERVERS: usize = 8;
 
 /// Everything a server may send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -596,6 +617,7 @@ struct WireFields {
     peers: Option<Vec<String>>,
     replaced: Option<bool>,
     max_frame_bytes: Option<usize>,
+    ice_servers: Option<Vec<IceServerGrant>>,
     code: Option<String>,
     message: Option<String>,
     nonce: Option<String>,
@@ -742,7 +764,19 @@ pub fn decode_server_message(text: &str) -> Result<ServerMessage, DecodeError> {
                 })?),
                 None => None,
             };
+            let ice_servers = fields.ice_servers.unwrap_or_default();
+            if ice_servers.len() > MAX_ICE_SERVERS
+                || ice_servers.iter().any(|server| server.urls.is_empty())
+            {
+                return Err(DecodeError::new(
+                    ErrorCode::InvalidMessage,
+                    format!(
+                        "registered: ice_servers must hold at most {MAX_ICE_SERVERS} servers, each with urls"
+                    ),
+                ));
+            }
             Ok(ServerMessage::Registered(Registered {
+                ice_servers,
                 version: required(fields.version, "registered", "version")?,
                 peer_id: peer_field(fields.peer_id, "registered", "peer_id")?,
                 room,
@@ -810,6 +844,8 @@ struct WireOut<'a> {
     replaced: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_frame_bytes: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ice_servers: Option<&'a [IceServerGrant]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     code: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -881,6 +917,8 @@ pub fn encode_server_message(message: &ServerMessage) -> String {
             peers: Some(&registered.peers),
             replaced: Some(registered.replaced),
             max_frame_bytes: Some(registered.max_frame_bytes),
+            ice_servers: (!registered.ice_servers.is_empty())
+                .then_some(registered.ice_servers.as_slice()),
             ..WireOut::default()
         }
         .to_json(),
@@ -969,6 +1007,18 @@ mod tests {
             peers: vec![peer("bob")],
             replaced: true,
             max_frame_bytes: 100,
+            ice_servers: vec![
+                IceServerGrant {
+                    urls: vec!["stun:s:3478".into()],
+                    username: None,
+                    credential: None,
+                },
+                IceServerGrant {
+                    urls: vec!["turn:t:3478?transport=udp".into()],
+                    username: Some("1700000000:alice".into()),
+                    credential: Some("c2VjcmV0".into()),
+                },
+            ],
         }));
         server_roundtrip(ServerMessage::PeerJoined { peer_id: peer("bob") });
         server_roundtrip(ServerMessage::PeerLeft { peer_id: peer("bob") });

@@ -116,3 +116,31 @@ test('URLs other than ws:// and wss:// are refused', () => {
     /must be ws:\/\/ or wss:\/\//,
   );
 });
+
+test('ice servers handed out in registered reach the registered event, malformed entries dropped', async () => {
+  FakeSocket.opened = [];
+  const signaling = new SignalingClient({
+    url: 'wss://a.example/ws',
+    peerId: 'page',
+    getToken: async () => 'token',
+    WebSocketImpl: /** @type {any} */ (FakeSocket),
+  });
+  /** @type {any} */
+  let detail = null;
+  signaling.addEventListener('registered', (event) => {
+    detail = /** @type {CustomEvent} */ (event).detail;
+  });
+  signaling.start();
+  await settle();
+  const socket = FakeSocket.opened[0];
+  socket.onopen?.();
+  const turn = { urls: ['turn:t.example:3478?transport=udp'], username: '1764700000:page', credential: 'c2VjcmV0' };
+  socket.onmessage?.({
+    data: JSON.stringify({
+      type: 'registered', peer_id: 'page', peers: [], max_frame_bytes: 65536,
+      ice_servers: [{ urls: ['stun:s.example:3478'] }, turn, { urls: [] }, { urls: 'turn:x' }, null],
+    }),
+  });
+  assert.deepEqual(detail.iceServers, [{ urls: ['stun:s.example:3478'] }, turn]);
+  signaling.stop();
+});

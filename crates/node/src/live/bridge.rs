@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use tether_rtc::{OutboundSignal, PeerSet, SignalPayload};
+use tether_rtc::{IceServer, OutboundSignal, PeerSet, SignalPayload};
 use tether_signal::protocol::{IceCandidate, PeerId, RelayPayload};
 use tether_signal::{SignalClient, SignalEvent, SignalEvents};
 use tokio::sync::mpsc;
@@ -93,6 +93,18 @@ impl Bridge {
                 self.link.signaling_lost();
             }
             SignalEvent::Connected(connected) => {
+                // Before anything below may build a peer connection: fresh TURN credentials.
+                self.peers.set_granted_ice_servers(
+                    connected
+                        .ice_servers
+                        .iter()
+                        .map(|grant| IceServer {
+                            urls: grant.urls.clone(),
+                            username: grant.username.clone().unwrap_or_default(),
+                            credential: grant.credential.clone().unwrap_or_default(),
+                        })
+                        .collect(),
+                );
                 self.peers.signaling_changed(true);
                 for peer in &connected.peers {
                     self.peers.peer_joined(peer);

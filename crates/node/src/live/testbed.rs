@@ -33,10 +33,23 @@ impl LoopbackTestbed {
     ///
     /// [`RtcNodeError::Config`] when the server cannot bind.
     pub async fn start() -> Result<LoopbackTestbed, RtcNodeError> {
+        LoopbackTestbed::start_with(|_| {}).await
+    }
+
+    /// As [`start`](Self::start), with the server's configuration adjusted
+    /// by `adjust` first (e.g. TURN servers to hand out).
+    ///
+    /// # Errors
+    ///
+    /// [`RtcNodeError::Config`] when the server cannot bind.
+    pub async fn start_with(
+        adjust: impl FnOnce(&mut ServerConfig),
+    ) -> Result<LoopbackTestbed, RtcNodeError> {
         let config_error = |err: &dyn std::fmt::Display| RtcNodeError::Config(err.to_string());
         let secret = HmacSecret::ephemeral();
         let mut config = ServerConfig::new(Authenticator::with_secret(secret.clone()));
         config.listen = ([127, 0, 0, 1], 0).into();
+        adjust(&mut config);
         let server = SignalServer::bind(config).await.map_err(|e| config_error(&e))?.spawn();
         Ok(LoopbackTestbed { server, secret, room: "testbed".into() })
     }

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use tokio::net::TcpListener;
@@ -32,7 +32,8 @@ use crate::auth::Authenticator;
 use crate::error::RelayError;
 use crate::metrics::{MetricsSnapshot, Refused, ServerMetrics};
 use crate::tls::ServerTls;
-use tether_signal::protocol::{DEFAULT_MAX_FRAME_BYTES, WEBSOCKET_PATH};
+use crate::turn::TurnGrants;
+use tether_signal::protocol::{DEFAULT_MAX_FRAME_BYTES, IceServerGrant, PeerId, WEBSOCKET_PATH};
 
 use self::admission::{Admission, Refusal};
 use self::rate::AcceptBackoff;
@@ -175,6 +176,9 @@ pub struct ServerConfig {
     /// then served over HTTPS only. `None` serves plain HTTP, for use behind
     /// a TLS-terminating proxy.
     pub tls: Option<ServerTls>,
+    /// STUN/TURN servers handed to every registered client in `registered`,
+    /// with TURN credentials minted per peer (coturn's `use-auth-secret`).
+    pub turn: Option<TurnGrants>,
     /// When set, a WebSocket upgrade whose `Origin` header is present and
     /// not in this list is refused with 403 (browser deployments). Entries
     /// are compared exactly (`https://app.example`); requests without
@@ -192,6 +196,7 @@ impl ServerConfig {
             static_dir: None,
             extra_routes: None,
             tls: None,
+            turn: None,
             allowed_origins: None,
         }
     }
@@ -204,6 +209,7 @@ struct ServerState {
     static_dir: Option<PathBuf>,
     extra_routes: Option<ExtraRoutes>,
     tls: Option<ServerTls>,
+    turn: Option<TurnGrants>,
     allowed_origins: Option<Vec<String>>,
     registry: Registry,
     admission: Arc<Admission>,
@@ -215,6 +221,14 @@ struct ServerState {
     /// TCP connections being served as HTTP (an upgraded one moves to the
     /// session count in `metrics`).
     open_connections: AtomicU64,
+}
+
+impl ServerState {
+    /// What `registered` hands `peer`: the configured ICE servers, with
+    /// TURN credentials minted now.
+    fn ice_servers_for(&self, peer: &PeerId) -> Vec<IceServerGrant> {
+        self.turn.as_ref().map(|turn| turn.grant(peer, SystemTime::now())).unwrap_or_default()
+    }
 }
 
 /// A bound, not yet running server.
@@ -288,6 +302,7 @@ impl SignalServer {
             static_dir: config.static_dir,
             extra_routes: config.extra_routes,
             tls: config.tls,
+            turn: config.turn,
             allowed_origins: config.allowed_origins,
             registry: Registry::default(),
             metrics: ServerMetrics::default(),

@@ -14,7 +14,8 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::metrics::ServerMetrics;
 use tether_signal::protocol::{
-    PROTOCOL_VERSION, PeerId, Registered, RoomId, ServerMessage, encode_server_message,
+    IceServerGrant, PROTOCOL_VERSION, PeerId, Registered, RoomId, ServerMessage,
+    encode_server_message,
 };
 
 use super::session::SessionHandle;
@@ -70,6 +71,8 @@ pub(super) struct Registration {
     pub(super) generation_fence: Duration,
     pub(super) handle: SessionHandle,
     pub(super) max_frame_bytes: usize,
+    /// ICE servers for `registered` (TURN credentials minted for `peer`).
+    pub(super) ice_servers: Vec<IceServerGrant>,
 }
 
 /// What a successful registration requires the caller to do next.
@@ -121,6 +124,7 @@ impl Registry {
             generation_fence,
             handle,
             max_frame_bytes,
+            ice_servers,
         } = registration;
         let now = Instant::now();
         if let Some(existing) = tables.peers.get(&peer) {
@@ -163,6 +167,7 @@ impl Registry {
             peers,
             replaced: previous.is_some(),
             max_frame_bytes,
+            ice_servers,
         }));
         // A fresh session's queue is empty, so this cannot be full; if the
         // session already ended, the peer is unregistered by it right after.

@@ -471,6 +471,7 @@ impl Session<'_> {
             generation_fence: self.state.limits.generation_fence,
             handle: self.handle.clone(),
             max_frame_bytes: self.state.limits.max_frame_bytes,
+            ice_servers: self.state.ice_servers_for(&register.peer_id),
         };
         let effects = match self.state.registry.register(registration, &self.state.metrics) {
             RegisterOutcome::Outdated => {

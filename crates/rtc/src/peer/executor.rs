@@ -277,8 +277,14 @@ impl PeerTask {
         let handler =
             Arc::new(ConnectionHandler { connection_id: id, events: self.internal.clone() });
         let config = &self.ctx.config;
+        let granted = self
+            .ctx
+            .granted_ice_servers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let pc = PeerConnectionBuilder::new()
-            .with_configuration(config.rtc_configuration())
+            .with_configuration(config.rtc_configuration(&granted))
             .with_setting_engine(config.setting_engine())
             .with_handler(handler)
             .with_udp_addrs(config.local_addresses.bind_targets())

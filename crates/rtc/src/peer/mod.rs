@@ -31,7 +31,7 @@ use tracing::{Instrument, info_span};
 
 pub use self::view::PeerStatus;
 pub(crate) use self::view::PeerView;
-use crate::config::RtcConfig;
+use crate::config::{IceServer, RtcConfig};
 use crate::error::RtcError;
 use crate::event::RtcEvent;
 use crate::negotiation::Role;
@@ -61,6 +61,9 @@ pub(crate) enum Command {
 pub(crate) struct SetContext {
     pub(crate) local_id: PeerId,
     pub(crate) config: RtcConfig,
+    /// ICE servers the signaling server handed out, used after the configured ones by peer
+    /// connections built from now on.
+    pub(crate) granted_ice_servers: std::sync::Mutex<Vec<IceServer>>,
     pub(crate) signals: mpsc::Sender<OutboundSignal>,
     pub(crate) states: mpsc::UnboundedSender<RtcEvent>,
     pub(crate) traffic: mpsc::Sender<RtcEvent>,

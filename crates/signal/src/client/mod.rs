@@ -35,8 +35,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::error::{SignalError, SignalErrorKind};
 use crate::protocol::{
-    ClientMessage, ErrorCode, PROTOCOL_VERSION, PeerId, Register, Registered, RelayOut,
-    RelayPayload, RoomId, encode_client_message,
+    ClientMessage, ErrorCode, IceServerGrant, PROTOCOL_VERSION, PeerId, Register, Registered,
+    RelayOut, RelayPayload, RoomId, encode_client_message,
 };
 
 pub use self::tls::TlsTrust;
@@ -154,6 +154,9 @@ pub struct Connected {
     pub replaced_previous: bool,
     /// Largest frame the server accepts.
     pub max_frame_bytes: usize,
+    /// STUN/TURN servers the server handed out (with TURN credentials for
+    /// this peer id); empty when it offers none.
+    pub ice_servers: Vec<IceServerGrant>,
 }
 
 /// The outcome of [`SignalClient::rebuild`].
@@ -597,6 +600,7 @@ impl SignalClient {
             peers: registered.peers,
             replaced_previous: registered.replaced,
             max_frame_bytes: registered.max_frame_bytes,
+            ice_servers: registered.ice_servers,
         };
         let config = &self.shared.config;
         let previous = {
