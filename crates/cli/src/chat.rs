@@ -106,8 +106,9 @@ pub(crate) struct ChatArgs {
     /// The credential for --turn.
     #[arg(long, value_name = "SECRET", requires = "turn")]
     turn_credential: Option<String>,
-    /// Relayed ICE candidates only: every packet through --turn.
-    #[arg(long, requires = "turn")]
+    /// Relayed ICE candidates only: every packet through a TURN server
+    /// (--turn, or one the signaling server hands out).
+    #[arg(long)]
     relay_only: bool,
     /// One JSON object per line on stdout (received, sent, state, action,
     /// peer, command, quit) and nothing else.

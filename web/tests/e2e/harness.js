@@ -47,8 +47,10 @@ export function tetherBinary() {
  * folder instead (`--static-dir`), so page edits need no rebuild while
  * developing.
  * @param {string} name  log file name under the artifacts folder
- * @param {{tls?: boolean}} [options]  tls: serve https:// and wss:// with a
- *   certificate from a throw-away CA (its PEM is the result's `ca`)
+ * @param {{tls?: boolean, turn?: {url: string, secret: string}}} [options]  tls: serve
+ *   https:// and wss:// with a certificate from a throw-away CA (its PEM is the
+ *   result's `ca`); turn: hand registered clients this TURN server with
+ *   credentials minted from its secret
  */
 export async function startServe(name = 'serve', options = {}) {
   const binary = tetherBinary();
@@ -58,6 +60,7 @@ export async function startServe(name = 'serve', options = {}) {
   const args = ['serve', '--listen', '127.0.0.1:0', '--demo'];
   const tls = options.tls ? makeCertificates(name) : null;
   if (tls) args.push('--tls-cert', tls.cert, '--tls-key', tls.key);
+  if (options.turn) args.push('--turn-url', options.turn.url, '--turn-secret', options.turn.secret);
   if (process.env.WEB_DIR) args.push('--static-dir', path.resolve(process.env.WEB_DIR));
   const child = spawn(binary, args, {
     env: { ...process.env, TETHER_SECRET: '', RUST_LOG: process.env.RUST_LOG ?? 'info' },
@@ -258,7 +261,8 @@ export function batch(/** @type {string} */ prefix, /** @type {number} */ from, 
  * this process exits; its stdin is a pipe, so it also quits on its own (EOF)
  * if this process dies. Every JSON line it prints is kept in `events`.
  * @param {string} base  the `tether serve --demo` base URL (http://host:port)
- * @param {{peer: string, to: string, room: string, ca?: string}} args  ca: a CA PEM for wss://
+ * @param {{peer: string, to: string, room: string, ca?: string, relayOnly?: boolean}} args  ca: a CA
+ *   PEM for wss://; relayOnly: TURN candidates only
  * @param {string} name  log file name under the artifacts folder
  */
 export async function startChat(base, args, name = `chat-${args.peer}`) {
@@ -272,6 +276,7 @@ export async function startChat(base, args, name = `chat-${args.peer}`) {
     '--token-url', `${base}/demo/token`,
     '--peer-id', args.peer, '--to', args.to, '--room', args.room,
     ...(args.ca ? ['--ca', args.ca] : []),
+    ...(args.relayOnly ? ['--relay-only'] : []),
   ], {
     env: {
       ...process.env,
@@ -397,4 +402,59 @@ export async function startChat(base, args, name = `chat-${args.peer}`) {
   const tail = () => events.slice(-15).map((e) => `  ${JSON.stringify(e)}`).join('\n');
   await chat.waitFor('the chat to start', (all) => all.some((e) => e.event === 'started'), 10000);
   return chat;
+}
+
+/**
+ * Starts Debian's coturn (`turnserver`) on a free loopback port with the
+ * shared-secret scheme, and waits until it answers STUN. `stop()` kills it;
+ * `allocations()` counts the relay allocations it granted (from its log).
+ * @param {string} name  log file name under the artifacts folder
+ */
+export async function startCoturn(name = 'coturn') {
+  const dgram = await import('node:dgram');
+  const { readFileSync } = await import('node:fs');
+  const probe = dgram.createSocket('udp4');
+  await new Promise((resolve) => probe.bind(0, '127.0.0.1', () => resolve(undefined)));
+  const port = probe.address().port;
+  probe.close();
+  const dir = mkdtempSync(path.join(tmpdir(), `tether-${name}-`));
+  const logPath = path.join(artifactsDir, `${name}.log`);
+  const secret = 'web-turn-test-secret-0123456789';
+  const child = spawn('turnserver', [
+    '-n', '--verbose', '--no-cli', '--no-tls', '--no-dtls', '--simple-log', '--log-file=stdout',
+    '--listening-ip=127.0.0.1', '--relay-ip=127.0.0.1', '--allow-loopback-peers', `--listening-port=${port}`,
+    '--use-auth-secret', `--static-auth-secret=${secret}`, '--realm=tether.test',
+    `--pidfile=${path.join(dir, 'turnserver.pid')}`, `--userdb=${path.join(dir, 'turndb')}`,
+  ], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const log = createWriteStream(logPath);
+  child.stdout.pipe(log);
+  child.stderr.pipe(log);
+  const killOnExit = () => child.kill('SIGKILL');
+  process.once('exit', killOnExit);
+  // Ready when a STUN binding request is answered (bounded).
+  const socket = dgram.createSocket('udp4');
+  const request = Buffer.concat([Buffer.from([0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42]), Buffer.from('tether-ready')]);
+  await new Promise((resolve, reject) => {
+    const deadline = setTimeout(() => { clearInterval(timer); socket.close(); reject(new Error(`coturn did not answer STUN in 15 s; see ${logPath}`)); }, 15000);
+    const timer = setInterval(() => socket.send(request, port, '127.0.0.1'), 100);
+    socket.on('message', (message) => {
+      if (message.length >= 20 && message[0] === 0x01 && message[1] === 0x01) {
+        clearTimeout(deadline);
+        clearInterval(timer);
+        socket.close();
+        resolve(undefined);
+      }
+    });
+    child.once('exit', (code) => { clearTimeout(deadline); clearInterval(timer); reject(new Error(`turnserver exited with ${code}; see ${logPath}`)); });
+  });
+  return {
+    url: `turn:127.0.0.1:${port}?transport=udp`,
+    secret,
+    allocations: () => readFileSync(logPath, 'utf8').split('\n').filter((line) => line.includes('ALLOCATE processed, success')).length,
+    stop() {
+      process.removeListener('exit', killOnExit);
+      child.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
