@@ -75,7 +75,8 @@ const PHONE_BUFFER: usize = 16_384;
 /// direct one.
 const STEADY_ECHOES: usize = 20;
 /// Echoes (a second of the stream) that drain the first connection's
-/// set-up backlog, and then measure its round trip.
+/// set-up backlog, and then mark the second of messages whose round trips
+/// are measured.
 const STEADY_RTT_ECHOES: usize = 100;
 /// Lifetime of the TURN credentials the lab mints.
 const TURN_CREDENTIAL_TTL: Duration = Duration::from_secs(3600);
@@ -487,7 +488,19 @@ async fn handoffs(args: &HandoffArgs) -> anyhow::Result<HandoffReport> {
         steady(&phone, Instant::now(), STEADY_RTT_ECHOES).await;
         let rtt_from = Instant::now();
         steady(&phone, rtt_from, STEADY_RTT_ECHOES).await;
-        measured.round_trips = round_trips(&phone.log(), rtt_from, Instant::now());
+        let rtt_to = Instant::now();
+        // Until the messages sent in between are back (a backlog may still
+        // hold them), bounded.
+        phone
+            .wait_for(HANDOFF_BOUND, |log| {
+                let window = log.sent_at.iter().zip(1u64..).filter(|(at, _)| **at >= rtt_from);
+                window
+                    .take_while(|(at, _)| **at <= rtt_to)
+                    .all(|(_, seq)| log.echo_counts.contains_key(&seq))
+                    .then_some(())
+            })
+            .await;
+        measured.round_trips = round_trips(&phone.log(), rtt_from, rtt_to);
 
         for _ in 0..args.runs {
             let to = uplink.other();
