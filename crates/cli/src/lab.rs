@@ -74,6 +74,10 @@ const PHONE_BUFFER: usize = 16_384;
 /// which the home gateway's counters tell a relayed connection from a
 /// direct one.
 const STEADY_ECHOES: usize = 20;
+/// Echoes (a second of the stream) that drain the first connection's
+/// set-up backlog, and then mark the second of messages whose round trips
+/// are measured.
+const STEADY_RTT_ECHOES: usize = 100;
 /// Lifetime of the TURN credentials the lab mints.
 const TURN_CREDENTIAL_TTL: Duration = Duration::from_secs(3600);
 
@@ -175,8 +179,9 @@ struct PolicyReport {
     /// largest over the handoffs, and their median.
     echo_gap_max_ms: f64,
     echo_gap_p50_ms: f64,
-    /// Every message's round trip (sent -> its echo), handoffs included:
-    /// the median, i.e. the path's round trip while it runs steadily.
+    /// The first connection's round trip while it runs steadily (the
+    /// median over a second of messages, once its set-up backlog drained):
+    /// direct or through the relay.
     round_trip_p50_ms: f64,
 }
 
@@ -473,12 +478,30 @@ async fn handoffs(args: &HandoffArgs) -> anyhow::Result<HandoffReport> {
             .wait_for(SETTLE_BOUND, |log| (!log.echoes.is_empty()).then_some(()))
             .await
             .with_context(|| format!("the phone never got an echo ({:?})", phone.log().errors))?;
-        // The first connection, as it carries the steady stream.
-        let before = lab.nat_counters().await?;
-        steady(&phone, Instant::now()).await;
-        paths.count(window(before, lab.nat_counters().await?));
-
         let measured = &mut samples[index];
+        // The first connection, as it carries the steady stream: judged,
+        // and (once the backlog of its set-up has drained) its round trip
+        // measured over a second of messages.
+        let before = lab.nat_counters().await?;
+        steady(&phone, Instant::now(), STEADY_ECHOES).await;
+        paths.count(window(before, lab.nat_counters().await?));
+        steady(&phone, Instant::now(), STEADY_RTT_ECHOES).await;
+        let rtt_from = Instant::now();
+        steady(&phone, rtt_from, STEADY_RTT_ECHOES).await;
+        let rtt_to = Instant::now();
+        // Until the messages sent in between are back (a backlog may still
+        // hold them), bounded.
+        phone
+            .wait_for(HANDOFF_BOUND, |log| {
+                let window = log.sent_at.iter().zip(1u64..).filter(|(at, _)| **at >= rtt_from);
+                window
+                    .take_while(|(at, _)| **at <= rtt_to)
+                    .all(|(_, seq)| log.echo_counts.contains_key(&seq))
+                    .then_some(())
+            })
+            .await;
+        measured.round_trips = round_trips(&phone.log(), rtt_from, rtt_to);
+
         for _ in 0..args.runs {
             let to = uplink.other();
             let started = Instant::now();
@@ -549,7 +572,7 @@ async fn handoffs(args: &HandoffArgs) -> anyhow::Result<HandoffReport> {
             // Let the stream run steadily on the new path before the next
             // one, and see which way it runs.
             let before = lab.nat_counters().await?;
-            steady(&phone, Instant::now()).await;
+            steady(&phone, Instant::now(), STEADY_ECHOES).await;
             paths.count(window(before, lab.nat_counters().await?));
             if let Some(gap) = longest_echo_gap(&phone.log().echoes, started) {
                 measured.gaps.push(gap);
@@ -559,14 +582,6 @@ async fn handoffs(args: &HandoffArgs) -> anyhow::Result<HandoffReport> {
         stop_phone.cancel();
         let report = task.join().await.context("the phone thread failed")??;
         let log = phone.log();
-        measured.round_trips = log
-            .echoes
-            .iter()
-            .filter_map(|&(at, seq)| {
-                let sent = log.sent_at.get(usize::try_from(seq).ok()?.checked_sub(1)?)?;
-                at.checked_duration_since(*sent)
-            })
-            .collect();
         let echoed = log.echo_counts.len() as u64;
         lost += report.sent.saturating_sub(echoed);
         duplicated +=
@@ -612,14 +627,25 @@ async fn handoffs(args: &HandoffArgs) -> anyhow::Result<HandoffReport> {
     })
 }
 
-/// Waits (at most [`HANDOFF_BOUND`]) until [`STEADY_ECHOES`] echoes arrived
-/// after `from`.
-async fn steady(phone: &Phone, from: Instant) {
+/// Waits (at most [`HANDOFF_BOUND`]) until `echoes` echoes arrived after
+/// `from`.
+async fn steady(phone: &Phone, from: Instant, echoes: usize) {
     phone
         .wait_for(HANDOFF_BOUND, |log| {
-            (log.echoes.iter().filter(|(at, _)| *at > from).count() >= STEADY_ECHOES).then_some(())
+            (log.echoes.iter().filter(|(at, _)| *at > from).count() >= echoes).then_some(())
         })
         .await;
+}
+
+/// The round trips of the messages sent from `from` to `to` and echoed.
+fn round_trips(log: &PhoneLog, from: Instant, to: Instant) -> Vec<Duration> {
+    log.echoes
+        .iter()
+        .filter_map(|&(at, seq)| {
+            let sent = *log.sent_at.get(usize::try_from(seq).ok()?.checked_sub(1)?)?;
+            (sent >= from && sent <= to).then(|| at.saturating_duration_since(sent))
+        })
+        .collect()
 }
 
 /// What the home gateway counted between two readings (`None` without NAT).
@@ -845,7 +871,7 @@ fn print_table(report: &HandoffReport) {
     println!(
         "ms from path Available: to the first echo over the data channel (echo), to the \
          restore ending ok (restore); longest silence between echoes per handoff (gap); \
-         every message's round trip (rtt)"
+         the first connection's steady round trip (rtt)"
     );
     println!(
         "  {:<40} {:>9} {:>9} {:>11} {:>11} {:>9} {:>9} {:>8}",

@@ -1,5 +1,7 @@
 //! The handoff lab: network namespaces that stand in for a phone with two
-//! uplinks, a router and a cloud (see `lab/README.md`), driven from Rust.
+//! uplinks (each behind its own gateway), a router, a cloud, and the far
+//! peer's home behind its own gateway (see `lab/README.md`), driven from
+//! Rust.
 //!
 //! - [`Lab`] builds the topology by running `lab/lab.sh` (embedded, the one
 //!   description of it), performs handoffs timed by a netlink listener in
