@@ -161,17 +161,17 @@ impl PeerTask {
     async fn execute(&mut self, action: Action) {
         match action {
             Action::CreatePc { id, data_channel } => {
-                let outcome = match self.create_pc(id, data_channel).await {
-                    Ok(()) => Outcome::Created,
-                    Err(error) => Outcome::Failed(error),
-                };
+                let outcome = self
+                    .create_pc(id, data_channel)
+                    .await
+                    .map_or_else(Outcome::Failed, |()| Outcome::Created);
                 self.done(id, outcome);
             }
             Action::CreateOffer { id, ice_restart } => {
-                let outcome = match self.create_offer(id, ice_restart).await {
-                    Ok(sdp) => Outcome::OfferCreated { sdp },
-                    Err(error) => Outcome::Failed(error),
-                };
+                let outcome = self
+                    .create_offer(id, ice_restart)
+                    .await
+                    .map_or_else(Outcome::Failed, |sdp| Outcome::OfferCreated { sdp });
                 self.done(id, outcome);
             }
             Action::ReadLocalOffer { id } => {
@@ -182,17 +182,17 @@ impl PeerTask {
                 self.done(id, Outcome::LocalOffer { sdp });
             }
             Action::ApplyAnswer { id, sdp } => {
-                let outcome = match self.apply_answer(id, sdp).await {
-                    Ok(()) => Outcome::AnswerApplied,
-                    Err(error) => Outcome::Failed(error),
-                };
+                let outcome = self
+                    .apply_answer(id, sdp)
+                    .await
+                    .map_or_else(Outcome::Failed, |()| Outcome::AnswerApplied);
                 self.done(id, outcome);
             }
             Action::AnswerOffer { id, sdp } => {
-                let outcome = match self.answer_offer(id, sdp).await {
-                    Ok(sdp) => Outcome::AnswerCreated { sdp },
-                    Err(error) => Outcome::Failed(error),
-                };
+                let outcome = self
+                    .answer_offer(id, sdp)
+                    .await
+                    .map_or_else(Outcome::Failed, |sdp| Outcome::AnswerCreated { sdp });
                 self.done(id, outcome);
             }
             Action::AddCandidate { id, candidate } => {
