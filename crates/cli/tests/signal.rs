@@ -41,10 +41,12 @@ fn http_get(addr: &str, path: &str) -> String {
     response
 }
 
-#[test]
-fn serve_answers_health_checks_and_stops_on_sigterm() {
+/// `tether serve` on a free loopback port with `extra` flags and
+/// TETHER_SECRET set; returns the process and its `HOST:PORT`.
+fn serve(extra: &[&str]) -> (Server, String) {
     let child = Command::new(env!("CARGO_BIN_EXE_tether"))
         .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
         .env("TETHER_SECRET", SECRET)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -60,6 +62,12 @@ fn serve_answers_health_checks_and_stops_on_sigterm() {
         .and_then(|rest| rest.strip_suffix("/ws"))
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_owned();
+    (server, addr)
+}
+
+#[test]
+fn serve_answers_health_checks_and_stops_on_sigterm() {
+    let (mut server, addr) = serve(&[]);
 
     assert!(http_get(&addr, "/healthz").starts_with("HTTP/1.1 200"));
     assert!(http_get(&addr, "/metrics").contains("tether_signal_connections_open 0"));
@@ -91,23 +99,7 @@ fn serve_mints_tokens() {
 
 #[test]
 fn serve_demo_hands_out_tokens_only_a_demo_server_accepts() {
-    let child = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--demo"])
-        .env("TETHER_SECRET", SECRET)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut server = Server(child);
-    let stderr = server.0.stderr.take().unwrap();
-    let line = first_line_within(stderr, "address line from tether serve", GUARD);
-    let addr = line
-        .trim()
-        .strip_prefix("tether: signaling on ws://")
-        .and_then(|rest| rest.strip_suffix("/ws"))
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
+    let (_server, addr) = serve(&["--demo"]);
     let response = http_get(&addr, "/demo/token?peer=alice");
     let token = response.split("\r\n\r\n").nth(1).unwrap().trim().to_owned();
     let secret = tether_relay::auth::HmacSecret::new(SECRET.as_bytes().to_vec()).unwrap();

@@ -21,6 +21,14 @@ fn id(name: &str) -> PeerId {
     PeerId::new(name).unwrap()
 }
 
+/// Test logs at RUST_LOG's level, once per test binary.
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
 struct Pair {
     testbed: LoopbackTestbed,
     /// The nodes' ids.
@@ -35,10 +43,7 @@ struct Pair {
 
 impl Pair {
     async fn start() -> Pair {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
+        init_tracing();
         let testbed = LoopbackTestbed::start().await.unwrap();
         let (a, b) = (id("alice"), id("bob"));
         let alice = testbed.online(testbed.config(&a)).await.unwrap();
@@ -357,10 +362,7 @@ async fn concurrent_connects_make_one_peer_connection_and_sends_connect_on_deman
 /// progress, and nothing is lost or duplicated when the receiver reads again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_stream_is_replaced_once() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    init_tracing();
     let testbed = LoopbackTestbed::start().await.unwrap();
     let (a, b) = (id("alice"), id("bob"));
     let mut alice_config = testbed.config(&a);
