@@ -356,6 +356,24 @@ impl TetherNode {
         }
     }
 
+    /// Live nodes: replaces the signaling token for every later
+    /// registration. Renew before the token expires and the node carries on
+    /// across the server's close unnoticed; renewed after the server refused
+    /// the old one (state `Parked(AuthRejected)`), the node restores at once.
+    ///
+    /// # Errors
+    ///
+    /// [`TetherError::InvalidArgument`] for an empty token;
+    /// [`TetherError::Unsupported`] on a simulated node;
+    /// [`TetherError::ShutDown`] after shutdown.
+    pub fn renew_token(&self, token: String) -> Result<(), TetherError> {
+        if token.is_empty() {
+            return Err(TetherError::invalid("token", "must not be empty"));
+        }
+        let guard = self.shared.backend.try_read().map_err(|_| TetherError::ShutDown)?;
+        live(&guard, "renew_token")?.renew_token(token).map_err(TetherError::from)
+    }
+
     /// Breaks the signaling link the way a dead network does, without
     /// telling the node (it has to notice): a simulated node reports a
     /// spontaneous loss, a live node drops its socket without a close

@@ -126,4 +126,9 @@ impl LinkReporter {
     pub fn peer_lost(&self) -> bool {
         self.report(LinkEvent::PeerLost)
     }
+
+    /// The app handed over new credentials.
+    pub fn credentials_renewed(&self) -> bool {
+        self.report(LinkEvent::CredentialsRenewed)
+    }
 }

@@ -288,6 +288,28 @@ impl RtcNode {
         self.node.node_ref()
     }
 
+    /// Replaces the signaling token. Every later registration uses it: the
+    /// next reconnect, whatever causes it. Tokens expire (the server closes
+    /// a session whose token ran out with 4010 and refuses the old token
+    /// after that), so an app renews before expiry and the node reconnects
+    /// with the new one unnoticed; renewed after a refusal, the node leaves
+    /// [`ParkReason::AuthRejected`](crate::ParkReason::AuthRejected)
+    /// (or `ConfigRejected`) and restores at once.
+    ///
+    /// # Errors
+    ///
+    /// [`RtcNodeError::Config`] for an empty token; the current one stays.
+    pub fn renew_token(&self, token: impl Into<String>) -> Result<(), RtcNodeError> {
+        let token = token.into();
+        if token.is_empty() {
+            return Err(RtcNodeError::Config("token must not be empty".into()));
+        }
+        self.signal.set_token(token);
+        self.link.credentials_renewed();
+        tracing::info!(name: "live.token_renewed", peer = %self.peer_id);
+        Ok(())
+    }
+
     /// The connection state, for UI.
     pub fn state(&self) -> watch::Receiver<ConnectionState> {
         self.node.state()
