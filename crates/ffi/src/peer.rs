@@ -32,6 +32,10 @@ pub struct PeerStatus {
     /// a higher number is a replacement; an ICE restart keeps the number.
     /// The Rust side's `ConnectionId`, as a number.
     pub generation: u64,
+    /// Whether direct ICE paths to the peer failed and recovery escalated
+    /// it to relay-only ICE (a TURN server carries every packet), until the
+    /// peer connection is closed on purpose.
+    pub relay_escalated: bool,
 }
 
 impl From<tether::live::PeerState> for PeerConnectionState {
@@ -55,6 +59,7 @@ pub(crate) fn statuses(states: &tether::PeerStates) -> Vec<PeerStatus> {
             connected: state.is_connected(),
             connection: state.connection.into(),
             generation: state.connection_id.map_or(0, tether::ConnectionId::get),
+            relay_escalated: state.relay_escalated,
         })
         .collect()
 }

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use futures_util::future::join_all;
 use tether_recovery::FailureKind;
-use tether_rtc::{PeerSet, PeerState, RtcError};
+use tether_rtc::{Escalation, PeerSet, PeerState, RtcError};
 use tether_signal::protocol::PeerId;
 use tether_signal::{SignalClient, SignalError, SignalErrorKind};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::config::{RecoveryTiming, RestoreStrategy};
 use super::roster::Roster;
@@ -82,11 +82,41 @@ impl RtcExecutor {
                 Ok(()) => return Ok(()),
                 Err(err) => {
                     warn!(name: "live.peer.restart_failed", %peer, error = %err, "replacing the peer connection");
+                    self.escalate_if_direct_failed(peer, &err);
                 }
             }
             return self.peers.replace(peer).await;
         }
         self.peers.connect(peer).await
+    }
+
+    /// After a failed ICE restart: when the restart itself ran (signaling
+    /// up, offer and answer exchanged or timed out waiting for ICE) and ICE
+    /// is still not connected, direct paths do not work: the replacement is
+    /// built relay-only, if a TURN server is configured (see tether-rtc's
+    /// `PeerSet::escalate_to_relay`).
+    fn escalate_if_direct_failed(&self, peer: &PeerId, restart: &RtcError) {
+        let ice_failed =
+            matches!(restart, RtcError::RestartTimeout { .. } | RtcError::ConnectionFailed { .. })
+                && self.signal.is_connected()
+                && self.peers.status(peer).is_some_and(|status| {
+                    // After a restart ICE is checking again (`Connecting`) until
+                    // it connects or gives up: any of these means not revived.
+                    matches!(
+                        status.state,
+                        Some(PeerState::Connecting | PeerState::Disconnected | PeerState::Failed)
+                    )
+                });
+        if !ice_failed {
+            return;
+        }
+        let outcome = self.peers.escalate_to_relay(peer);
+        if outcome == Escalation::Escalated {
+            warn!(name: "live.peer.relay_escalation", %peer, restart_error = %restart,
+                "direct ICE failed after a restart; the replacement is relay-only");
+        } else {
+            debug!(name: "live.peer.relay_escalation_skipped", %peer, ?outcome);
+        }
     }
 
     /// Revives every peer of the roster at once. Fails only when there were
