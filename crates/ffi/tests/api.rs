@@ -254,8 +254,15 @@ async fn a_node_trusting_the_test_ca_connects_over_wss_and_one_without_fails() {
     let trusting = server.node_builder("alice".into()).unwrap().tls_ca_pem(ca).build().unwrap();
     let result =
         bounded("going online over wss", trusting.handle().network_path_changed(wifi(1))).await;
-    assert!(result.unwrap().success);
-    assert_eq!(trusting.state(), ConnectionState::Connected);
+    assert_eq!(result.unwrap().action, Some(ActionKind::Restore));
+    // On a loaded machine the first TLS connect can outlast the preset's
+    // connect bound; recovery then retries on its own.
+    bounded("connected over wss", async {
+        while trusting.state() != ConnectionState::Connected {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
 
     // The system's roots do not know the test CA: the handshake fails and
     // the restore says so, within the (responsive) connect timeout.

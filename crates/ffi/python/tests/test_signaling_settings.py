@@ -8,7 +8,7 @@ import socket
 import pytest
 
 import tether
-from conftest import CONNECTED, asynctest, snapshot
+from conftest import CONNECTED, asynctest, snapshot, wait_for_state
 
 A = tether.ActionKind
 PROMPT_S = 20
@@ -71,8 +71,10 @@ async def test_a_node_trusting_the_test_ca_connects_over_wss(tmp_path):
         nodes += [alice, bob]
         for node in (alice, bob):
             result = await go_online(node)
-            assert result.action == A.RESTORE and result.success, str(result)
-            assert node.state() == CONNECTED
+            assert result.action == A.RESTORE, str(result)
+            # On a loaded machine the first TLS connect can outlast the
+            # test preset's 3 s connect bound; recovery retries on its own.
+            await wait_for_state(node, CONNECTED, timeout=PROMPT_S)
         await asyncio.wait_for(alice.connect_peer("bob"), PROMPT_S)
         await asyncio.wait_for(alice.send("bob", b"over wss"), PROMPT_S)
         message = await asyncio.wait_for(bob.receive(), PROMPT_S)
@@ -116,8 +118,8 @@ async def test_a_dead_first_url_falls_back_to_a_live_one():
         nodes += [alice, bob]
         for node in (alice, bob):
             result = await go_online(node)
-            assert result.action == A.RESTORE and result.success, str(result)
-        assert alice.state() == CONNECTED
+            assert result.action == A.RESTORE, str(result)
+            await wait_for_state(node, CONNECTED, timeout=PROMPT_S)
         # Signaling through the fallback carries the WebRTC negotiation.
         await asyncio.wait_for(alice.connect_peer("bob"), PROMPT_S)
         await asyncio.wait_for(alice.send("bob", b"via the fallback"), PROMPT_S)
@@ -140,13 +142,15 @@ async def test_relay_only_without_a_turn_server_cannot_reach_a_peer():
         bob = server.node_builder("bob").build()
         nodes += [alice, bob]
         for node in (alice, bob):
-            assert (await go_online(node)).success
+            await go_online(node)
+            await wait_for_state(node, CONNECTED, timeout=PROMPT_S)
         with pytest.raises(tether.TetherError.PeerUnreachable):
             await asyncio.wait_for(alice.connect_peer("bob"), PROMPT_S)
         # relay_only(False) is the default: the same pair connects.
         dave = server.node_builder("dave").relay_only(False).build()
         nodes.append(dave)
-        assert (await go_online(dave)).success
+        await go_online(dave)
+        await wait_for_state(dave, CONNECTED, timeout=PROMPT_S)
         await asyncio.wait_for(dave.connect_peer("bob"), PROMPT_S)
     finally:
         for node in nodes:
