@@ -64,7 +64,7 @@ pub use event::{
 pub use handle::NetworkEventHandle;
 pub use listener::{PeerStateListener, StateListener, StateSubscription};
 pub use node::{ReceivedMessage, ShutdownReport, TetherNode};
-pub use peer::{PeerConnectionState, PeerStatus};
+pub use peer::{PeerConnectionState, PeerRoute, PeerStatus, RouteEnd};
 pub use policy::{Policy, SimulatedEffects, SimulatedFailure};
 pub use result::{EventError, NetworkEventResult, NoAction};
 pub use state::{ActionKind, ConnectionState, FailureKind, ParkReason};

@@ -38,6 +38,52 @@ pub struct PeerStatus {
     pub relay_escalated: bool,
 }
 
+/// One end of the ICE candidate pair a peer connection selected.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct RouteEnd {
+    /// `host`, `srflx`, `prflx` or `relay` (a TURN server's address).
+    pub candidate_type: String,
+    /// `udp` or `tcp`.
+    pub protocol: String,
+    /// The IP address (or an mDNS name for a peer that hides its address).
+    pub address: String,
+    /// The port.
+    pub port: u16,
+}
+
+/// Which way a peer connection's packets go: the ICE candidate pair it
+/// selected.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct PeerRoute {
+    /// This node's end.
+    pub local: RouteEnd,
+    /// The peer's end.
+    pub remote: RouteEnd,
+    /// Whether a TURN server carries the packets (either end is `relay`).
+    pub relayed: bool,
+}
+
+impl From<&tether::live::RouteEnd> for RouteEnd {
+    fn from(end: &tether::live::RouteEnd) -> Self {
+        Self {
+            candidate_type: end.kind.as_str().to_owned(),
+            protocol: end.protocol.as_str().to_owned(),
+            address: end.address.clone(),
+            port: end.port,
+        }
+    }
+}
+
+impl From<&tether::live::IceRoute> for PeerRoute {
+    fn from(route: &tether::live::IceRoute) -> Self {
+        Self {
+            local: (&route.local).into(),
+            remote: (&route.remote).into(),
+            relayed: route.is_relayed(),
+        }
+    }
+}
+
 impl From<tether::live::PeerState> for PeerConnectionState {
     fn from(value: tether::live::PeerState) -> Self {
         match value {

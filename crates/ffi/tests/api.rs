@@ -195,6 +195,12 @@ async fn two_live_nodes_exchange_a_message() {
         (bob_status.connected, bob_status.connection),
         (true, PeerConnectionState::Connected)
     );
+    assert!(!bob_status.relay_escalated);
+    // On loopback without TURN, ICE selected a direct host pair.
+    let route = bounded("route", alice.peer_route("bob".into())).await.unwrap().expect("a route");
+    assert_eq!((route.local.candidate_type.as_str(), route.relayed), ("host", false), "{route:?}");
+    assert_eq!(route.local.protocol, "udp");
+    assert_eq!(bounded("no route", alice.peer_route("carol".into())).await.unwrap(), None);
     bounded("send", alice.send("bob".into(), b"hello".to_vec())).await.unwrap();
     let message = bounded("receive", bob.receive()).await.unwrap();
     assert_eq!((message.sender.as_str(), message.payload.as_slice()), ("alice", &b"hello"[..]));
