@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::{Context, bail, ensure};
 use clap::Args;
 use serde_json::{Value, json};
-use tether::live::{SignalingTiming, TlsTrust};
+use tether::live::{IceRoute, RouteEnd, SignalingTiming, TlsTrust};
 use tether::{
     ActionKind, ActionReport, ConnectionState, EventError, Handled, NetworkSnapshot,
     ReconnectReason, RtcNode, RtcNodeConfig, Transport, TransportSet,
@@ -238,6 +238,8 @@ async fn chat(args: &ChatArgs, token: String, trust: TlsTrust) -> anyhow::Result
     let terminate = terminate_signal();
     tokio::pin!(terminate);
     let mut peer_connected = false;
+    // The peer connection whose route was shown last.
+    let mut routed_generation = None;
 
     let quit = loop {
         tokio::select! {
@@ -289,11 +291,27 @@ async fn chat(args: &ChatArgs, token: String, trust: TlsTrust) -> anyhow::Result
                 if changed.is_err() {
                     bail!("the node stopped");
                 }
-                let connected = peers.borrow_and_update().is_connected(&to);
+                let (connected, state) = {
+                    let states = peers.borrow_and_update();
+                    (states.is_connected(&to), states.get(&to))
+                };
+                let generation = state.and_then(|state| state.connection_id);
                 if connected != peer_connected {
                     peer_connected = connected;
                     let human = if connected { format!("● {to} connected") } else { format!("… {to} disconnected") };
                     out.emit(json!({"event": "peer", "peer": to, "connected": connected}), Some(human));
+                }
+                if connected && generation != routed_generation {
+                    routed_generation = generation;
+                    // The selected ICE pair is read from the connection: off
+                    // the loop, as an event of its own after "connected".
+                    let node = Arc::clone(&node);
+                    let to = to.clone();
+                    let escalated = state.is_some_and(|state| state.relay_escalated);
+                    tasks.spawn(async move {
+                        let route = timeout(COMMAND_BOUND, node.peer_route(&to)).await.ok().flatten();
+                        show_peer_route(out, &to, route.as_ref(), escalated);
+                    });
                 }
             }
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
@@ -332,6 +350,27 @@ async fn chat(args: &ChatArgs, token: String, trust: TlsTrust) -> anyhow::Result
         Some(human),
     );
     Ok(if unacknowledged.is_some() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The route ICE selected for the peer connection to `to`: direct (host,
+/// reflexive candidates) or through a TURN relay, and whether recovery
+/// escalated the peer to relay-only ICE after direct paths failed.
+fn show_peer_route(out: Out, to: &PeerId, route: Option<&IceRoute>, escalated: bool) {
+    let Some(route) = route else { return };
+    let path = if route.is_relayed() { "relayed" } else { "direct" };
+    let escalation = if escalated { ", escalated to relay-only" } else { "" };
+    let end = |end: &RouteEnd| {
+        json!({"type": end.kind.as_str(), "protocol": end.protocol.as_str(),
+               "address": end.address, "port": end.port})
+    };
+    out.emit(
+        json!({
+            "event": "route", "peer": to, "path": path,
+            "local": end(&route.local), "remote": end(&route.remote),
+            "relay_escalated": escalated,
+        }),
+        Some(format!("  {to}: {path}, {route}{escalation}")),
+    );
 }
 
 /// The network path the node is told about; `/handoff` flips it.

@@ -139,6 +139,13 @@ fn two_chats_talk_over_wss_with_tokens_from_the_https_demo_endpoint() {
         chat.wait_for("peer connected", |event| {
             event["event"] == "peer" && event["connected"] == true
         });
+        // The ICE route follows: on loopback without TURN, a direct host path.
+        chat.wait_for("the route", |event| {
+            event["event"] == "route"
+                && event["path"] == "direct"
+                && event["local"]["type"] == "host"
+                && event["relay_escalated"] == false
+        });
     }
     alice.say("hello over tls");
     bob.wait_for("alice's message", |event| {

@@ -45,6 +45,10 @@ struct BuilderConfig {
     room: Option<String>,
     auto_connect: Option<bool>,
     ice_servers: Option<Vec<IceServer>>,
+    relay_only: Option<bool>,
+    tls_ca_pem: Option<String>,
+    tls_ca_path: Option<String>,
+    fallback_signaling_urls: Option<Vec<String>>,
     send_deadline_ms: Option<i64>,
     policy: Policy,
     result_timeout_ms: Option<i64>,
@@ -122,6 +126,39 @@ impl TetherNodeBuilder {
     /// which reach peers on the same network.
     pub fn ice_servers(self: Arc<Self>, servers: Vec<IceServer>) -> Arc<Self> {
         self.with(|c| c.ice_servers = Some(servers))
+    }
+
+    /// Relay-only ICE (WebRTC's ICE transport policy `relay`): every packet
+    /// goes through a TURN server from `ice_servers` (or one the signaling
+    /// server hands out). For networks where direct paths cannot work or
+    /// must not be used (hiding addresses). Default false: direct paths
+    /// when they work. webrtc-rs relays over UDP only (`turn:` URLs).
+    pub fn relay_only(self: Arc<Self>, relay_only: bool) -> Arc<Self> {
+        self.with(|c| c.relay_only = Some(relay_only))
+    }
+
+    /// Also trusts the certificate authorities in `pem` (one or more PEM
+    /// `CERTIFICATE` blocks) for a `wss://` signaling server, besides the
+    /// system's roots: for private deployments and tests. Checked at
+    /// `build`: text without a certificate is an `InvalidConfig`.
+    pub fn tls_ca_pem(self: Arc<Self>, pem: String) -> Arc<Self> {
+        self.with(|c| c.tls_ca_pem = Some(pem))
+    }
+
+    /// Also trusts the certificate authorities of a PEM file, or of every
+    /// `*.pem` and `*.crt` file in a directory, for a `wss://` signaling
+    /// server. Read at `build`: an unreadable path or a file without a
+    /// certificate is an `InvalidConfig`.
+    pub fn tls_ca_path(self: Arc<Self>, path: String) -> Arc<Self> {
+        self.with(|c| c.tls_ca_path = Some(path))
+    }
+
+    /// More signaling servers of the same deployment (`ws://` or `wss://`,
+    /// each checked like `signaling_url`), tried in turn when the one in
+    /// use cannot be reached. A server that dies is a signaling loss like
+    /// any other: recovery lands on the next one. Default none.
+    pub fn fallback_signaling_urls(self: Arc<Self>, urls: Vec<String>) -> Arc<Self> {
+        self.with(|c| c.fallback_signaling_urls = Some(urls))
     }
 
     /// How long `send` waits for room and for the peer's acknowledgement.
@@ -248,11 +285,7 @@ impl BuilderConfig {
             (None, Some(base)) => base.peer_id.clone(),
         };
         let token = required("token", &self.token, base.map(|b| &b.token))?;
-        if !(url.starts_with("ws://") || url.starts_with("wss://")) {
-            return Err(TetherError::InvalidConfig(format!(
-                "signaling_url must start with ws:// or wss:// (got {url:?})"
-            )));
-        }
+        check_signaling_url("signaling_url", &url)?;
         let mut live = match base {
             Some(base) => base.clone(),
             None => tether::RtcNodeConfig::new(peer_id.clone(), url.clone(), token.clone()),
@@ -276,6 +309,29 @@ impl BuilderConfig {
                 })
                 .collect();
         }
+        if let Some(relay_only) = self.relay_only {
+            live.rtc.ice_transport_policy = if relay_only {
+                tether_rtc::IceTransportPolicy::Relay
+            } else {
+                tether_rtc::IceTransportPolicy::All
+            };
+        }
+        if let Some(urls) = &self.fallback_signaling_urls {
+            for url in urls {
+                check_signaling_url("fallback_signaling_urls", url)?;
+            }
+            live.fallback_signaling_urls = urls.clone();
+        }
+        if let Some(pem) = &self.tls_ca_pem {
+            live.tls = live
+                .tls
+                .with_ca_pem(pem.as_bytes())
+                .map_err(|err| trust_error("tls_ca_pem", &err))?;
+        }
+        if let Some(path) = &self.tls_ca_path {
+            live.tls =
+                live.tls.with_ca_path(path).map_err(|err| trust_error("tls_ca_path", &err))?;
+        }
         if let Some(ms) = self.send_deadline_ms {
             live.messaging.send_deadline = positive_ms("send_deadline_ms", ms)?;
         }
@@ -285,6 +341,28 @@ impl BuilderConfig {
         };
         Ok(live)
     }
+}
+
+/// Refuses a signaling URL (`field` names it) that is not `ws://host…` or
+/// `wss://host…`; the signaling client parses it fully when it connects.
+fn check_signaling_url(field: &str, url: &str) -> Result<(), TetherError> {
+    let rest = url.strip_prefix("ws://").or_else(|| url.strip_prefix("wss://"));
+    match rest {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(()),
+        Some(_) => Err(TetherError::InvalidConfig(format!("{field}: no host in {url:?}"))),
+        None => Err(TetherError::InvalidConfig(format!(
+            "{field} must start with ws:// or wss:// (got {url:?})"
+        ))),
+    }
+}
+
+/// A refused CA setting (`field`) as [`TetherError::InvalidConfig`]: the
+/// signaling client's reason, without its own "invalid configuration"
+/// prefix (the foreign error adds one).
+fn trust_error(field: &str, err: &dyn std::fmt::Display) -> TetherError {
+    let reason = err.to_string();
+    let reason = reason.strip_prefix("invalid configuration: ").unwrap_or(&reason);
+    TetherError::InvalidConfig(format!("{field}: {reason}"))
 }
 
 /// `ms` as a positive duration, or an error naming `field`.

@@ -19,7 +19,8 @@
 //!   "Reconnecting…" UI, and [`PeerStateListener`] for "bob connected"; see
 //!   [`listener`] for threading.
 //! - [`TetherError`]: the one error every call can fail with.
-//! - `start_test_signaling_server` (only with the `test-server` feature):
+//! - `start_test_signaling_server` / `start_test_signaling_server_tls`
+//!   (only with the `test-server` feature):
 //!   an embedded signaling server on loopback, for tests and demos of live
 //!   nodes. The default library contains no server.
 //!
@@ -63,12 +64,14 @@ pub use event::{
 pub use handle::NetworkEventHandle;
 pub use listener::{PeerStateListener, StateListener, StateSubscription};
 pub use node::{ReceivedMessage, ShutdownReport, TetherNode};
-pub use peer::{PeerConnectionState, PeerStatus};
+pub use peer::{PeerConnectionState, PeerRoute, PeerStatus, RouteEnd};
 pub use policy::{Policy, SimulatedEffects, SimulatedFailure};
 pub use result::{EventError, NetworkEventResult, NoAction};
 pub use state::{ActionKind, ConnectionState, FailureKind, ParkReason};
 #[cfg(feature = "test-server")]
-pub use test_server::{TestSignalingServer, start_test_signaling_server};
+pub use test_server::{
+    TestSignalingServer, start_test_signaling_server, start_test_signaling_server_tls,
+};
 
 /// Compile-time checks: every object that crosses the FFI is shared between
 /// foreign threads and tether's runtime.

@@ -12,7 +12,7 @@ use crate::error::peer_id;
 use crate::peer::statuses;
 use crate::runtime::{run, runtime};
 use crate::{
-    ConnectionState, NetworkEventHandle, PeerStateListener, PeerStatus, StateListener,
+    ConnectionState, NetworkEventHandle, PeerRoute, PeerStateListener, PeerStatus, StateListener,
     StateSubscription, TetherError,
 };
 
@@ -253,6 +253,24 @@ impl TetherNode {
     /// node. After shutdown: the peers as they were last.
     pub fn peer_states(&self) -> Vec<PeerStatus> {
         self.peer_states.as_ref().map(|peers| statuses(&peers.borrow())).unwrap_or_default()
+    }
+
+    /// Live nodes: the ICE candidate pair the current peer connection to
+    /// `peer` selected: direct (`host`, `srflx`, `prflx`) or through a TURN
+    /// relay (`relay`). `None` while there is no peer connection or ICE has
+    /// not selected a pair; a restart or a replacement may change it.
+    ///
+    /// # Errors
+    ///
+    /// [`TetherError::InvalidArgument`] for an invalid peer id;
+    /// [`TetherError::Unsupported`] on a simulated node;
+    /// [`TetherError::ShutDown`].
+    pub async fn peer_route(&self, peer: String) -> Result<Option<PeerRoute>, TetherError> {
+        let peer = peer_id(peer)?;
+        self.on_live("peer_route", move |node| {
+            Box::pin(async move { Ok(node.peer_route(&peer).await.as_ref().map(PeerRoute::from)) })
+        })
+        .await
     }
 
     /// Live nodes: calls `listener` with every peer's state at once, then

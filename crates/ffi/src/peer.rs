@@ -32,6 +32,56 @@ pub struct PeerStatus {
     /// a higher number is a replacement; an ICE restart keeps the number.
     /// The Rust side's `ConnectionId`, as a number.
     pub generation: u64,
+    /// Whether direct ICE paths to the peer failed and recovery escalated
+    /// it to relay-only ICE (a TURN server carries every packet), until the
+    /// peer connection is closed on purpose.
+    pub relay_escalated: bool,
+}
+
+/// One end of the ICE candidate pair a peer connection selected.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct RouteEnd {
+    /// `host`, `srflx`, `prflx` or `relay` (a TURN server's address).
+    pub candidate_type: String,
+    /// `udp` or `tcp`.
+    pub protocol: String,
+    /// The IP address (or an mDNS name for a peer that hides its address).
+    pub address: String,
+    /// The port.
+    pub port: u16,
+}
+
+/// Which way a peer connection's packets go: the ICE candidate pair it
+/// selected.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct PeerRoute {
+    /// This node's end.
+    pub local: RouteEnd,
+    /// The peer's end.
+    pub remote: RouteEnd,
+    /// Whether a TURN server carries the packets (either end is `relay`).
+    pub relayed: bool,
+}
+
+impl From<&tether::live::RouteEnd> for RouteEnd {
+    fn from(end: &tether::live::RouteEnd) -> Self {
+        Self {
+            candidate_type: end.kind.as_str().to_owned(),
+            protocol: end.protocol.as_str().to_owned(),
+            address: end.address.clone(),
+            port: end.port,
+        }
+    }
+}
+
+impl From<&tether::live::IceRoute> for PeerRoute {
+    fn from(route: &tether::live::IceRoute) -> Self {
+        Self {
+            local: (&route.local).into(),
+            remote: (&route.remote).into(),
+            relayed: route.is_relayed(),
+        }
+    }
 }
 
 impl From<tether::live::PeerState> for PeerConnectionState {
@@ -55,6 +105,7 @@ pub(crate) fn statuses(states: &tether::PeerStates) -> Vec<PeerStatus> {
             connected: state.is_connected(),
             connection: state.connection.into(),
             generation: state.connection_id.map_or(0, tether::ConnectionId::get),
+            relay_escalated: state.relay_escalated,
         })
         .collect()
 }

@@ -17,6 +17,8 @@ use crate::{TetherError, TetherNodeBuilder};
 #[derive(Debug, uniffi::Object)]
 pub struct TestSignalingServer {
     url: String,
+    /// The throw-away CA of a `wss://` server, PEM; `None` for `ws://`.
+    ca_pem: Option<String>,
     /// `None` once shut down.
     testbed: Mutex<Option<LoopbackTestbed>>,
 }
@@ -32,7 +34,60 @@ pub async fn start_test_signaling_server() -> Result<Arc<TestSignalingServer>, T
     let testbed = run(async { Ok(LoopbackTestbed::start().await?) }).await?;
     let url = testbed.url();
     info!(name: "ffi.test_server.started", %url);
-    Ok(Arc::new(TestSignalingServer { url, testbed: Mutex::new(Some(testbed)) }))
+    Ok(Arc::new(TestSignalingServer { url, ca_pem: None, testbed: Mutex::new(Some(testbed)) }))
+}
+
+/// Starts a [`TestSignalingServer`] that speaks `wss://` only, with a
+/// certificate for `127.0.0.1` and `localhost` signed by a certificate
+/// authority made for this server alone (`ca_pem`). Its node builders trust
+/// only the system's roots: a node connects once it is given
+/// `tls_ca_pem(server.ca_pem())`, and fails its TLS handshake without.
+///
+/// # Errors
+///
+/// As [`start_test_signaling_server`], and [`TetherError::Internal`] when
+/// the certificates cannot be made.
+#[uniffi::export]
+pub async fn start_test_signaling_server_tls() -> Result<Arc<TestSignalingServer>, TetherError> {
+    let (ca_pem, tls) = throwaway_tls()?;
+    let testbed = run(async move {
+        Ok(LoopbackTestbed::start_with(move |config| config.tls = Some(tls)).await?)
+    })
+    .await?;
+    let url = testbed.url();
+    info!(name: "ffi.test_server.started", %url);
+    Ok(Arc::new(TestSignalingServer {
+        url,
+        ca_pem: Some(ca_pem),
+        testbed: Mutex::new(Some(testbed)),
+    }))
+}
+
+/// A new certificate authority (its PEM) and a server TLS configuration
+/// with a certificate it signed for `127.0.0.1` and `localhost`.
+fn throwaway_tls() -> Result<(String, tether_relay::ServerTls), TetherError> {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let failed = |err: &dyn std::fmt::Display| {
+        TetherError::Internal(format!("test server certificate: {err}"))
+    };
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(|e| failed(&e))?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "tether test signaling server ca");
+    let ca_key = KeyPair::generate().map_err(|e| failed(&e))?;
+    let issuer = CertifiedIssuer::self_signed(ca, ca_key).map_err(|e| failed(&e))?;
+    let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+    let server_key = KeyPair::generate().map_err(|e| failed(&e))?;
+    let server = CertificateParams::new(names)
+        .and_then(|params| params.signed_by(&server_key, &issuer))
+        .map_err(|e| failed(&e))?;
+    let tls = tether_relay::ServerTls::from_pem(
+        server.pem().as_bytes(),
+        server_key.serialize_pem().as_bytes(),
+        "test server certificate",
+        "test server key",
+    )
+    .map_err(|e| failed(&e))?;
+    Ok((issuer.pem(), tls))
 }
 
 impl TestSignalingServer {
@@ -44,9 +99,16 @@ impl TestSignalingServer {
 
 #[uniffi::export]
 impl TestSignalingServer {
-    /// `ws://127.0.0.1:PORT/ws`.
+    /// `ws://127.0.0.1:PORT/ws`, or `wss://…` for a TLS server.
     pub fn url(&self) -> String {
         self.url.clone()
+    }
+
+    /// The PEM certificate of the authority that signed a TLS server's
+    /// certificate (what a node must trust: `tls_ca_pem`); `None` for a
+    /// `ws://` server.
+    pub fn ca_pem(&self) -> Option<String> {
+        self.ca_pem.clone()
     }
 
     /// A token for `peer`, valid for an hour.
@@ -64,7 +126,8 @@ impl TestSignalingServer {
 
     /// A builder for a live node `peer` on this server: URL, token, the
     /// server's room (so peers find each other), loopback-only WebRTC and
-    /// short signaling timeouts. Setters on it override these.
+    /// short signaling timeouts. Setters on it override these. For a TLS
+    /// server it does not trust the server's CA: add `tls_ca_pem`.
     ///
     /// # Errors
     ///

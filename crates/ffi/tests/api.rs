@@ -195,6 +195,12 @@ async fn two_live_nodes_exchange_a_message() {
         (bob_status.connected, bob_status.connection),
         (true, PeerConnectionState::Connected)
     );
+    assert!(!bob_status.relay_escalated);
+    // On loopback without TURN, ICE selected a direct host pair.
+    let route = bounded("route", alice.peer_route("bob".into())).await.unwrap().expect("a route");
+    assert_eq!((route.local.candidate_type.as_str(), route.relayed), ("host", false), "{route:?}");
+    assert_eq!(route.local.protocol, "udp");
+    assert_eq!(bounded("no route", alice.peer_route("carol".into())).await.unwrap(), None);
     bounded("send", alice.send("bob".into(), b"hello".to_vec())).await.unwrap();
     let message = bounded("receive", bob.receive()).await.unwrap();
     assert_eq!((message.sender.as_str(), message.payload.as_slice()), ("alice", &b"hello"[..]));
@@ -215,5 +221,67 @@ async fn two_live_nodes_exchange_a_message() {
     assert!(!subscription.is_active(), "the subscription ends with the node");
     bounded("bob's shutdown", bob.shutdown()).await.unwrap();
     assert_eq!(bounded("receive after shutdown", bob.receive()).await, Err(TetherError::ShutDown));
+    server.shutdown().await.unwrap();
+}
+
+#[test]
+fn bad_tls_and_fallback_settings_fail_the_build_naming_the_setting() {
+    let live = || {
+        TetherNodeBuilder::new()
+            .signaling_url("wss://signal.example:443/ws".into())
+            .peer_id("alice".into())
+            .token("t".into())
+    };
+    let refused = |builder: Arc<TetherNodeBuilder>, needle: &str| match builder.build() {
+        Err(TetherError::InvalidConfig(message)) => {
+            assert!(message.contains(needle), "{message:?} does not name {needle:?}");
+        }
+        Err(other) => panic!("wanted InvalidConfig naming {needle:?}, got {other:?}"),
+        Ok(_) => panic!("a builder with a bad {needle} built a node"),
+    };
+    refused(live().tls_ca_pem("not a certificate".into()), "tls_ca_pem: no certificate");
+    let truncated = "-----BEGIN CERTIFICATE-----\nMIIB\n".to_owned();
+    refused(live().tls_ca_pem(truncated), "tls_ca_pem");
+    refused(live().tls_ca_path("/nonexistent/ca.pem".into()), "tls_ca_path: cannot read");
+    refused(
+        live().fallback_signaling_urls(vec!["http://b:1/ws".into()]),
+        "fallback_signaling_urls",
+    );
+    refused(live().fallback_signaling_urls(vec!["ws://".into()]), "fallback_signaling_urls");
+    refused(live().signaling_url("wss:///ws".into()), "signaling_url: no host");
+}
+
+#[tokio::test]
+async fn a_node_trusting_the_test_ca_connects_over_wss_and_one_without_fails() {
+    let server = tether_ffi::start_test_signaling_server_tls().await.unwrap();
+    assert!(server.url().starts_with("wss://127.0.0.1:"), "{}", server.url());
+    let ca = server.ca_pem().expect("a tls server has a ca");
+
+    let trusting = server.node_builder("alice".into()).unwrap().tls_ca_pem(ca).build().unwrap();
+    let result =
+        bounded("going online over wss", trusting.handle().network_path_changed(wifi(1))).await;
+    assert_eq!(result.unwrap().action, Some(ActionKind::Restore));
+    // On a loaded machine the first TLS connect can outlast the preset's
+    // connect bound; recovery then retries on its own.
+    bounded("connected over wss", async {
+        while trusting.state() != ConnectionState::Connected {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+
+    // The system's roots do not know the test CA: the handshake fails and
+    // the restore says so, within the (responsive) connect timeout.
+    let distrusting = server.node_builder("bob".into()).unwrap().build().unwrap();
+    let result =
+        bounded("a failing restore", distrusting.handle().network_path_changed(wifi(1))).await;
+    let result = result.unwrap();
+    assert!(!result.success, "{result:?}");
+    let why = result.error_message.unwrap_or_default();
+    assert!(why.contains("tls handshake"), "the error says why: {why}");
+    assert_ne!(distrusting.state(), ConnectionState::Connected);
+
+    bounded("shutdown", trusting.shutdown()).await.unwrap();
+    bounded("shutdown", distrusting.shutdown()).await.unwrap();
     server.shutdown().await.unwrap();
 }

@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use tether::live::testbed::LoopbackTestbed;
+use tether::live::{CandidateKind, CandidateProtocol};
 use tether::{PeerId, RtcNode};
 use tether_relay::turn::{TurnGrants, TurnSecret};
 use tether_rtc::{IceServer, IceTransportPolicy};
@@ -234,4 +235,42 @@ async fn turn_credentials_handed_out_by_the_signaling_server_carry_the_data() {
         "each peer allocates a relay: {} seen",
         coturn.allocations()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_selected_route_names_the_relay_or_the_direct_path() {
+    let Some(coturn) = Coturn::start() else { return };
+    let (a, b) = (id("alice"), id("bob"));
+
+    // Relay-only: this node's end of the selected pair is a relay candidate
+    // on coturn's relay address, and the route says relayed.
+    let relayed = LoopbackTestbed::start().await.unwrap();
+    let nodes = relay_only_nodes(&relayed, &coturn, SECRET, [&a, &b], None).await;
+    assert_eq!(nodes[0].peer_route(&b).await, None, "no peer connection, no route");
+    timeout(PROMPT, nodes[0].connect_peer(&b)).await.unwrap().unwrap();
+    for (node, peer) in [(&nodes[0], &b), (&nodes[1], &a)] {
+        let route = timeout(PROMPT, node.peer_route(peer)).await.unwrap().expect("a route");
+        eprintln!("relay-only {} -> {peer}: {route}", node.peer_id());
+        assert!(route.is_relayed(), "{route}");
+        assert_eq!(route.local.kind, CandidateKind::Relay, "{route}");
+        assert_eq!(route.local.protocol, CandidateProtocol::Udp, "{route}");
+        assert_eq!(route.local.address, "127.0.0.1", "coturn's relay address: {route}");
+    }
+
+    // All candidates, TURN configured too: on loopback the direct host path
+    // wins, and the route says so.
+    let direct = LoopbackTestbed::start().await.unwrap();
+    let mut nodes = Vec::new();
+    for peer in [&a, &b] {
+        let mut config = direct.config(peer);
+        config.rtc.ice_servers = vec![coturn.ice_server(peer, SECRET)];
+        nodes.push(direct.online(config).await.unwrap());
+    }
+    timeout(PROMPT, nodes[0].connect_peer(&b)).await.unwrap().unwrap();
+    for (node, peer) in [(&nodes[0], &b), (&nodes[1], &a)] {
+        let route = timeout(PROMPT, node.peer_route(peer)).await.unwrap().expect("a route");
+        eprintln!("all candidates {} -> {peer}: {route}", node.peer_id());
+        assert!(!route.is_relayed(), "{route}");
+        assert_eq!(route.local.kind, CandidateKind::Host, "{route}");
+    }
 }

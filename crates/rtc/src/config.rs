@@ -168,8 +168,12 @@ impl RtcConfig {
     }
 
     /// webrtc-rs's configuration: the configured ICE servers, then `granted` (those the
-    /// signaling server handed out).
-    pub(crate) fn rtc_configuration(&self, granted: &[IceServer]) -> RTCConfiguration {
+    /// signaling server handed out), with ICE transport `policy`.
+    pub(crate) fn rtc_configuration(
+        &self,
+        granted: &[IceServer],
+        policy: IceTransportPolicy,
+    ) -> RTCConfiguration {
         let servers = self
             .ice_servers
             .iter()
@@ -180,7 +184,7 @@ impl RtcConfig {
                 credential: server.credential.clone(),
             })
             .collect();
-        let policy = match self.ice_transport_policy {
+        let policy = match policy {
             IceTransportPolicy::All => RTCIceTransportPolicy::All,
             IceTransportPolicy::Relay => RTCIceTransportPolicy::Relay,
         };

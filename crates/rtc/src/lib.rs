@@ -29,20 +29,24 @@
 
 mod config;
 mod error;
+mod escalation;
 mod event;
 mod local_address;
 pub mod negotiation;
 mod peer;
 mod peer_set;
+mod route;
 mod signal;
 
 pub use config::{IceServer, IceTransportPolicy, RtcConfig};
 pub use error::RtcError;
+pub use escalation::Escalation;
 pub use event::{ConnectionId, PeerState, RtcEvent, RtcEvents};
 pub use local_address::{InterfaceFilter, LocalAddresses, LocalInterface};
 pub use negotiation::Role;
 pub use peer::PeerStatus;
 pub use peer_set::{CloseReport, PeerSet, Residual};
+pub use route::{CandidateKind, CandidateProtocol, IceRoute, RouteEnd};
 pub use signal::{OutboundSignal, SignalPayload};
 pub use tether_signal::protocol::PeerId;
 

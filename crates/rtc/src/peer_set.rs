@@ -13,10 +13,12 @@ use tracing::{debug, info, warn};
 
 use crate::config::{IceServer, RtcConfig};
 use crate::error::RtcError;
+use crate::escalation::{Escalation, RelayEscalations};
 use crate::event::RtcEvents;
 use crate::negotiation::Role;
 use crate::negotiation::input::Presence;
 use crate::peer::{Command, PeerSlot, PeerStatus, SetContext, spawn_peer};
+use crate::route::IceRoute;
 use crate::signal::{OutboundSignal, SignalPayload};
 
 /// How much longer than its own bound a caller waits for a peer task's answer. The task answers
@@ -96,6 +98,7 @@ impl PeerSet {
             local_id,
             config,
             granted_ice_servers: Mutex::new(Vec::new()),
+            escalations: RelayEscalations::default(),
             signals,
             states: states_tx,
             traffic: traffic_tx,
@@ -384,7 +387,37 @@ impl PeerSet {
     /// A snapshot of `peer`, or `None` if this set has no task for it.
     #[must_use]
     pub fn status(&self, peer: &PeerId) -> Option<PeerStatus> {
-        self.lock_peers().get(peer).map(|slot| slot.view.status())
+        let status = self.lock_peers().get(peer).map(|slot| slot.view.status())?;
+        Some(PeerStatus { relay_escalated: self.inner.ctx.escalations.contains(peer), ..status })
+    }
+
+    /// Escalates `peer` to relay-only ICE: the peer connections built for it from now on (the
+    /// next [`PeerSet::replace`] or [`PeerSet::connect`]) gather relayed candidates only. For
+    /// when an ICE restart with policy `all` left ICE failed: direct paths do not work, and
+    /// the replacement spends no checks on them. Only with a TURN server among the configured
+    /// or granted ICE servers; holds until the peer is closed. Logs `rtc.ice.relay_escalation`
+    /// when it escalates; [`PeerStatus::relay_escalated`] says so from then on.
+    pub fn escalate_to_relay(&self, peer: &PeerId) -> Escalation {
+        let ctx = &self.inner.ctx;
+        let outcome =
+            ctx.escalations.escalate(peer, ctx.config.ice_transport_policy, &ctx.ice_servers());
+        if outcome == Escalation::Escalated {
+            info!(name: "rtc.ice.relay_escalation", %peer, "next peer connections are relay-only");
+        }
+        outcome
+    }
+
+    /// The candidate pair ICE selected for the current peer connection to `peer`: whether its
+    /// packets go directly (host, reflexive candidates) or through a TURN relay. `None` when
+    /// there is no peer connection or ICE has not selected a pair yet. An ICE restart may
+    /// select another pair; ask again after it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn selected_route(&self, peer: &PeerId) -> Option<IceRoute> {
+        let pc = self.lock_peers().get(peer).and_then(|slot| slot.view.connection())?;
+        crate::route::selected_route(&pc).await
     }
 
     /// Closes the peer connection to `peer`, tells the peer (`bye`) and forgets the peer. Waiting
@@ -401,6 +434,7 @@ impl PeerSet {
     /// Cancel safe: the peer is forgotten at once and its task closes it whether or not this
     /// future is polled to the end.
     pub async fn close(&self, peer: &PeerId) -> Result<(), RtcError> {
+        self.inner.ctx.escalations.forget(peer);
         let Some(slot) = self.lock_peers().remove(peer) else {
             return Ok(());
         };
@@ -515,6 +549,7 @@ impl PeerSet {
 
 impl Inner {
     async fn close_all_now(&self) -> CloseReport {
+        self.ctx.escalations.clear();
         let slots: Vec<(PeerId, PeerSlot)> = lock(&self.peers).drain().collect();
         let bound = self.ctx.config.close_timeout;
         let deadline = Instant::now() + bound;

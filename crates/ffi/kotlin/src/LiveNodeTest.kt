@@ -69,6 +69,9 @@ fun liveNodeTests(suite: Suite) {
             withTimeout(PROMPT_MS) { alice.send("bob", "hello bob".toByteArray()) } // waits for the ack
             assertEquals(listOf("alice:hello bob"), receiveTexts(bob, 1))
             assertTrue("bob" in alice.connectedPeers(), "${alice.connectedPeers()}")
+            // On loopback without TURN, ICE selected a direct host pair.
+            val route = alice.peerRoute("bob")
+            assertTrue(route != null && route.local.candidateType == "host" && !route.relayed, "$route")
             exchange(alice, bob, "warm")
 
             // Messages posted before the forced reconnect arrive after it.

@@ -11,6 +11,7 @@ import rt.tether.CleanupReason
 import rt.tether.ConnectionState
 import rt.tether.EventError
 import rt.tether.FailureKind
+import rt.tether.IceServer
 import rt.tether.NetworkEvent
 import rt.tether.NetworkEventResult
 import rt.tether.NoAction
@@ -189,6 +190,27 @@ fun simulatedNodeTests(suite: Suite) {
         }
         // A live node needs a signaling URL, a peer id and a token.
         assertFailsWith<TetherException.InvalidConfig> { TetherNodeBuilder().peerId("alice").build() }
+    }
+
+    suite.test("errors: bad TLS, fallback and ICE settings are InvalidConfig naming the setting") {
+        fun live() = TetherNodeBuilder()
+            .signalingUrl("wss://signal.example:443/ws")
+            .peerId("alice")
+            .token("t")
+            .relayOnly(true)
+            .iceServers(listOf(IceServer(listOf("turn:turn.example:3478?transport=udp"), "u", "p")))
+        val pem = assertFailsWith<TetherException.InvalidConfig> { live().tlsCaPem("not a certificate").build() }
+        assertTrue("tls_ca_pem" in pem.message.orEmpty(), pem.message)
+        val path = assertFailsWith<TetherException.InvalidConfig> { live().tlsCaPath("/nonexistent/ca.pem").build() }
+        assertTrue("tls_ca_path" in path.message.orEmpty(), path.message)
+        val fallback = assertFailsWith<TetherException.InvalidConfig> {
+            live().fallbackSignalingUrls(listOf("ws://b.example/ws", "http://c.example/ws")).build()
+        }
+        assertTrue("fallback_signaling_urls" in fallback.message.orEmpty(), fallback.message)
+        // Every setting valid: the node builds (it connects only when told to).
+        val node = live().fallbackSignalingUrls(listOf("ws://b.example/ws")).build()
+        node.shutdown()
+        node.close()
     }
 
     suite.test("errors: a shut-down node fails fast; messaging needs a live node") {

@@ -66,6 +66,11 @@ async def test_two_nodes_exchange_messages_across_recoveries():
         await asyncio.wait_for(alice.send("bob", b"hello bob"), PROMPT_S)
         assert await receive_texts(bob, 1) == [("alice", "hello bob")]
         assert "bob" in alice.connected_peers()
+        # On loopback without TURN, ICE selected a direct host pair.
+        route = await alice.peer_route("bob")
+        assert route is not None and route.local.candidate_type == "host", route
+        assert not route.relayed and route.local.protocol == "udp"
+        assert await alice.peer_route("nobody") is None
         await exchange(alice, bob, "warm")
 
         # A forced reconnect rebuilds everything; the listener shows it.

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use futures_util::future::join_all;
 use tether_recovery::FailureKind;
-use tether_rtc::{PeerSet, PeerState, RtcError};
+use tether_rtc::{Escalation, PeerSet, PeerState, RtcError};
 use tether_signal::protocol::PeerId;
 use tether_signal::{SignalClient, SignalError, SignalErrorKind};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::config::{RecoveryTiming, RestoreStrategy};
 use super::roster::Roster;
@@ -82,11 +82,32 @@ impl RtcExecutor {
                 Ok(()) => return Ok(()),
                 Err(err) => {
                     warn!(name: "live.peer.restart_failed", %peer, error = %err, "replacing the peer connection");
+                    self.escalate_if_direct_failed(peer, &err);
                 }
             }
             return self.peers.replace(peer).await;
         }
         self.peers.connect(peer).await
+    }
+
+    /// After a failed ICE restart: when the restart itself ran (signaling
+    /// up, offer and answer exchanged or timed out waiting for ICE) and ICE
+    /// is still not connected, direct paths do not work: the replacement is
+    /// built relay-only, if a TURN server is configured (see tether-rtc's
+    /// `PeerSet::escalate_to_relay`).
+    fn escalate_if_direct_failed(&self, peer: &PeerId, restart: &RtcError) {
+        let state = self.peers.status(peer).and_then(|status| status.state);
+        let ice_failed = direct_ice_failed(restart, self.signal.is_connected(), state);
+        if !ice_failed {
+            return;
+        }
+        let outcome = self.peers.escalate_to_relay(peer);
+        if outcome == Escalation::Escalated {
+            warn!(name: "live.peer.relay_escalation", %peer, restart_error = %restart,
+                "direct ICE failed after a restart; the replacement is relay-only");
+        } else {
+            debug!(name: "live.peer.relay_escalation_skipped", %peer, ?outcome);
+        }
     }
 
     /// Revives every peer of the roster at once. Fails only when there were
@@ -143,6 +164,19 @@ impl RtcExecutor {
     }
 }
 
+/// Whether a failed ICE restart says that direct paths do not work: the
+/// restart ran (signaling up; it timed out waiting for ICE, or ICE failed)
+/// and the peer connection is still not connected (after a restart ICE is
+/// checking again, `Connecting`, until it connects or gives up).
+fn direct_ice_failed(restart: &RtcError, signaling_up: bool, state: Option<PeerState>) -> bool {
+    matches!(restart, RtcError::RestartTimeout { .. } | RtcError::ConnectionFailed { .. })
+        && signaling_up
+        && matches!(
+            state,
+            Some(PeerState::Connecting | PeerState::Disconnected | PeerState::Failed)
+        )
+}
+
 impl RecoveryExecutor for RtcExecutor {
     async fn probe(&self, _ctx: ActionContext) -> ActionResult {
         self.signal
@@ -180,5 +214,31 @@ impl RecoveryExecutor for RtcExecutor {
         // every other step, whatever failed before it.
         self.signal.disconnect().await;
         self.close_peers().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn only_a_restart_that_ran_and_left_ice_down_means_direct_paths_failed() {
+        let peer = PeerId::new("bob").unwrap();
+        let timed_out = RtcError::RestartTimeout { peer: peer.clone(), after: Duration::ZERO };
+        for state in [PeerState::Connecting, PeerState::Disconnected, PeerState::Failed] {
+            assert!(direct_ice_failed(&timed_out, true, Some(state)), "{state:?}");
+        }
+        // ICE came back meanwhile, or the peer connection is gone.
+        assert!(!direct_ice_failed(&timed_out, true, Some(PeerState::Connected)));
+        assert!(!direct_ice_failed(&timed_out, true, Some(PeerState::Closed)));
+        assert!(!direct_ice_failed(&timed_out, true, None));
+        // Signaling down: the restart never reached the peer.
+        assert!(!direct_ice_failed(&timed_out, false, Some(PeerState::Failed)));
+        // Not an ICE failure.
+        let closed = RtcError::ClosedByRemote { peer: peer.clone() };
+        assert!(!direct_ice_failed(&closed, true, Some(PeerState::Failed)));
+        assert!(!direct_ice_failed(&RtcError::SignalChannelFull, true, Some(PeerState::Failed)));
     }
 }

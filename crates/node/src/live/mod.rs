@@ -58,6 +58,9 @@ pub use tether_rtc::ConnectionId;
 /// The state of a peer connection, as [`PeerLinkState::connection`] reports
 /// it.
 pub use tether_rtc::PeerState;
+/// Which way a peer connection's packets go ([`RtcNode::peer_route`]): the
+/// ICE candidate pair it selected, and what kind each end is.
+pub use tether_rtc::{CandidateKind, CandidateProtocol, IceRoute, RouteEnd};
 /// Whom a `wss://` signaling server must be signed by
 /// ([`RtcNodeConfig::tls`]).
 pub use tether_signal::TlsTrust;
@@ -377,6 +380,20 @@ impl RtcNode {
     /// cleanup closed.
     pub fn peer_states(&self) -> watch::Receiver<PeerStates> {
         self.peer_states.clone()
+    }
+
+    /// The route of the current peer connection to `peer`: the ICE
+    /// candidate pair it selected, so whether its packets go directly
+    /// (host, reflexive candidates) or through a TURN relay
+    /// ([`IceRoute::is_relayed`]). `None` while there is no peer connection
+    /// or ICE has not selected a pair. A restart or a replacement may change
+    /// it; [`peer_states`](Self::peer_states) says when.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn peer_route(&self, peer: &PeerId) -> Option<IceRoute> {
+        self.peers.selected_route(peer).await
     }
 
     /// Queues `payload` for `peer`, reliably and in order, and returns once

@@ -26,6 +26,11 @@ pub struct PeerLinkState {
     /// reused, so a higher id is a replacement (an ICE restart keeps the
     /// id). `None` until the first peer connection is built.
     pub connection_id: Option<ConnectionId>,
+    /// Whether direct ICE paths to the peer failed and recovery escalated
+    /// it to relay-only ICE (a TURN server carries every packet; see
+    /// [`RtcNode::peer_route`](super::RtcNode::peer_route) for the route).
+    /// Holds until the peer connection is closed on purpose.
+    pub relay_escalated: bool,
 }
 
 impl PeerLinkState {
@@ -48,11 +53,13 @@ impl PeerLinkState {
                 connection: status.state.unwrap_or(PeerState::Connecting),
                 channel_open: status.channel_open,
                 connection_id: status.connection_id,
+                relay_escalated: status.relay_escalated,
             },
             None => Self {
                 connection: PeerState::Closed,
                 channel_open: false,
                 connection_id: last.and_then(|last| last.connection_id),
+                relay_escalated: false,
             },
         }
     }
@@ -120,7 +127,7 @@ mod tests {
 
     fn status(connection: u64, state: Option<PeerState>, channel_open: bool) -> PeerStatus {
         let connection_id = (connection > 0).then_some(ConnectionId::new(connection));
-        PeerStatus { connection_id, state, channel_open }
+        PeerStatus { connection_id, state, channel_open, relay_escalated: false }
     }
 
     fn id(name: &str) -> PeerId {

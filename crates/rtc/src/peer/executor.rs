@@ -277,14 +277,8 @@ impl PeerTask {
         let handler =
             Arc::new(ConnectionHandler { connection_id: id, events: self.internal.clone() });
         let config = &self.ctx.config;
-        let granted = self
-            .ctx
-            .granted_ice_servers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
         let pc = PeerConnectionBuilder::new()
-            .with_configuration(config.rtc_configuration(&granted))
+            .with_configuration(self.ctx.rtc_configuration_for(&self.peer))
             .with_setting_engine(config.setting_engine())
             .with_handler(handler)
             .with_udp_addrs(config.local_addresses.bind_targets())
@@ -292,7 +286,7 @@ impl PeerTask {
             .await
             .map_err(|error| RtcError::webrtc(&self.peer, "build peer connection", error))?;
         let mut owned = OwnedConnection::new(id, Arc::new(pc));
-        self.view.begin_connection(id);
+        self.view.begin_connection(id, &owned.pc);
         info!(name: "rtc.peer.created", connection = id.get(), "peer connection built");
         if data_channel {
             let label = &self.ctx.config.data_channel_label;

@@ -28,11 +28,13 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tracing::{Instrument, info_span};
+use webrtc::peer_connection::RTCConfiguration;
 
 pub use self::view::PeerStatus;
 pub(crate) use self::view::PeerView;
 use crate::config::{IceServer, RtcConfig};
 use crate::error::RtcError;
+use crate::escalation::RelayEscalations;
 use crate::event::RtcEvent;
 use crate::negotiation::Role;
 use crate::negotiation::input::Presence;
@@ -64,9 +66,32 @@ pub(crate) struct SetContext {
     /// ICE servers the signaling server handed out, used after the configured ones by peer
     /// connections built from now on.
     pub(crate) granted_ice_servers: std::sync::Mutex<Vec<IceServer>>,
+    /// Peers whose direct paths failed: their new peer connections are relay-only.
+    pub(crate) escalations: RelayEscalations,
     pub(crate) signals: mpsc::Sender<OutboundSignal>,
     pub(crate) states: mpsc::UnboundedSender<RtcEvent>,
     pub(crate) traffic: mpsc::Sender<RtcEvent>,
+}
+
+impl SetContext {
+    /// The ICE servers a new peer connection uses: the configured ones, then the granted ones.
+    pub(crate) fn ice_servers(&self) -> Vec<IceServer> {
+        let granted =
+            self.granted_ice_servers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.config.ice_servers.iter().chain(granted.iter()).cloned().collect()
+    }
+
+    /// webrtc-rs's configuration for a new peer connection to `peer`: the ICE servers, and
+    /// relay-only ICE when the peer was escalated.
+    pub(crate) fn rtc_configuration_for(&self, peer: &PeerId) -> RTCConfiguration {
+        let granted = self
+            .granted_ice_servers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let policy = self.escalations.policy_for(peer, self.config.ice_transport_policy);
+        self.config.rtc_configuration(&granted, policy)
+    }
 }
 
 /// A running peer task, as the [`crate::PeerSet`] holds it.

@@ -3,6 +3,7 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use webrtc::data_channel::DataChannel;
+use webrtc::peer_connection::PeerConnection;
 
 use crate::event::{ConnectionId, PeerState};
 
@@ -16,6 +17,9 @@ pub struct PeerStatus {
     pub state: Option<PeerState>,
     /// Whether the data channel is open, so that [`crate::PeerSet::send`] can succeed.
     pub channel_open: bool,
+    /// Whether direct paths to this peer failed and its peer connections are now relay-only
+    /// ([`crate::PeerSet::escalate_to_relay`]).
+    pub relay_escalated: bool,
 }
 
 /// The part of a peer's state other tasks read directly.
@@ -27,6 +31,8 @@ struct ViewState {
     connection_id: Option<ConnectionId>,
     state: Option<PeerState>,
     channel: Option<Arc<dyn DataChannel>>,
+    /// The current peer connection, for reading its selected route; dropped when it closes.
+    connection: Option<Arc<dyn PeerConnection>>,
 }
 
 impl PeerView {
@@ -41,6 +47,7 @@ impl PeerView {
             connection_id: view.connection_id,
             state: view.state,
             channel_open: view.channel.is_some(),
+            relay_escalated: false,
         }
     }
 
@@ -48,16 +55,22 @@ impl PeerView {
         self.lock().channel.clone()
     }
 
+    /// The current peer connection, unless it is closed.
+    pub(crate) fn connection(&self) -> Option<Arc<dyn PeerConnection>> {
+        self.lock().connection.clone()
+    }
+
     pub(crate) fn is_connected(&self) -> bool {
         let view = self.lock();
         view.state == Some(PeerState::Connected) && view.channel.is_some()
     }
 
-    pub(super) fn begin_connection(&self, id: ConnectionId) {
+    pub(super) fn begin_connection(&self, id: ConnectionId, pc: &Arc<dyn PeerConnection>) {
         *self.lock() = ViewState {
             connection_id: Some(id),
             state: Some(PeerState::Connecting),
             channel: None,
+            connection: Some(Arc::clone(pc)),
         };
     }
 
@@ -67,6 +80,7 @@ impl PeerView {
             view.state = Some(state);
             if state == PeerState::Closed {
                 view.channel = None;
+                view.connection = None;
             }
         }
     }

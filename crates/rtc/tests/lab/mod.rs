@@ -64,14 +64,23 @@ pub(crate) struct Relay {
     sets: Mutex<HashMap<PeerId, PeerSet>>,
     blackhole: AtomicBool,
     dropped_kinds: Mutex<HashSet<&'static str>>,
+    /// Candidate types (`host`, `relay`, ...) whose candidates are dropped.
+    dropped_candidate_types: Mutex<HashSet<&'static str>>,
     seen: Mutex<Vec<Relayed>>,
 }
 
 impl Relay {
     fn forward(&self, from: &PeerId, message: OutboundSignal) {
         let kind = message.payload.kind();
-        let deliver =
-            !self.blackhole.load(Ordering::SeqCst) && !lock(&self.dropped_kinds).contains(kind);
+        let dropped_candidate = match &message.payload {
+            SignalPayload::Candidate { candidate, .. } => lock(&self.dropped_candidate_types)
+                .iter()
+                .any(|typ| candidate.contains(&format!(" typ {typ}"))),
+            _ => false,
+        };
+        let deliver = !self.blackhole.load(Ordering::SeqCst)
+            && !lock(&self.dropped_kinds).contains(kind)
+            && !dropped_candidate;
         lock(&self.seen).push(Relayed {
             from: from.clone(),
             to: message.to.clone(),
@@ -101,6 +110,13 @@ impl Relay {
     /// Delivers messages of this kind again.
     pub(crate) fn deliver_kind(&self, kind: &'static str) {
         lock(&self.dropped_kinds).remove(kind);
+    }
+
+    /// Drops exactly the candidates of these types (`host`, `srflx`, `relay`) from now on, and
+    /// delivers all others: a peer that can never learn those addresses of the other.
+    #[allow(dead_code)] // tests/turn.rs only
+    pub(crate) fn drop_only_candidates(&self, types: &[&'static str]) {
+        *lock(&self.dropped_candidate_types) = types.iter().copied().collect();
     }
 
     /// Every message relayed so far, delivered or not.

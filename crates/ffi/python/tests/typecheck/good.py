@@ -43,3 +43,16 @@ async def main() -> int:
     subscription.cancel()
     report: tether.ShutdownReport = await node.shutdown()
     return int(report.callers_answered) + (0 if action is None else 1)
+
+
+def live_builder(ca_pem: str) -> tether.TetherNodeBuilder:
+    builder: tether.TetherNodeBuilder = (
+        tether.TetherNodeBuilder()
+        .signaling_url("wss://signal.example/ws")
+        .fallback_signaling_urls(["wss://signal-2.example/ws"])
+        .tls_ca_pem(ca_pem)
+        .tls_ca_path("/etc/tether/ca")
+        .ice_servers([tether.IceServer(urls=["turn:turn.example:3478"], username="u", credential="p")])
+        .relay_only(True)
+    )
+    return builder
