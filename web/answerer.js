@@ -9,10 +9,17 @@
 
 import { classifyOffer, compareFingerprints, parseOrigin, rejection, tagAnswer, untag } from './sdp.js';
 
+/** How many replaced remote sessions an answerer remembers (§6.1). */
+const SUPERSEDED_SESSIONS = 16;
+
 export class Answerer {
   /** @param {import('./peer.js').PeerLink} link */
   constructor(link) {
     this.link = link;
+    /** The remote session of the last new-session offer taken (its pc may be retired since). @type {string | null} */
+    this.lastTakenSession = null;
+    /** Remote sessions the offerer replaced by a newer one, newest last (§6.1). @type {string[]} */
+    this.supersededSessions = [];
   }
 
   /** What a connect needs now (§5). */
@@ -127,6 +134,11 @@ export class Answerer {
       }
       return;
     }
+    if (!tags.iceRestart && this.supersededSessions.includes(offer.origin.id)) {
+      // The offerer built a newer session after this one: a late copy (§6.1).
+      this.link.log('peer: ignored an offer of a session the offerer replaced');
+      return;
+    }
     if (tags.iceRestart) {
       this.link.log('peer: refused an ICE restart of a session this side does not have');
       this.link.retire('closed', 'offerer restarts an unknown session');
@@ -136,6 +148,11 @@ export class Answerer {
       if (this.link.canTry()) this.requestOffer();
       return;
     }
+    if (this.lastTakenSession !== null && this.lastTakenSession !== offer.origin.id) {
+      if (this.supersededSessions.length === SUPERSEDED_SESSIONS) this.supersededSessions.shift();
+      this.supersededSessions.push(this.lastTakenSession);
+    }
+    this.lastTakenSession = offer.origin.id;
     this.link.retire('closed', 'offerer started a new session');
     const conn = this.link.build();
     try {

@@ -520,3 +520,26 @@ test('answerer: a replacement says bye and asks for a fresh offer', async () => 
   await peer.handleSignal(rustOffer('60', 2, 2, true));
   assert.equal(take()[0].sdp, 'a=x-tether-offer:60 2 2\r\na=x-tether-reject:unknown-session\r\n');
 });
+
+test('answerer: a late copy of a session it retired on its own is stale once a newer session was taken (§6.1)', async () => {
+  const peer = await link('web', 'a-node');
+  take();
+  await peer.handleSignal(rustOffer('60', 1, 1));
+  take();
+  await peer.replace();
+  take();
+  // Until another session is taken, the retired one may still be re-sent by
+  // an offerer whose answer got lost: it is taken again.
+  await peer.handleSignal(rustOffer('60', 1, 1));
+  assert.equal(FakePC.all.length, 2);
+  take();
+  // The offerer's next session replaces it ...
+  await peer.handleSignal(rustOffer('61', 1, 2));
+  assert.equal(FakePC.all.length, 3);
+  take();
+  // ... so a copy of the old one arriving late is dropped, not a fourth pc.
+  await peer.handleSignal(rustOffer('60', 1, 1));
+  assert.deepEqual(take(), []);
+  assert.equal(FakePC.all.length, 3);
+  assert.ok(!FakePC.all[2].closed, 'the newer peer connection stays');
+});

@@ -65,15 +65,18 @@ impl Machine {
                 if tags.ice_restart {
                     return self.reject_unknown_session(now, &taken.offer);
                 }
-                if let Some(pc) = self.current.as_ref() {
-                    if let Some(replaced) = pc.remote_offer.as_ref() {
-                        if self.superseded_sessions.len() == SUPERSEDED_SESSIONS {
-                            self.superseded_sessions.pop_front();
-                        }
-                        self.superseded_sessions.push_back(replaced.origin.id.clone());
+                // The offerer built this session after the one taken last, whether that one's
+                // pc is still here or this side retired it on its own since: copies of the
+                // older one are late from now on.
+                let newer = Some(&taken.offer.origin.id);
+                if let Some(older) = self.last_taken_session.take().filter(|id| Some(id) != newer) {
+                    if self.superseded_sessions.len() == SUPERSEDED_SESSIONS {
+                        self.superseded_sessions.pop_front();
                     }
-                    self.retire(PeerState::Closed, "offerer started a new session");
+                    self.superseded_sessions.push_back(older);
                 }
+                self.last_taken_session = Some(taken.offer.origin.id.clone());
+                self.retire(PeerState::Closed, "offerer started a new session");
                 self.new_pc();
                 if let Some(pc) = self.current.as_mut() {
                     pc.taking = Some(taken);

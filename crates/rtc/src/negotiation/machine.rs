@@ -145,6 +145,9 @@ pub(crate) struct Machine {
     /// Answerer: remote sessions the offerer replaced by a newer one, newest last (at most
     /// [`SUPERSEDED_SESSIONS`]): an offer of one of them is stale (§6.1).
     pub(super) superseded_sessions: VecDeque<String>,
+    /// Answerer: the remote session of the last new-session offer taken (its pc may have been
+    /// retired since); the next different session supersedes it.
+    pub(super) last_taken_session: Option<String>,
     /// Answerer: `ice_restart` sent, no offer taken since (re-sent on `peer_joined`).
     pub(super) awaiting_offer: bool,
     /// Answerer: an `ice_restart` waiting for a token of the sending budget.
@@ -185,6 +188,7 @@ impl Machine {
             connect: Vec::new(),
             restart: Vec::new(),
             superseded_sessions: VecDeque::new(),
+            last_taken_session: None,
             awaiting_offer: false,
             held_request: false,
             wanted: false,

@@ -367,3 +367,35 @@ fn a_session_the_answerer_gave_up_on_is_taken_again_when_re_sent() {
     assert_eq!(sim.side(Side::A).machine.connection_id(), Some(ConnectionId::new(1)));
     assert_clean(&sim);
 }
+
+/// Found by `any_interleaving_converges`: an ICE restart, then a
+/// replacement on the same side, a peer_joined, and a replacement from the
+/// other side while offers are duplicated.
+#[test]
+fn restart_then_replacements_from_both_sides_converge() {
+    let mut sim = Sim::new();
+    sim.reconnect_on_loss = false;
+    sim.latencies = vec![MS(377)];
+    sim.duplicate_offers = true;
+    sim.intent(Side::A, MS(0), Intent::Connect);
+    let steps = [
+        (1153, Side::A, Intent::RestartIce),
+        (1536, Side::A, Intent::Replace),
+        (100, Side::A, Intent::PeerJoined),
+        (283, Side::B, Intent::Replace),
+    ];
+    let mut at = 0;
+    for (after_ms, side, intent) in steps {
+        at += after_ms;
+        sim.intent(side, MS(at), intent);
+    }
+    sim.run_until(MS(at) + S(90));
+    assert!(sim.violations.is_empty(), "violations: {:?}", sim.violations);
+    assert!(
+        sim.converged(),
+        "not converged: a {:?} b {:?}; events:\n{:#?}",
+        sim.side(Side::A).machine.connection_id(),
+        sim.side(Side::B).machine.connection_id(),
+        sim.log
+    );
+}
