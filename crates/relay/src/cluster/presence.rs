@@ -311,6 +311,31 @@ struct Member {
     expires_at: Instant,
 }
 
+/// A shared, always current view of a [`RoomWatch`]'s members (what
+/// [`RoomWatch::members`] returns), readable while the watch itself is
+/// being consumed elsewhere. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RoomMembers {
+    members: Arc<Mutex<BTreeMap<PeerId, InstanceId>>>,
+}
+
+impl RoomMembers {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<PeerId, InstanceId>> {
+        // Nothing panics while holding the lock; the map stays valid.
+        self.members.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The instance holding `peer`, when it is a member.
+    pub fn instance_of(&self, peer: &PeerId) -> Option<InstanceId> {
+        self.lock().get(peer).cloned()
+    }
+
+    /// Every member's peer id, in order.
+    pub fn peers(&self) -> Vec<PeerId> {
+        self.lock().keys().cloned().collect()
+    }
+}
+
 /// Follows one room's membership across all instances; made by
 /// [`Cluster::watch_room`]. Dropping it stops the watch.
 #[derive(Debug)]
@@ -337,6 +362,12 @@ impl RoomWatch {
     /// watch started, with every change since applied).
     pub fn members(&self) -> BTreeMap<PeerId, InstanceId> {
         self.members.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// A view of [`RoomWatch::members`] that stays current and can be read
+    /// from elsewhere while this watch is consumed.
+    pub fn members_view(&self) -> RoomMembers {
+        RoomMembers { members: self.members.clone() }
     }
 
     /// The next change after the starting snapshot. `None` when the watch
@@ -386,8 +417,14 @@ async fn follow(
                         let Some((peer, instance)) = shared.decode(&room, &entry) else { continue };
                         let expires_at = Instant::now() + shared.ttl;
                         let member = Member { instance: instance.clone(), expires_at };
-                        // A known member's entry being rewritten is a refresh.
-                        if state.insert(peer.clone(), member).is_none() {
+                        // A known member's entry rewritten by its instance is
+                        // a refresh; rewritten by another, the peer moved
+                        // there: a join, as a re-registration on one server.
+                        let moved = match state.insert(peer.clone(), member) {
+                            None => true,
+                            Some(previous) => previous.instance != instance,
+                        };
+                        if moved {
                             out.push(PresenceChange::Joined { peer, instance });
                         }
                     } else if let Some(member) = state.remove(&peer) {
@@ -515,6 +552,14 @@ impl Cluster {
             Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
             Err(err) => Err(store_error("delete", err)),
         }
+    }
+
+    /// Stops refreshing `peer`'s entry in `room` without removing it: the
+    /// peer moved to another instance, which rewrites the entry (removing it
+    /// would tell every room it left). Returns whether it was refreshed.
+    pub fn forget(&self, room: &RoomId, peer: &PeerId) -> bool {
+        let key = subjects::presence_key(room, peer);
+        self.inner.presence.held().remove(&key).is_some()
     }
 
     /// Starts following `room`: [`RoomWatch::members`] is the snapshot now,
