@@ -3,6 +3,8 @@
 //! an instance vanishing, a broker restart and garbage on the bus.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// Shared with tests/cluster_server.rs (which also starts NATS clusters).
+#[allow(dead_code)]
 #[path = "cluster/nats_server.rs"]
 mod nats_server;
 

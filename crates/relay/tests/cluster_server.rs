@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-// Shared with tests/cluster.rs, which uses all of it.
+// Shared with tests/cluster.rs and the CLI tests.
 #[allow(dead_code)]
 #[path = "cluster/nats_server.rs"]
 mod nats_server;
@@ -14,7 +14,9 @@ use std::time::Duration;
 use common::{Harness, RawSocket};
 use nats_server::NatsServer;
 use serde_json::{Value, json};
+use tether_relay::auth::Authenticator;
 use tether_relay::cluster::{ClusterConfig, InstanceId};
+use tether_relay::{ServerConfig, SignalServer};
 use tether_signal::protocol::close_code;
 use tokio::time::{Instant, timeout};
 
@@ -227,4 +229,134 @@ async fn futures_next(
             other => return other,
         }
     }
+}
+
+/// A server in cluster mode on `urls` with 3 replicas, retried while the
+/// NATS cluster's JetStream elects its leader (bounded).
+async fn instance_on_cluster(urls: Vec<String>, id: &str) -> Harness {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut config = ServerConfig::new(Authenticator::with_secret(common::secret()));
+        // The default TTL (15 s) outlasts JetStream moving a lost node's
+        // stream leaders, so members refreshed through it do not expire.
+        let mut cluster = ClusterConfig::new(urls.clone(), InstanceId::new(id).unwrap());
+        cluster.replicas = 3;
+        config.cluster = Some(cluster);
+        match SignalServer::bind(config).await {
+            Ok(server) => return Harness { server: server.spawn() },
+            Err(error) => {
+                assert!(Instant::now() < deadline, "{id} never joined the cluster: {error:?}");
+                // Bounded retry while JetStream has no leader yet.
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+}
+
+/// Relays `from` → `to` until one arrives, bounded: frames published while
+/// an instance moves to another NATS node may be lost.
+async fn relay_gets_through(
+    (from, sender): (&mut RawSocket, &str),
+    (to, recipient): (&mut RawSocket, &str),
+    what: &str,
+) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        from.send_json(&json!({"type": "ice_restart", "to": recipient})).await;
+        if let Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text)))) =
+            timeout(Duration::from_millis(250), futures_next(to)).await
+        {
+            let frame: Value = serde_json::from_str(text.as_str()).unwrap();
+            if frame == json!({"type": "ice_restart", "from": sender}) {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{what}: no relay got through");
+    }
+}
+
+#[tokio::test]
+async fn service_continues_when_one_node_of_a_three_node_nats_cluster_dies() {
+    if let Ok(filter) = std::env::var("TETHER_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+    let Some(mut nodes) = NatsServer::start_cluster(3) else { return };
+    // Each instance is given one node only: after losing it, it must find
+    // the others the NATS cluster advertised.
+    let a = instance_on_cluster(vec![nodes[0].url()], "serve-a").await;
+    let b = instance_on_cluster(vec![nodes[1].url()], "serve-b").await;
+    let (mut alice, _) = a.raw_registered("alice", Some("lobby")).await;
+    let (mut bob, registered) = b.raw_registered("bob", Some("lobby")).await;
+    assert_eq!(registered["peers"], json!(["alice"]));
+    assert_eq!(alice.next_json().await, json!({"type": "peer_joined", "peer_id": "bob"}));
+    alice.send_json(&json!({"type": "ice_restart", "to": "bob"})).await;
+    assert_eq!(bob.next_json().await, json!({"type": "ice_restart", "from": "alice"}));
+
+    let killed = Instant::now();
+    drop(nodes.remove(0));
+    relay_gets_through((&mut alice, "alice"), (&mut bob, "bob"), "a -> b after the node died")
+        .await;
+    relay_gets_through((&mut bob, "bob"), (&mut alice, "alice"), "b -> a after the node died")
+        .await;
+    eprintln!("relays through the surviving NATS nodes {:?} after the kill", killed.elapsed());
+    a.wait_metrics("serve-a to reconnect to another node", |metrics| {
+        metrics.cluster.is_some_and(|cluster| cluster.reconnects >= 1 && cluster.connected)
+    })
+    .await;
+
+    // The replicated buckets keep serving, once JetStream has moved the
+    // lost node's stream leaders (seconds; a registration meanwhile is
+    // closed with 1013, possibly right after `registered`, and the client
+    // tries again). Carol is in when bob, on the other instance, hears it.
+    let deadline = killed + Duration::from_secs(60);
+    let mut attempts = 0;
+    let _carol = loop {
+        attempts += 1;
+        assert!(Instant::now() < deadline, "carol never joined after {attempts} attempts");
+        let mut socket = a.raw().await;
+        socket
+            .send_json(&json!({
+                "type": "register", "version": 1, "peer_id": "carol",
+                "token": a.token("carol"), "room": "lobby",
+            }))
+            .await;
+        let answer = timeout(Duration::from_secs(10), futures_next(&mut socket)).await;
+        let Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text)))) = answer else {
+            // Closed with 1013: back off as a client does before retrying.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let answer: Value = serde_json::from_str(text.as_str()).unwrap();
+        assert_eq!(answer["type"], "registered", "{answer}");
+        let heard = timeout(Duration::from_secs(10), async {
+            loop {
+                match futures_next(&mut bob).await {
+                    Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text)))
+                        if serde_json::from_str::<Value>(text.as_str()).unwrap()
+                            == json!({"type": "peer_joined", "peer_id": "carol"}) =>
+                    {
+                        return;
+                    }
+                    Some(Ok(_)) => {}
+                    other => panic!("bob: {other:?}"),
+                }
+            }
+        })
+        .await;
+        if heard.is_ok() {
+            break socket;
+        }
+    };
+    eprintln!(
+        "carol registered and bob heard of it {:?} after the kill ({attempts} attempts)",
+        killed.elapsed()
+    );
+    let (mut moved, registered) = b.raw_registered("alice", Some("lobby")).await;
+    assert_eq!(registered["type"], "registered");
+    let (_, code) = alice.until_close().await;
+    assert_eq!(code, Some(close_code::REPLACED));
+    relay_gets_through((&mut bob, "bob"), (&mut moved, "alice"), "b -> alice moved to b").await;
 }

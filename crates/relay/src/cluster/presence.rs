@@ -6,7 +6,10 @@
 //!
 //! nats-server 2.9 does not tell watchers when `max_age` removes an entry,
 //! so a [`RoomWatch`] expires members itself: a member not rewritten for a
-//! TTL has left ([`LeftReason::Expired`]).
+//! TTL has left ([`LeftReason::Expired`]). A watch that hears nothing for
+//! TTL/2 while its room has members starts over from a fresh snapshot
+//! (its consumer may have died with a NATS node), so a lost consumer does
+//! not expire members who are still refreshed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -399,6 +402,12 @@ async fn follow(
     let mut connected = shared.connected.clone();
     connected.borrow_and_update();
     let mut resync_at: Option<Instant> = None;
+    // Members are rewritten every TTL/3, so a watch of a room with members
+    // that hears nothing for TTL/2 has lost its consumer (e.g. the NATS node
+    // holding it died while the client stayed connected to another one):
+    // start over before anyone is wrongly expired.
+    let silence = shared.ttl / 2;
+    let mut last_heard = Instant::now();
     loop {
         let next_expiry = state.values().map(|member| member.expires_at).min();
         let mut out = Vec::new();
@@ -410,6 +419,7 @@ async fn follow(
                     continue;
                 }
                 Some(Ok(entry)) => {
+                    last_heard = Instant::now();
                     let Some(peer) = subjects::presence_key_peer(&room, &entry.key) else {
                         continue;
                     };
@@ -436,6 +446,10 @@ async fn follow(
                     }
                 }
             },
+            () = tokio::time::sleep_until(last_heard + silence), if !state.is_empty() && resync_at.is_none() => {
+                debug!(name: "relay.cluster.presence_watch_silent", %room, silent_ms = silence.as_millis() as u64);
+                resync_at = Some(Instant::now());
+            }
             changed = connected.changed() => {
                 if changed.is_err() {
                     // The client is gone; the watch ends with it.
@@ -447,6 +461,7 @@ async fn follow(
                 match shared.start(&room).await {
                     Ok((fresh, fresh_watch)) => {
                         resync_at = None;
+                        last_heard = Instant::now();
                         watch = fresh_watch;
                         for (peer, member) in &state {
                             if !fresh.contains_key(peer) {
