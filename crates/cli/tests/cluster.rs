@@ -166,3 +166,37 @@ fn serve_refuses_bad_cluster_settings() {
         assert!(stderr.contains(complaint), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn bench_signal_across_three_instances_reports_both_kinds_of_pairs() {
+    // Skips (or fails under TETHER_REQUIRE_NATS=1) like the other tests
+    // when nats-server is missing; the bench starts its own.
+    if NatsServer::start().is_none() {
+        return;
+    }
+    let output = common::output_within(
+        std::process::Command::new(env!("CARGO_BIN_EXE_tether")).args([
+            "bench",
+            "signal",
+            "--clients",
+            "30",
+            "--rate",
+            "300",
+            "--seconds",
+            "0.5",
+            "--instances",
+            "3",
+            "--json",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["instances"], 3, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    let same = report["same_instance"]["count"].as_u64().unwrap();
+    let cross = report["cross_instance"]["count"].as_u64().unwrap();
+    assert_eq!(same + cross, report["received"].as_u64().unwrap(), "{report}");
+    assert!(same > 0 && cross > 0, "random pairs over 3 instances are of both kinds: {report}");
+    assert!(report["cross_instance"]["p99_us"].as_f64().unwrap() > 0.0, "{report}");
+}
