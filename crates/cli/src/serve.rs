@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, bail, ensure};
 use clap::Args;
 use tether_relay::auth::{Authenticator, HmacSecret, SECRET_ENV_VAR, TokenClaims};
+use tether_relay::cluster::{ClusterConfig, InstanceId};
 use tether_relay::turn::{TurnGrants, TurnSecret};
 use tether_relay::{RateLimit, ServerConfig, ServerLimits, ServerTls, SignalServer};
 use tether_signal::protocol::{PeerId, RoomId};
@@ -74,6 +75,24 @@ pub(crate) struct ServeArgs {
     /// with a token bound to it (`--mint-token PEER --token-room ROOM`).
     #[arg(long)]
     room_tokens_only: bool,
+    /// Run as one of several instances sharing routing through NATS
+    /// (JetStream on: `nats-server -js`); comma-separated or repeated URLs
+    /// of one NATS server or cluster. See docs/SCALE-OUT.md.
+    #[arg(long, value_name = "URL", value_delimiter = ',')]
+    nats: Vec<String>,
+    /// This instance's id, distinct from every other instance's: 1 to 64 of
+    /// `A-Z a-z 0-9 - _ . : @` [default: HOSTNAME-PID-RANDOM].
+    #[arg(long, value_name = "ID", requires = "nats")]
+    instance_id: Option<String>,
+    /// How long a member of a room outlives its instance, in milliseconds
+    /// (the first instance to create the presence bucket sets it for all)
+    /// [default: 15000].
+    #[arg(long, value_name = "MS", requires = "nats")]
+    presence_ttl_ms: Option<u64>,
+    /// JetStream replicas of the buckets when this instance creates them:
+    /// 3 on a 3-node NATS cluster that must survive losing a node.
+    #[arg(long, value_name = "N", requires = "nats")]
+    nats_replicas: Option<usize>,
     #[command(flatten)]
     limits: Box<LimitArgs>,
     /// Print a signed token for PEER (valid --token-ttl seconds) and exit.
@@ -258,6 +277,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             ttl: Duration::from_secs(args.turn_ttl),
         });
     }
+    config.cluster = cluster_config(args)?;
     let http = if config.tls.is_some() { "https" } else { "http" };
     args.limits.apply(&mut config.limits)?;
     if !args.allowed_origin.is_empty() {
@@ -268,8 +288,12 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let descriptors = tether_relay::raise_open_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
+        let cluster = config.cluster.as_ref().map(|cluster| cluster.instance_id.clone());
         let server = SignalServer::bind(config).await?;
         eprintln!("tether: signaling on {}", server.websocket_url());
+        if let Some(instance) = cluster {
+            eprintln!("tether: instance {instance} of the cluster on {}", args.nats.join(","));
+        }
         let limits = server.limits();
         match &descriptors {
             Ok(descriptors) => eprintln!(
@@ -297,6 +321,53 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The cluster settings of `--nats` and friends; `None` without `--nats`.
+fn cluster_config(args: &ServeArgs) -> anyhow::Result<Option<ClusterConfig>> {
+    if args.nats.is_empty() {
+        return Ok(None);
+    }
+    let instance = match &args.instance_id {
+        Some(id) => InstanceId::new(id.as_str())?,
+        None => default_instance_id()?,
+    };
+    let mut config = ClusterConfig::new(args.nats.clone(), instance);
+    if let Some(ttl) = args.presence_ttl_ms {
+        // Refreshed every TTL/3, at most every 100 ms.
+        ensure!(ttl >= 300, "--presence-ttl-ms must be at least 300, got {ttl}");
+        config.presence_ttl = Duration::from_millis(ttl);
+    }
+    if let Some(replicas) = args.nats_replicas {
+        ensure!((1..=5).contains(&replicas), "--nats-replicas must be 1 to 5, got {replicas}");
+        config.replicas = replicas;
+    }
+    Ok(Some(config))
+}
+
+/// `HOSTNAME-PID-RANDOM`, with the host name cut to the id alphabet: unique
+/// across machines, processes and restarts of one container (same host
+/// name, same pid).
+fn default_instance_id() -> anyhow::Result<InstanceId> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '-' })
+        .take(40)
+        .collect();
+    let host = if host.is_empty() { "tether".to_owned() } else { host };
+    let mut random = [0u8; 3];
+    {
+        use std::io::Read;
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut source| source.read_exact(&mut random))
+            .context("cannot read /dev/urandom for an instance id; pass --instance-id")?;
+    }
+    let suffix: String = random.iter().map(|byte| format!("{byte:02x}")).collect();
+    Ok(InstanceId::new(format!("{host}-{}-{suffix}", std::process::id()))?)
 }
 
 /// A secret for this run only (`--demo` without a configured secret).

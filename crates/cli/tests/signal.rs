@@ -3,14 +3,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{first_line_within, output_within, wait_within};
+use common::{SECRET, http_get, output_within, serve, wait_within};
 
-const SECRET: &str = "cli-test-secret-0123456789";
 /// A hang guard for one run of `tether` or one step of the server: each
 /// takes well under a second when healthy.
 const GUARD: Duration = Duration::from_secs(30);
@@ -20,49 +17,6 @@ fn tether(args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_tether")).args(args).env_remove("TETHER_SECRET"),
         GUARD,
     )
-}
-
-/// Kills the server if a test fails before stopping it.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn http_get(addr: &str, path: &str) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-}
-
-/// `tether serve` on a free loopback port with `extra` flags and
-/// TETHER_SECRET set; returns the process and its `HOST:PORT`.
-fn serve(extra: &[&str]) -> (Server, String) {
-    let child = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(extra)
-        .env("TETHER_SECRET", SECRET)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut server = Server(child);
-    let stderr = server.0.stderr.take().unwrap();
-    let line = first_line_within(stderr, "address line from tether serve", GUARD);
-    let addr = line
-        .trim()
-        .strip_prefix("tether: signaling on ws://")
-        .and_then(|rest| rest.strip_suffix("/ws"))
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    (server, addr)
 }
 
 #[test]

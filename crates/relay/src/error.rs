@@ -32,4 +32,7 @@ pub enum RelayError {
         #[source]
         source: std::io::Error,
     },
+    /// Cluster mode: the broker could not be reached or set up.
+    #[error("cannot join the cluster")]
+    Cluster(#[from] crate::cluster::ClusterError),
 }

@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tether_signal::protocol::ErrorCode;
 
+use crate::cluster::ClusterStats;
+
 /// Why a server-side WebSocket session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SessionEnd {
@@ -209,6 +211,7 @@ impl ServerMetrics {
                 .zip(&self.refused)
                 .map(|(reason, counter)| (reason.name(), load(counter)))
                 .collect(),
+            cluster: None,
         }
     }
 }
@@ -237,6 +240,8 @@ pub struct MetricsSnapshot {
     /// (`max_connections`, `unregistered_per_source`, `unregistered_evicted`,
     /// `origin`, `accept_error`).
     pub connections_refused: Vec<(&'static str, u64)>,
+    /// The broker's view, in cluster mode (`None` on a single server).
+    pub cluster: Option<ClusterStats>,
 }
 
 impl MetricsSnapshot {
@@ -337,6 +342,54 @@ impl MetricsSnapshot {
             "Connections turned away before a WebSocket session, by reason.",
             &refused,
         );
+        if let Some(cluster) = &self.cluster {
+            metric(
+                "tether_signal_cluster_connected",
+                "gauge",
+                "1 while connected to a NATS server (cluster mode).",
+                &plain(u64::from(cluster.connected)),
+            );
+            metric(
+                "tether_signal_cluster_reconnects_total",
+                "counter",
+                "Reconnections to the NATS broker since start.",
+                &plain(cluster.reconnects),
+            );
+            metric(
+                "tether_signal_cluster_published_total",
+                "counter",
+                "Frames published to peers held by other instances.",
+                &plain(cluster.published),
+            );
+            metric(
+                "tether_signal_cluster_delivered_total",
+                "counter",
+                "Frames received from other instances for local peers.",
+                &plain(cluster.delivered),
+            );
+            metric(
+                "tether_signal_cluster_malformed_total",
+                "counter",
+                "Messages from the bus dropped as malformed.",
+                &plain(cluster.malformed),
+            );
+            let superseded = vec![
+                ("{direction=\"sent\"}".to_owned(), cluster.superseded_sent),
+                ("{direction=\"received\"}".to_owned(), cluster.superseded_received),
+            ];
+            metric(
+                "tether_signal_cluster_superseded_total",
+                "counter",
+                "Supersede notices between instances (a peer moved), by direction.",
+                &superseded,
+            );
+            metric(
+                "tether_signal_cluster_presence_refresh_failures_total",
+                "counter",
+                "Presence refreshes that failed (broker unreachable).",
+                &plain(cluster.presence_refresh_failures),
+            );
+        }
         out
     }
 }
@@ -367,5 +420,29 @@ mod tests {
         let snapshot = metrics.snapshot();
         assert_eq!(snapshot.connections_open, 0);
         assert_eq!(snapshot.session_ends_for("slow_consumer"), 1);
+        assert!(!snapshot.render_prometheus().contains("cluster"), "single server: no broker view");
+    }
+
+    #[test]
+    fn the_broker_view_renders_in_cluster_mode() {
+        let mut snapshot = ServerMetrics::default().snapshot();
+        snapshot.cluster = Some(ClusterStats {
+            connected: true,
+            published: 3,
+            reconnects: 2,
+            malformed: 1,
+            ..ClusterStats::default()
+        });
+        let text = snapshot.render_prometheus();
+        for line in [
+            "tether_signal_cluster_connected 1\n",
+            "tether_signal_cluster_published_total 3\n",
+            "tether_signal_cluster_delivered_total 0\n",
+            "tether_signal_cluster_reconnects_total 2\n",
+            "tether_signal_cluster_malformed_total 1\n",
+            "tether_signal_cluster_superseded_total{direction=\"sent\"} 0\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from {text}");
+        }
     }
 }

@@ -3,6 +3,8 @@
 //! an instance vanishing, a broker restart and garbage on the bus.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// Shared with tests/cluster_server.rs (which also starts NATS clusters).
+#[allow(dead_code)]
 #[path = "cluster/nats_server.rs"]
 mod nats_server;
 
@@ -39,6 +41,7 @@ async fn instance(server: &NatsServer, id: &str, ttl: Duration) -> (Cluster, Clu
 fn frame(from: &str, n: u64) -> Frame {
     Frame {
         from: peer(from),
+        room: None,
         id: Some(n),
         text: format!(r#"{{"type":"bye","from":"{from}","n":{n}}}"#),
     }
@@ -258,8 +261,13 @@ async fn presence_is_shared_across_instances() {
     assert_eq!(members.get(&bob), Some(b.instance_id()));
     assert!(b.members(&room("elsewhere")).await.unwrap().is_empty());
 
-    // bob moves to a: a's entry takes over; b's leave must not remove it.
+    // bob moves to a: a's entry takes over (watchers see him join there,
+    // as a re-registration on one server); b's leave must not remove it.
     a.join(&lobby, &bob).await.unwrap();
+    assert_eq!(
+        next_change(&mut watch).await,
+        PresenceChange::Joined { peer: bob.clone(), instance: a.instance_id().clone() }
+    );
     assert!(!b.leave(&lobby, &bob).await.unwrap());
     assert_eq!(b.members(&lobby).await.unwrap().get(&bob), Some(a.instance_id()));
 

@@ -7,6 +7,11 @@
 //! runtime, so it uses one core at most (the target is per core);
 //! the clients run on the caller's runtime.
 //!
+//! With `instances` above 1, that many servers (each on its own thread)
+//! share routing through a `nats-server` started for the run, clients are
+//! spread across them, and latency is also reported separately for pairs
+//! on one instance and pairs on different ones.
+//!
 //! Needs about two file descriptors per client (both ends live in this
 //! process); the caller raises `RLIMIT_NOFILE` first.
 
@@ -18,10 +23,13 @@ use anyhow::{Context, anyhow, ensure};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tether_relay::auth::{Authenticator, HmacSecret, mint_token_for};
+use tether_relay::cluster::{ClusterConfig, InstanceId};
 use tether_relay::{ServerConfig, SignalServer};
 use tether_signal::protocol::{IceCandidate, PeerId, RelayPayload};
 use tether_signal::{ClientConfig, SignalClient, SignalEvent, SignalEvents};
 use tokio::time::{Instant, MissedTickBehavior};
+
+use super::nats::NatsProcess;
 
 /// What to run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,12 +44,23 @@ pub(crate) struct LoadConfig {
     pub(crate) connect_concurrency: usize,
     /// Seed for the choice of sender/receiver pairs.
     pub(crate) seed: u64,
+    /// Server instances (each on its own thread); above 1 they share
+    /// routing through a `nats-server` the test starts, and client `i`
+    /// connects to instance `i % instances`.
+    pub(crate) instances: usize,
 }
 
 impl LoadConfig {
     /// `clients` clients at 5 000 messages/s for 10 s.
     pub(crate) fn new(clients: usize) -> LoadConfig {
-        LoadConfig { clients, rate: 5_000, seconds: 10.0, connect_concurrency: 64, seed: 1 }
+        LoadConfig {
+            clients,
+            rate: 5_000,
+            seconds: 10.0,
+            connect_concurrency: 64,
+            seed: 1,
+            instances: 1,
+        }
     }
 }
 
@@ -69,6 +88,35 @@ pub(crate) struct LoadReport {
     pub(crate) achieved_rate: f64,
     /// Time to connect every client, seconds.
     pub(crate) connect_seconds: f64,
+    /// Server instances.
+    pub(crate) instances: usize,
+    /// With several instances: latency between clients of one instance
+    /// (p50, p99, microseconds) and between clients of different ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) same_instance: Option<SplitLatency>,
+    /// See `same_instance`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) cross_instance: Option<SplitLatency>,
+}
+
+/// Latency of one kind of pair, microseconds.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub(crate) struct SplitLatency {
+    pub(crate) count: u64,
+    pub(crate) p50_us: f64,
+    pub(crate) p99_us: f64,
+    pub(crate) max_us: f64,
+}
+
+impl SplitLatency {
+    fn of(histogram: &Histogram) -> SplitLatency {
+        SplitLatency {
+            count: histogram.count(),
+            p50_us: histogram.quantile(0.50),
+            p99_us: histogram.quantile(0.99),
+            max_us: histogram.max_us.load(Ordering::Relaxed) as f64,
+        }
+    }
 }
 
 /// A latency histogram with 1 µs buckets up to 100 ms (larger values land
@@ -92,6 +140,10 @@ impl Histogram {
         let index = (micros as usize).min(Histogram::BUCKETS - 1);
         self.buckets[index].fetch_add(1, Ordering::Relaxed);
         self.max_us.fetch_max(micros, Ordering::Relaxed);
+    }
+
+    fn count(&self) -> u64 {
+        self.buckets.iter().map(|bucket| bucket.load(Ordering::Relaxed)).sum()
     }
 
     fn quantile(&self, quantile: f64) -> f64 {
@@ -137,23 +189,31 @@ struct Counters {
     received: AtomicU64,
     errors: AtomicU64,
     latencies: Histogram,
+    /// Split by pair kind when there are several instances.
+    same_instance: Histogram,
+    cross_instance: Histogram,
 }
 
-/// The payload marker: `bench:<micros since start>`.
+/// The payload marker: `bench:<micros since start>:<s|x>` (`s`: sender and
+/// receiver on the same instance, `x`: on different ones).
 const MARKER: &str = "bench:";
 
 async fn drain(mut events: SignalEvents, start: Instant, counters: Arc<Counters>) {
     while let Some(event) = events.recv().await {
         match event {
             SignalEvent::Relay { payload: RelayPayload::Candidate(candidate), .. } => {
-                let sent = candidate
-                    .candidate
-                    .strip_prefix(MARKER)
-                    .and_then(|micros| micros.parse::<u64>().ok());
+                let sent = candidate.candidate.strip_prefix(MARKER).and_then(|rest| {
+                    let (micros, kind) = rest.split_once(':')?;
+                    Some((micros.parse::<u64>().ok()?, kind == "x"))
+                });
                 match sent {
-                    Some(sent) => {
+                    Some((sent, cross)) => {
                         let now = start.elapsed().as_micros() as u64;
-                        counters.latencies.record(now.saturating_sub(sent));
+                        let latency = now.saturating_sub(sent);
+                        counters.latencies.record(latency);
+                        let split =
+                            if cross { &counters.cross_instance } else { &counters.same_instance };
+                        split.record(latency);
                         counters.received.fetch_add(1, Ordering::Relaxed);
                     }
                     None => {
@@ -181,6 +241,7 @@ pub(crate) async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         config.clients >= 2 && config.rate > 0 && !config.seconds.is_nan() && config.seconds > 0.0,
         "need clients >= 2, rate > 0 and seconds > 0"
     );
+    ensure!((1..=16).contains(&config.instances), "need 1 to 16 instances");
     let secret = HmacSecret::new(format!("loadtest-secret-{}", config.seed).into_bytes())?;
     let mut server_config = ServerConfig::new(Authenticator::with_secret(secret.clone()));
     server_config.limits.max_connections = config.clients as u64 * 2 + 64;
@@ -192,14 +253,27 @@ pub(crate) async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
     let per_client = u32::try_from(config.clients).unwrap_or(u32::MAX).max(1);
     let relay_rate = (config.rate / per_client).saturating_mul(4).max(1_000);
     server_config.limits.relay_rate = tether_relay::RateLimit::new(relay_rate, relay_rate);
-    let server = ServerThread::start(server_config).await?;
-    let url = server.url.clone();
+    let nats = match config.instances {
+        1 => None,
+        _ => Some(NatsProcess::start()?),
+    };
+    let mut servers = Vec::with_capacity(config.instances);
+    for index in 0..config.instances {
+        let mut instance_config = server_config.clone();
+        if let Some(nats) = &nats {
+            let instance = InstanceId::new(format!("bench-{index}"))?;
+            instance_config.cluster =
+                Some(ClusterConfig::new(vec![nats.url().to_owned()], instance));
+        }
+        servers.push(ServerThread::start(instance_config).await?);
+    }
+    let urls: Vec<String> = servers.iter().map(|server| server.url.clone()).collect();
 
     let connect_started = Instant::now();
     let connected: Vec<anyhow::Result<(SignalClient, SignalEvents)>> =
         futures_util::stream::iter(0..config.clients)
             .map(|index| {
-                let url = url.clone();
+                let url = urls[index % urls.len()].clone();
                 let secret = secret.clone();
                 async move {
                     let peer = PeerId::new(format!("load-{index}"))?;
@@ -220,14 +294,19 @@ pub(crate) async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         received: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         latencies: Histogram::new(),
+        same_instance: Histogram::new(),
+        cross_instance: Histogram::new(),
     });
     let start = Instant::now();
     let mut clients = Vec::with_capacity(config.clients);
-    for result in connected {
+    // Which instance each connected client is on.
+    let mut homes = Vec::with_capacity(config.clients);
+    for (index, result) in connected.into_iter().enumerate() {
         match result {
             Ok((client, events)) => {
                 tokio::spawn(drain(events, start, Arc::clone(&counters)));
                 clients.push(client);
+                homes.push(index % config.instances);
             }
             Err(error) => {
                 tracing::warn!(name: "signal.loadtest.connect_failed", error = %format_args!("{error:#}"))
@@ -252,8 +331,9 @@ pub(crate) async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         while sent < due {
             let (from, to) = picker.pair(clients.len());
             let stamp = start.elapsed().as_micros();
+            let kind = if homes[from] == homes[to] { 's' } else { 'x' };
             let payload = RelayPayload::Candidate(IceCandidate {
-                candidate: format!("{MARKER}{stamp}"),
+                candidate: format!("{MARKER}{stamp}:{kind}"),
                 sdp_mid: None,
                 sdp_mline_index: None,
             });
@@ -294,11 +374,17 @@ pub(crate) async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         received,
         achieved_rate: sent as f64 / sending_seconds.max(f64::EPSILON),
         connect_seconds,
+        instances: config.instances,
+        same_instance: (config.instances > 1).then(|| SplitLatency::of(&counters.same_instance)),
+        cross_instance: (config.instances > 1).then(|| SplitLatency::of(&counters.cross_instance)),
     };
     for client in &clients {
         client.disconnect().await;
     }
-    server.shutdown().await;
+    for server in servers {
+        server.shutdown().await;
+    }
+    drop(nats);
     Ok(report)
 }
 

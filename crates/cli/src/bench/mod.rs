@@ -7,6 +7,7 @@ use clap::Subcommand;
 mod decide;
 mod handle;
 mod loadtest;
+mod nats;
 mod signal;
 
 #[derive(Subcommand)]

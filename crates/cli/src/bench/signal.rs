@@ -22,6 +22,12 @@ pub(crate) struct SignalArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Server instances; above 1 they share routing through a nats-server
+    /// (from PATH) started on a free loopback port for the run, clients are
+    /// spread across them, and same-instance and cross-instance relay
+    /// latency are reported separately.
+    #[arg(long, default_value_t = 1)]
+    instances: usize,
 }
 
 /// Both ends of every connection live in this process.
@@ -39,6 +45,7 @@ pub(crate) fn run(args: &SignalArgs) -> anyhow::Result<ExitCode> {
     let mut config = LoadConfig::new(args.clients);
     config.rate = args.rate;
     config.seconds = args.seconds;
+    config.instances = args.instances;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = runtime.block_on(run_load(config))?;
     if args.json {
@@ -60,4 +67,16 @@ fn print_table(report: &LoadReport) {
     println!("  relay p99.9      {:>12.0} us", report.relay_p999_us);
     println!("  relay max        {:>12.0} us", report.relay_max_us);
     println!("  errors           {:>12}", report.errors);
+    if let (Some(same), Some(cross)) = (report.same_instance, report.cross_instance) {
+        println!(
+            "  instances        {:>12} (sharing routing through nats-server)",
+            report.instances
+        );
+        for (label, split) in [("same instance ", same), ("cross instance", cross)] {
+            println!(
+                "  {label}   {:>8} msgs, p50 {:.0} us, p99 {:.0} us, max {:.0} us",
+                split.count, split.p50_us, split.p99_us, split.max_us
+            );
+        }
+    }
 }

@@ -3,7 +3,8 @@
 //! printed instead of hanging the run.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -77,4 +78,54 @@ fn read_to_end_in_background(mut pipe: impl Read + Send + 'static) -> mpsc::Rece
         let _ = done.send(buf);
     });
     bytes
+}
+
+/// The secret `serve` hands `tether serve` (TETHER_SECRET).
+pub const SECRET: &str = "cli-test-secret-0123456789";
+
+/// A hang guard for one step of a server: each takes well under a second
+/// when healthy.
+const SERVER_GUARD: Duration = Duration::from_secs(30);
+
+/// Kills the server if a test fails before stopping it.
+pub struct Server(pub Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn http_get(addr: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// `tether serve` on a free loopback port with `extra` flags and
+/// TETHER_SECRET set; returns the process and its `HOST:PORT`.
+pub fn serve(extra: &[&str]) -> (Server, String) {
+    let child = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .env("TETHER_SECRET", SECRET)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut server = Server(child);
+    let stderr = server.0.stderr.take().unwrap();
+    let line = first_line_within(stderr, "address line from tether serve", SERVER_GUARD);
+    let addr = line
+        .trim()
+        .strip_prefix("tether: signaling on ws://")
+        .and_then(|rest| rest.strip_suffix("/ws"))
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    (server, addr)
 }

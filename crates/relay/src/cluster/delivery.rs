@@ -3,16 +3,17 @@
 //! ([`Cluster::deliver`]).
 //!
 //! Wire format (one NATS message per frame), JSON:
-//! `{"v":1,"from":"<peer id>","id":7,"frame":{…}}` where `frame` is the
-//! server message to write to the recipient's session, embedded as is and
-//! `id` is the sender's message id when it gave one.
+//! `{"v":1,"from":"<peer id>","room":"<room>","id":7,"frame":{…}}` where
+//! `frame` is the server message to write to the recipient's session,
+//! embedded as is, `room` is the sender's room (absent: none) and `id` is
+//! the sender's message id when it gave one.
 
 use std::sync::Arc;
 
 use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use tether_signal::protocol::PeerId;
+use tether_signal::protocol::{PeerId, RoomId};
 use tracing::{trace, warn};
 
 use super::{Cluster, ClusterError, Counters, subjects};
@@ -25,6 +26,10 @@ const FRAME_VERSION: u8 = 1;
 pub struct Frame {
     /// The sending peer, as the sending instance authenticated it.
     pub from: PeerId,
+    /// The room the sender registered in (`None`: no room). The receiving
+    /// instance drops a frame whose room is not its recipient's, so rooms
+    /// stay a boundary across instances.
+    pub room: Option<RoomId>,
     /// The sender's message id, when it gave one.
     pub id: Option<u64>,
     /// The server message to write to the recipient's session: JSON text of
@@ -37,6 +42,8 @@ struct WireOut<'a> {
     v: u8,
     from: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    room: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<u64>,
     frame: &'a RawValue,
 }
@@ -45,6 +52,8 @@ struct WireOut<'a> {
 struct WireIn<'a> {
     v: u8,
     from: String,
+    #[serde(default)]
+    room: Option<String>,
     #[serde(default)]
     id: Option<u64>,
     #[serde(borrow)]
@@ -57,7 +66,13 @@ pub(super) fn encode(frame: &Frame) -> Result<Vec<u8>, ClusterError> {
     if !raw.get().starts_with('{') {
         return Err(ClusterError::InvalidFrame { reason: "not an object".to_owned() });
     }
-    let wire = WireOut { v: FRAME_VERSION, from: frame.from.as_str(), id: frame.id, frame: raw };
+    let wire = WireOut {
+        v: FRAME_VERSION,
+        from: frame.from.as_str(),
+        room: frame.room.as_ref().map(RoomId::as_str),
+        id: frame.id,
+        frame: raw,
+    };
     serde_json::to_vec(&wire).map_err(|err| ClusterError::InvalidFrame { reason: err.to_string() })
 }
 
@@ -67,11 +82,12 @@ pub(super) fn decode(payload: &[u8]) -> Result<Frame, String> {
         return Err(format!("unknown frame version {}", wire.v));
     }
     let from = PeerId::new(wire.from).map_err(|err| err.to_string())?;
+    let room = wire.room.map(RoomId::new).transpose().map_err(|err| err.to_string())?;
     let text = wire.frame.get();
     if !text.starts_with('{') {
         return Err("frame is not a json object".to_owned());
     }
-    Ok(Frame { from, id: wire.id, text: text.to_owned() })
+    Ok(Frame { from, room, id: wire.id, text: text.to_owned() })
 }
 
 /// The frames addressed to one peer held by this instance; made by
@@ -175,7 +191,12 @@ mod tests {
     use super::*;
 
     fn frame(text: &str) -> Frame {
-        Frame { from: PeerId::new("a.b@c").unwrap(), id: Some(7), text: text.to_owned() }
+        Frame {
+            from: PeerId::new("a.b@c").unwrap(),
+            room: None,
+            id: Some(7),
+            text: text.to_owned(),
+        }
     }
 
     #[test]
@@ -185,8 +206,12 @@ mod tests {
         let text = std::str::from_utf8(&bytes).unwrap();
         assert!(text.starts_with(r#"{"v":1,"from":"a.b@c","id":7,"frame":{"type""#), "{text}");
         assert_eq!(decode(&bytes).unwrap(), original);
-        let no_id = Frame { id: None, ..original };
+        let no_id = Frame { id: None, ..original.clone() };
         assert_eq!(decode(&encode(&no_id).unwrap()).unwrap(), no_id);
+        let in_room = Frame { room: Some(RoomId::new("lobby").unwrap()), ..original };
+        let bytes = encode(&in_room).unwrap();
+        assert!(std::str::from_utf8(&bytes).unwrap().contains(r#""room":"lobby""#));
+        assert_eq!(decode(&bytes).unwrap(), in_room);
     }
 
     #[test]
@@ -213,6 +238,8 @@ mod tests {
             br#"{"v":1,"from":"a","frame":"x"}"#,
             br#"{"v":1,"from":"a","id":-1,"frame":{}}"#,
             br#"{"v":1,"from":"a"}"#,
+            br#"{"v":1,"from":"a","room":"a b","frame":{}}"#,
+            br#"{"v":1,"from":"a","room":7,"frame":{}}"#,
         ];
         for case in cases {
             assert!(decode(case).is_err(), "{}", String::from_utf8_lossy(case));

@@ -41,7 +41,7 @@ use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 
 pub use delivery::{Frame, Inbox};
-pub use presence::{LeftReason, PresenceChange, RoomWatch};
+pub use presence::{LeftReason, PresenceChange, RoomMembers, RoomWatch};
 pub use registration::{Announcement, Replaced, Superseded};
 
 /// The name of one `tether serve` instance in a cluster: 1 to 64 bytes of

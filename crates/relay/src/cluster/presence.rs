@@ -6,7 +6,10 @@
 //!
 //! nats-server 2.9 does not tell watchers when `max_age` removes an entry,
 //! so a [`RoomWatch`] expires members itself: a member not rewritten for a
-//! TTL has left ([`LeftReason::Expired`]).
+//! TTL has left ([`LeftReason::Expired`]). A watch that hears nothing for
+//! TTL/2 while its room has members starts over from a fresh snapshot
+//! (its consumer may have died with a NATS node), so a lost consumer does
+//! not expire members who are still refreshed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -311,6 +314,31 @@ struct Member {
     expires_at: Instant,
 }
 
+/// A shared, always current view of a [`RoomWatch`]'s members (what
+/// [`RoomWatch::members`] returns), readable while the watch itself is
+/// being consumed elsewhere. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RoomMembers {
+    members: Arc<Mutex<BTreeMap<PeerId, InstanceId>>>,
+}
+
+impl RoomMembers {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<PeerId, InstanceId>> {
+        // Nothing panics while holding the lock; the map stays valid.
+        self.members.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The instance holding `peer`, when it is a member.
+    pub fn instance_of(&self, peer: &PeerId) -> Option<InstanceId> {
+        self.lock().get(peer).cloned()
+    }
+
+    /// Every member's peer id, in order.
+    pub fn peers(&self) -> Vec<PeerId> {
+        self.lock().keys().cloned().collect()
+    }
+}
+
 /// Follows one room's membership across all instances; made by
 /// [`Cluster::watch_room`]. Dropping it stops the watch.
 #[derive(Debug)]
@@ -337,6 +365,12 @@ impl RoomWatch {
     /// watch started, with every change since applied).
     pub fn members(&self) -> BTreeMap<PeerId, InstanceId> {
         self.members.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// A view of [`RoomWatch::members`] that stays current and can be read
+    /// from elsewhere while this watch is consumed.
+    pub fn members_view(&self) -> RoomMembers {
+        RoomMembers { members: self.members.clone() }
     }
 
     /// The next change after the starting snapshot. `None` when the watch
@@ -368,6 +402,12 @@ async fn follow(
     let mut connected = shared.connected.clone();
     connected.borrow_and_update();
     let mut resync_at: Option<Instant> = None;
+    // Members are rewritten every TTL/3, so a watch of a room with members
+    // that hears nothing for TTL/2 has lost its consumer (e.g. the NATS node
+    // holding it died while the client stayed connected to another one):
+    // start over before anyone is wrongly expired.
+    let silence = shared.ttl / 2;
+    let mut last_heard = Instant::now();
     loop {
         let next_expiry = state.values().map(|member| member.expires_at).min();
         let mut out = Vec::new();
@@ -379,6 +419,7 @@ async fn follow(
                     continue;
                 }
                 Some(Ok(entry)) => {
+                    last_heard = Instant::now();
                     let Some(peer) = subjects::presence_key_peer(&room, &entry.key) else {
                         continue;
                     };
@@ -386,8 +427,14 @@ async fn follow(
                         let Some((peer, instance)) = shared.decode(&room, &entry) else { continue };
                         let expires_at = Instant::now() + shared.ttl;
                         let member = Member { instance: instance.clone(), expires_at };
-                        // A known member's entry being rewritten is a refresh.
-                        if state.insert(peer.clone(), member).is_none() {
+                        // A known member's entry rewritten by its instance is
+                        // a refresh; rewritten by another, the peer moved
+                        // there: a join, as a re-registration on one server.
+                        let moved = match state.insert(peer.clone(), member) {
+                            None => true,
+                            Some(previous) => previous.instance != instance,
+                        };
+                        if moved {
                             out.push(PresenceChange::Joined { peer, instance });
                         }
                     } else if let Some(member) = state.remove(&peer) {
@@ -399,6 +446,10 @@ async fn follow(
                     }
                 }
             },
+            () = tokio::time::sleep_until(last_heard + silence), if !state.is_empty() && resync_at.is_none() => {
+                debug!(name: "relay.cluster.presence_watch_silent", %room, silent_ms = silence.as_millis() as u64);
+                resync_at = Some(Instant::now());
+            }
             changed = connected.changed() => {
                 if changed.is_err() {
                     // The client is gone; the watch ends with it.
@@ -410,6 +461,7 @@ async fn follow(
                 match shared.start(&room).await {
                     Ok((fresh, fresh_watch)) => {
                         resync_at = None;
+                        last_heard = Instant::now();
                         watch = fresh_watch;
                         for (peer, member) in &state {
                             if !fresh.contains_key(peer) {
@@ -515,6 +567,14 @@ impl Cluster {
             Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
             Err(err) => Err(store_error("delete", err)),
         }
+    }
+
+    /// Stops refreshing `peer`'s entry in `room` without removing it: the
+    /// peer moved to another instance, which rewrites the entry (removing it
+    /// would tell every room it left). Returns whether it was refreshed.
+    pub fn forget(&self, room: &RoomId, peer: &PeerId) -> bool {
+        let key = subjects::presence_key(room, peer);
+        self.inner.presence.held().remove(&key).is_some()
     }
 
     /// Starts following `room`: [`RoomWatch::members`] is the snapshot now,

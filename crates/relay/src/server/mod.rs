@@ -8,6 +8,7 @@
 //! token proved; `from` is stamped by the server, never copied from input.
 
 mod admission;
+mod cluster_link;
 mod rate;
 mod registry;
 mod routes;
@@ -29,6 +30,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::auth::Authenticator;
+use crate::cluster::{Cluster, ClusterConfig, ClusterEvents};
 use crate::error::RelayError;
 use crate::metrics::{MetricsSnapshot, Refused, ServerMetrics};
 use crate::tls::ServerTls;
@@ -36,6 +38,7 @@ use crate::turn::TurnGrants;
 use tether_signal::protocol::{DEFAULT_MAX_FRAME_BYTES, IceServerGrant, PeerId, WEBSOCKET_PATH};
 
 use self::admission::{Admission, Refusal};
+use self::cluster_link::ClusterLink;
 use self::rate::AcceptBackoff;
 pub use self::rate::RateLimit;
 use self::registry::Registry;
@@ -184,6 +187,11 @@ pub struct ServerConfig {
     /// are compared exactly (`https://app.example`); requests without
     /// `Origin` (non-browser clients) are not affected.
     pub allowed_origins: Option<Vec<String>>,
+    /// Run as one instance of several sharing routing through NATS
+    /// (docs/SCALE-OUT.md): registrations, relays to peers held by other
+    /// instances, and room presence go through the broker. `None` (the
+    /// default) is a single process that needs no broker.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl ServerConfig {
@@ -198,6 +206,7 @@ impl ServerConfig {
             tls: None,
             turn: None,
             allowed_origins: None,
+            cluster: None,
         }
     }
 }
@@ -211,7 +220,9 @@ struct ServerState {
     tls: Option<ServerTls>,
     turn: Option<TurnGrants>,
     allowed_origins: Option<Vec<String>>,
-    registry: Registry,
+    registry: Arc<Registry>,
+    /// Cluster mode's link to the broker; `None` on a single server.
+    cluster: Option<ClusterLink>,
     admission: Arc<Admission>,
     metrics: ServerMetrics,
     /// Cancelled when shutdown starts; every task watches it.
@@ -229,6 +240,13 @@ impl ServerState {
     fn ice_servers_for(&self, peer: &PeerId) -> Vec<IceServerGrant> {
         self.turn.as_ref().map(|turn| turn.grant(peer, SystemTime::now())).unwrap_or_default()
     }
+
+    /// The server's counters, with the broker's view in cluster mode.
+    fn metrics_snapshot(&self) -> MetricsSnapshot {
+        let mut snapshot = self.metrics.snapshot();
+        snapshot.cluster = self.cluster.as_ref().map(|link| link.cluster.stats());
+        snapshot
+    }
 }
 
 /// A bound, not yet running server.
@@ -236,6 +254,8 @@ pub struct SignalServer {
     listener: TcpListener,
     local_addr: SocketAddr,
     state: Arc<ServerState>,
+    /// Supersede notices from other instances, handled once serving.
+    cluster_events: Option<ClusterEvents>,
 }
 
 impl fmt::Debug for SignalServer {
@@ -250,7 +270,14 @@ fn websocket_url(addr: SocketAddr, tls: bool) -> String {
 }
 
 impl SignalServer {
-    /// Validates the configuration and binds the listening socket.
+    /// Validates the configuration, binds the listening socket and, in
+    /// cluster mode, connects to the broker.
+    ///
+    /// # Errors
+    ///
+    /// [`RelayError::InvalidConfig`] for unusable settings,
+    /// [`RelayError::Bind`] when the address cannot be bound,
+    /// [`RelayError::Cluster`] when the broker cannot be reached or set up.
     ///
     /// # Cancel safety
     ///
@@ -295,6 +322,19 @@ impl SignalServer {
         let local_addr = listener
             .local_addr()
             .map_err(|source| RelayError::Bind { addr: config.listen, source })?;
+        let registry = Arc::new(Registry::default());
+        let (cluster, cluster_events) = match config.cluster {
+            Some(cluster_config) => {
+                let (cluster, events) = Cluster::connect(cluster_config).await?;
+                info!(
+                    name: "signal.server.cluster_joined",
+                    instance = %cluster.instance_id(),
+                    presence_ttl_ms = cluster.presence_ttl().as_millis() as u64,
+                );
+                (Some(ClusterLink::new(cluster, registry.clone())), Some(events))
+            }
+            None => (None, None),
+        };
         let state = Arc::new(ServerState {
             auth: config.auth,
             admission: Admission::new(limits.max_unregistered, limits.max_unregistered_per_source),
@@ -304,14 +344,15 @@ impl SignalServer {
             tls: config.tls,
             turn: config.turn,
             allowed_origins: config.allowed_origins,
-            registry: Registry::default(),
+            registry,
+            cluster,
             metrics: ServerMetrics::default(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             next_connection_id: AtomicU64::new(1),
             open_connections: AtomicU64::new(0),
         });
-        Ok(SignalServer { listener, local_addr, state })
+        Ok(SignalServer { listener, local_addr, state, cluster_events })
     }
 
     /// The address actually bound.
@@ -340,7 +381,10 @@ impl SignalServer {
     /// accepting at once but leaves already accepted sessions running until
     /// the runtime ends. Complete `shutdown` instead.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), RelayError> {
-        let SignalServer { listener, local_addr, state } = self;
+        let SignalServer { listener, local_addr, state, cluster_events } = self;
+        if let Some(events) = cluster_events {
+            state.tasks.spawn(cluster_link::handle_events(events, Arc::clone(&state)));
+        }
         info!(
             name: "signal.server.listening",
             addr = %local_addr,
@@ -520,7 +564,7 @@ impl RunningServer {
 
     /// A copy of the server's counters.
     pub fn metrics(&self) -> MetricsSnapshot {
-        self.state.metrics.snapshot()
+        self.state.metrics_snapshot()
     }
 
     /// Shuts down gracefully and waits for the server task to finish

@@ -30,6 +30,9 @@ struct Entry {
     /// The registering token's freshness (its expiry; static: the maximum).
     freshness: u64,
     registered_at: Instant,
+    /// The revision of this registration in the cluster's registration
+    /// bucket (cluster mode only).
+    cluster_revision: Option<u64>,
 }
 
 #[derive(Default)]
@@ -73,6 +76,11 @@ pub(super) struct Registration {
     pub(super) max_frame_bytes: usize,
     /// ICE servers for `registered` (TURN credentials minted for `peer`).
     pub(super) ice_servers: Vec<IceServerGrant>,
+    /// Cluster mode: the registration's revision in the registration bucket.
+    pub(super) cluster_revision: Option<u64>,
+    /// Cluster mode: the room's members held by other instances, listed in
+    /// `registered` next to the local ones.
+    pub(super) remote_peers: Vec<PeerId>,
 }
 
 /// What a successful registration requires the caller to do next.
@@ -83,6 +91,19 @@ pub(super) struct RegisterEffects {
     pub(super) joined_to: Vec<SessionHandle>,
     /// Sessions of the previous room to send `peer_left` to (room changed).
     pub(super) left_to: Vec<SessionHandle>,
+    /// The room of the replaced registration, when it differs from the new
+    /// one (cluster mode takes the peer out of its presence).
+    pub(super) previous_room: Option<RoomId>,
+}
+
+/// Where a relay's recipient is, as this server sees it.
+pub(super) enum Located {
+    /// Registered here, in the sender's room.
+    Here(SessionHandle),
+    /// Registered here, in another room: as unknown as an offline peer.
+    OtherRoom,
+    /// Not registered here (another instance may hold it).
+    NotHere,
 }
 
 pub(super) enum RegisterOutcome {
@@ -125,6 +146,8 @@ impl Registry {
             handle,
             max_frame_bytes,
             ice_servers,
+            cluster_revision,
+            remote_peers,
         } = registration;
         let now = Instant::now();
         if let Some(existing) = tables.peers.get(&peer) {
@@ -142,10 +165,12 @@ impl Registry {
         }
         let previous = tables.peers.remove(&peer);
         let mut left_to = Vec::new();
+        let mut previous_room = None;
         if let Some(old_room) = previous.as_ref().and_then(|previous| previous.room.as_ref()) {
             tables.leave_room(&peer, old_room);
             if room.as_ref() != Some(old_room) {
                 left_to = tables.room_handles(old_room, &peer);
+                previous_room = Some(old_room.clone());
             }
         }
         let joined_to = match &room {
@@ -153,11 +178,17 @@ impl Registry {
             None => Vec::new(),
         };
         let peers = match &room {
-            Some(room) => tables
+            Some(room) if remote_peers.is_empty() => tables
                 .rooms
                 .get(room)
                 .map(|members| members.iter().cloned().collect())
                 .unwrap_or_default(),
+            Some(room) => {
+                let mut all: BTreeSet<PeerId> = remote_peers.into_iter().collect();
+                all.extend(tables.rooms.get(room).into_iter().flatten().cloned());
+                all.remove(&peer);
+                all.into_iter().collect()
+            }
             None => Vec::new(),
         };
         let registered = encode_server_message(&ServerMessage::Registered(Registered {
@@ -177,7 +208,15 @@ impl Registry {
         }
         tables.peers.insert(
             peer,
-            Entry { handle, room, session, generation, freshness, registered_at: now },
+            Entry {
+                handle,
+                room,
+                session,
+                generation,
+                freshness,
+                registered_at: now,
+                cluster_revision,
+            },
         );
         metrics.set_peers_registered(tables.peers.len());
         metrics.registered();
@@ -185,6 +224,7 @@ impl Registry {
             replaced: previous.map(|entry| entry.handle),
             joined_to,
             left_to,
+            previous_room,
         })
     }
 
@@ -215,13 +255,36 @@ impl Registry {
         Some(notify)
     }
 
-    /// The session currently serving `peer`, if it is registered in `room`
-    /// (no room is a room of its own: room-less peers reach each other).
-    pub(super) fn lookup(&self, peer: &PeerId, room: Option<&RoomId>) -> Option<SessionHandle> {
+    /// Where `peer` is for a sender registered in `room`.
+    pub(super) fn locate(&self, peer: &PeerId, room: Option<&RoomId>) -> Located {
+        match self.lock().peers.get(peer) {
+            Some(entry) if entry.room.as_ref() == room => Located::Here(entry.handle.clone()),
+            Some(_) => Located::OtherRoom,
+            None => Located::NotHere,
+        }
+    }
+
+    /// Whether `peer` is registered here (in any room).
+    pub(super) fn holds(&self, peer: &PeerId) -> bool {
+        self.lock().peers.contains_key(peer)
+    }
+
+    /// The sessions of `room`'s local members other than `except`.
+    pub(super) fn room_handles(&self, room: &RoomId, except: &PeerId) -> Vec<SessionHandle> {
+        self.lock().room_handles(room, except)
+    }
+
+    /// The session serving `peer` if its registration is still the one
+    /// announced to the cluster at `revision`.
+    pub(super) fn at_cluster_revision(
+        &self,
+        peer: &PeerId,
+        revision: u64,
+    ) -> Option<SessionHandle> {
         self.lock()
             .peers
             .get(peer)
-            .filter(|entry| entry.room.as_ref() == room)
+            .filter(|entry| entry.cluster_revision == Some(revision))
             .map(|entry| entry.handle.clone())
     }
 }

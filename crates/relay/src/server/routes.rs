@@ -118,7 +118,7 @@ async fn route(
             return text_response(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
-                state.metrics.snapshot().render_prometheus(),
+                state.metrics_snapshot().render_prometheus(),
             );
         }
         _ => {}

@@ -21,8 +21,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, field, info_span, trace};
+use tracing::{Instrument, debug, field, info_span, trace, warn};
 
+use crate::cluster::{Announcement, ClusterError, Frame, Inbox};
 use crate::metrics::SessionEnd;
 use tether_signal::protocol::{
     ClientMessage, ErrorCode, PROTOCOL_VERSION, PeerId, Register, RelayOut, RoomId, ServerMessage,
@@ -31,8 +32,9 @@ use tether_signal::protocol::{
 
 use super::ServerState;
 use super::admission::Pending;
+use super::cluster_link::{self, ClusterLink};
 use super::rate::TokenBucket;
-use super::registry::{RegisterOutcome, Registration};
+use super::registry::{Located, RegisterOutcome, Registration};
 
 /// The upgraded connection a session runs on.
 type Socket = WebSocketStream<TokioIo<Upgraded>>;
@@ -126,7 +128,7 @@ impl SessionHandle {
         }
     }
 
-    fn deliver_message(&self, message: &ServerMessage) -> Delivery {
+    pub(super) fn deliver_message(&self, message: &ServerMessage) -> Delivery {
         self.deliver(Utf8Bytes::from(encode_server_message(message)))
     }
 }
@@ -173,18 +175,38 @@ pub(super) async fn run(
             relay_bucket: TokenBucket::new(state.limits.relay_rate, now),
             ping_bucket: TokenBucket::new(state.limits.ping_rate, now),
             rate_violations: 0,
+            cluster_seat: None,
         };
         session.read_loop(&mut stream).await;
-        if let Some(peer) = session.peer.take()
-            && let Some(members) = state.registry.unregister(&peer, connection_id, &state.metrics)
-        {
-            let frame =
-                Utf8Bytes::from(encode_server_message(&ServerMessage::PeerLeft { peer_id: peer }));
-            for member in members {
-                member.deliver(frame.clone());
+        let seat = session.cluster_seat.take();
+        let mut vacated = None;
+        if let Some(peer) = session.peer.take() {
+            let owned = state.registry.unregister(&peer, connection_id, &state.metrics);
+            // Superseded by another instance: the peer is still in its room
+            // there, so local members hear nothing (they heard of no move).
+            let moved = state.cluster.is_some() && closer.end() == SessionEnd::Replaced;
+            if let Some(members) = &owned
+                && !moved
+            {
+                let frame = Utf8Bytes::from(encode_server_message(&ServerMessage::PeerLeft {
+                    peer_id: peer.clone(),
+                }));
+                for member in members {
+                    member.deliver(frame.clone());
+                }
             }
+            let tenure = match owned {
+                Some(_) if moved => Tenure::Moved,
+                Some(_) => Tenure::Owned,
+                None => Tenure::Replaced,
+            };
+            vacated = seat.map(|seat| (peer, seat, tenure));
         }
         closer.close(close_code::NORMAL, "closed", SessionEnd::Closed);
+        if let (Some(link), Some((peer, seat, tenure))) = (&state.cluster, vacated) {
+            let bound = state.limits.close_timeout.max(Duration::from_secs(1));
+            let _ = tokio::time::timeout(bound, vacate(link, &peer, seat, tenure)).await;
+        }
         // An evicted connection never registered: its descriptor is needed
         // at once, not after lingering for its input.
         if let Ok(sink) = writer.await
@@ -245,6 +267,89 @@ struct Session<'a> {
     relay_bucket: TokenBucket,
     ping_bucket: TokenBucket,
     rate_violations: u32,
+    /// Cluster mode: what this session holds in the cluster.
+    cluster_seat: Option<ClusterSeat>,
+}
+
+/// What a session holds in the cluster, undone by [`vacate`] when it ends.
+#[derive(Debug, Default)]
+struct ClusterSeat {
+    /// The revision of its announced registration.
+    revision: Option<u64>,
+    /// The room whose watch counts this session.
+    watched: Option<RoomId>,
+    /// The room whose presence it joined.
+    joined: Option<RoomId>,
+}
+
+/// How a session's hold on its peer ended, which decides what [`vacate`]
+/// undoes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tenure {
+    /// It still held the peer here: its registration and presence go
+    /// (each only if no other registration replaced it since).
+    Owned,
+    /// Another instance took the peer over: its presence entry is left for
+    /// the new holder to rewrite (the peer stays in its room).
+    Moved,
+    /// A newer session here took the peer over and owns both.
+    Replaced,
+}
+
+/// Undoes a [`ClusterSeat`] as `tenure` says, and releases the room watch.
+async fn vacate(link: &ClusterLink, peer: &PeerId, seat: ClusterSeat, tenure: Tenure) {
+    match tenure {
+        Tenure::Owned => {
+            if let Some(revision) = seat.revision
+                && let Err(error) = link.cluster.release_registration(peer, revision).await
+            {
+                debug!(name: "signal.server.cluster_release_failed", %peer, %error);
+            }
+            if let Some(room) = &seat.joined
+                && let Err(error) = link.cluster.leave(room, peer).await
+            {
+                debug!(name: "signal.server.cluster_leave_failed", %peer, %room, %error);
+            }
+        }
+        Tenure::Moved => {
+            if let Some(room) = &seat.joined {
+                link.cluster.forget(room, peer);
+            }
+        }
+        Tenure::Replaced => {}
+    }
+    if let Some(room) = &seat.watched {
+        link.release_room(room);
+    }
+}
+
+/// Registers `peer` with the cluster before the local registry: holds its
+/// subject, announces the registration (`None`: stale, a newer attempt of
+/// the same client session is registered somewhere) and follows its room.
+/// What was done is recorded in `seat`, for [`vacate`] to undo.
+async fn enter_cluster(
+    link: &ClusterLink,
+    register: &Register,
+    seat: &mut ClusterSeat,
+) -> Result<Option<(Inbox, Vec<PeerId>)>, ClusterError> {
+    let peer = &register.peer_id;
+    let inbox = link.cluster.hold(peer).await?;
+    match link
+        .cluster
+        .announce_registration(peer, register.session.as_deref(), register.generation)
+        .await?
+    {
+        Announcement::Registered { revision, .. } => seat.revision = Some(revision),
+        Announcement::Stale { .. } => return Ok(None),
+    }
+    let remote_peers = match &register.room {
+        Some(room) => {
+            seat.watched = Some(room.clone());
+            link.acquire_room(room).await?.peers()
+        }
+        None => Vec::new(),
+    };
+    Ok(Some((inbox, remote_peers)))
 }
 
 impl Session<'_> {
@@ -462,6 +567,31 @@ impl Session<'_> {
                 return Flow::Stop;
             }
         };
+        let mut seat = ClusterSeat::default();
+        let mut cluster_entry = None;
+        if let Some(link) = &self.state.cluster {
+            match enter_cluster(link, &register, &mut seat).await {
+                Ok(Some(entered)) => cluster_entry = Some(entered),
+                Ok(None) => {
+                    vacate(link, &register.peer_id, seat, Tenure::Owned).await;
+                    return self.refuse_stale().await;
+                }
+                Err(error) => {
+                    warn!(name: "signal.server.cluster_unavailable", peer = %register.peer_id, %error);
+                    vacate(link, &register.peer_id, seat, Tenure::Owned).await;
+                    self.close(
+                        close_code::TRY_AGAIN_LATER,
+                        "cluster unavailable, reconnect",
+                        SessionEnd::RegisterRefused,
+                    );
+                    return Flow::Stop;
+                }
+            }
+        }
+        let (inbox, remote_peers) = match cluster_entry {
+            Some((inbox, remote_peers)) => (Some(inbox), remote_peers),
+            None => (None, Vec::new()),
+        };
         let registration = Registration {
             peer: register.peer_id.clone(),
             room: register.room.clone(),
@@ -472,8 +602,17 @@ impl Session<'_> {
             handle: self.handle.clone(),
             max_frame_bytes: self.state.limits.max_frame_bytes,
             ice_servers: self.state.ice_servers_for(&register.peer_id),
+            cluster_revision: seat.revision,
+            remote_peers,
         };
-        let effects = match self.state.registry.register(registration, &self.state.metrics) {
+        let outcome = self.state.registry.register(registration, &self.state.metrics);
+        if !matches!(outcome, RegisterOutcome::Registered(_))
+            && let Some(link) = &self.state.cluster
+        {
+            vacate(link, &register.peer_id, seat, Tenure::Owned).await;
+            seat = ClusterSeat::default();
+        }
+        let effects = match outcome {
             RegisterOutcome::Outdated => {
                 self.reject(
                     ErrorCode::TokenOutdated,
@@ -485,20 +624,7 @@ impl Session<'_> {
                 self.close(close_code::TOKEN_REFRESH, "token outdated", SessionEnd::TokenExpired);
                 return Flow::Stop;
             }
-            RegisterOutcome::Stale => {
-                self.reject(
-                    ErrorCode::StaleGeneration,
-                    "a newer attempt of this session is registered",
-                    None,
-                )
-                .await;
-                self.close(
-                    close_code::STALE_GENERATION,
-                    "stale generation",
-                    SessionEnd::RegisterRefused,
-                );
-                return Flow::Stop;
-            }
+            RegisterOutcome::Stale => return self.refuse_stale().await,
             RegisterOutcome::Registered(effects) => effects,
         };
         let peer = register.peer_id;
@@ -521,13 +647,7 @@ impl Session<'_> {
         );
         if let Some(previous) = effects.replaced {
             debug!(name: "signal.server.replaced", old_connection_id = previous.connection_id);
-            self.state.metrics.rejected(ErrorCode::Replaced);
-            previous.deliver_message(&ServerMessage::Error {
-                code: ErrorCode::Replaced,
-                message: "a newer connection registered this peer id".into(),
-                id: None,
-            });
-            previous.close(close_code::REPLACED, "replaced", SessionEnd::Replaced);
+            cluster_link::replace(&previous, &self.state.metrics);
         }
         let joined = Utf8Bytes::from(encode_server_message(&ServerMessage::PeerJoined {
             peer_id: peer.clone(),
@@ -541,8 +661,74 @@ impl Session<'_> {
         for member in effects.left_to {
             member.deliver(left.clone());
         }
-        self.peer = Some(peer);
-        Flow::Continue
+        self.peer = Some(peer.clone());
+        match &self.state.cluster {
+            Some(link) => {
+                self.settle_in_cluster(link, &peer, seat, inbox, effects.previous_room).await
+            }
+            None => Flow::Continue,
+        }
+    }
+
+    async fn refuse_stale(&mut self) -> Flow {
+        self.reject(
+            ErrorCode::StaleGeneration,
+            "a newer attempt of this session is registered",
+            None,
+        )
+        .await;
+        self.close(close_code::STALE_GENERATION, "stale generation", SessionEnd::RegisterRefused);
+        Flow::Stop
+    }
+
+    /// Cluster mode, once registered here: forwards frames from the bus,
+    /// joins the room's presence (leaving the replaced registration's room)
+    /// and makes sure no other instance took the peer over meanwhile (its
+    /// notice would have found no session to close).
+    async fn settle_in_cluster(
+        &mut self,
+        link: &ClusterLink,
+        peer: &PeerId,
+        mut seat: ClusterSeat,
+        inbox: Option<Inbox>,
+        previous_room: Option<RoomId>,
+    ) -> Flow {
+        if let Some(inbox) = inbox {
+            let stop = self.handle.closer.token.clone();
+            tokio::spawn(
+                cluster_link::forward_inbox(inbox, self.handle.clone(), self.room.clone(), stop)
+                    .instrument(tracing::Span::current()),
+            );
+        }
+        if let Some(old_room) = previous_room
+            && let Err(error) = link.cluster.leave(&old_room, peer).await
+        {
+            debug!(name: "signal.server.cluster_leave_failed", %peer, room = %old_room, %error);
+        }
+        let joined = match &self.room {
+            Some(room) => link.cluster.join(room, peer).await.map(|()| Some(room.clone())),
+            None => Ok(None),
+        };
+        let holder = link.cluster.registration_holder(peer).await;
+        seat.joined = joined.as_ref().ok().cloned().flatten();
+        self.cluster_seat = Some(seat);
+        match (joined, holder) {
+            (Ok(_), Ok(Some(holder))) if holder != *link.instance() => {
+                debug!(name: "signal.server.replaced", by = %holder);
+                cluster_link::replace(&self.handle, &self.state.metrics);
+                Flow::Stop
+            }
+            (Ok(_), Ok(_)) => Flow::Continue,
+            (Err(error), _) | (_, Err(error)) => {
+                warn!(name: "signal.server.cluster_unavailable", %peer, %error);
+                self.close(
+                    close_code::TRY_AGAIN_LATER,
+                    "cluster unavailable, reconnect",
+                    SessionEnd::Error,
+                );
+                Flow::Stop
+            }
+        }
     }
 
     async fn on_relay(&mut self, relay: RelayOut) -> Flow {
@@ -560,14 +746,20 @@ impl Session<'_> {
         }
         let type_name = relay.payload.type_name();
         // Outside the sender's room a peer is as unknown as an offline one.
-        let Some(target) = self.state.registry.lookup(&relay.to, self.room.as_ref()) else {
-            return self
-                .reject(
-                    ErrorCode::PeerUnknown,
-                    &format!("{} is not registered", relay.to),
-                    relay.id,
-                )
-                .await;
+        let target = match self.state.registry.locate(&relay.to, self.room.as_ref()) {
+            Located::Here(target) => target,
+            Located::NotHere if let Some(link) = &self.state.cluster => {
+                return self.relay_across(link, sender, relay).await;
+            }
+            Located::OtherRoom | Located::NotHere => {
+                return self
+                    .reject(
+                        ErrorCode::PeerUnknown,
+                        &format!("{} is not registered", relay.to),
+                        relay.id,
+                    )
+                    .await;
+            }
         };
         let frame =
             encode_server_message(&ServerMessage::Relay { from: sender, payload: relay.payload });
@@ -589,6 +781,54 @@ impl Session<'_> {
                 self.reject(
                     ErrorCode::PeerUnknown,
                     &format!("{} is not registered", relay.to),
+                    relay.id,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Cluster mode: a relay to a peer not held here is published on the
+    /// peer's subject when another instance holds it in the sender's room
+    /// (as the room's presence says; for room-less peers, the registration
+    /// bucket), and answered `peer_unknown` otherwise.
+    async fn relay_across(&mut self, link: &ClusterLink, sender: PeerId, relay: RelayOut) -> Flow {
+        let holder = match &self.room {
+            Some(room) => link.member_instance(room, &relay.to),
+            None => match link.cluster.registration_holder(&relay.to).await {
+                Ok(holder) => holder,
+                Err(error) => {
+                    debug!(name: "signal.server.cluster_lookup_failed", to = %relay.to, %error);
+                    None
+                }
+            },
+        };
+        if holder.is_none_or(|holder| holder == *link.instance()) {
+            return self
+                .reject(
+                    ErrorCode::PeerUnknown,
+                    &format!("{} is not registered", relay.to),
+                    relay.id,
+                )
+                .await;
+        }
+        let type_name = relay.payload.type_name();
+        let text = encode_server_message(&ServerMessage::Relay {
+            from: sender.clone(),
+            payload: relay.payload,
+        });
+        let frame = Frame { from: sender, room: self.room.clone(), id: relay.id, text };
+        match link.cluster.deliver(&relay.to, &frame).await {
+            Ok(()) => {
+                self.state.metrics.relayed(type_name);
+                trace!(name: "signal.server.relay", to = %relay.to, kind = type_name, across = true);
+                Flow::Continue
+            }
+            Err(error) => {
+                debug!(name: "signal.server.cluster_publish_failed", to = %relay.to, %error);
+                self.reject(
+                    ErrorCode::PeerUnavailable,
+                    &format!("{} cannot be reached right now", relay.to),
                     relay.id,
                 )
                 .await

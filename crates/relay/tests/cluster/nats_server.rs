@@ -17,7 +17,40 @@ pub(crate) struct NatsServer {
     name: String,
     port: u16,
     dir: PathBuf,
+    /// Arguments beyond the single server's (cluster routes).
+    extra: Vec<String>,
     child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("find a free port")
+        .port()
+}
+
+fn storage_dir() -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "tether-nats-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("create the jetstream directory");
+    dir
+}
+
+/// The binary, or `None` (after saying why) when it is missing and not
+/// required (`TETHER_REQUIRE_NATS=1` makes it required).
+fn binary_or_skip() -> Option<PathBuf> {
+    let binary = find_binary();
+    if binary.is_none() {
+        if std::env::var("TETHER_REQUIRE_NATS").as_deref() == Ok("1") {
+            panic!("nats-server not found on PATH or in /usr/sbin, and TETHER_REQUIRE_NATS=1");
+        }
+        eprintln!("skipping: nats-server not found (apt-get install nats-server)");
+    }
+    binary
 }
 
 /// `TETHER_NATS_SERVER` when set, else `nats-server` on PATH or where
@@ -38,33 +71,18 @@ impl NatsServer {
     /// Starts a server, or `None` (after saying why) when the binary is
     /// missing and not required.
     pub(crate) fn start() -> Option<NatsServer> {
-        let Some(binary) = find_binary() else {
-            if std::env::var("TETHER_REQUIRE_NATS").as_deref() == Ok("1") {
-                panic!("nats-server not found on PATH or in /usr/sbin, and TETHER_REQUIRE_NATS=1");
-            }
-            eprintln!("skipping: nats-server not found (apt-get install nats-server)");
-            return None;
-        };
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "tether-nats-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("create the jetstream directory");
+        let binary = binary_or_skip()?;
+        let dir = storage_dir();
         let name = dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
         // A port found free can be taken before the server binds it (tests
         // run in parallel): then the server exits, and we try another.
         for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|listener| listener.local_addr())
-                .expect("find a free port")
-                .port();
             let mut server = NatsServer {
                 binary: binary.clone(),
                 name: name.clone(),
-                port,
+                port: free_port(),
                 dir: dir.clone(),
+                extra: Vec::new(),
                 child: None,
             };
             if server.launch() {
@@ -72,6 +90,43 @@ impl NatsServer {
             }
         }
         panic!("nats-server did not start on any of 5 free ports");
+    }
+
+    /// Starts a NATS cluster of `size` nodes (JetStream clustered, routes
+    /// between all of them on free ports), or `None` when the binary is
+    /// missing and not required. JetStream elects its leader after this
+    /// returns: the first bucket operations may have to be retried.
+    pub(crate) fn start_cluster(size: usize) -> Option<Vec<NatsServer>> {
+        let binary = binary_or_skip()?;
+        let cluster_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let routes = cluster_ports
+            .iter()
+            .map(|port| format!("nats://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes = Vec::new();
+        for cluster_port in &cluster_ports {
+            let dir = storage_dir();
+            let name = dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let mut node = NatsServer {
+                binary: binary.clone(),
+                name,
+                port: free_port(),
+                dir,
+                extra: vec![
+                    "--cluster_name".into(),
+                    format!("tether-{}", std::process::id()),
+                    "--cluster".into(),
+                    format!("nats://127.0.0.1:{cluster_port}"),
+                    "--routes".into(),
+                    routes.clone(),
+                ],
+                child: None,
+            };
+            assert!(node.launch(), "nats node did not start on port {}", node.port);
+            nodes.push(node);
+        }
+        Some(nodes)
     }
 
     pub(crate) fn url(&self) -> String {
@@ -88,6 +143,7 @@ impl NatsServer {
         let mut child = Command::new(&self.binary)
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-n", &self.name, "-js", "-sd"])
             .arg(&self.dir)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
