@@ -6,15 +6,8 @@
 
 use std::time::Duration;
 
-use tether::live::testbed::Traffic;
-use tether::live::{RtcNodeConfig, SignalingTiming};
-use tether::{
-    Availability, ConnectionState, NetworkSnapshot, ParkReason, PeerId, RtcNode, Transport,
-    TransportSet,
-};
-use tether_relay::auth::{Authenticator, HmacSecret, mint_token_for};
-use tether_relay::{RunningServer, ServerConfig, SignalServer};
-use tether_rtc::RtcConfig;
+use tether::live::testbed::{LoopbackTestbed, Traffic};
+use tether::{ConnectionState, ParkReason, PeerId, RtcNode};
 use tokio::sync::watch;
 use tokio::time::{Instant, timeout};
 
@@ -26,21 +19,11 @@ fn id(name: &str) -> PeerId {
     PeerId::new(name).unwrap()
 }
 
-async fn server(secret: &HmacSecret) -> RunningServer {
-    let config = ServerConfig::new(Authenticator::with_secret(secret.clone()));
-    SignalServer::bind(config).await.unwrap().spawn()
-}
-
-async fn online_node(server: &RunningServer, peer: &PeerId, token: String) -> RtcNode {
-    let mut config = RtcNodeConfig::new(peer.clone(), server.websocket_url(), token);
-    config.room = Some("tokens".into());
-    config.rtc = RtcConfig::loopback();
-    config.signaling = SignalingTiming::responsive();
-    let node = RtcNode::start(config).unwrap();
-    let online =
-        NetworkSnapshot::new(1, Availability::Available, TransportSet::only(Transport::Wifi));
-    node.handle().network_path_changed(online).await.unwrap();
-    node
+/// A node of `bed` online with a token valid for `ttl`.
+async fn online_node(bed: &LoopbackTestbed, peer: &PeerId, ttl: Duration) -> RtcNode {
+    let mut config = bed.config(peer);
+    config.token = bed.token_valid_for(peer, ttl);
+    bed.online(config).await.unwrap()
 }
 
 /// Waits (bounded) until the state satisfies `wanted`; returns it.
@@ -63,24 +46,23 @@ fn init_tracing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_token_parks_the_node_and_a_renewed_one_restores_it() {
     init_tracing();
-    let secret = HmacSecret::ephemeral();
-    let server = server(&secret).await;
+    let bed = LoopbackTestbed::start().await.unwrap();
     let (a, b) = (id("alice"), id("bob"));
-    let alice = online_node(&server, &a, mint_token_for(&secret, &a, SHORT_LIVED)).await;
-    let bob = online_node(&server, &b, mint_token_for(&secret, &b, Duration::from_secs(600))).await;
+    let alice = online_node(&bed, &a, SHORT_LIVED).await;
+    let bob = online_node(&bed, &b, PROMPT * 30).await;
     let mut states = alice.state();
     reach(&mut states, "connected", |s| *s == ConnectionState::Connected).await;
-    let registered = server.metrics().registrations_total;
+    let registered = bed.metrics().registrations_total;
 
     let parked = |s: &ConnectionState| matches!(s, ConnectionState::Parked { .. });
     let state = reach(&mut states, "parked after its token expired", parked).await;
     assert_eq!(state, ConnectionState::Parked { reason: ParkReason::AuthRejected });
     assert!(alice.renew_token("").is_err(), "an empty token is refused");
 
-    alice.renew_token(mint_token_for(&secret, &a, Duration::from_secs(600))).unwrap();
+    alice.renew_token(bed.token(&a)).unwrap();
     reach(&mut states, "connected with the renewed token", |s| *s == ConnectionState::Connected)
         .await;
-    assert!(server.metrics().registrations_total > registered);
+    assert!(bed.metrics().registrations_total > registered);
 
     // And it is a working node again: messages reach bob and come back.
     let mut bob_inbox = bob.messages().unwrap();
@@ -107,26 +89,25 @@ async fn an_expired_token_parks_the_node_and_a_renewed_one_restores_it() {
     assert_eq!(traffic.summary().duplicated, 0);
     alice.shutdown().await;
     bob.shutdown().await;
-    server.shutdown().await;
+    bed.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_renewed_before_expiry_carries_the_node_across_the_servers_close() {
     init_tracing();
-    let secret = HmacSecret::ephemeral();
-    let server = server(&secret).await;
+    let bed = LoopbackTestbed::start().await.unwrap();
     let a = id("alice");
-    let alice = online_node(&server, &a, mint_token_for(&secret, &a, SHORT_LIVED)).await;
+    let alice = online_node(&bed, &a, SHORT_LIVED).await;
     let mut states = alice.state();
     reach(&mut states, "connected", |s| *s == ConnectionState::Connected).await;
-    let registered = server.metrics().registrations_total;
-    alice.renew_token(mint_token_for(&secret, &a, Duration::from_secs(600))).unwrap();
+    let registered = bed.metrics().registrations_total;
+    alice.renew_token(bed.token(&a)).unwrap();
 
     // The server closes the session when the first token runs out; the node
     // registers again with the renewed one and never parks on the way.
     let deadline = Instant::now() + PROMPT;
     let mut seen = Vec::new();
-    while server.metrics().registrations_total == registered
+    while bed.metrics().registrations_total == registered
         || *states.borrow() != ConnectionState::Connected
     {
         assert!(Instant::now() < deadline, "no re-registration; states seen: {seen:?}");
@@ -140,5 +121,5 @@ async fn a_token_renewed_before_expiry_carries_the_node_across_the_servers_close
         }
     }
     alice.shutdown().await;
-    server.shutdown().await;
+    bed.shutdown().await;
 }

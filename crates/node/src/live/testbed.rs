@@ -61,7 +61,13 @@ impl LoopbackTestbed {
 
     /// A token for `peer` valid for an hour.
     pub fn token(&self, peer: &PeerId) -> String {
-        mint_token_for(&self.secret, peer, Duration::from_secs(3600))
+        self.token_valid_for(peer, Duration::from_secs(3600))
+    }
+
+    /// A token for `peer` that expires after `ttl` (whole seconds: tokens
+    /// carry their expiry in Unix seconds).
+    pub fn token_valid_for(&self, peer: &PeerId, ttl: Duration) -> String {
+        mint_token_for(&self.secret, peer, ttl)
     }
 
     /// A node config for `peer` in this testbed's room, with loopback
