@@ -67,9 +67,11 @@ const SETTLE_BOUND: Duration = Duration::from_secs(20);
 const MAX_JITTER_MS: u64 = 2000;
 /// Largest `--outage-ms` and `--overlap-ms`.
 const MAX_GAP_MS: u64 = 120_000;
-/// The phone's replay buffer, in messages: the stream (100 a second) is
-/// accepted through the longest outage (120 s) without waiting for room.
-const PHONE_BUFFER: usize = 16_384;
+/// The replay buffer of both peers, in messages: the phone accepts the
+/// stream (100 a second) through the longest outage (120 s) without waiting
+/// for room, and the far peer echoes the whole backlog the phone replays
+/// after it at once.
+const PEER_BUFFER: usize = 16_384;
 /// Echoes that make a steady stream: after recovery, and the window in
 /// which the home gateway's counters tell a relayed connection from a
 /// direct one.
@@ -471,7 +473,7 @@ async fn handoffs(args: &HandoffArgs) -> anyhow::Result<HandoffReport> {
         if seed_style {
             config = config.seed_style();
         }
-        config.messaging.stream.max_buffered_messages = PHONE_BUFFER;
+        config.messaging.stream.max_buffered_messages = PEER_BUFFER;
         let task =
             start_phone(&topology.phone, config, index, Arc::clone(&phone), stop_phone.clone())?;
         phone
@@ -720,6 +722,7 @@ async fn start_cloud(
     let far_peer = spawn_in_netns(netns.1, move || async move {
         let mut node_config = credentials.node(&PeerId::new(CLOUD)?);
         node_config.auto_connect = true;
+        node_config.messaging.stream.max_buffered_messages = PEER_BUFFER;
         let node = RtcNode::start(node_config)?;
         let online = NetworkSnapshot::available(1, TransportSet::only(Transport::Ethernet));
         node.handle().submit(NetworkEvent::NetworkPathChanged { snapshot: online }).await?;
