@@ -7,9 +7,14 @@
 //! failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::net::UdpSocket;
-use std::process::{Child, Command, Stdio};
+// Each test crate uses part of the shared fixture.
+#[allow(dead_code)]
+#[path = "../../rtc/tests/coturn/mod.rs"]
+mod coturn;
+
 use std::time::{Duration, SystemTime};
+
+use coturn::{Coturn, TurnAuth};
 
 use tether::live::testbed::LoopbackTestbed;
 use tether::live::{CandidateKind, CandidateProtocol};
@@ -25,112 +30,20 @@ fn id(name: &str) -> PeerId {
     PeerId::new(name).unwrap()
 }
 
-/// A coturn process, killed on drop.
-struct Coturn {
-    child: Child,
-    port: u16,
-    log: std::path::PathBuf,
+/// Credentials for `user` minted from `secret`, for `coturn`.
+fn ice_server(coturn: &Coturn, user: &PeerId, secret: &[u8]) -> IceServer {
+    let minted = TurnSecret::new(secret.to_vec()).unwrap().mint(
+        user.as_str(),
+        SystemTime::now(),
+        Duration::from_secs(600),
+    );
+    IceServer { urls: vec![coturn.url()], username: minted.username, credential: minted.credential }
 }
 
-impl Drop for Coturn {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Coturn {
-    /// Starts coturn on a free loopback port, or returns `None` (after
-    /// saying so) when it is not installed and not required.
-    fn start() -> Option<Coturn> {
-        let installed = Command::new("turnserver")
-            .arg("--help")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok();
-        if !installed {
-            let required = std::env::var("TETHER_REQUIRE_TURN").is_ok_and(|value| value == "1");
-            assert!(
-                !required,
-                "TETHER_REQUIRE_TURN=1 but `turnserver` (Debian's coturn) is not on PATH"
-            );
-            eprintln!("SKIPPED: `turnserver` (Debian's coturn) is not installed");
-            return None;
-        }
-        // A port the OS had free a moment ago; coturn binds it next.
-        let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let dir = std::env::temp_dir().join(format!("tether-coturn-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let secret = String::from_utf8(SECRET.to_vec()).unwrap();
-        let child = Command::new("turnserver")
-            .args([
-                "-n",
-                "--verbose",
-                "--no-cli",
-                "--no-tls",
-                "--no-dtls",
-                "--simple-log",
-                "--log-file=stdout",
-            ])
-            .args(["--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", "--allow-loopback-peers"])
-            .arg(format!("--listening-port={port}"))
-            .args([
-                "--use-auth-secret",
-                &format!("--static-auth-secret={secret}"),
-                "--realm=tether.test",
-            ])
-            .arg(format!("--pidfile={}", dir.join("turnserver.pid").display()))
-            .arg(format!("--userdb={}", dir.join("turndb").display()))
-            .stdout(std::fs::File::create(dir.join("turnserver.log")).unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let coturn = Coturn { child, port, log: dir.join("turnserver.log") };
-        coturn.wait_ready();
-        Some(coturn)
-    }
-
-    /// Sends STUN binding requests until one is answered, or fails after
-    /// [`PROMPT`].
-    fn wait_ready(&self) {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-        // Binding request: type 0x0001, length 0, magic cookie, transaction id.
-        let mut request = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
-        request.extend_from_slice(b"tether-ready");
-        let deadline = std::time::Instant::now() + PROMPT;
-        let mut answer = [0u8; 512];
-        while std::time::Instant::now() < deadline {
-            let _ = socket.send_to(&request, ("127.0.0.1", self.port));
-            if let Ok((len, _)) = socket.recv_from(&mut answer)
-                && len >= 20
-                && answer[..2] == [0x01, 0x01]
-            {
-                return;
-            }
-        }
-        panic!("coturn on 127.0.0.1:{} did not answer STUN within {PROMPT:?}", self.port);
-    }
-
-    /// How many relay allocations coturn granted, from its log.
-    fn allocations(&self) -> usize {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        log.lines().filter(|line| line.contains("ALLOCATE processed, success")).count()
-    }
-
-    fn ice_server(&self, user: &PeerId, secret: &[u8]) -> IceServer {
-        let minted = TurnSecret::new(secret.to_vec()).unwrap().mint(
-            user.as_str(),
-            SystemTime::now(),
-            Duration::from_secs(600),
-        );
-        IceServer {
-            urls: vec![format!("turn:127.0.0.1:{}?transport=udp", self.port)],
-            username: minted.username,
-            credential: minted.credential,
-        }
-    }
+/// coturn checking credentials minted from [`SECRET`].
+fn start_coturn() -> Option<Coturn> {
+    let secret = std::str::from_utf8(SECRET).unwrap();
+    Coturn::start(TurnAuth::SharedSecret(secret))
 }
 
 /// Online nodes for `peers` that may only use relayed candidates from
@@ -145,7 +58,7 @@ async fn relay_only_nodes(
     let mut nodes = Vec::new();
     for peer in peers {
         let mut config = testbed.config(peer);
-        config.rtc.ice_servers = vec![coturn.ice_server(peer, secret)];
+        config.rtc.ice_servers = vec![ice_server(coturn, peer, secret)];
         config.rtc.ice_transport_policy = IceTransportPolicy::Relay;
         if let Some(bound) = connect_timeout {
             config.rtc.connect_timeout = bound;
@@ -157,7 +70,7 @@ async fn relay_only_nodes(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_only_peers_exchange_messages_through_turn() {
-    let Some(coturn) = Coturn::start() else { return };
+    let Some(coturn) = start_coturn() else { return };
     let testbed = LoopbackTestbed::start().await.unwrap();
     let (a, b) = (id("alice"), id("bob"));
     let nodes = relay_only_nodes(&testbed, &coturn, SECRET, [&a, &b], None).await;
@@ -192,7 +105,7 @@ async fn relay_only_peers_exchange_messages_through_turn() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_turn_secret_leaves_relay_only_peers_unconnected() {
-    let Some(coturn) = Coturn::start() else { return };
+    let Some(coturn) = start_coturn() else { return };
     let testbed = LoopbackTestbed::start().await.unwrap();
     let (a, b) = (id("alice"), id("bob"));
     let wrong = b"not-the-turn-servers-secret";
@@ -206,10 +119,10 @@ async fn a_wrong_turn_secret_leaves_relay_only_peers_unconnected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn turn_credentials_handed_out_by_the_signaling_server_carry_the_data() {
-    let Some(coturn) = Coturn::start() else { return };
+    let Some(coturn) = start_coturn() else { return };
     let grants = TurnGrants {
         secret: TurnSecret::new(SECRET.to_vec()).unwrap(),
-        turn_urls: vec![format!("turn:127.0.0.1:{}?transport=udp", coturn.port)],
+        turn_urls: vec![coturn.url()],
         stun_urls: Vec::new(),
         ttl: Duration::from_secs(600),
     };
@@ -239,7 +152,7 @@ async fn turn_credentials_handed_out_by_the_signaling_server_carry_the_data() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_selected_route_names_the_relay_or_the_direct_path() {
-    let Some(coturn) = Coturn::start() else { return };
+    let Some(coturn) = start_coturn() else { return };
     let (a, b) = (id("alice"), id("bob"));
 
     // Relay-only: this node's end of the selected pair is a relay candidate
@@ -263,7 +176,7 @@ async fn the_selected_route_names_the_relay_or_the_direct_path() {
     let mut nodes = Vec::new();
     for peer in [&a, &b] {
         let mut config = direct.config(peer);
-        config.rtc.ice_servers = vec![coturn.ice_server(peer, SECRET)];
+        config.rtc.ice_servers = vec![ice_server(&coturn, peer, SECRET)];
         nodes.push(direct.online(config).await.unwrap());
     }
     timeout(PROMPT, nodes[0].connect_peer(&b)).await.unwrap().unwrap();

@@ -8,103 +8,34 @@
 #[allow(dead_code)]
 mod lab;
 
-use std::net::UdpSocket;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+#[allow(dead_code)]
+mod coturn;
 
+use coturn::{Coturn, TurnAuth};
 use lab::{Lab, cid, fast_config, id};
 use tether_rtc::{CandidateKind, Escalation, IceServer, PeerState, RtcConfig, RtcError};
 
-const PROMPT: Duration = Duration::from_secs(20);
-
-/// coturn with one long-term user (`tether`), killed on drop.
-struct Coturn {
-    child: Child,
-    port: u16,
+/// coturn with one long-term user.
+fn start_coturn() -> Option<Coturn> {
+    Coturn::start(TurnAuth::LongTerm { user: "tether", password: "turn-password" })
 }
 
-impl Drop for Coturn {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Coturn {
-    /// Starts coturn on a free loopback port, or returns `None` (after saying so) when it is not
-    /// installed and not required.
-    fn start() -> Option<Coturn> {
-        let installed = Command::new("turnserver")
-            .arg("--help")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok();
-        if !installed {
-            let required = std::env::var("TETHER_REQUIRE_TURN").is_ok_and(|value| value == "1");
-            assert!(!required, "TETHER_REQUIRE_TURN=1 but `turnserver` (coturn) is not on PATH");
-            eprintln!("SKIPPED: `turnserver` (Debian's coturn) is not installed");
-            return None;
-        }
-        // A port the OS had free a moment ago; coturn binds it next.
-        let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let dir =
-            std::env::temp_dir().join(format!("tether-rtc-coturn-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let child = Command::new("turnserver")
-            .args(["-n", "--no-cli", "--no-tls", "--no-dtls", "--simple-log", "--log-file=stdout"])
-            .args(["--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", "--allow-loopback-peers"])
-            .arg(format!("--listening-port={port}"))
-            .args(["--lt-cred-mech", "--user=tether:turn-password", "--realm=tether.test"])
-            .arg(format!("--pidfile={}", dir.join("turnserver.pid").display()))
-            .arg(format!("--userdb={}", dir.join("turndb").display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let coturn = Coturn { child, port };
-        coturn.wait_ready();
-        Some(coturn)
-    }
-
-    /// Sends STUN binding requests until one is answered, or fails after [`PROMPT`].
-    fn wait_ready(&self) {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-        // Binding request: type 0x0001, length 0, magic cookie, transaction id.
-        let mut request = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
-        request.extend_from_slice(b"tether-ready");
-        let deadline = std::time::Instant::now() + PROMPT;
-        let mut answer = [0u8; 512];
-        while std::time::Instant::now() < deadline {
-            let _ = socket.send_to(&request, ("127.0.0.1", self.port));
-            if let Ok((len, _)) = socket.recv_from(&mut answer)
-                && len >= 20
-                && answer[..2] == [0x01, 0x01]
-            {
-                return;
-            }
-        }
-        panic!("coturn on 127.0.0.1:{} did not answer STUN within {PROMPT:?}", self.port);
-    }
-
-    /// Loopback peer sets with ICE policy `all` and this TURN server.
-    fn config(&self) -> RtcConfig {
-        RtcConfig {
-            ice_servers: vec![IceServer {
-                urls: vec![format!("turn:127.0.0.1:{}?transport=udp", self.port)],
-                username: "tether".into(),
-                credential: "turn-password".into(),
-            }],
-            ..fast_config()
-        }
+/// Loopback peer sets with ICE policy `all` and `coturn`.
+fn config(coturn: &Coturn) -> RtcConfig {
+    RtcConfig {
+        ice_servers: vec![IceServer {
+            urls: vec![coturn.url()],
+            username: "tether".into(),
+            credential: "turn-password".into(),
+        }],
+        ..fast_config()
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_direct_ice_escalates_the_peer_to_a_relay_only_replacement() {
-    let Some(coturn) = Coturn::start() else { return };
-    let lab = Lab::with_config(&["alice", "bob"], coturn.config());
+    let Some(coturn) = start_coturn() else { return };
+    let lab = Lab::with_config(&["alice", "bob"], config(&coturn));
     let (alice, bob) = (lab.set("alice"), id("bob"));
 
     // Policy `all`, TURN configured: on loopback the direct host path wins.
