@@ -1,7 +1,9 @@
 //! Reliable messaging over a channel that breaks at random: a two-party
 //! stepper on a virtual clock (like quinn-proto's `Pair`). Whatever breaks
 //! when, every accepted message is delivered exactly once and in order, or
-//! was withdrawn unsent and its sender told.
+//! was withdrawn unsent and its sender told. The channel may reorder frames
+//! (tether's channel is unordered) and either side may resend everything
+//! unacknowledged at any time (as after an ICE restart).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::{HashSet, VecDeque};
@@ -65,10 +67,16 @@ struct Pair {
 
 #[derive(Debug, Clone)]
 enum Op {
-    PushA { deadline_ms: Option<u64> },
+    PushA {
+        deadline_ms: Option<u64>,
+    },
     PushB,
-    PumpA { data: bool },
-    PumpB { data: bool },
+    PumpA {
+        data: bool,
+    },
+    PumpB {
+        data: bool,
+    },
     DeliverToB(usize),
     DeliverToA(usize),
     Break,
@@ -76,6 +84,12 @@ enum Op {
     Advance(u64),
     WithdrawA,
     DuplicateToB(prop::sample::Index),
+    /// One frame overtakes the others (an unordered channel).
+    OvertakeToB(prop::sample::Index),
+    OvertakeToA(prop::sample::Index),
+    /// The path under the channel was replaced: resend everything unacknowledged.
+    ResendA,
+    ResendB,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -91,6 +105,10 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0u64..40).prop_map(Op::Advance),
         1 => Just(Op::WithdrawA),
         1 => any::<prop::sample::Index>().prop_map(Op::DuplicateToB),
+        2 => any::<prop::sample::Index>().prop_map(Op::OvertakeToB),
+        1 => any::<prop::sample::Index>().prop_map(Op::OvertakeToA),
+        1 => Just(Op::ResendA),
+        1 => Just(Op::ResendB),
     ]
 }
 
@@ -122,6 +140,13 @@ impl Pair {
         to.drain();
     }
 
+    fn take_any(queue: &mut VecDeque<Bytes>, index: prop::sample::Index) -> Option<Bytes> {
+        if queue.is_empty() {
+            return None;
+        }
+        queue.remove(index.index(queue.len()))
+    }
+
     fn apply(&mut self, op: &Op) {
         let now = self.now;
         match *op {
@@ -143,6 +168,19 @@ impl Pair {
                 }
             }
             Op::DeliverToA(n) => Self::deliver(&mut self.a, &mut self.b_to_a, n, now),
+            Op::OvertakeToB(index) => {
+                if let Some(frame) = Self::take_any(&mut self.a_to_b, index) {
+                    self.seen_by_b.push(frame.clone());
+                    Self::deliver(&mut self.b, &mut VecDeque::from([frame]), 1, now);
+                }
+            }
+            Op::OvertakeToA(index) => {
+                if let Some(frame) = Self::take_any(&mut self.b_to_a, index) {
+                    Self::deliver(&mut self.a, &mut VecDeque::from([frame]), 1, now);
+                }
+            }
+            Op::ResendA => self.a.stream.resend_unacknowledged(),
+            Op::ResendB => self.b.stream.resend_unacknowledged(),
             Op::Break => {
                 // Whatever was in flight on the old channel is lost.
                 self.a_to_b.clear();

@@ -103,6 +103,14 @@ pub enum RtcEvent {
         /// Which peer connection.
         connection_id: ConnectionId,
     },
+    /// Data to the peer may flow again: the hold of [`crate::PeerStatus::data_held`] ended (the
+    /// ICE restart completed, or the peer connection is connected again).
+    HoldReleased {
+        /// The remote peer.
+        peer: PeerId,
+        /// Which peer connection.
+        connection_id: ConnectionId,
+    },
 }
 
 /// The receiving end of a [`crate::PeerSet`]'s events.

@@ -420,6 +420,48 @@ impl PeerSet {
         crate::route::selected_route(&pc).await
     }
 
+    /// After the device's path changed: holds data to every peer whose selected candidate pair
+    /// leaves from a local address the device has no more (see [`PeerStatus::data_held`]), so
+    /// that the reliable stream above keeps it rather than losing it into a dead pair, where
+    /// SCTP would only retransmit it on its own timer (1 s at least, doubling while the path
+    /// is down). The hold ends when an ICE restart completes, the peer connection is connected
+    /// again, or a new one replaces it. Returns the peers now held.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: each peer is held or not as a whole; dropping the future leaves the rest
+    /// untouched.
+    pub async fn hold_stranded(&self) -> Vec<PeerId> {
+        let present: Vec<std::net::IpAddr> = match rtc::shared::ifaces::ifaces() {
+            Ok(interfaces) => interfaces.iter().filter_map(|i| i.addr.map(|a| a.ip())).collect(),
+            Err(error) => {
+                debug!(name: "rtc.data.hold", %error, "interfaces unreadable: holding nothing");
+                return Vec::new();
+            }
+        };
+        let current: Vec<(PeerId, Arc<crate::peer::PeerView>)> = self
+            .lock_peers()
+            .iter()
+            .map(|(peer, slot)| (peer.clone(), Arc::clone(&slot.view)))
+            .collect();
+        let mut held = Vec::new();
+        for (peer, view) in current {
+            let status = view.status();
+            let (Some(id), Some(pc)) = (status.connection_id, view.connection()) else { continue };
+            if status.data_held || !status.channel_open {
+                continue;
+            }
+            if crate::route::leaves_from_gone_address(&pc, &present).await
+                && view.set_held(id, true)
+            {
+                info!(name: "rtc.data.hold", %peer, connection = id.get(), held = true,
+                    "the selected pair leaves from an address that is gone");
+                held.push(peer);
+            }
+        }
+        held
+    }
+
     /// Closes the peer connection to `peer`, tells the peer (`bye`) and forgets the peer. Waiting
     /// calls for it fail with [`RtcError::PeerClosed`]. Closing an unknown peer succeeds.
     ///

@@ -137,6 +137,15 @@ impl RtcExecutor {
         }
     }
 
+    /// Holds data to the peers whose candidate pair leaves from an address that is gone (see
+    /// tether-rtc's `PeerSet::hold_stranded`).
+    async fn hold_stranded(&self) {
+        let held = self.peers.hold_stranded().await;
+        if !held.is_empty() {
+            info!(name: "live.peer.data_held", peers = held.len(), "holding data until the peers' ICE restarts");
+        }
+    }
+
     /// Closes every peer connection on purpose; reports what would not close.
     async fn close_peers(&self) -> ActionResult {
         for peer in self.roster.wanted() {
@@ -187,6 +196,9 @@ impl RecoveryExecutor for RtcExecutor {
     }
 
     async fn restore(&self, _ctx: ActionContext) -> ActionResult {
+        // Before anything else: a pair whose local address is gone loses whatever is written to
+        // it, and SCTP would resend that only on its own slow timer.
+        self.hold_stranded().await;
         self.heal_signaling().await?;
         self.revive_all().await
     }
@@ -203,7 +215,9 @@ impl RecoveryExecutor for RtcExecutor {
 
     async fn disconnect(&self, _ctx: ActionContext) -> ActionResult {
         // Keep the peer connections: a Restore ICE-restarts them when the
-        // path returns.
+        // path returns. Meanwhile their data waits in the reliable streams, not
+        // in SCTP, which would back its retransmissions off for the whole outage.
+        self.hold_stranded().await;
         self.peers.clear_pending_restarts();
         self.signal.disconnect().await;
         Ok(())

@@ -300,6 +300,18 @@ impl Messenger {
                     link.stream.restart_stall_clock(now);
                 }
             }
+            RtcEvent::HoldReleased { peer, connection_id } => {
+                let connection = connection_id.get();
+                debug!(name: "live.peer.hold_released", %peer, connection);
+                if let Some(link) = self.links.get_mut(&peer)
+                    && link.channel == Some(connection_id)
+                {
+                    // The held frames go now (the pump follows every event), after everything
+                    // the old path may have swallowed; they get a whole bound to show progress.
+                    link.stream.resend_unacknowledged();
+                    link.stream.restart_stall_clock(now);
+                }
+            }
             RtcEvent::PeerLost { peer, connection_id } => {
                 // A connect ended without a channel: the peer is not connected, whatever
                 // signaling says. The peer set retries by itself; the Supervisor hears of it
@@ -364,6 +376,10 @@ impl Messenger {
             }
             link.stream.restart_stall_clock(std_now);
             let status = self.peers.status(peer);
+            if status.is_some_and(|status| status.data_held) {
+                // Held on purpose: no progress is expected until the hold ends.
+                continue;
+            }
             let claims_connected = status.is_some_and(|status| {
                 status.connection_id == Some(connection)
                     && status.state == Some(PeerState::Connected)
@@ -441,7 +457,9 @@ impl Messenger {
     async fn pump(&mut self) {
         let now = Instant::now().into_std();
         for (peer, link) in &mut self.links {
-            if link.channel.is_none() {
+            if link.channel.is_none() || self.peers.status(peer).is_some_and(|s| s.data_held) {
+                // Held frames wait in the replay buffer (see tether-rtc's `data_held`); the
+                // release is an event, after which this runs again.
                 continue;
             }
             while let Some(frame) = link.stream.poll_transmit(now, true) {

@@ -16,7 +16,14 @@
 //!   first unacknowledged message;
 //! - the receiver delivers only the next sequence number; anything at or
 //!   below what it already delivered is a duplicate and is dropped (and
-//!   acknowledged again).
+//!   acknowledged again). The channel may be unordered (tether's own channel
+//!   is, so that a message lost below SCTP holds nothing else up): a frame
+//!   ahead of the next one waits until the gap fills, and Data that overtook
+//!   the peer's Hello on a new channel waits for the Hello;
+//! - when the peer connection's path was replaced under a live channel (an
+//!   ICE restart), [`ReliableStream::resend_unacknowledged`] puts everything
+//!   unacknowledged on the channel again, so that messages lost into the old
+//!   path do not wait for SCTP's own retransmission timer.
 //!
 //! A message may carry a deadline: if it was never put on any channel when
 //! the deadline passes, it is withdrawn (and its sender told). A message
@@ -29,7 +36,7 @@
 //! [`poll_delivery`]: ReliableStream::poll_delivery
 //! [`poll_confirmed`]: ReliableStream::poll_confirmed
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -88,10 +95,11 @@ pub struct BufferFull {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StreamError {
-    /// Data before the channel's Hello.
+    /// More data before the channel's Hello than a sender could have sent.
     #[error("data before hello")]
     DataBeforeHello,
-    /// A sequence number past the next expected one.
+    /// A sequence number further ahead of the next expected one than the replay buffer
+    /// can hold: no sender following this protocol sends it.
     #[error("gap: got seq {got}, expected {expected}")]
     Gap {
         /// What came.
@@ -153,6 +161,13 @@ pub struct ReliableStream {
     peer_session: u64,
     delivered: u64,
     deliveries: VecDeque<Bytes>,
+    /// Data of `peer_session` that arrived ahead of `delivered + 1` (an unordered channel),
+    /// by sequence number; delivered once the gap before it fills.
+    early: BTreeMap<u64, Bytes>,
+    early_bytes: usize,
+    /// Data that arrived on this channel before the peer's Hello (an unordered channel lets
+    /// it overtake), by sequence number; applied right after the Hello.
+    before_hello: BTreeMap<u64, Bytes>,
     acks_owed: u32,
     ack_due: Option<Instant>,
 
@@ -189,6 +204,9 @@ impl ReliableStream {
             peer_session: 0,
             delivered: 0,
             deliveries: VecDeque::new(),
+            early: BTreeMap::new(),
+            early_bytes: 0,
+            before_hello: BTreeMap::new(),
             acks_owed: 0,
             ack_due: None,
             channel_open: false,
@@ -235,6 +253,7 @@ impl ReliableStream {
         self.hello_owed = true;
         self.hello_seen = false;
         self.hello_repeat = Some((now + HELLO_REPEATS[0], 1));
+        self.before_hello.clear();
         self.transmit_next = self.acked + 1;
         self.waiting_since = (!self.unacked.is_empty()).then_some(now);
     }
@@ -245,9 +264,22 @@ impl ReliableStream {
         self.hello_owed = false;
         self.hello_seen = false;
         self.hello_repeat = None;
+        self.before_hello.clear();
         self.acks_owed = 0;
         self.ack_due = None;
         self.waiting_since = None;
+    }
+
+    /// The peer connection's path was replaced under the open channel (an ICE restart
+    /// completed): messages put on it before may have been lost into the old path, where SCTP
+    /// only sends them again when its own retransmission timer fires (1 s at least, backed off
+    /// while the path was down). Sends every unacknowledged message again, in order, from the
+    /// first; the peer drops what it already has. Nothing happens before the peer's Hello
+    /// (the Hello replays anyway).
+    pub fn resend_unacknowledged(&mut self) {
+        if self.channel_open && self.hello_seen {
+            self.transmit_next = self.acked + 1;
+        }
     }
 
     /// Applies one frame from the peer.
@@ -263,6 +295,8 @@ impl ReliableStream {
                     // A stream we have not seen: it starts where it says.
                     self.peer_session = session;
                     self.delivered = resume_from.saturating_sub(1);
+                    self.early.clear();
+                    self.early_bytes = 0;
                 }
                 self.hello_seen = true;
                 self.hello_repeat = None;
@@ -271,31 +305,62 @@ impl ReliableStream {
                 if peer_session == self.session {
                     self.acknowledged(now, delivered.min(self.ever_sent))?;
                 }
+                for (seq, payload) in std::mem::take(&mut self.before_hello) {
+                    self.data(now, seq, payload)?;
+                }
                 Ok(())
             }
             Frame::Data { seq, payload } => {
                 if !self.hello_seen {
-                    return Err(StreamError::DataBeforeHello);
-                }
-                if seq <= self.delivered {
-                    self.stats.duplicates += 1;
-                    // Tell the sender again, so it stops replaying.
-                    self.acks_owed = self.acks_owed.max(self.config.ack_every);
+                    // The peer sends Data only after its Hello; this one overtook it. Until
+                    // that Hello the peer sends at most one replay buffer's worth.
+                    let known = self.before_hello.contains_key(&seq);
+                    if !known && self.before_hello.len() >= self.config.max_buffered_messages {
+                        return Err(StreamError::DataBeforeHello);
+                    }
+                    self.before_hello.insert(seq, payload);
                     return Ok(());
                 }
-                if seq != self.delivered + 1 {
-                    return Err(StreamError::Gap { got: seq, expected: self.delivered + 1 });
-                }
-                self.delivered = seq;
-                self.stats.delivered += 1;
-                self.deliveries.push_back(payload);
-                self.acks_owed += 1;
-                if self.ack_due.is_none() {
-                    self.ack_due = Some(now + self.config.ack_delay);
-                }
-                Ok(())
+                self.data(now, seq, payload)
             }
             Frame::Ack { delivered } => self.acknowledged(now, delivered),
+        }
+    }
+
+    fn data(&mut self, now: Instant, seq: u64, payload: Bytes) -> Result<(), StreamError> {
+        if seq <= self.delivered || self.early.contains_key(&seq) {
+            self.stats.duplicates += 1;
+            // Tell the sender again, so it stops replaying.
+            self.acks_owed = self.acks_owed.max(self.config.ack_every);
+            return Ok(());
+        }
+        if seq != self.delivered + 1 {
+            // Ahead of a gap (an unordered channel): wait for the gap to fill. A sender holds
+            // at most its replay buffer unacknowledged, so nothing further ahead can come.
+            let ahead = usize::try_from(seq - self.delivered).unwrap_or(usize::MAX);
+            let too_much = self.early_bytes + payload.len() > self.config.max_buffered_bytes;
+            if ahead > self.config.max_buffered_messages || too_much {
+                return Err(StreamError::Gap { got: seq, expected: self.delivered + 1 });
+            }
+            self.early_bytes += payload.len();
+            self.early.insert(seq, payload);
+            return Ok(());
+        }
+        self.deliver(now, seq, payload);
+        while let Some(payload) = self.early.remove(&(self.delivered + 1)) {
+            self.early_bytes -= payload.len();
+            self.deliver(now, self.delivered + 1, payload);
+        }
+        Ok(())
+    }
+
+    fn deliver(&mut self, now: Instant, seq: u64, payload: Bytes) {
+        self.delivered = seq;
+        self.stats.delivered += 1;
+        self.deliveries.push_back(payload);
+        self.acks_owed += 1;
+        if self.ack_due.is_none() {
+            self.ack_due = Some(now + self.config.ack_delay);
         }
     }
 

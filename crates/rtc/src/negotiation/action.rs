@@ -11,9 +11,9 @@ use super::input::{Candidate, WaiterId};
 /// input (the executor runs them one at a time, in order).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Action {
-    /// Build peer connection `id`; the offerer also creates its data channel. Outcome:
+    /// Build peer connection `id` and its data channel (negotiated out of band, §3). Outcome:
     /// `Created` or `Failed`.
-    CreatePc { id: ConnectionId, data_channel: bool },
+    CreatePc { id: ConnectionId },
     /// Create an offer (with the ICE-restart option when `ice_restart`) and set it as local
     /// description. Outcome: `OfferCreated` or `Failed`.
     CreateOffer { id: ConnectionId, ice_restart: bool },
@@ -26,14 +26,16 @@ pub(crate) enum Action {
     AnswerOffer { id: ConnectionId, sdp: String },
     /// Add a remote candidate; a failure is logged, nothing else.
     AddCandidate { id: ConnectionId, candidate: Candidate },
-    /// Take the data channel the remote announced on `id` and read it.
-    AcceptChannel { id: ConnectionId },
-    /// Drop the data channel the remote announced on `id` (not ours, §3).
+    /// Drop the data channel the remote announced in-band on `id` (not ours, §3).
     IgnoreChannel { id: ConnectionId },
     /// Close peer connection `id` and report it in `state` (closed or failed).
     Retire { id: ConnectionId, state: PeerState },
     /// Report peer connection `id` in `state`.
     State { id: ConnectionId, state: PeerState },
+    /// Hold (or release) data on `id`: while an ICE restart replaces its candidate pair,
+    /// anything written is lost into the old one and waits for SCTP's retransmission timer
+    /// (see `PeerStatus::data_held`).
+    Hold { id: ConnectionId, held: bool },
     /// Relay this to the remote peer.
     Send(SignalPayload),
     /// Tell the node the peer is not connected (a connect ended without a channel, §13.2).

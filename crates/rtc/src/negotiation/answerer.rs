@@ -90,7 +90,12 @@ impl Machine {
         let Some(pc) = self.current.as_mut() else { return };
         let id = pc.id;
         let sdp = taken.sdp.clone();
+        let restart = taken.restart;
         pc.taking = Some(taken);
+        if restart {
+            // Applying the restart drops the old candidate pair: hold data until ICE is back.
+            self.push(Action::Hold { id, held: true });
+        }
         self.push(Action::AnswerOffer { id, sdp });
     }
 

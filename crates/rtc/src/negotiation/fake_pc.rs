@@ -25,12 +25,11 @@ pub(super) struct FakePc {
     pub(super) linked: bool,
     pub(super) unlinked_since: Option<Instant>,
     pub(super) ice: PeerState,
-    pub(super) channel_announced: bool,
-    pub(super) channel_accepted: bool,
     pub(super) channel_open: bool,
-    pub(super) data_channel: bool,
     /// Set by the test: the pc answers with another identity (a peer that lost its pc, P7).
     pub(super) lie_identity: Option<String>,
+    /// The machine holds data on this pc (`Action::Hold`).
+    pub(super) held: bool,
 }
 
 impl FakePc {
@@ -86,6 +85,12 @@ impl Sim {
         ))
     }
 
+    /// Whether `side` holds data on its current pc.
+    pub(super) fn holding(&self, side: Side) -> bool {
+        let current = self.side(side).machine.connection_id();
+        current.and_then(|id| self.pc(side, id)).is_some_and(|pc| pc.held)
+    }
+
     pub(super) fn pc(&self, side: Side, id: ConnectionId) -> Option<&FakePc> {
         self.side(side).pcs.get(&id)
     }
@@ -126,17 +131,8 @@ impl Sim {
                     }
                     self.pc_event(side, id, PcEvent::State(PeerState::Connected));
                     self.pc_event(side, id, PcEvent::IceConnected);
-                    if pc.data_channel {
-                        self.open_channel(side, id);
-                    } else if !pc.channel_announced {
-                        if let Some(pc) = self.side_mut(side).pcs.get_mut(&id) {
-                            pc.channel_announced = true;
-                        }
-                        let label = "tether".to_owned();
-                        self.pc_event(side, id, PcEvent::ChannelAnnounced { label });
-                    } else if pc.channel_accepted {
-                        self.open_channel(side, id);
-                    }
+                    // Both sides' negotiated channels open with SCTP (§3).
+                    self.open_channel(side, id);
                 } else if !linked && pc.linked {
                     let now = self.now;
                     if let Some(pc) = self.side_mut(side).pcs.get_mut(&id) {

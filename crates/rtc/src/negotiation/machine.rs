@@ -41,8 +41,6 @@ pub(crate) struct MachineConfig {
     pub(crate) connect_timeout: Duration,
     /// An ICE restart, from the request until ICE is connected again.
     pub(crate) restart_timeout: Duration,
-    /// The label of the data channel (the answerer ignores any other, §3).
-    pub(crate) data_channel_label: String,
 }
 
 /// The offerer's offer on the current peer connection.
@@ -361,6 +359,10 @@ impl Machine {
             PcEvent::State(state) => {
                 pc.state = state;
                 self.push(Action::State { id, state });
+                if state == PeerState::Connected {
+                    // Connected again: whatever held the data is over.
+                    self.push(Action::Hold { id, held: false });
+                }
                 if matches!(state, PeerState::Failed | PeerState::Closed) && self.connecting() {
                     let error = RtcError::ConnectionFailed { peer: self.peer.clone() };
                     self.connect_failed(now, error, "peer connection failed");
@@ -374,13 +376,10 @@ impl Machine {
                 }
             }
             PcEvent::ChannelAnnounced { label } => {
-                // P8: only the channel of §3; the offerer never gets one announced.
-                if self.role == Role::Answerer && label == self.config.data_channel_label {
-                    self.push(Action::AcceptChannel { id });
-                } else {
-                    debug!(name: "rtc.channel.ignored", connection = id.get(), %label);
-                    self.push(Action::IgnoreChannel { id });
-                }
+                // P8: the channel of §3 is negotiated out of band; nothing announced in-band
+                // is ours.
+                debug!(name: "rtc.channel.ignored", connection = id.get(), %label);
+                self.push(Action::IgnoreChannel { id });
             }
             PcEvent::ChannelOpened => {
                 pc.channel_open = true;
@@ -427,7 +426,7 @@ impl Machine {
         self.built += 1;
         let id = ConnectionId::new(self.built);
         self.current = Some(Pc::new(id));
-        self.push(Action::CreatePc { id, data_channel: self.role == Role::Offerer });
+        self.push(Action::CreatePc { id });
     }
 
     /// Closes the current peer connection and reports it in `state` (closed or failed).
@@ -451,8 +450,19 @@ impl Machine {
 
     pub(super) fn finish_restart(&mut self, result: Result<(), RtcError>) {
         self.timers.stop(Timer::Restart);
+        // Whatever the outcome, nothing is restarting any more: a failed restart is followed by
+        // a replacement, which brings its own channel.
+        self.hold_data(false);
         for waiter in std::mem::take(&mut self.restart) {
             self.push(Action::Complete { waiter, result: result.clone() });
+        }
+    }
+
+    /// Holds (or releases) data on the current peer connection (see [`Action::Hold`]).
+    pub(super) fn hold_data(&mut self, held: bool) {
+        if let Some(pc) = self.current.as_ref() {
+            let id = pc.id;
+            self.push(Action::Hold { id, held });
         }
     }
 

@@ -32,6 +32,10 @@ impl Machine {
         let Some(pc) = self.current.as_mut() else { return };
         pc.offer = OfferState::Creating { restart, seq };
         let id = pc.id;
+        if restart {
+            // From here the old candidate pair is on its way out.
+            self.push(Action::Hold { id, held: true });
+        }
         self.push(Action::CreateOffer { id, ice_restart: restart });
     }
 

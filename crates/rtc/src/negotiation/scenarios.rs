@@ -169,12 +169,18 @@ fn drain(machine: &mut Machine) -> Vec<Action> {
 }
 
 #[test]
-fn the_answerer_takes_only_the_tether_channel() {
+fn channels_announced_in_band_are_never_taken() {
+    // The channel of §3 is negotiated out of band: whatever a remote announces with DCEP, even
+    // under tether's label, is dropped.
     let mut machine = answerer();
     let now = Instant::now();
     machine.handle_input(now, Input::Signal(SignalPayload::Offer { sdp: offer_text(7, 1) }));
     let id = machine.connection_id().unwrap_or(ConnectionId::new(0));
-    let _ = drain(&mut machine);
+    let built = drain(&mut machine);
+    assert!(
+        built.contains(&Action::CreatePc { id }),
+        "the answerer builds its own channel: {built:?}"
+    );
     let announce = |label: &str| Input::Pc {
         id,
         event: PcEvent::ChannelAnnounced { label: label.to_owned() },
@@ -182,7 +188,7 @@ fn the_answerer_takes_only_the_tether_channel() {
     machine.handle_input(now, announce("chat"));
     assert_eq!(drain(&mut machine), vec![Action::IgnoreChannel { id }]);
     machine.handle_input(now, announce("tether"));
-    assert_eq!(drain(&mut machine), vec![Action::AcceptChannel { id }]);
+    assert_eq!(drain(&mut machine), vec![Action::IgnoreChannel { id }]);
 }
 
 #[test]
@@ -201,7 +207,7 @@ fn a_flood_of_offers_is_deferred_and_counted() {
     assert_eq!(machine.poll_timeout(), Some(t0 + super::budget::REFILL));
     machine.handle_timeout(t0 + super::budget::REFILL);
     let actions = drain(&mut machine);
-    assert!(actions.contains(&Action::CreatePc { id: ConnectionId::new(5), data_channel: false }));
+    assert!(actions.contains(&Action::CreatePc { id: ConnectionId::new(5) }));
     // Only the newest deferred offer was kept.
     assert!(machine.poll_timeout().is_none_or(|at| at > t0 + S(60)));
 }
@@ -262,6 +268,8 @@ proptest! {
             tail);
         for side in [Side::A, Side::B] {
             prop_assert_eq!(sim.unanswered(side), 0);
+            // Every hold of an ICE restart ends with it: data never waits on a working pair.
+            prop_assert!(!sim.holding(side), "{side:?} still holds data; last events:\n{tail:#?}");
         }
     }
 }

@@ -104,7 +104,6 @@ pub(super) fn config() -> MachineConfig {
     MachineConfig {
         connect_timeout: Duration::from_secs(10),
         restart_timeout: Duration::from_secs(5),
-        data_channel_label: "tether".to_owned(),
     }
 }
 
@@ -248,7 +247,7 @@ impl Sim {
 
     fn execute(&mut self, side: Side, action: Action) {
         match action {
-            Action::CreatePc { id, data_channel } => {
+            Action::CreatePc { id } => {
                 let at = self.now.saturating_duration_since(self.start).as_millis();
                 self.log.push(format!("{at:>6} {side:?} builds {}", id.get()));
                 self.sessions += 1;
@@ -263,11 +262,9 @@ impl Sim {
                     linked: false,
                     unlinked_since: None,
                     ice: PeerState::Connecting,
-                    channel_announced: false,
-                    channel_accepted: data_channel,
                     channel_open: false,
-                    data_channel,
                     lie_identity: None,
+                    held: false,
                 };
                 self.side_mut(side).pcs.insert(id, pc);
                 self.done(side, id, Outcome::Created);
@@ -328,15 +325,6 @@ impl Sim {
                 self.done(side, id, outcome);
             }
             Action::AddCandidate { .. } | Action::IgnoreChannel { .. } => {}
-            Action::AcceptChannel { id } => {
-                if let Some(pc) = self.side_mut(side).pcs.get_mut(&id) {
-                    pc.channel_accepted = true;
-                }
-                let open = self.side(side).pcs.get(&id).is_some_and(|pc| pc.linked);
-                if open {
-                    self.open_channel(side, id);
-                }
-            }
             Action::Retire { id, state } => {
                 let at = self.now.saturating_duration_since(self.start).as_millis();
                 self.log.push(format!("{at:>6} {side:?} retires {} ({state:?})", id.get()));
@@ -346,6 +334,11 @@ impl Sim {
                 }
             }
             Action::State { .. } => {}
+            Action::Hold { id, held } => {
+                if let Some(pc) = self.side_mut(side).pcs.get_mut(&id) {
+                    pc.held = held;
+                }
+            }
             Action::Send(payload) => self.relay(side, payload),
             Action::PeerLost { .. } => {
                 self.side_mut(side).lost_reports += 1;

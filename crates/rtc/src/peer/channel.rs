@@ -12,6 +12,10 @@ use super::view::PeerView;
 use crate::event::{ConnectionId, RtcEvent};
 use crate::negotiation::input::PcEvent;
 
+/// The SCTP stream of tether's data channel, which both sides create negotiated out of band
+/// (NEGOTIATION.md §3).
+pub(super) const CHANNEL_STREAM_ID: u16 = 0;
+
 /// Reads a data channel of peer connection `connection_id` until it closes, publishing it
 /// while open.
 pub(super) fn watch_channel(

@@ -18,7 +18,7 @@ use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, RTCIceCandidateInit, RTCSessionDescription,
 };
 
-use super::channel::watch_channel;
+use super::channel::{CHANNEL_STREAM_ID, watch_channel};
 use super::connection::{ConnectionHandler, Internal, OwnedConnection};
 use super::view::PeerView;
 use super::{Command, Reply, SetContext};
@@ -160,11 +160,9 @@ impl PeerTask {
 
     async fn execute(&mut self, action: Action) {
         match action {
-            Action::CreatePc { id, data_channel } => {
-                let outcome = self
-                    .create_pc(id, data_channel)
-                    .await
-                    .map_or_else(Outcome::Failed, |()| Outcome::Created);
+            Action::CreatePc { id } => {
+                let outcome =
+                    self.create_pc(id).await.map_or_else(Outcome::Failed, |()| Outcome::Created);
                 self.done(id, outcome);
             }
             Action::CreateOffer { id, ice_restart } => {
@@ -208,13 +206,6 @@ impl PeerTask {
                     warn!(name: "rtc.signal.rejected", kind = "candidate", %error);
                 }
             }
-            Action::AcceptChannel { id } => {
-                if let Some((announced, channel)) = self.announced.take()
-                    && announced == id
-                {
-                    self.watch(id, channel);
-                }
-            }
             Action::IgnoreChannel { id } => {
                 if let Some((_, channel)) = self.announced.take() {
                     let _ = channel.close().await;
@@ -222,6 +213,7 @@ impl PeerTask {
                 trace!(name: "rtc.channel.dropped", connection = id.get());
             }
             Action::Retire { id, state } => {
+                self.view.set_held(id, false);
                 self.view.set_state(id, state);
                 self.view.close_channel(id);
                 if let Some(mut pc) = self.pc.take_if(|pc| pc.id == id) {
@@ -233,6 +225,7 @@ impl PeerTask {
                 self.view.set_state(id, state);
                 self.emit_state(id, state);
             }
+            Action::Hold { id, held } => self.hold(id, held),
             Action::Send(payload) => {
                 let critical = matches!(
                     payload,
@@ -272,7 +265,7 @@ impl PeerTask {
         }
     }
 
-    async fn create_pc(&mut self, id: ConnectionId, data_channel: bool) -> Result<(), RtcError> {
+    async fn create_pc(&mut self, id: ConnectionId) -> Result<(), RtcError> {
         self.built.fetch_max(id.get(), Ordering::Relaxed);
         let handler =
             Arc::new(ConnectionHandler { connection_id: id, events: self.internal.clone() });
@@ -288,16 +281,21 @@ impl PeerTask {
         let mut owned = OwnedConnection::new(id, Arc::new(pc));
         self.view.begin_connection(id, &owned.pc);
         info!(name: "rtc.peer.created", connection = id.get(), "peer connection built");
-        if data_channel {
-            let label = &self.ctx.config.data_channel_label;
-            let created =
-                owned.pc.create_data_channel(label, Some(RTCDataChannelInit::default())).await;
-            match created {
-                Ok(channel) => self.watch(id, channel),
-                Err(error) => {
-                    owned.close(self.ctx.config.close_timeout).await;
-                    return Err(RtcError::webrtc(&self.peer, "create data channel", error));
-                }
+        // Both sides create the channel, negotiated out of band (NEGOTIATION.md §3): unordered,
+        // so that a message SCTP lost into a dead path holds nothing else up (the reliable
+        // stream above orders, and resends sooner than SCTP does). Negotiated, because
+        // webrtc-rs 0.21 sends ordered on a channel it accepted in-band whatever its type.
+        let label = &self.ctx.config.data_channel_label;
+        let init = RTCDataChannelInit {
+            ordered: false,
+            negotiated: Some(CHANNEL_STREAM_ID),
+            ..RTCDataChannelInit::default()
+        };
+        match owned.pc.create_data_channel(label, Some(init)).await {
+            Ok(channel) => self.watch(id, channel),
+            Err(error) => {
+                owned.close(self.ctx.config.close_timeout).await;
+                return Err(RtcError::webrtc(&self.peer, "create data channel", error));
             }
         }
         self.pc = Some(owned);
@@ -381,6 +379,22 @@ impl PeerTask {
             connection_id,
             state,
         });
+    }
+
+    /// Holds or releases data on peer connection `id`; a release is announced, so that whoever
+    /// waits to send knows to go on.
+    fn hold(&self, id: ConnectionId, held: bool) {
+        if !self.view.set_held(id, held) {
+            return;
+        }
+        debug!(name: "rtc.data.hold", connection = id.get(), held);
+        if !held {
+            // Nobody listening is not an error for the peer.
+            let _ = self
+                .ctx
+                .states
+                .send(RtcEvent::HoldReleased { peer: self.peer.clone(), connection_id: id });
+        }
     }
 
     /// Pushes a signaling message towards the peer without waiting: a full or closed channel is

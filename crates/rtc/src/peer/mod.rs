@@ -119,7 +119,6 @@ pub(crate) fn spawn_peer(
     let config = MachineConfig {
         connect_timeout: ctx.config.connect_timeout,
         restart_timeout: ctx.config.restart_timeout,
-        data_channel_label: ctx.config.data_channel_label.clone(),
     };
     let machine = Machine::new(peer.clone(), role, config, built.load(Ordering::Relaxed));
     let task = executor::PeerTask::new(peer, ctx, Arc::clone(&view), internal_tx, built, machine);

@@ -20,6 +20,13 @@ pub struct PeerStatus {
     /// Whether direct paths to this peer failed and its peer connections are now relay-only
     /// ([`crate::PeerSet::escalate_to_relay`]).
     pub relay_escalated: bool,
+    /// Whether data to this peer should wait: the current peer connection's candidate pair is
+    /// gone or being replaced (an ICE restart is under way, or the pair leaves from a local
+    /// address the device no longer has), so anything written now would be lost into it and
+    /// wait for SCTP's retransmission timer. Clears when the restart completes, the peer
+    /// connection reports `connected` again, or a new peer connection replaces it
+    /// ([`crate::RtcEvent::HoldReleased`] says so).
+    pub data_held: bool,
 }
 
 /// The part of a peer's state other tasks read directly.
@@ -33,6 +40,8 @@ struct ViewState {
     channel: Option<Arc<dyn DataChannel>>,
     /// The current peer connection, for reading its selected route; dropped when it closes.
     connection: Option<Arc<dyn PeerConnection>>,
+    /// See [`PeerStatus::data_held`].
+    held: bool,
 }
 
 impl PeerView {
@@ -48,6 +57,7 @@ impl PeerView {
             state: view.state,
             channel_open: view.channel.is_some(),
             relay_escalated: false,
+            data_held: view.held,
         }
     }
 
@@ -71,6 +81,7 @@ impl PeerView {
             state: Some(PeerState::Connecting),
             channel: None,
             connection: Some(Arc::clone(pc)),
+            held: false,
         };
     }
 
@@ -81,8 +92,20 @@ impl PeerView {
             if state == PeerState::Closed {
                 view.channel = None;
                 view.connection = None;
+                view.held = false;
             }
         }
+    }
+
+    /// Holds (or releases) data on peer connection `id`; whether that changed anything (a
+    /// replaced peer connection is left alone).
+    pub(crate) fn set_held(&self, id: ConnectionId, held: bool) -> bool {
+        let mut view = self.lock();
+        if view.connection_id != Some(id) || view.held == held {
+            return false;
+        }
+        view.held = held;
+        true
     }
 
     /// Publishes an opened channel, unless its peer connection has been replaced meanwhile.
