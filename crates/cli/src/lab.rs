@@ -72,6 +72,11 @@ const MAX_GAP_MS: u64 = 120_000;
 /// for room, and the far peer echoes the whole backlog the phone replays
 /// after it at once.
 const PEER_BUFFER: usize = 16_384;
+/// The shortest time from one handoff to the next. tether's signaling
+/// budget (docs/NEGOTIATION.md §13.3: four offers or restart requests, then
+/// one per 2 s) is what paces faster ones, and a handoff every second for
+/// the whole run would measure that budget rather than a handoff.
+const HANDOFF_SPACING: Duration = Duration::from_secs(2);
 /// Echoes that make a steady stream: after recovery, and the window in
 /// which the home gateway's counters tell a relayed connection from a
 /// direct one.
@@ -504,9 +509,15 @@ async fn handoffs(args: &HandoffArgs) -> anyhow::Result<HandoffReport> {
             .await;
         measured.round_trips = round_trips(&phone.log(), rtt_from, rtt_to);
 
+        let mut previous_start: Option<Instant> = None;
         for _ in 0..args.runs {
             let to = uplink.other();
+            if let Some(previous) = previous_start {
+                // Part of the workload, not a wait for anything: see HANDOFF_SPACING.
+                tokio::time::sleep_until((previous + HANDOFF_SPACING).into()).await;
+            }
             let started = Instant::now();
+            previous_start = Some(started);
             let timing = lab
                 .handoff_with(to, mode)
                 .await
@@ -572,9 +583,11 @@ async fn handoffs(args: &HandoffArgs) -> anyhow::Result<HandoffReport> {
                 measured.restore.push(restored.duration_since(available));
             }
             // Let the stream run steadily on the new path before the next
-            // one, and see which way it runs.
+            // one, and see which way it runs: caught up, not still echoing
+            // the backlog the handoff held (a handoff in the middle of that
+            // burst measures two handoffs at once).
             let before = lab.nat_counters().await?;
-            steady(&phone, Instant::now(), STEADY_ECHOES).await;
+            caught_up(&phone, Instant::now(), STEADY_ECHOES).await;
             paths.count(window(before, lab.nat_counters().await?));
             if let Some(gap) = longest_echo_gap(&phone.log().echoes, started) {
                 measured.gaps.push(gap);
@@ -635,6 +648,22 @@ async fn steady(phone: &Phone, from: Instant, echoes: usize) {
     phone
         .wait_for(HANDOFF_BOUND, |log| {
             (log.echoes.iter().filter(|(at, _)| *at > from).count() >= echoes).then_some(())
+        })
+        .await;
+}
+
+/// Waits (at most [`HANDOFF_BOUND`]) until `echoes` messages sent after
+/// `from` were echoed: the stream has caught up with its backlog.
+async fn caught_up(phone: &Phone, from: Instant, echoes: usize) {
+    phone
+        .wait_for(HANDOFF_BOUND, |log| {
+            let fresh = log.echoes.iter().filter(|&&(_, seq)| {
+                usize::try_from(seq)
+                    .ok()
+                    .and_then(|seq| log.sent_at.get(seq.checked_sub(1)?))
+                    .is_some_and(|sent| *sent > from)
+            });
+            (fresh.count() >= echoes).then_some(())
         })
         .await;
 }

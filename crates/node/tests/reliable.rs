@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use tether::reliable::{Frame, MessageId, ReliableStream, StreamConfig};
+use tether::reliable::{Frame, HelloTurn, MessageId, ReliableStream, StreamConfig};
 
 struct Side {
     stream: ReliableStream,
@@ -193,8 +193,9 @@ impl Pair {
             Op::Open => {
                 if !self.up {
                     self.up = true;
-                    self.a.stream.channel_opened(self.now);
-                    self.b.stream.channel_opened(self.now);
+                    // A answers, B offers (MESSAGING.md rule 1).
+                    self.a.stream.channel_opened(self.now, HelloTurn::First);
+                    self.b.stream.channel_opened(self.now, HelloTurn::AfterPeer);
                 }
             }
             Op::Advance(ms) => self.now += Duration::from_millis(ms),
@@ -276,11 +277,14 @@ fn replays_after_a_break_are_deduplicated() {
     for _ in 0..5 {
         pair.apply(&Op::PushA { deadline_ms: None });
     }
-    pair.apply(&Op::PumpB { data: true }); // B's hello
+    pair.apply(&Op::PumpB { data: true }); // B (the offerer) waits for A's hello
+    assert!(pair.b_to_a.is_empty(), "the offerer speaks second");
     pair.apply(&Op::PumpA { data: true }); // A's hello; no data before B's
+    pair.apply(&Op::DeliverToB(1));
+    pair.apply(&Op::PumpB { data: true }); // B's hello, in answer
     pair.apply(&Op::DeliverToA(1));
     pair.apply(&Op::PumpA { data: true }); // five messages
-    pair.apply(&Op::DeliverToB(4)); // hello + 3 messages arrive
+    pair.apply(&Op::DeliverToB(3)); // 3 messages arrive
     pair.apply(&Op::Break); // two messages and every ack are lost
     pair.settle();
     assert_eq!(pair.b.received, [1, 2, 3, 4, 5]);
@@ -298,7 +302,7 @@ fn a_full_buffer_refuses_and_acks_make_room() {
     stream.push(Bytes::from_static(b"b"), None).unwrap();
     let full = stream.push(Bytes::from_static(b"c"), None).unwrap_err();
     assert_eq!(full.messages, 2);
-    stream.channel_opened(now);
+    stream.channel_opened(now, HelloTurn::First);
     stream
         .handle_frame(
             now,
@@ -319,7 +323,7 @@ fn only_unsent_messages_with_a_passed_deadline_are_withdrawn() {
     let t0 = Instant::now();
     let deadline = Some(t0 + Duration::from_secs(1));
     let sent = stream.push(Bytes::from_static(b"sent"), deadline).unwrap();
-    stream.channel_opened(t0);
+    stream.channel_opened(t0, HelloTurn::First);
     stream
         .handle_frame(
             t0,
@@ -344,7 +348,7 @@ fn only_unsent_messages_with_a_passed_deadline_are_withdrawn() {
 fn an_unanswered_hello_is_repeated_then_given_up() {
     let mut stream = ReliableStream::new(1, StreamConfig::default());
     let t0 = Instant::now();
-    stream.channel_opened(t0);
+    stream.channel_opened(t0, HelloTurn::First);
     let hellos = |stream: &mut ReliableStream, at: Instant| {
         std::iter::from_fn(|| stream.poll_transmit(at, true))
             .filter(|f| matches!(f, Frame::Hello { .. }))
@@ -361,7 +365,7 @@ fn an_unanswered_hello_is_repeated_then_given_up() {
 
     // The peer's Hello stops the repeats.
     let mut stream = ReliableStream::new(1, StreamConfig::default());
-    stream.channel_opened(t0);
+    stream.channel_opened(t0, HelloTurn::First);
     assert_eq!(hellos(&mut stream, t0), 1);
     stream
         .handle_frame(
@@ -392,7 +396,7 @@ fn a_stream_without_progress_while_messages_wait_has_a_stall_deadline() {
     let bound = config.stall_after;
     let mut stream = ReliableStream::new(1, config);
     let t0 = Instant::now();
-    stream.channel_opened(t0);
+    stream.channel_opened(t0, HelloTurn::First);
     let hello = Frame::Hello { session: 2, resume_from: 1, peer_session: 0, delivered: 0 };
     stream.handle_frame(t0, hello).unwrap();
     // Nothing waits: no deadline, however long the silence.
@@ -438,7 +442,7 @@ fn a_new_channel_whose_peer_never_says_hello_stalls() {
     let mut stream = ReliableStream::new(1, StreamConfig::default());
     let t0 = Instant::now();
     stream.push(Bytes::from_static(b"waiting"), None).unwrap();
-    stream.channel_opened(t0);
+    stream.channel_opened(t0, HelloTurn::First);
     while stream.poll_transmit(t0, true).is_some() {}
     assert_eq!(stream.stall_deadline(), Some(t0 + StreamConfig::default().stall_after));
 }

@@ -134,6 +134,8 @@ struct Running {
     kind: ActionKind,
     attempt: u32,
     waiters: Waiters,
+    /// The path when it started.
+    path: NetworkSnapshot,
 }
 
 /// Work decided but not started: at most one, of the strongest kind asked.
@@ -414,6 +416,16 @@ impl Supervisor {
             Availability::Available | Availability::Unknown => {
                 self.leave_offline(was_unavailable);
                 let available = snapshot.availability == Availability::Available;
+                if was_unavailable && self.blip_under_restore(&snapshot) {
+                    // The path blinked out and came back on the route a running Restore is
+                    // bringing up: that Restore ends after the blip, so what it reports is
+                    // about the route as it is now. No follow-up (a platform reports one
+                    // handoff as several snapshots within a millisecond).
+                    if let Some(running) = self.running.as_mut() {
+                        running.waiters.push(ticket, true);
+                    }
+                    return;
+                }
                 if !same_route {
                     let kind = if available || !self.signaling_up {
                         ActionKind::Restore
@@ -434,6 +446,17 @@ impl Supervisor {
                 }
             }
         }
+    }
+
+    /// Whether a Restore (or a Reconnect) runs, started on `snapshot`'s route, and nothing
+    /// waits behind it.
+    fn blip_under_restore(&self, snapshot: &NetworkSnapshot) -> bool {
+        self.pending.is_none()
+            && self.running.as_ref().is_some_and(|running| {
+                running.kind.is_recovery()
+                    && running.kind >= ActionKind::Restore
+                    && running.path.same_route(snapshot)
+            })
     }
 
     /// The path is usable again (Available or Unknown): drop the offline
@@ -771,7 +794,7 @@ impl Supervisor {
         let id = ActionId(self.next_action_id);
         debug!(name: "recovery.action.start", id = id.0, kind = kind.name(), attempt);
         self.commands.push_back(ActionCommand::Start { id, kind, attempt });
-        self.running = Some(Running { id, kind, attempt, waiters });
+        self.running = Some(Running { id, kind, attempt, waiters, path: self.path });
     }
 
     /// Cancels the running action if `which` selects its kind and hands it

@@ -396,3 +396,37 @@ fn driver_facing_types_are_send_and_small() {
     // An answer carries the executor's error (its message on the heap).
     assert!(std::mem::size_of::<Resolution>() <= 80, "{}", std::mem::size_of::<Resolution>());
 }
+
+#[test]
+fn a_blip_under_a_running_restore_on_the_same_route_needs_no_follow_up() {
+    // One handoff, as Linux reports it: Available on the new route, then within a millisecond
+    // Unavailable and Available on that same route again. The Restore started on the first
+    // ends after the blip: it answers for all three.
+    let mut h = Harness::online();
+    h.path(Availability::Available, Some(Transport::Cellular));
+    let (first, kind) = h.last_start();
+    assert_eq!(kind, ActionKind::Restore);
+    h.path(Availability::Unavailable, None);
+    let back = h.path(Availability::Available, Some(Transport::Cellular));
+    assert_eq!(h.supervisor.pending(), None, "no follow-up queued");
+    assert!(h.unanswered(back), "answered with the running Restore");
+    h.at(30).complete(first, Ok(()));
+    assert_eq!(h.action_of(back), Some((first, ActionKind::Restore)));
+    assert_eq!(h.commands.len(), 1, "one Restore");
+
+    // Back on another route, or after the Restore ended, a blip restores again.
+    let mut h = Harness::online();
+    h.path(Availability::Available, Some(Transport::Cellular));
+    let (first, _) = h.last_start();
+    h.path(Availability::Unavailable, None);
+    h.path(Availability::Available, Some(Transport::Wifi));
+    assert_eq!(h.supervisor.pending(), Some(ActionKind::Restore));
+    h.at(30).complete(first, Ok(()));
+    let (second, _) = h.last_start();
+    assert_ne!(second, first);
+    h.at(60).complete(second, Ok(()));
+    h.path(Availability::Unavailable, None);
+    h.path(Availability::Available, Some(Transport::Wifi));
+    let (third, kind) = h.last_start();
+    assert!(third != second && kind == ActionKind::Restore, "a blip on an idle node restores");
+}

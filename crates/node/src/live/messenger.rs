@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tether_recovery::ConnectionState;
-use tether_rtc::{ConnectionId, PeerSet, PeerState, RtcEvent, RtcEvents};
+use tether_rtc::{ConnectionId, PeerSet, PeerState, Role, RtcEvent, RtcEvents};
 use tether_signal::protocol::PeerId;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -23,7 +23,7 @@ use super::error::SendError;
 use super::peer_state::{PeerLinkState, PeerStates};
 use super::roster::Roster;
 use crate::executor::LinkReporter;
-use crate::reliable::{Frame, MessageId, ReliableStream, StreamConfig, StreamStats};
+use crate::reliable::{Frame, HelloTurn, MessageId, ReliableStream, StreamConfig, StreamStats};
 
 /// One message from a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +81,9 @@ struct PeerLink {
     /// replacement before the peer shows progress again (a receiver that stopped reading looks
     /// like a stall too, and must not make the connection churn).
     stalled_at: Option<u64>,
+    /// The peer's data was held when the pump last looked (tether-rtc's `data_held`): the
+    /// first pump after the hold ends resends everything unacknowledged.
+    held: bool,
 }
 
 /// What the messenger is wired to, as [`RtcNode::start`](super::RtcNode::start)
@@ -202,6 +205,7 @@ impl Messenger {
             waiting_for_room: VecDeque::new(),
             confirmations: HashMap::new(),
             stalled_at: None,
+            held: false,
         })
     }
 
@@ -275,9 +279,15 @@ impl Messenger {
                 let connection = connection_id.get();
                 info!(name: "live.channel.opened", peer = %peer, connection);
                 self.roster.want(&peer);
+                // The answerer's side of the channel opens last: it speaks first, and the
+                // offerer answers (MESSAGING.md rule 1).
+                let turn = match self.peers.role_towards(&peer) {
+                    Ok(Role::Offerer) => HelloTurn::AfterPeer,
+                    _ => HelloTurn::First,
+                };
                 let link = self.link(&peer);
                 link.channel = Some(connection_id);
-                link.stream.channel_opened(now);
+                link.stream.channel_opened(now, turn);
             }
             RtcEvent::ChannelClosed { peer, connection_id } => {
                 let Some(link) = self.links.get_mut(&peer) else { return };
@@ -302,15 +312,8 @@ impl Messenger {
             }
             RtcEvent::HoldReleased { peer, connection_id } => {
                 let connection = connection_id.get();
+                // The pump that follows every event sends what was held (see `pump`).
                 debug!(name: "live.peer.hold_released", %peer, connection);
-                if let Some(link) = self.links.get_mut(&peer)
-                    && link.channel == Some(connection_id)
-                {
-                    // The held frames go now (the pump follows every event), after everything
-                    // the old path may have swallowed; they get a whole bound to show progress.
-                    link.stream.resend_unacknowledged();
-                    link.stream.restart_stall_clock(now);
-                }
             }
             RtcEvent::PeerLost { peer, connection_id } => {
                 // A connect ended without a channel: the peer is not connected, whatever
@@ -457,10 +460,21 @@ impl Messenger {
     async fn pump(&mut self) {
         let now = Instant::now().into_std();
         for (peer, link) in &mut self.links {
-            if link.channel.is_none() || self.peers.status(peer).is_some_and(|s| s.data_held) {
+            if link.channel.is_none() {
+                continue;
+            }
+            if self.peers.status(peer).is_some_and(|s| s.data_held) {
                 // Held frames wait in the replay buffer (see tether-rtc's `data_held`); the
                 // release is an event, after which this runs again.
+                link.held = true;
                 continue;
+            }
+            if std::mem::take(&mut link.held) {
+                // The path under the channel was replaced: what went out before the hold may
+                // have been lost into the old one. Everything unacknowledged goes again, first,
+                // and gets a whole bound to show progress.
+                link.stream.resend_unacknowledged();
+                link.stream.restart_stall_clock(now);
             }
             while let Some(frame) = link.stream.poll_transmit(now, true) {
                 if let Err(err) = self.peers.send(peer, frame.encode()).await {

@@ -6,4 +6,6 @@ pub mod frame;
 pub mod stream;
 
 pub use frame::{Frame, FrameError};
-pub use stream::{BufferFull, MessageId, ReliableStream, StreamConfig, StreamError, StreamStats};
+pub use stream::{
+    BufferFull, HelloTurn, MessageId, ReliableStream, StreamConfig, StreamError, StreamStats,
+};

@@ -77,6 +77,18 @@ impl Default for StreamConfig {
 const HELLO_REPEATS: [Duration; 3] =
     [Duration::from_millis(500), Duration::from_millis(1000), Duration::from_millis(2500)];
 
+/// Who says Hello first on a new channel (MESSAGING.md rule 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HelloTurn {
+    /// Say Hello as soon as the channel opens, and again while the peer says nothing (the
+    /// answerer, whose side of the channel opens last).
+    First,
+    /// Say nothing until the peer's Hello, then answer each Hello with one (the offerer: a
+    /// frame reaching the answerer before its own side of the channel exists is dropped by
+    /// webrtc-rs).
+    AfterPeer,
+}
+
 /// The app's handle on one accepted message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MessageId(pub u64);
@@ -174,6 +186,7 @@ pub struct ReliableStream {
     // Channel.
     channel_open: bool,
     hello_owed: bool,
+    hello_turn: HelloTurn,
     hello_seen: bool,
     /// While the peer's Hello has not arrived on this channel: when to say
     /// Hello again, and how many repeats are left.
@@ -211,6 +224,7 @@ impl ReliableStream {
             ack_due: None,
             channel_open: false,
             hello_owed: false,
+            hello_turn: HelloTurn::First,
             hello_seen: false,
             hello_repeat: None,
             waiting_since: None,
@@ -244,15 +258,17 @@ impl ReliableStream {
         Ok(id)
     }
 
-    /// A new channel to the peer is open: say Hello (again after 0.5, 1.5
-    /// and 4 s while the peer says nothing: a browser has been seen to drop
-    /// the first message on a channel it just opened) and replay everything
-    /// not yet acknowledged once the peer's Hello arrives.
-    pub fn channel_opened(&mut self, now: Instant) {
+    /// A new channel to the peer is open: say Hello when it is this side's `turn` (first:
+    /// at once, and again after 0.5, 1.5 and 4 s while the peer says nothing, since a browser
+    /// has been seen to drop the first message on a channel it just opened; after the peer:
+    /// in answer to each of its Hellos), and replay everything not yet acknowledged once the
+    /// peer's Hello arrives.
+    pub fn channel_opened(&mut self, now: Instant, turn: HelloTurn) {
         self.channel_open = true;
-        self.hello_owed = true;
+        self.hello_turn = turn;
+        self.hello_owed = turn == HelloTurn::First;
         self.hello_seen = false;
-        self.hello_repeat = Some((now + HELLO_REPEATS[0], 1));
+        self.hello_repeat = (turn == HelloTurn::First).then_some((now + HELLO_REPEATS[0], 1));
         self.before_hello.clear();
         self.transmit_next = self.acked + 1;
         self.waiting_since = (!self.unacked.is_empty()).then_some(now);
@@ -300,6 +316,9 @@ impl ReliableStream {
                 }
                 self.hello_seen = true;
                 self.hello_repeat = None;
+                if self.hello_turn == HelloTurn::AfterPeer && self.channel_open {
+                    self.hello_owed = true;
+                }
                 self.progress += 1;
                 self.progressed(now);
                 if peer_session == self.session {
