@@ -1,5 +1,6 @@
 // The answerer's side of negotiation (docs/NEGOTIATION.md §2: the peer with
-// the larger id): it never offers nor creates a channel, asks for offers with
+// the larger id): it never offers (its data channel is built with each peer
+// connection, negotiated out of band, connection.js), asks for offers with
 // `ice_restart` (after a `bye` when it has nothing, §5, §9.2), classifies
 // every offer (§6.1, with P7's fingerprint check), answers naming the offer
 // with its seq (§4.4, P1), and rejects what it cannot take (§10). Requests
@@ -167,6 +168,9 @@ export class Answerer {
    * @param {import('./connection.js').Connection} conn @param {string} sdp @param {import('./sdp.js').OfferId} offer @param {boolean} restart
    */
   async answer(conn, sdp, offer, restart) {
+    // Applying the restart drops the old candidate pair (MESSAGING.md rule 8);
+    // a failure retires the peer connection, and its hold with it.
+    if (restart) this.link.holdData(conn, true, 'applying an ICE restart offer');
     await conn.applyRemote('offer', sdp);
     const created = await conn.pc.createAnswer();
     const tagged = tagAnswer(created.sdp ?? '', offer);

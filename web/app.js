@@ -120,13 +120,7 @@ function start() {
     peer.handleSignal(msg);
   });
 
-  peer.addEventListener('channel-open', (event) => {
-    const { channel, generation } = /** @type {CustomEvent} */ (event).detail;
-    session.attach(channel, generation);
-  });
-  peer.addEventListener('channel-closed', (event) => {
-    session.detach(/** @type {CustomEvent} */ (event).detail.generation);
-  });
+  session.follow(peer);
   peer.addEventListener('change', () => render());
 
   session.addEventListener('message', (event) => {

@@ -1,6 +1,8 @@
 // One RTCPeerConnection to the remote peer: docs/NEGOTIATION.md's "pc", which
 // the page numbers as generations 1, 2, 3, … (never on the wire). It owns the
-// browser object, its data channel "tether" (§3), its candidates (§12) and
+// browser object, its data channel "tether" (§3: both sides create it when
+// they build the pc, negotiated out of band as stream 0, unordered and fully
+// reliable; nothing announced in-band is ours), its candidates (§12) and
 // the negotiation state that belongs to it (the offer outstanding on it, the
 // offer last applied to it, the answer last sent). What to negotiate, and
 // when, is peer.js's: a Connection only reports (through `hooks`, and only
@@ -8,6 +10,15 @@
 
 /** The data channel's label (§3). */
 export const CHANNEL_LABEL = 'tether';
+/**
+ * The data channel's options (§3): negotiated out of band on SCTP stream 0,
+ * so that both sides create it and neither announces it; unordered, so that
+ * a message lost below SCTP (into a dead path) holds nothing else up, since
+ * the reliable stream above orders (reliable.js); fully reliable (no
+ * maxRetransmits nor maxPacketLifeTime).
+ * @type {RTCDataChannelInit}
+ */
+export const CHANNEL_OPTIONS = Object.freeze({ negotiated: true, id: 0, ordered: false });
 /** At most this many remote candidates wait for a remote description; older ones are dropped (§12). */
 const MAX_BUFFERED_CANDIDATES = 64;
 
@@ -63,9 +74,14 @@ export class Connection {
     this.channelOpen = false;
     /** an ICE restart was applied and has not completed yet */
     this.restartApplied = false;
+    /** Data and Ack frames wait in the replay buffer (an ICE restart is under way; peer.js holdData) */
+    this.dataHeld = false;
     /** @type {RTCIceCandidateInit[]} remote candidates waiting for a remote description */
     this.buffered = [];
     this.wire();
+    // The offerer's offer then has the m=application section; the answerer's
+    // channel is there before it applies the offer.
+    this.watchChannel(this.pc.createDataChannel(CHANNEL_LABEL, { ...CHANNEL_OPTIONS }));
   }
 
   wire() {
@@ -104,19 +120,15 @@ export class Connection {
       if (!this.closed) this.hooks.change(this);
     };
     pc.ondatachannel = (event) => {
-      if (this.closed) return;
-      // The answerer takes only the offerer's channel "tether" (§3, P8).
-      if (event.channel.label !== CHANNEL_LABEL) {
-        this.log(`peer: ignored a data channel labelled ${JSON.stringify(event.channel.label)}`);
-        return;
+      // Our channel is negotiated out of band: nothing announced in-band is
+      // ours, whatever its label (§3, P8).
+      this.log(`peer: closed a data channel announced in-band (label ${JSON.stringify(event.channel.label)})`);
+      try {
+        event.channel.close();
+      } catch {
+        // Closing it is a courtesy.
       }
-      this.watchChannel(event.channel);
     };
-  }
-
-  /** Offerer: the data channel of this pc, created before its first offer (§3). */
-  createChannel() {
-    this.watchChannel(this.pc.createDataChannel(CHANNEL_LABEL));
   }
 
   /** @param {RTCDataChannel} channel */

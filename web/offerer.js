@@ -1,5 +1,5 @@
 // The offerer's side of negotiation (docs/NEGOTIATION.md §2: the peer with
-// the smaller id): it builds peer connections and their data channel, sends
+// the smaller id): it builds peer connections (with their data channel), sends
 // numbered offers (ICE restarts marked), keeps at most one outstanding per
 // peer connection and re-sends it rather than superseding it (§6.3, P2, P3),
 // matches answers to it (§6.2, P1), handles rejections (§10) and treats a
@@ -88,8 +88,8 @@ export class Offerer {
     // supervisor's connect asks for a fresh one instead.
     if (fresh || !c || c.state === 'closed') {
       if (c) this.link.retire('closed', 'replaced by a new peer connection');
+      // Its channel was created with it, so the offer has the m=application section (§3).
       const conn = this.link.build();
-      conn.createChannel();
       try {
         await this.offer(conn, false);
       } catch (error) {
@@ -106,10 +106,19 @@ export class Offerer {
   async offer(conn, restart) {
     this.offersSent += 1n;
     const seq = this.offersSent;
-    const created = await conn.pc.createOffer(restart ? { iceRestart: true } : undefined);
-    const sdp = created.sdp ?? '';
-    const origin = parseOrigin(sdp);
-    await conn.pc.setLocalDescription(created);
+    // From here the old candidate pair is on its way out (MESSAGING.md rule 8).
+    if (restart) this.link.holdData(conn, true, 'ICE restart offer');
+    let sdp;
+    let origin;
+    try {
+      const created = await conn.pc.createOffer(restart ? { iceRestart: true } : undefined);
+      sdp = created.sdp ?? '';
+      origin = parseOrigin(sdp);
+      await conn.pc.setLocalDescription(created);
+    } catch (error) {
+      if (restart) this.link.holdData(conn, false, 'the ICE restart offer failed');
+      throw error;
+    }
     if (this.link.current !== conn) return;
     const offer = { origin, seq };
     const timer = setTimeout(() => this.link.enqueue('answer timeout', () => this.onAnswerTimeout(conn, offer)), this.link.connectTimeoutMs);
@@ -171,6 +180,7 @@ export class Offerer {
       // ignored); the connection stays as it was (§8.7).
       this.link.log('peer: ICE restart offer got no answer');
       conn.negotiation = null;
+      this.link.holdData(conn, false, 'the ICE restart offer got no answer');
       try {
         await conn.pc.setLocalDescription({ type: 'rollback' });
       } catch (error) {

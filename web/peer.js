@@ -1,8 +1,9 @@
 // One remote peer, negotiated by docs/NEGOTIATION.md, so that either side of
 // a pair may be a browser or a Rust node (crates/rtc):
 //
-// - fixed roles (§2): the smaller peer id offers and creates the data channel
-//   "tether"; the answerer asks for offers with `ice_restart` (never offers);
+// - fixed roles (§2): the smaller peer id offers; the answerer asks for offers
+//   with `ice_restart` (never offers); both create the data channel "tether"
+//   with each peer connection, negotiated out of band (§3, connection.js);
 // - every peer connection is a numbered generation (connection.js); replacing
 //   one closes the old one first, and a closed one reports nothing more;
 // - SDP is tagged and untagged with tether's attributes (sdp.js): offers are
@@ -18,7 +19,11 @@
 //   renegotiation offer with one, comes from a replaced peer connection (§9.3, P7);
 // - offers and `ice_restart` keep to their budgets both ways (§13.3, P6, budget.js);
 // - every operation runs one at a time on a queue, so negotiation steps never
-//   interleave.
+//   interleave;
+// - Data and Ack frames are held during an ICE restart (MESSAGING.md rule 8,
+//   `hold` events): from creating or applying the restart offer until the
+//   restart completes (or fails, or the peer connection goes); the session
+//   then resends everything unacknowledged (session.js).
 //
 // The page's supervisor (§13.2, P5): while the remote peer is wanted, present
 // and signaling is up, a connect that times out is retired and retried with
@@ -40,6 +45,8 @@ const BYE_GRACE_MS = 1000;
  * Events (CustomEvent `detail`):
  * - `channel-open`   {channel, generation}: a new data channel is open (start a reliable session on it)
  * - `channel-closed` {generation}
+ * - `hold`           {generation, held}: put no Data or Ack frames on that channel while held; on
+ *                    release, resend everything unacknowledged (an ICE restart replaced the path)
  * - `change`         {}: anything shown in the status changed
  */
 export class PeerLink extends EventTarget {
@@ -183,6 +190,7 @@ export class PeerLink extends EventTarget {
       iceState: c?.pc.iceConnectionState ?? null,
       signalingState: c?.pc.signalingState ?? null,
       channelOpen: !!c?.channelOpen,
+      dataHeld: !!c?.dataHeld,
       negotiating: !!c?.negotiation,
       healthy: this.healthy(),
       remotePresent: this.remotePresent,
@@ -296,7 +304,12 @@ export class PeerLink extends EventTarget {
   async onRestartTimeout() {
     this.restart.timer = null;
     this.restart.awaitingOffer = false;
-    if (this.current) this.current.restartApplied = false;
+    if (this.current) {
+      this.current.restartApplied = false;
+      // The restart failed: nothing is restarting any more (a replacement,
+      // if any, brings its own channel).
+      this.holdData(this.current, false, 'the ICE restart did not complete');
+    }
     if (this.healthy()) return;
     this.log('peer: ICE restart did not complete in time: replacing the peer connection');
     if (this.canTry()) await this.replaceNow('restart did not complete');
@@ -321,6 +334,26 @@ export class PeerLink extends EventTarget {
     this.counters.restartsCompleted += 1;
     this.log(`peer: ICE restart of peer connection ${c?.id} completed`);
     this.clearRestart();
+    if (c) this.holdData(c, false, 'the ICE restart completed');
+    this.emitChange();
+  }
+
+  /**
+   * Holds (or releases) Data and Ack frames on the channel of `conn`
+   * (MESSAGING.md rule 8): from the start of an ICE restart (the offerer
+   * creates the restart offer, the answerer applies it) until it completes
+   * or fails. Whatever is written into the old pair meanwhile is lost below
+   * SCTP, which sends it again only on its own backed-off retransmission
+   * timer; held, it waits in the replay buffer and goes (all of what is
+   * unacknowledged, again) the moment the new pair works. A retired peer
+   * connection's hold ends with it: a new one starts unheld.
+   * @param {Connection} conn @param {boolean} held @param {string} why
+   */
+  holdData(conn, held, why) {
+    if (conn.dataHeld === held || conn.closed) return;
+    conn.dataHeld = held;
+    this.log(`peer: data on peer connection ${conn.id} ${held ? 'held' : 'released'} (${why})`);
+    this.dispatchEvent(new CustomEvent('hold', { detail: { generation: conn.id, held } }));
     this.emitChange();
   }
 
@@ -350,6 +383,8 @@ export class PeerLink extends EventTarget {
         this.restartCompleted();
       } else if (performance.now() < deadline) {
         setTimeout(check, 50);
+      } else {
+        this.holdData(conn, false, 'the ICE restart did not complete');
       }
     };
     check();
@@ -383,6 +418,8 @@ export class PeerLink extends EventTarget {
         },
         state: () => {
           if (this.current !== conn) return;
+          // ICE is connected again: whatever held the data is over.
+          if (conn.state === 'connected') this.holdData(conn, false, 'connected');
           this.emitChange();
           this.enqueue('maintain', () => this.maintain());
         },

@@ -2,6 +2,13 @@
 // channels (docs/MESSAGING.md). A line-by-line port of
 // crates/node/src/reliable/stream.rs: same rules, same counters, same errors.
 //
+// The channel may be unordered (tether's own channel is, so that a message
+// lost below SCTP holds nothing else up): a Data frame ahead of the next one
+// waits until the gap fills, and Data that overtook the peer's Hello on a new
+// channel waits for the Hello. After an ICE restart, resendUnacknowledged()
+// puts everything unacknowledged on the channel again, so that messages lost
+// into the old path do not wait for SCTP's own retransmission timer.
+//
 // Sans-IO: frames in with handleFrame, frames out with pollTransmit, messages
 // for the app with pollDelivery, confirmations with pollConfirmed, time (ms,
 // any monotonic clock) as an argument. Sequence numbers are BigInt (u64).
@@ -84,6 +91,20 @@ export class ReliableStream {
     this.acksOwed = 0;
     /** @type {number | null} */
     this.ackDue = null;
+    /**
+     * Data of `peerSession` that arrived ahead of `delivered + 1` (an
+     * unordered channel), by sequence number; delivered
+     * once the gap before it fills.
+     * @type {Map<bigint, Uint8Array>}
+     */
+    this.early = new Map();
+    this.earlyBytes = 0;
+    /**
+     * Data that arrived on this channel before the peer's Hello (an unordered
+     * channel lets it overtake), by sequence number; applied right after the Hello.
+     * @type {Map<bigint, Uint8Array>}
+     */
+    this.beforeHello = new Map();
 
     // Channel.
     this.channelOpen = false;
@@ -115,6 +136,7 @@ export class ReliableStream {
     this.channelOpen = true;
     this.helloOwed = true;
     this.helloSeen = false;
+    this.beforeHello.clear();
     this.transmitNext = this.acked + 1n;
   }
 
@@ -137,8 +159,21 @@ export class ReliableStream {
     this.channelOpen = false;
     this.helloOwed = false;
     this.helloSeen = false;
+    this.beforeHello.clear();
     this.acksOwed = 0;
     this.ackDue = null;
+  }
+
+  /**
+   * The peer connection's path was replaced under the open channel (an ICE
+   * restart completed): messages put on it before may have been lost into the
+   * old path, where SCTP only sends them again when its own retransmission
+   * timer fires. Sends every unacknowledged message again, in order, from the
+   * first; the peer drops what it already has. Nothing happens before the
+   * peer's Hello (the Hello replays anyway).
+   */
+  resendUnacknowledged() {
+    if (this.channelOpen && this.helloSeen) this.transmitNext = this.acked + 1n;
   }
 
   /**
@@ -153,30 +188,31 @@ export class ReliableStream {
           // A stream we have not seen: it starts where it says.
           this.peerSession = frame.session;
           this.delivered = frame.resumeFrom > 0n ? frame.resumeFrom - 1n : 0n;
+          this.early.clear();
+          this.earlyBytes = 0;
         }
         this.helloSeen = true;
         if (frame.peerSession === this.session) {
           const delivered = frame.delivered < this.everSent ? frame.delivered : this.everSent;
           this.acknowledged(delivered);
         }
+        const waiting = [...this.beforeHello].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+        this.beforeHello.clear();
+        for (const [seq, payload] of waiting) this.data(now, seq, payload);
         return;
       }
       case 'data': {
-        if (!this.helloSeen) throw new StreamError('data_before_hello', 'data before hello');
-        if (frame.seq <= this.delivered) {
-          this.stats.duplicates += 1;
-          // Tell the sender again, so it stops replaying.
-          this.acksOwed = Math.max(this.acksOwed, this.config.ackEvery);
+        if (!this.helloSeen) {
+          // The peer sends Data only after its Hello; this one overtook it.
+          // Until that Hello the peer sends at most one replay buffer's worth.
+          const known = this.beforeHello.has(frame.seq);
+          if (!known && this.beforeHello.size >= this.config.maxBufferedMessages) {
+            throw new StreamError('data_before_hello', 'data before hello');
+          }
+          this.beforeHello.set(frame.seq, frame.payload);
           return;
         }
-        if (frame.seq !== this.delivered + 1n) {
-          throw new StreamError('gap', `gap: got seq ${frame.seq}, expected ${this.delivered + 1n}`);
-        }
-        this.delivered = frame.seq;
-        this.stats.delivered += 1;
-        this.deliveries.push(frame.payload);
-        this.acksOwed += 1;
-        if (this.ackDue === null) this.ackDue = now + this.config.ackDelayMs;
+        this.data(now, frame.seq, frame.payload);
         return;
       }
       case 'ack':
@@ -185,6 +221,48 @@ export class ReliableStream {
       default:
         throw new TypeError('not a frame');
     }
+  }
+
+  /**
+   * Data of the peer's stream, in whatever order the channel brought it.
+   * @param {number} now @param {bigint} seq @param {Uint8Array} payload
+   * @throws {StreamError} `gap` for a frame further ahead than a sender's replay buffer can be.
+   */
+  data(now, seq, payload) {
+    if (seq <= this.delivered || this.early.has(seq)) {
+      this.stats.duplicates += 1;
+      // Tell the sender again, so it stops replaying.
+      this.acksOwed = Math.max(this.acksOwed, this.config.ackEvery);
+      return;
+    }
+    if (seq !== this.delivered + 1n) {
+      // Ahead of a gap (an unordered channel): wait for the gap to fill. A
+      // sender holds at most its replay buffer unacknowledged, so nothing
+      // further ahead can come.
+      const tooFar = seq - this.delivered > BigInt(this.config.maxBufferedMessages);
+      const tooMuch = this.earlyBytes + payload.length > this.config.maxBufferedBytes;
+      if (tooFar || tooMuch) {
+        throw new StreamError('gap', `gap: got seq ${seq}, expected ${this.delivered + 1n}`);
+      }
+      this.earlyBytes += payload.length;
+      this.early.set(seq, payload);
+      return;
+    }
+    this.deliver(now, seq, payload);
+    for (let next = this.early.get(this.delivered + 1n); next !== undefined; next = this.early.get(this.delivered + 1n)) {
+      this.early.delete(this.delivered + 1n);
+      this.earlyBytes -= next.length;
+      this.deliver(now, this.delivered + 1n, next);
+    }
+  }
+
+  /** @param {number} now @param {bigint} seq @param {Uint8Array} payload */
+  deliver(now, seq, payload) {
+    this.delivered = seq;
+    this.stats.delivered += 1;
+    this.deliveries.push(payload);
+    this.acksOwed += 1;
+    if (this.ackDue === null) this.ackDue = now + this.config.ackDelayMs;
   }
 
   /** @param {bigint} delivered */

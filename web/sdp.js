@@ -3,9 +3,9 @@
 // browser and a Rust node understand each other's offers and answers.
 // Both are pinned by web/tests/vectors/negotiation.json.
 //
-// - Roles (§2): the peer with the byte-wise smaller id offers (and creates the
-//   data channel "tether"); the other answers and asks for offers with
-//   `ice_restart`.
+// - Roles (§2): the peer with the byte-wise smaller id offers; the other
+//   answers and asks for offers with `ice_restart` (both create the data
+//   channel "tether", negotiated out of band: connection.js).
 // - An offer carries `a=x-tether-seq:<n>` (§4.2) and, when it restarts ICE,
 //   `a=x-tether-ice-restart` (§4.3).
 // - An answer carries `a=x-tether-offer:<id> <version> [<seq>]` (§4.4), copied

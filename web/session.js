@@ -3,7 +3,9 @@
 // a new channel gets Hello and the replay, frames of a channel that is no
 // longer current are never applied, malformed frames are dropped and logged,
 // acknowledgements go out on time, and unsent messages past their deadline
-// are withdrawn with an explicit "not delivered".
+// are withdrawn with an explicit "not delivered". While the peer link holds
+// data (an ICE restart, peer.js holdData), no Data or Ack frame goes out; on
+// release everything unacknowledged goes again (MESSAGING.md rule 8).
 
 import { decodeFrame, encodeFrame } from './frame.js';
 import { BufferFull, ReliableStream, randomSession } from './reliable.js';
@@ -56,6 +58,8 @@ export class MessageSession extends EventTarget {
     this.peerHasHello = false;
     /** @type {ReturnType<typeof setTimeout>[]} */
     this.helloTimers = [];
+    /** The generation whose channel holds its Data and Ack frames, if any (see hold). @type {number | null} */
+    this.heldGeneration = null;
     this.decoder = new TextDecoder('utf-8', { fatal: true });
     this.encoder = new TextEncoder();
     this.deadlineTimer = setInterval(() => this.checkDeadlines(), 1000);
@@ -86,6 +90,50 @@ export class MessageSession extends EventTarget {
     this.log(`session: channel of peer connection ${generation} carries the stream (${this.stream.buffered()} messages to resume)`);
     this.pump();
     this.emitChange();
+  }
+
+  /**
+   * Carries the stream on the channels of `link` (a PeerLink, peer.js): each
+   * new channel, its end, and its holds.
+   * @param {EventTarget} link
+   */
+  follow(link) {
+    link.addEventListener('channel-open', (event) => {
+      const { channel, generation } = /** @type {CustomEvent} */ (event).detail;
+      this.attach(channel, generation);
+    });
+    link.addEventListener('channel-closed', (event) => {
+      this.detach(/** @type {CustomEvent} */ (event).detail.generation);
+    });
+    link.addEventListener('hold', (event) => {
+      const { generation, held } = /** @type {CustomEvent} */ (event).detail;
+      this.hold(generation, held);
+    });
+  }
+
+  /**
+   * Holds (or releases) Data and Ack frames on the channel of `generation`
+   * (its path is being replaced: an ICE restart). A Hello still goes. On
+   * release, everything unacknowledged goes again, from the first: what went
+   * into the old path may be lost below SCTP, and the peer drops copies.
+   * @param {number} generation @param {boolean} held
+   */
+  hold(generation, held) {
+    if (held) {
+      this.heldGeneration = generation;
+      return;
+    }
+    if (this.heldGeneration !== generation) return;
+    this.heldGeneration = null;
+    if (this.channel && this.generation === generation) {
+      this.stream.resendUnacknowledged();
+      this.pump();
+    }
+  }
+
+  /** Whether the current channel holds its Data and Ack frames. */
+  held() {
+    return this.channel !== null && this.heldGeneration === this.generation;
   }
 
   /** Says Hello again on `channel` if it is still current and the peer gave no sign of having it. @param {RTCDataChannel} channel */
@@ -206,7 +254,10 @@ export class MessageSession extends EventTarget {
     const channel = this.channel;
     if (!channel || channel.readyState !== 'open') return;
     const now = performance.now();
+    const held = this.held();
     for (;;) {
+      // Held: a Hello owed still goes (the stream gives it first); Data and Acks wait.
+      if (held && !this.stream.helloOwed) break;
       const room = channel.bufferedAmount < HIGH_WATER;
       const frame = this.stream.pollTransmit(now, room);
       if (!frame) break;
@@ -229,7 +280,8 @@ export class MessageSession extends EventTarget {
 
   scheduleAck() {
     const due = this.stream.pollTimeout();
-    if (due === null || this.ackTimer) return;
+    // A held ack goes when the hold ends (hold pumps then).
+    if (due === null || this.ackTimer || this.held()) return;
     this.ackTimer = setTimeout(() => {
       this.ackTimer = null;
       this.pump();

@@ -73,8 +73,16 @@ for (const role of ROLES) {
       });
     }
 
-    /** Every message sent so far arrived exactly once, in order, both ways. */
-    async function checkExactlyOnce() {
+    /** How many duplicates the page's stream had dropped at the last check. */
+    let duplicatesSeen = 0;
+
+    /**
+     * Every message sent so far arrived exactly once, in order, both ways. A
+     * copy reaches the page's stream (and is dropped) only when the node
+     * resent everything unacknowledged after an ICE restart (MESSAGING.md
+     * rule 8): at most `resent` since the last check, none by default.
+     */
+    async function checkExactlyOnce(resent = 0) {
       await waitReceived(page, sent.node.length);
       await chat.waitFor(`${sent.page.length} messages received`, () => chat.received().length >= sent.page.length);
       await waitAllConfirmed(page);
@@ -82,7 +90,9 @@ for (const role of ROLES) {
       assert.deepEqual(chat.received(), sent.page, 'the node got every message of the page once, in order');
       assert.ok(chat.events.filter((e) => e.event === 'received').every((e) => e.from === role.page), 'all from the page');
       const s = await status(page);
-      assert.equal(s.session.stats.duplicates, 0, 'no duplicate reached the page\'s stream');
+      const copies = s.session.stats.duplicates - duplicatesSeen;
+      duplicatesSeen = s.session.stats.duplicates;
+      assert.ok(copies <= resent, `${copies} duplicates reached the page's stream; at most ${resent} could (resent after an ICE restart)`);
       assert.equal(s.session.counters.withdrawn, 0, 'nothing withdrawn');
       assert.equal(s.session.counters.badFrames + s.session.counters.protocolErrors, 0, 'every frame of the node was well-formed');
       assert.deepEqual(page.errors, [], 'no page errors');
@@ -94,6 +104,7 @@ for (const role of ROLES) {
      * @param {() => Promise<void>} disruption @param {() => Promise<void>} recovered
      */
     async function across(disruption, recovered) {
+      const before = await status(page);
       await fromPage(5);
       await fromNode(5);
       await disruption();
@@ -101,9 +112,12 @@ for (const role of ROLES) {
       await fromNode(5);
       await recovered();
       await waitReady(page, 20000);
+      // After an ICE restart the node resends what the page had not
+      // acknowledged yet: at most the ten it sent before the page recovered.
+      const restarted = (await status(page)).peer.counters.restartsApplied > before.peer.counters.restartsApplied;
       await fromPage(5);
       await fromNode(5);
-      await checkExactlyOnce();
+      await checkExactlyOnce(restarted ? 10 : 0);
     }
 
     /** Waits for a chat event after `mark` (an index into its events) matching `match`. */

@@ -3,19 +3,47 @@
 // what the page does with what a Rust node sends (crates/rtc/src/peer.rs).
 import { afterEach, beforeEach, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { decodeFrame, encodeFrame } from '../../frame.js';
 import { PeerLink } from '../../peer.js';
 import { parseOrigin, rejection, tagAnswer, tagOffer, untag } from '../../sdp.js';
+import { MessageSession } from '../../session.js';
 
 let nextSession = 1000;
 
 class FakeChannel {
-  /** @param {string} label */
-  constructor(label) {
+  /** @param {string} label @param {any} [init] */
+  constructor(label, init = {}) {
     this.label = label;
+    this.init = init;
     this.readyState = 'connecting';
     this.binaryType = 'blob';
+    this.bufferedAmount = 0;
     /** @type {null | (() => void)} */ this.onopen = null;
     /** @type {null | (() => void)} */ this.onclose = null;
+    /** @type {null | ((event: {data: ArrayBuffer}) => void)} */ this.onmessage = null;
+    /** @type {Uint8Array[]} what the page put on the channel */
+    this.sent = [];
+  }
+
+  /** @param {Uint8Array} bytes */
+  send(bytes) {
+    if (this.readyState !== 'open') throw new Error('the channel is not open');
+    this.sent.push(bytes);
+  }
+
+  close() { this.readyState = 'closed'; }
+
+  /** The frames the page sent since the last call, decoded. */
+  takeFrames() {
+    const frames = this.sent.map((bytes) => decodeFrame(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length)));
+    this.sent = [];
+    return frames;
+  }
+
+  /** A frame from the remote. @param {import('../../frame.js').Frame} frame */
+  receive(frame) {
+    const bytes = encodeFrame(frame);
+    this.onmessage?.({ data: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length) });
   }
 }
 
@@ -51,9 +79,9 @@ class FakePC {
     };
   }
 
-  /** @param {string} label */
-  createDataChannel(label) {
-    const channel = new FakeChannel(label);
+  /** @param {string} label @param {any} [init] */
+  createDataChannel(label, init) {
+    const channel = new FakeChannel(label, init);
     this.channels.push(channel);
     return channel;
   }
@@ -94,6 +122,8 @@ class FakePC {
 let sent;
 /** @type {PeerLink[]} */
 let links;
+/** @type {MessageSession[]} */
+let sessions = [];
 
 beforeEach(() => {
   clock = 0;
@@ -105,6 +135,8 @@ beforeEach(() => {
 
 afterEach(async () => {
   for (const link of links) await link.close();
+  for (const session of sessions) session.close();
+  sessions = [];
 });
 
 /** The budgets' clock (ms): tests move it forward by hand. */
@@ -542,4 +574,115 @@ test('answerer: a late copy of a session it retired on its own is stale once a n
   assert.deepEqual(take(), []);
   assert.equal(FakePC.all.length, 3);
   assert.ok(!FakePC.all[2].closed, 'the newer peer connection stays');
+});
+
+test('both roles create the channel with the pc, negotiated out of band and unordered; in-band ones are closed (§3)', async () => {
+  const expected = { negotiated: true, id: 0, ordered: false };
+  await link('a-web', 'node');
+  const offerPc = FakePC.all[0];
+  assert.equal(offerPc.channels.length, 1, 'before the first offer');
+  assert.equal(offerPc.channels[0].label, 'tether');
+  assert.deepEqual(offerPc.channels[0].init, expected, 'fully reliable: no maxRetransmits nor maxPacketLifeTime');
+  const answering = await link('web', 'a-node');
+  take();
+  await answering.handleSignal(rustOffer('77', 5, 1));
+  const answerPc = FakePC.all[1];
+  assert.equal(answerPc.channels.length, 1, 'the answerer creates its own');
+  assert.deepEqual(answerPc.channels[0].init, expected);
+  // A channel announced in-band is not ours, whatever its label: closed, never watched.
+  for (const pc of [offerPc, answerPc]) {
+    const announced = new FakeChannel('tether');
+    announced.readyState = 'open';
+    /** @type {any} */ (pc).ondatachannel({ channel: announced });
+    assert.equal(announced.readyState, 'closed');
+    assert.equal(announced.onopen, null);
+  }
+  connect(answerPc);
+  assert.equal(answering.status().channelOpen, true, 'its own channel opened');
+});
+
+/** Polls `condition` every 10 ms until it holds, failing after 5 s. @param {() => boolean} condition @param {string} what */
+async function until(condition, what) {
+  const deadline = Date.now() + 5000;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+/** A connected link of `role` with a MessageSession on its channel, the remote's Hello seen. @param {'offerer' | 'answerer'} role */
+async function linkWithSession(role) {
+  const peer = role === 'offerer' ? await link('a-web', 'node') : await link('web', 'a-node');
+  if (role === 'offerer') {
+    const [offer] = take();
+    await peer.handleSignal(answerTo(offer, FakePC.all[0]));
+  } else {
+    take();
+    await peer.handleSignal(rustOffer('77', 5, 1));
+    take();
+  }
+  const pc = FakePC.all[0];
+  const session = new MessageSession({ session: 5n });
+  sessions.push(session);
+  session.follow(peer);
+  connect(pc);
+  const channel = pc.channels[0];
+  assert.deepEqual(channel.takeFrames().map((f) => f.type), ['hello']);
+  channel.receive({ type: 'hello', session: 9n, resumeFrom: 1n, peerSession: 5n, delivered: 0n });
+  return { peer, pc, session, channel };
+}
+
+test('an ICE restart holds data and acks; its completion resends everything unacknowledged', async () => {
+  const { peer, pc, session, channel } = await linkWithSession('offerer');
+  session.send('one');
+  assert.deepEqual(channel.takeFrames().map((f) => f.type), ['data']);
+  // The offerer starts a restart: held from the restart offer on.
+  await peer.restartIce();
+  const [restartOffer] = take();
+  assert.equal(untag(restartOffer.sdp).tags.iceRestart, true);
+  assert.equal(peer.status().dataHeld, true);
+  session.send('two');
+  channel.receive({ type: 'data', seq: 1n, payload: new TextEncoder().encode('hi') });
+  channel.receive({ type: 'data', seq: 1n, payload: new TextEncoder().encode('hi') }); // a copy: an ack is owed at once
+  assert.deepEqual(channel.takeFrames(), [], 'neither data nor acks while held');
+  // Answered; ICE connects on the new credentials: released.
+  await peer.handleSignal(answerTo(restartOffer, pc));
+  assert.equal(peer.status().dataHeld, true, 'still held until ICE works again');
+  pc.iceConnectionState = 'connected';
+  await until(() => !peer.status().dataHeld, 'the release');
+  assert.equal(peer.counters.restartsCompleted, 1);
+  const frames = channel.takeFrames();
+  assert.deepEqual(frames.map((f) => (f.type === 'data' ? `data ${f.seq}` : f.type)), ['ack', 'data 1', 'data 2'],
+    'the owed ack, then everything unacknowledged from the first');
+  // Acknowledged: nothing goes again on the next release.
+  channel.receive({ type: 'ack', delivered: 2n });
+  session.hold(1, true);
+  session.hold(1, false);
+  assert.deepEqual(channel.takeFrames(), []);
+});
+
+test('answerer: applying a restart offer holds data until ICE is connected again; a new pc is not held', async () => {
+  const { peer, pc, session, channel } = await linkWithSession('answerer');
+  const /** @type {any} */ anyPc = pc;
+  await peer.handleSignal(rustOffer('77', 6, 2, true));
+  assert.equal(take()[0].type, 'answer');
+  assert.equal(peer.status().dataHeld, true);
+  session.send('one');
+  assert.deepEqual(channel.takeFrames(), []);
+  // The pc went through disconnected and is connected again.
+  pc.connectionState = 'disconnected';
+  anyPc.onconnectionstatechange();
+  pc.connectionState = 'connected';
+  anyPc.onconnectionstatechange();
+  assert.equal(peer.status().dataHeld, false);
+  assert.deepEqual(channel.takeFrames().map((f) => f.type), ['data']);
+  // Held again, then the offerer starts over with a new session: the new pc's channel is not held.
+  await peer.handleSignal(rustOffer('77', 7, 3, true));
+  assert.equal(peer.status().dataHeld, true);
+  await peer.handleSignal(rustOffer('78', 1, 4));
+  assert.equal(peer.status().dataHeld, false);
+  const next = FakePC.all[1];
+  connect(next);
+  next.channels[0].receive({ type: 'hello', session: 9n, resumeFrom: 1n, peerSession: 5n, delivered: 0n });
+  assert.deepEqual(next.channels[0].takeFrames().map((f) => f.type), ['hello', 'data'], 'the replay goes on the new channel');
 });

@@ -1,7 +1,9 @@
 // Reliable messaging over a channel that breaks at random: the same two-party
 // stepper on a virtual clock as crates/node/tests/reliable.rs. Whatever breaks
 // when, every accepted message is delivered exactly once and in order, or was
-// withdrawn unsent and its sender told.
+// withdrawn unsent and its sender told. The channel may reorder frames
+// (tether's channel is unordered) and either side may resend everything
+// unacknowledged at any time (as after an ICE restart).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { decodeFrame, encodeFrame } from '../../frame.js';
@@ -102,6 +104,21 @@ class Pair {
         }
         return undefined;
       case 'deliverToA': return Pair.deliver(this.a, this.bToA, op.n, now);
+      case 'overtakeToB': {
+        // One frame overtakes the others (an unordered channel).
+        if (this.aToB.length === 0) return undefined;
+        const [bytes] = this.aToB.splice(op.index % this.aToB.length, 1);
+        this.seenByB.push(bytes);
+        return Pair.deliver(this.b, [bytes], 1, now);
+      }
+      case 'overtakeToA': {
+        if (this.bToA.length === 0) return undefined;
+        const [bytes] = this.bToA.splice(op.index % this.bToA.length, 1);
+        return Pair.deliver(this.a, [bytes], 1, now);
+      }
+      // The path under the channel was replaced: resend everything unacknowledged.
+      case 'resendA': return this.a.stream.resendUnacknowledged();
+      case 'resendB': return this.b.stream.resendUnacknowledged();
       case 'break':
         // Whatever was in flight on the old channel is lost.
         this.aToB = [];
@@ -165,6 +182,10 @@ function randomOp(next) {
     [2, () => ({ kind: 'advance', ms: Math.floor(next() * 40) })],
     [1, () => ({ kind: 'withdrawA' })],
     [1, () => ({ kind: 'duplicateToB', index: Math.floor(next() * 1e9) })],
+    [2, () => ({ kind: 'overtakeToB', index: Math.floor(next() * 1e9) })],
+    [1, () => ({ kind: 'overtakeToA', index: Math.floor(next() * 1e9) })],
+    [1, () => ({ kind: 'resendA' })],
+    [1, () => ({ kind: 'resendB' })],
   ];
   const total = weights.reduce((sum, [w]) => sum + w, 0);
   let pick = next() * total;
@@ -277,15 +298,141 @@ test('only unsent messages with a passed deadline are withdrawn', () => {
 });
 
 test('protocol errors leave the stream as it was', () => {
-  const stream = new ReliableStream(5n);
+  const stream = new ReliableStream(5n, { maxBufferedMessages: 4 });
   stream.channelOpened();
-  assert.throws(() => stream.handleFrame(0, { type: 'data', seq: 1n, payload: new Uint8Array() }), (e) => e.code === 'data_before_hello');
   stream.handleFrame(0, { type: 'hello', session: 9n, resumeFrom: 1n, peerSession: 0n, delivered: 0n });
-  assert.throws(() => stream.handleFrame(0, { type: 'data', seq: 3n, payload: new Uint8Array() }), (e) => e.code === 'gap');
+  // Further ahead than a sender's replay buffer (4) can be: no sender sends it.
+  assert.throws(() => stream.handleFrame(0, { type: 'data', seq: 6n, payload: new Uint8Array() }), (e) => e.code === 'gap');
   stream.handleFrame(0, { type: 'data', seq: 1n, payload: new Uint8Array([7]) });
   assert.deepEqual(stream.pollDelivery(), new Uint8Array([7]));
   assert.equal(stream.pollDelivery(), null);
   assert.equal(stream.delivered, 1n);
+  assert.equal(stream.early.size, 0, 'the frame in error was not kept');
+});
+
+/** Data frame `seq` carrying the single byte `seq`. @param {number} seq */
+function dataFrame(seq) {
+  return { type: 'data', seq: BigInt(seq), payload: new Uint8Array([seq]) };
+}
+
+/** Everything `stream` delivered so far, as the byte each payload carries. @param {ReliableStream} stream */
+function deliveredBytes(stream) {
+  const out = [];
+  for (let bytes = stream.pollDelivery(); bytes; bytes = stream.pollDelivery()) out.push(bytes[0]);
+  return out;
+}
+
+test('an unordered channel: frames ahead of a gap wait for it, then go in order, once', () => {
+  const stream = new ReliableStream(5n, { ackEvery: 100 });
+  stream.channelOpened();
+  stream.handleFrame(0, { type: 'hello', session: 9n, resumeFrom: 1n, peerSession: 0n, delivered: 0n });
+  stream.handleFrame(0, dataFrame(3));
+  stream.handleFrame(0, dataFrame(2));
+  assert.deepEqual(deliveredBytes(stream), [], 'nothing before 1');
+  assert.equal(stream.delivered, 0n);
+  stream.handleFrame(0, dataFrame(3)); // a copy of one that waits: a duplicate
+  assert.equal(stream.stats.duplicates, 1);
+  stream.handleFrame(0, dataFrame(1));
+  assert.deepEqual(deliveredBytes(stream), [1, 2, 3]);
+  assert.equal(stream.delivered, 3n);
+  stream.handleFrame(0, dataFrame(5));
+  stream.handleFrame(0, dataFrame(4));
+  assert.deepEqual(deliveredBytes(stream), [4, 5]);
+  assert.equal(stream.stats.delivered, 5);
+  assert.equal(stream.early.size, 0);
+  assert.equal(stream.earlyBytes, 0);
+});
+
+test('an unordered channel: the wait is bounded by the replay buffer, in messages and bytes', () => {
+  const stream = new ReliableStream(5n, { maxBufferedMessages: 4, maxBufferedBytes: 2 });
+  stream.channelOpened();
+  stream.handleFrame(0, { type: 'hello', session: 9n, resumeFrom: 1n, peerSession: 0n, delivered: 0n });
+  stream.handleFrame(0, dataFrame(4)); // 4 ahead of 0: the most a sender may have out
+  assert.throws(() => stream.handleFrame(0, dataFrame(5)), (e) => e instanceof StreamError && e.code === 'gap');
+  stream.handleFrame(0, dataFrame(3));
+  // Two bytes wait already: a third is more than a sender's buffer holds.
+  assert.throws(() => stream.handleFrame(0, dataFrame(2)), (e) => e.code === 'gap');
+  stream.handleFrame(0, dataFrame(1));
+  stream.handleFrame(0, dataFrame(2));
+  assert.deepEqual(deliveredBytes(stream), [1, 2, 3, 4]);
+  // Once delivered, the window moves on.
+  stream.handleFrame(0, dataFrame(8));
+  stream.handleFrame(0, dataFrame(5));
+  assert.deepEqual(deliveredBytes(stream), [5]);
+});
+
+test('data that overtook the Hello is applied right after it; the wait is bounded', () => {
+  const stream = new ReliableStream(5n, { maxBufferedMessages: 3 });
+  stream.channelOpened();
+  stream.handleFrame(0, dataFrame(3));
+  stream.handleFrame(0, dataFrame(2));
+  stream.handleFrame(0, dataFrame(2)); // the same again: still one of three
+  stream.handleFrame(0, dataFrame(4));
+  assert.throws(() => stream.handleFrame(0, dataFrame(5)), (e) => e.code === 'data_before_hello');
+  assert.deepEqual(deliveredBytes(stream), []);
+  // The Hello resumes at 2: 2, 3 and 4 are delivered in order, 1 never came.
+  stream.handleFrame(0, { type: 'hello', session: 9n, resumeFrom: 2n, peerSession: 0n, delivered: 0n });
+  assert.deepEqual(deliveredBytes(stream), [2, 3, 4]);
+  assert.equal(stream.delivered, 4n);
+  // What overtook the Hello of a channel that closed is not applied on the next one.
+  stream.channelClosed();
+  stream.channelOpened();
+  stream.handleFrame(0, dataFrame(6));
+  stream.channelClosed();
+  stream.channelOpened();
+  stream.handleFrame(0, { type: 'hello', session: 9n, resumeFrom: 5n, peerSession: 5n, delivered: 0n });
+  stream.handleFrame(0, dataFrame(5));
+  assert.deepEqual(deliveredBytes(stream), [5]);
+  assert.equal(stream.early.size, 0);
+});
+
+test('a Hello of a new session drops what waited for a gap of the old one', () => {
+  const stream = new ReliableStream(5n);
+  stream.channelOpened();
+  stream.handleFrame(0, { type: 'hello', session: 9n, resumeFrom: 1n, peerSession: 0n, delivered: 0n });
+  stream.handleFrame(0, dataFrame(2));
+  stream.channelClosed();
+  stream.channelOpened();
+  // The peer reloaded: its new stream has a seq 2 of its own.
+  stream.handleFrame(0, { type: 'hello', session: 10n, resumeFrom: 1n, peerSession: 5n, delivered: 0n });
+  stream.handleFrame(0, { type: 'data', seq: 1n, payload: new Uint8Array([21]) });
+  stream.handleFrame(0, { type: 'data', seq: 2n, payload: new Uint8Array([22]) });
+  assert.deepEqual(deliveredBytes(stream), [21, 22]);
+});
+
+test('after an ICE restart everything unacknowledged goes again, and the receiver drops what it had', () => {
+  const a = new ReliableStream(5n, { ackEvery: 100 });
+  const b = new ReliableStream(9n, { ackEvery: 100 });
+  a.channelOpened();
+  b.channelOpened();
+  const frames = (/** @type {ReliableStream} */ from) => {
+    const out = [];
+    for (let f = from.pollTransmit(0, true); f; f = from.pollTransmit(0, true)) out.push(f);
+    return out;
+  };
+  // Nothing to resend before the peer's Hello (the Hello replays anyway).
+  a.resendUnacknowledged();
+  for (const f of frames(a)) b.handleFrame(0, f);
+  for (const f of frames(b)) a.handleFrame(0, f);
+  for (let i = 1; i <= 3; i++) a.push(new Uint8Array([i]));
+  const first = frames(a);
+  assert.deepEqual(first.map((f) => f.type), ['data', 'data', 'data']);
+  // Only the first reaches b; the others are lost into the old path.
+  b.handleFrame(0, first[0]);
+  assert.deepEqual(frames(a), [], 'nothing more to send');
+  a.resendUnacknowledged();
+  const again = frames(a);
+  assert.deepEqual(again.map((f) => f.seq), [1n, 2n, 3n], 'everything unacknowledged, from the first');
+  for (const f of again) b.handleFrame(0, f);
+  assert.deepEqual(deliveredBytes(b), [1, 2, 3], 'each once');
+  assert.equal(b.stats.duplicates, 1);
+  assert.equal(a.stats.replayed, 3);
+  // The ack b owes now goes at once, and a has nothing left to resend.
+  const [ack] = frames(b);
+  assert.deepEqual(ack, { type: 'ack', delivered: 3n });
+  a.handleFrame(0, ack);
+  a.resendUnacknowledged();
+  assert.deepEqual(frames(a), []);
 });
 
 test('a peer that restarted is a new stream; one that resumed is not', () => {
@@ -317,7 +464,7 @@ test('sessions are random, nonzero and u64', () => {
   assert.throws(() => new ReliableStream(0n), RangeError);
 });
 
-test('a lost Hello: the peer refuses data until a repeated Hello, then gets everything once', () => {
+test('a lost Hello: the peer keeps data until a repeated Hello, then gets everything once', () => {
   const a = new ReliableStream(5n);
   const b = new ReliableStream(9n);
   a.channelOpened();
@@ -334,8 +481,11 @@ test('a lost Hello: the peer refuses data until a repeated Hello, then gets ever
   a.push(new Uint8Array([2]));
   const early = frames(a);
   assert.deepEqual(early.map((f) => f.type), ['data', 'data']);
-  // b never saw a's Hello: it drops a's data (and so sends none of its own).
-  assert.throws(() => b.handleFrame(0, early[0]), (e) => e.code === 'data_before_hello');
+  // b never saw a's Hello: it keeps a's data for it, delivers nothing yet
+  // (and so sends none of its own).
+  b.handleFrame(0, early[0]);
+  assert.equal(b.pollDelivery(), null);
+  assert.equal(b.pollTransmit(0, true)?.type, undefined);
   a.repeatHello();
   const again = frames(a);
   assert.deepEqual(again.map((f) => f.type), ['hello', 'data', 'data'], 'Hello, then the replay');
@@ -343,7 +493,7 @@ test('a lost Hello: the peer refuses data until a repeated Hello, then gets ever
   // The second data frame of the first try arrives late: a duplicate, dropped.
   b.handleFrame(0, early[1]);
   assert.deepEqual([b.pollDelivery(), b.pollDelivery(), b.pollDelivery()], [new Uint8Array([1]), new Uint8Array([2]), null]);
-  assert.equal(b.stats.duplicates, 1);
+  assert.equal(b.stats.duplicates, 2, 'the kept 1 went first: the replayed 1 and the late 2 are copies');
   // A repeated Hello that was not needed changes nothing for the peer.
   a.repeatHello();
   for (const f of frames(a)) b.handleFrame(0, f);
