@@ -109,6 +109,8 @@ export class ReliableStream {
     // Channel.
     this.channelOpen = false;
     this.helloOwed = false;
+    /** Who says Hello first on this channel (see channelOpened). @type {'first' | 'after_peer'} */
+    this.helloTurn = 'first';
     this.helloSeen = false;
     this.stats = { delivered: 0, duplicates: 0, replayed: 0, withdrawn: 0 };
   }
@@ -131,10 +133,17 @@ export class ReliableStream {
     return id;
   }
 
-  /** A new channel to the peer is open: say Hello and replay everything not yet acknowledged. */
-  channelOpened() {
+  /**
+   * A new channel to the peer is open: say Hello when it is this side's turn
+   * (MESSAGING.md rule 1: the answerer first, at once; the offerer in answer
+   * to each of the peer's Hellos), and replay everything not yet acknowledged
+   * once the peer's Hello arrived.
+   * @param {'first' | 'after_peer'} [turn]
+   */
+  channelOpened(turn = 'first') {
     this.channelOpen = true;
-    this.helloOwed = true;
+    this.helloTurn = turn;
+    this.helloOwed = turn === 'first';
     this.helloSeen = false;
     this.beforeHello.clear();
     this.transmitNext = this.acked + 1n;
@@ -149,7 +158,7 @@ export class ReliableStream {
    * (Not in the Rust stream, which never needed it: see session.js.)
    */
   repeatHello() {
-    if (!this.channelOpen) return;
+    if (!this.channelOpen || this.helloTurn !== 'first') return;
     this.helloOwed = true;
     this.transmitNext = this.acked + 1n;
   }
@@ -192,6 +201,8 @@ export class ReliableStream {
           this.earlyBytes = 0;
         }
         this.helloSeen = true;
+        // The offerer speaks after the answerer: one Hello for each of its.
+        if (this.helloTurn === 'after_peer' && this.channelOpen) this.helloOwed = true;
         if (frame.peerSession === this.session) {
           const delivered = frame.delivered < this.everSent ? frame.delivered : this.everSent;
           this.acknowledged(delivered);

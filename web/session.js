@@ -67,9 +67,12 @@ export class MessageSession extends EventTarget {
 
   /**
    * A new data channel to the peer is open: it carries the stream from now on.
+   * The answerer says Hello first (and again while the peer says nothing);
+   * the offerer answers each Hello (MESSAGING.md rule 1).
    * @param {RTCDataChannel} channel @param {number} generation
+   * @param {'first' | 'after_peer'} [turn]
    */
-  attach(channel, generation) {
+  attach(channel, generation, turn = 'first') {
     if (this.channel) this.detach(this.generation);
     this.channel = channel;
     this.generation = generation;
@@ -84,9 +87,18 @@ export class MessageSession extends EventTarget {
     channel.onbufferedamountlow = () => {
       if (this.channel === channel) this.pump();
     };
-    this.stream.channelOpened();
+    if (turn === 'first') {
+      // The answerer announces its side of the channel (NEGOTIATION.md §3).
+      try {
+        channel.send(new ArrayBuffer(0));
+      } catch (error) {
+        this.log(`session: the ready message did not go: ${/** @type {Error} */ (error).message}`);
+      }
+    }
+    this.stream.channelOpened(turn);
     this.peerHasHello = false;
-    this.helloTimers = HELLO_REPEATS_MS.map((ms) => setTimeout(() => this.checkHello(channel), ms));
+    this.helloTimers =
+      turn === 'first' ? HELLO_REPEATS_MS.map((ms) => setTimeout(() => this.checkHello(channel), ms)) : [];
     this.log(`session: channel of peer connection ${generation} carries the stream (${this.stream.buffered()} messages to resume)`);
     this.pump();
     this.emitChange();
@@ -100,7 +112,8 @@ export class MessageSession extends EventTarget {
   follow(link) {
     link.addEventListener('channel-open', (event) => {
       const { channel, generation } = /** @type {CustomEvent} */ (event).detail;
-      this.attach(channel, generation);
+      const offerer = /** @type {{ role?: string }} */ (link).role === 'offerer';
+      this.attach(channel, generation, offerer ? 'after_peer' : 'first');
     });
     link.addEventListener('channel-closed', (event) => {
       this.detach(/** @type {CustomEvent} */ (event).detail.generation);
@@ -206,6 +219,8 @@ export class MessageSession extends EventTarget {
 
   /** @param {unknown} data */
   onData(data) {
+    // An empty message is the channel's own "ready" (NEGOTIATION.md §3), never a frame.
+    if (data instanceof ArrayBuffer && data.byteLength === 0) return;
     this.counters.framesIn += 1;
     let frame;
     try {

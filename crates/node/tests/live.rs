@@ -297,8 +297,15 @@ async fn messages_survive_every_disruption() {
 
     let summary = pair.traffic.summary();
     assert!(summary.sent >= 300, "{summary:?}");
-    let (alice, _) = pair.finish().await;
-    assert_eq!(alice.messaging.stats.duplicates, 0);
+    let (alice, bob) = pair.finish().await;
+    // Copies arrive only where a sender resent on purpose (after an ICE restart, everything
+    // unacknowledged goes again, MESSAGING.md rule 8), and the stream drops every one.
+    assert!(
+        alice.messaging.stats.duplicates <= bob.messaging.stats.replayed,
+        "alice dropped {} copies, bob resent {}",
+        alice.messaging.stats.duplicates,
+        bob.messaging.stats.replayed
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -338,7 +338,8 @@ impl PeerSet {
         }
     }
 
-    /// Sends one message on the data channel to `peer` (reliable, ordered).
+    /// Sends one message on the data channel to `peer` (reliable; unordered on the wire, so
+    /// two messages may arrive in either order: tether's reliable stream orders them).
     ///
     /// Succeeds as soon as the message is queued; while ICE is disconnected SCTP keeps it and
     /// delivers it if the connection comes back (an ICE restart keeps the channel).
@@ -347,7 +348,8 @@ impl PeerSet {
     ///
     /// [`RtcError::ChannelNotOpen`] when there is no open data channel to `peer` (never
     /// connected, still connecting, or closed); [`RtcError::Send`] when webrtc-rs refuses the
-    /// message (for example the channel closed meanwhile).
+    /// message (for example the channel closed meanwhile), or for an empty message (empty
+    /// messages are the channel's own, NEGOTIATION.md §3).
     ///
     /// # Cancel safety
     ///
@@ -359,6 +361,10 @@ impl PeerSet {
             .get(peer)
             .and_then(|slot| slot.view.channel())
             .ok_or_else(|| RtcError::ChannelNotOpen { peer: peer.clone() })?;
+        if data.is_empty() {
+            let message = "empty messages are not application data".to_owned();
+            return Err(RtcError::Send { peer: peer.clone(), message });
+        }
         channel
             .send(BytesMut::from(&data[..]))
             .await

@@ -23,11 +23,19 @@ class FakeChannel {
     /** @type {null | ((event: {data: ArrayBuffer}) => void)} */ this.onmessage = null;
     /** @type {Uint8Array[]} what the page put on the channel */
     this.sent = [];
+    /** Empty "ready" messages sent. */
+    this.readySent = 0;
   }
 
-  /** @param {Uint8Array} bytes */
+  /** @param {Uint8Array | ArrayBuffer} bytes */
   send(bytes) {
     if (this.readyState !== 'open') throw new Error('the channel is not open');
+    if (bytes instanceof ArrayBuffer) {
+      // Only the empty "ready" message is sent as a bare buffer (NEGOTIATION.md §3).
+      if (bytes.byteLength !== 0) throw new Error('frames go as Uint8Array');
+      this.readySent += 1;
+      return;
+    }
     this.sent.push(bytes);
   }
 
@@ -627,8 +635,18 @@ async function linkWithSession(role) {
   session.follow(peer);
   connect(pc);
   const channel = pc.channels[0];
-  assert.deepEqual(channel.takeFrames().map((f) => f.type), ['hello']);
-  channel.receive({ type: 'hello', session: 9n, resumeFrom: 1n, peerSession: 5n, delivered: 0n });
+  const hello = { type: 'hello', session: 9n, resumeFrom: 1n, peerSession: 5n, delivered: 0n };
+  if (role === 'offerer') {
+    // The offerer speaks second (MESSAGING.md rule 1).
+    assert.equal(channel.readySent, 0);
+    assert.deepEqual(channel.takeFrames(), [], 'silent until the answerer says Hello');
+    channel.receive(hello);
+    assert.deepEqual(channel.takeFrames().map((f) => f.type), ['hello']);
+  } else {
+    assert.equal(channel.readySent, 1, 'the answerer announces its side first');
+    assert.deepEqual(channel.takeFrames().map((f) => f.type), ['hello']);
+    channel.receive(hello);
+  }
   return { peer, pc, session, channel };
 }
 

@@ -131,8 +131,9 @@ class Pair {
       case 'open':
         if (!this.up) {
           this.up = true;
-          this.a.stream.channelOpened();
-          this.b.stream.channelOpened();
+          // A answers, B offers (MESSAGING.md rule 1).
+          this.a.stream.channelOpened('first');
+          this.b.stream.channelOpened('after_peer');
         }
         return undefined;
       case 'advance':
@@ -232,11 +233,14 @@ test('replays after a break are deduplicated by the Hello', () => {
   const pair = new Pair({ ackEvery: 100 });
   pair.apply({ kind: 'open' });
   for (let i = 0; i < 5; i++) pair.apply({ kind: 'pushA', deadlineMs: null });
-  pair.apply({ kind: 'pumpB', data: true }); // B's hello
+  pair.apply({ kind: 'pumpB', data: true }); // B (the offerer) waits for A's hello
+  assert.equal(pair.bToA.length, 0, 'the offerer speaks second');
   pair.apply({ kind: 'pumpA', data: true }); // A's hello; no data before B's
+  pair.apply({ kind: 'deliverToB', n: 1 });
+  pair.apply({ kind: 'pumpB', data: true }); // B's hello, in answer
   pair.apply({ kind: 'deliverToA', n: 1 });
   pair.apply({ kind: 'pumpA', data: true }); // five messages
-  pair.apply({ kind: 'deliverToB', n: 4 }); // hello + 3 messages arrive
+  pair.apply({ kind: 'deliverToB', n: 3 }); // 3 messages arrive
   pair.apply({ kind: 'break' }); // two messages and every ack are lost
   pair.settle();
   assert.deepEqual(pair.b.received, [1, 2, 3, 4, 5]);
@@ -249,15 +253,35 @@ test('a duplicate is dropped and acknowledged at once', () => {
   const pair = new Pair({ ackEvery: 100 });
   pair.apply({ kind: 'open' });
   pair.apply({ kind: 'pushA', deadlineMs: null });
-  pair.apply({ kind: 'pumpB', data: true });
+  pair.apply({ kind: 'pumpA', data: true }); // A's hello
+  pair.apply({ kind: 'deliverToB', n: 1 });
+  pair.apply({ kind: 'pumpB', data: true }); // B's hello, in answer
   pair.apply({ kind: 'deliverToA', n: 1 });
   pair.apply({ kind: 'pumpA', data: true });
-  pair.apply({ kind: 'deliverToB', n: 2 });
+  pair.apply({ kind: 'deliverToB', n: 1 });
   pair.apply({ kind: 'duplicateToB', index: 1 });
   assert.deepEqual(pair.b.received, [1]);
   assert.equal(pair.b.stream.stats.duplicates, 1);
   const ack = pair.b.stream.pollTransmit(pair.now, true);
   assert.deepEqual(ack, { type: 'ack', delivered: 1n }, 'ack owed at once after a duplicate');
+});
+
+test('the offerer says Hello only in answer to the answerer\'s', () => {
+  const offerer = new ReliableStream(1n);
+  const answerer = new ReliableStream(2n);
+  offerer.push(new TextEncoder().encode('x'));
+  offerer.channelOpened('after_peer');
+  answerer.channelOpened('first');
+  assert.equal(offerer.pollTransmit(0, true), null, 'silent until the answerer speaks');
+  assert.equal(offerer.repeatHello(), undefined);
+  assert.equal(offerer.pollTransmit(0, true), null, 'no repeats of its own');
+  const hello = answerer.pollTransmit(0, true);
+  assert.equal(hello?.type, 'hello');
+  offerer.handleFrame(0, hello);
+  assert.equal(offerer.pollTransmit(0, true)?.type, 'hello', 'answers the Hello');
+  assert.equal(offerer.pollTransmit(0, true)?.type, 'data', 'then its data');
+  offerer.handleFrame(0, hello);
+  assert.equal(offerer.pollTransmit(0, true)?.type, 'hello', 'and every repeat of it');
 });
 
 test('a full buffer refuses and acks make room', () => {

@@ -458,6 +458,11 @@ impl Machine {
         }
     }
 
+    /// Which side of the pair this machine negotiates.
+    pub(crate) fn role(&self) -> Role {
+        self.role
+    }
+
     /// Holds (or releases) data on the current peer connection (see [`Action::Hold`]).
     pub(super) fn hold_data(&mut self, held: bool) {
         if let Some(pc) = self.current.as_ref() {

@@ -2,9 +2,10 @@
 
 use std::sync::Arc;
 
+use bytes::BytesMut;
 use tether_signal::protocol::PeerId;
 use tokio::sync::mpsc;
-use tracing::{Instrument, Span, info, trace};
+use tracing::{Instrument, Span, debug, info, trace};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 
 use super::connection::Internal;
@@ -16,14 +17,27 @@ use crate::negotiation::input::PcEvent;
 /// (NEGOTIATION.md §3).
 pub(super) const CHANNEL_STREAM_ID: u16 = 0;
 
+/// When a side may call its channel open (NEGOTIATION.md §3). The offerer's side opens first
+/// (it is the SCTP server), and webrtc-rs drops a message that reaches the answerer's side of a
+/// negotiated channel before that side exists; so the answerer announces its side with one
+/// empty message, and the offerer's side counts as open only once a message from the answerer
+/// arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ChannelOpening {
+    /// The answerer: open with the channel; sends the empty "ready" message at once.
+    Announce,
+    /// The offerer: open at the answerer's first message.
+    AwaitPeer,
+}
+
 /// Reads a data channel of peer connection `connection_id` until it closes, publishing it
-/// while open.
+/// while open. Empty messages are never delivered (the "ready" message is one).
 pub(super) fn watch_channel(
     peer: PeerId,
     view: Arc<PeerView>,
     internal: mpsc::UnboundedSender<Internal>,
     traffic: mpsc::Sender<RtcEvent>,
-    connection_id: ConnectionId,
+    (connection_id, opening): (ConnectionId, ChannelOpening),
     channel: Arc<dyn DataChannel>,
 ) {
     let forward = move |event: PcEvent| {
@@ -34,7 +48,17 @@ pub(super) fn watch_channel(
         while let Some(event) = channel.poll().await {
             // webrtc-rs may deliver a message before the open event: the channel is open then,
             // and consumers must hear so before they see the message.
-            let opens = matches!(event, DataChannelEvent::OnOpen | DataChannelEvent::OnMessage(_));
+            let opens = matches!(
+                (&event, opening),
+                (DataChannelEvent::OnOpen, ChannelOpening::Announce)
+                    | (DataChannelEvent::OnMessage(_), _)
+            );
+            if opens && !opened && opening == ChannelOpening::Announce {
+                // Before anything else on it: the answerer's side exists now.
+                if let Err(error) = channel.send(BytesMut::new()).await {
+                    debug!(name: "rtc.channel.ready_failed", connection = connection_id.get(), %error);
+                }
+            }
             if opens && !opened && view.open_channel(connection_id, &channel) {
                 opened = true;
                 forward(PcEvent::ChannelOpened);
@@ -42,6 +66,9 @@ pub(super) fn watch_channel(
                 let _ = traffic.send(opened_event).await;
             }
             match event {
+                DataChannelEvent::OnMessage(message) if message.data.is_empty() => {
+                    trace!(name: "rtc.channel.ready", connection = connection_id.get());
+                }
                 DataChannelEvent::OnMessage(message) => {
                     trace!(name: "rtc.channel.message", bytes = message.data.len());
                     let received = RtcEvent::MessageReceived {

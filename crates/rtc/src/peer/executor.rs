@@ -18,12 +18,13 @@ use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, RTCIceCandidateInit, RTCSessionDescription,
 };
 
-use super::channel::{CHANNEL_STREAM_ID, watch_channel};
+use super::channel::{CHANNEL_STREAM_ID, ChannelOpening, watch_channel};
 use super::connection::{ConnectionHandler, Internal, OwnedConnection};
 use super::view::PeerView;
 use super::{Command, Reply, SetContext};
 use crate::error::RtcError;
 use crate::event::{ConnectionId, PeerState, RtcEvent};
+use crate::negotiation::Role;
 use crate::negotiation::action::Action;
 use crate::negotiation::input::{Input, Outcome, WaiterId};
 use crate::negotiation::machine::Machine;
@@ -357,12 +358,16 @@ impl PeerTask {
     }
 
     fn watch(&self, id: ConnectionId, channel: Arc<dyn DataChannel>) {
+        let opening = match self.machine.role() {
+            Role::Answerer => ChannelOpening::Announce,
+            Role::Offerer => ChannelOpening::AwaitPeer,
+        };
         watch_channel(
             self.peer.clone(),
             Arc::clone(&self.view),
             self.internal.clone(),
             self.ctx.traffic.clone(),
-            id,
+            (id, opening),
             channel,
         );
     }

@@ -73,6 +73,11 @@ impl AsyncWrite for Transport {
 /// Largest frame the client accepts from the server.
 const MAX_INBOUND_FRAME_BYTES: usize = 4 * 1024 * 1024;
 
+/// When a TCP connect has not completed after this long, a second one races it. A link that
+/// just came up (a handoff) may drop the first SYN, and the kernel resends it only after 1 s;
+/// Chromium's backup connect job waits the same 250 ms. The loser is dropped unused.
+const BACKUP_CONNECT_AFTER: Duration = Duration::from_millis(250);
+
 /// A parsed `ws://` or `wss://` URL.
 #[derive(Debug, Clone)]
 pub(super) struct Endpoint {
@@ -98,11 +103,37 @@ impl Endpoint {
         Ok(Endpoint { url: url.to_owned(), host, port, tls })
     }
 
+    /// A TCP connection to the endpoint: the first of two attempts, the second started
+    /// [`BACKUP_CONNECT_AFTER`] after the first unless it finished. Fails only when both did.
+    async fn connect_tcp(&self) -> io::Result<TcpStream> {
+        let target = (self.host.as_str(), self.port);
+        let first = TcpStream::connect(target);
+        tokio::pin!(first);
+        tokio::select! {
+            result = &mut first => return result,
+            () = tokio::time::sleep(BACKUP_CONNECT_AFTER) => {}
+        }
+        debug!(name: "signal.client.backup_connect", url = %self.url);
+        let second = TcpStream::connect(target);
+        tokio::pin!(second);
+        tokio::select! {
+            result = &mut first => match result {
+                Ok(stream) => Ok(stream),
+                Err(error) => second.await.map_err(|_| error),
+            },
+            result = &mut second => match result {
+                Ok(stream) => Ok(stream),
+                Err(error) => first.await.map_err(|_| error),
+            },
+        }
+    }
+
     /// Opens TCP, then TLS for `wss://`, and performs the WebSocket handshake
     /// (no `register` yet).
     pub(super) async fn open(&self) -> Result<ClientSocket, SignalError> {
         let addr = format!("{}:{}", self.host, self.port);
-        let stream = TcpStream::connect((self.host.as_str(), self.port))
+        let stream = self
+            .connect_tcp()
             .await
             .map_err(|source| SignalError::Unreachable { addr: addr.clone(), source })?;
         let _ = stream.set_nodelay(true);
