@@ -424,16 +424,18 @@ test('a Hello of a new session drops what waited for a gap of the old one', () =
   assert.deepEqual(deliveredBytes(stream), [21, 22]);
 });
 
+/** Every frame `from` has to send now. @param {ReliableStream} from */
+function frames(from) {
+  const out = [];
+  for (let f = from.pollTransmit(0, true); f; f = from.pollTransmit(0, true)) out.push(f);
+  return out;
+}
+
 test('after an ICE restart everything unacknowledged goes again, and the receiver drops what it had', () => {
   const a = new ReliableStream(5n, { ackEvery: 100 });
   const b = new ReliableStream(9n, { ackEvery: 100 });
   a.channelOpened();
   b.channelOpened();
-  const frames = (/** @type {ReliableStream} */ from) => {
-    const out = [];
-    for (let f = from.pollTransmit(0, true); f; f = from.pollTransmit(0, true)) out.push(f);
-    return out;
-  };
   // Nothing to resend before the peer's Hello (the Hello replays anyway).
   a.resendUnacknowledged();
   for (const f of frames(a)) b.handleFrame(0, f);
@@ -493,11 +495,6 @@ test('a lost Hello: the peer keeps data until a repeated Hello, then gets everyt
   const b = new ReliableStream(9n);
   a.channelOpened();
   b.channelOpened();
-  const frames = (/** @type {ReliableStream} */ from) => {
-    const out = [];
-    for (let f = from.pollTransmit(0, true); f; f = from.pollTransmit(0, true)) out.push(f);
-    return out;
-  };
   const helloOfA = frames(a);
   assert.deepEqual(helloOfA.map((f) => f.type), ['hello']); // lost on the way
   for (const f of frames(b)) a.handleFrame(0, f); // b's Hello arrives

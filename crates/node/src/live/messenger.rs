@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tether_recovery::ConnectionState;
@@ -153,6 +154,8 @@ impl Messenger {
     }
 
     pub(crate) async fn run(mut self) -> MessengerReport {
+        let mut stranded_check = tokio::time::interval(STRANDED_CHECK);
+        stranded_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let wake = self.next_wake();
             let backlog_full = self.backlog.len() >= self.receive_backlog;
@@ -190,6 +193,9 @@ impl Messenger {
                 // slept to.
                 () = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)),
                     if wake.is_some() => self.on_timer(),
+                _ = stranded_check.tick(), if self.links.values().any(|l| l.channel.is_some()) => {
+                    self.check_stranded().await;
+                }
             }
             self.pump().await;
         }
@@ -406,6 +412,25 @@ impl Messenger {
         }
     }
 
+    /// A peer connection whose selected pair leaves from a local address the device lost is
+    /// dead, whatever ICE says for the next seconds (webrtc-rs notices after its disconnected
+    /// timeout, 3 s, and gives up later still). The platform reports a path change when the
+    /// route changes; this catches the rest: the old uplink of a make-before-break handoff
+    /// going away after the new one already carries the route, under a pair ICE kept on it.
+    /// Its data is held, and, unless a recovery is already running, the Supervisor hears of a
+    /// lost peer (its Restore ICE-restarts onto the addresses the device has now).
+    async fn check_stranded(&mut self) {
+        let held = self.peers.hold_stranded().await;
+        if held.is_empty() {
+            return;
+        }
+        let state = *self.connection_state.borrow();
+        if state == ConnectionState::Connected {
+            warn!(name: "live.peer.stranded", peers = held.len(), "a peer connection's local address is gone");
+            self.link.peer_lost();
+        }
+    }
+
     fn on_timer(&mut self) {
         let now = Instant::now();
         self.check_stalls(now);
@@ -520,6 +545,11 @@ impl Messenger {
         report
     }
 }
+
+/// How often the messenger checks, while a channel is open, whether a peer connection's local
+/// address is gone (see `Messenger::check_stranded`). webrtc-rs's driver already wakes every
+/// 200 ms on a connected peer connection.
+const STRANDED_CHECK: Duration = Duration::from_millis(250);
 
 /// Accepts `request` into its peer's replay buffer; returns `false` (and
 /// puts it back in front) when there is no room.
