@@ -431,13 +431,31 @@ impl PeerSet {
     /// that the reliable stream above keeps it rather than losing it into a dead pair, where
     /// SCTP would only retransmit it on its own timer (1 s at least, doubling while the path
     /// is down). The hold ends when an ICE restart completes, the peer connection is connected
-    /// again, or a new one replaces it. Returns the peers now held.
+    /// again, or a new one replaces it. A relayed pair (webrtc-rs does not report its base) or
+    /// a peer connection with no selected pair counts as stranded: the path changed under it.
+    /// Returns the peers now held.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: each peer is held or not as a whole; dropping the future leaves the rest
     /// untouched.
     pub async fn hold_stranded(&self) -> Vec<PeerId> {
+        self.hold_where_address_gone(true).await
+    }
+
+    /// [`PeerSet::hold_stranded`] without a path change to go on: holds only the peers whose
+    /// selected pair is known to leave from an address that is gone (a host or reflexive local
+    /// candidate); a relayed pair, whose base webrtc-rs does not report, is left alone. For a
+    /// periodic check. Returns the peers now held.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`PeerSet::hold_stranded`].
+    pub async fn hold_if_address_lost(&self) -> Vec<PeerId> {
+        self.hold_where_address_gone(false).await
+    }
+
+    async fn hold_where_address_gone(&self, unknown_is_gone: bool) -> Vec<PeerId> {
         let present: Vec<std::net::IpAddr> = match rtc::shared::ifaces::ifaces() {
             Ok(interfaces) => interfaces.iter().filter_map(|i| i.addr.map(|a| a.ip())).collect(),
             Err(error) => {
@@ -457,7 +475,7 @@ impl PeerSet {
             if status.data_held || !status.channel_open {
                 continue;
             }
-            if crate::route::leaves_from_gone_address(&pc, &present).await
+            if crate::route::leaves_from_gone_address(&pc, &present, unknown_is_gone).await
                 && view.set_held(id, true)
             {
                 info!(name: "rtc.data.hold", %peer, connection = id.get(), held = true,

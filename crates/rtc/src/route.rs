@@ -116,23 +116,26 @@ pub(crate) async fn selected_route(pc: &Arc<dyn PeerConnection>) -> Option<IceRo
 
 /// Whether `pc`'s selected pair leaves from a local address the device has no more, so that
 /// nothing sent on it can arrive. A host candidate leaves from its own address, a reflexive one
-/// from its base (its related address); for a relayed candidate (whose base webrtc-rs does not
-/// report) and for a pc with no selected pair, the answer is `true` when asked: the caller asks
-/// because the device's path changed. `present` is the device's addresses now.
+/// from its base (its related address). For a relayed candidate (whose base webrtc-rs does not
+/// report) and for a pc with no selected pair, the answer is `unknown`. `present` is the
+/// device's addresses now.
 pub(crate) async fn leaves_from_gone_address(
     pc: &Arc<dyn PeerConnection>,
     present: &[std::net::IpAddr],
+    unknown: bool,
 ) -> bool {
-    let Some(sctp) = pc.sctp().await else { return true };
+    let Some(sctp) = pc.sctp().await else { return unknown };
     let ice = sctp.transport().ice_transport();
-    let Some(pair) = ice.get_selected_candidate_pair().await.ok().flatten() else { return true };
+    let Some(pair) = ice.get_selected_candidate_pair().await.ok().flatten() else {
+        return unknown;
+    };
     let local = pair.local();
     let base = match local.typ {
         RTCIceCandidateType::Host => &local.address,
         RTCIceCandidateType::Srflx | RTCIceCandidateType::Prflx => &local.related_address,
-        _ => return true,
+        _ => return unknown,
     };
-    base.parse::<std::net::IpAddr>().map_or(true, |ip| !present.contains(&ip))
+    base.parse::<std::net::IpAddr>().map_or(unknown, |ip| !present.contains(&ip))
 }
 
 fn route_end(candidate: &RTCIceCandidate) -> Option<RouteEnd> {

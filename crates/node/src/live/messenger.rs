@@ -420,7 +420,7 @@ impl Messenger {
     /// Its data is held, and, unless a recovery is already running, the Supervisor hears of a
     /// lost peer (its Restore ICE-restarts onto the addresses the device has now).
     async fn check_stranded(&mut self) {
-        let held = self.peers.hold_stranded().await;
+        let held = self.peers.hold_if_address_lost().await;
         if held.is_empty() {
             return;
         }
