@@ -190,7 +190,8 @@ test('malformed data-channel frames are dropped and logged, the stream goes on',
   const b0 = await status(bob);
   // The last is well-formed Data, but with a seq (2^62) further ahead than any
   // sender's replay buffer can be: a gap, dropped (a nearer one would wait for its turn).
-  const bad = [[], [9, 0, 0], [2, 0, 0], [3, 0, 0, 0, 0, 0, 0, 0, 1, 5], [1, 9], [2, 64, 0, 0, 0, 0, 0, 0, 0, 65]];
+  // (An empty message is not here: it is the channel's own "ready", dropped unseen.)
+  const bad = [[9, 0, 0], [2, 0, 0], [3, 0, 0, 0, 0, 0, 0, 0, 1, 5], [1, 9], [2, 64, 0, 0, 0, 0, 0, 0, 0, 65]];
   for (const bytes of bad) {
     assert.equal(await alice.page.evaluate((b) => /** @type {any} */ (window).tether.sendRawFrame(b), bytes), true);
   }
@@ -202,7 +203,7 @@ test('malformed data-channel frames are dropped and logged, the stream goes on',
   await say('alice', batch('a', n + 1, n + 5));
   await checkExactlyOnce();
   const b1 = await status(bob);
-  assert.ok(b1.session.counters.badFrames >= b0.session.counters.badFrames + 5, 'malformed frames counted');
+  assert.ok(b1.session.counters.badFrames >= b0.session.counters.badFrames + 4, 'malformed frames counted');
   assert.ok(b1.session.counters.protocolErrors >= b0.session.counters.protocolErrors + 1, 'the gap counted');
   noPageErrors();
 });
