@@ -22,6 +22,7 @@ ACK_SIZE = 9
 MAX_MESSAGE = 65_536  # one data-channel message (NEGOTIATION.md §3)
 MAX_PAYLOAD = MAX_MESSAGE - 9
 HELLO_REPEATS = (0.5, 1.5, 4.0)  # after the channel opened, while no Hello came
+EARLY_LIMIT = 8192  # rule 4: frames kept ahead of a gap (the replay buffer's message count)
 ACK_EVERY = 32
 ACK_DELAY = 0.010
 
@@ -122,6 +123,9 @@ class ReliableStream:
         # the current channel
         self._channel: Any = None
         self._peer_hello = False
+        self._speaks_first = True  # rule 1: the answerer says Hello first
+        self._early: dict[int, bytes] = {}  # rule 4: ahead of a gap, by seq
+        self._before_hello: dict[int, bytes] = {}  # rule 4: overtook the Hello
         self._hello_timers: list[asyncio.TimerHandle] = []
         self._sent_upto = 0  # highest seq put on the current channel
         # counters for tests and logs
@@ -155,13 +159,18 @@ class ReliableStream:
 
     # ---- channel side ----------------------------------------------------
 
-    def attach(self, channel: Any) -> None:
-        """A newly opened channel: Hello first (rule 1), repeated while the
-        peer's Hello has not come on it."""
+    def attach(self, channel: Any, speaks_first: bool = True) -> None:
+        """A newly opened channel (rule 1): the answerer (speaks_first) says
+        Hello at once and again while the peer's Hello has not come on it;
+        the offerer answers each of the peer's Hellos."""
         self._cancel_hello_timers()
         self._channel = channel
         self._peer_hello = False
+        self._speaks_first = speaks_first
+        self._before_hello = {}
         self._sent_upto = self.acked
+        if not speaks_first:
+            return
         self._send_hello()
         loop = asyncio.get_running_loop()
         for delay in HELLO_REPEATS:
@@ -206,28 +215,49 @@ class ReliableStream:
             self.peer_session = hello.session
             self.delivered = max(hello.resume_from, 1) - 1
             self._unacked = 0
+            self._early = {}
+        if not self._speaks_first:
+            self._send_hello()  # rule 1: the offerer answers every Hello
         if hello.peer_session == self.session:
             self._on_ack(hello.delivered)
         if not self._peer_hello:
             self._peer_hello = True
             self._cancel_hello_timers()
             self._sent_upto = self.acked  # rule 3: replay everything after acked
+            waiting = self._before_hello
+            self._before_hello = {}
+            for seq in sorted(waiting):
+                self._on_data(Data(seq, waiting[seq]))
             self._flush()
 
     def _on_data(self, data: Data) -> None:
-        if self.peer_session == 0:
-            self.protocol_errors += 1
+        if not self._peer_hello:
+            # Rule 4: the unordered channel let it overtake the peer's Hello.
+            waiting = self._before_hello
+            if data.seq not in waiting and len(waiting) >= EARLY_LIMIT:
+                self.protocol_errors += 1
+                return
+            waiting[data.seq] = data.payload
             return
-        if data.seq <= self.delivered:  # rule 4: duplicate
+        early = self._early
+        if data.seq <= self.delivered or data.seq in early:  # rule 4: duplicate
             self.duplicates_dropped += 1
             self._send_ack()
             return
         if data.seq != self.delivered + 1:
-            self.protocol_errors += 1
-            log.warning("%s: Data seq %d after %d: gap, dropped", self._name, data.seq, self.delivered)
+            if data.seq - self.delivered > EARLY_LIMIT:
+                self.protocol_errors += 1
+                log.warning("%s: Data seq %d after %d: gap, dropped", self._name, data.seq, self.delivered)
+                return
+            early[data.seq] = data.payload  # rule 4: waits for the gap to fill
             return
-        self.delivered = data.seq
-        self._deliver(data.payload)
+        self._accept(data.payload, data.seq)
+        while self.delivered + 1 in early:
+            self._accept(early.pop(self.delivered + 1), self.delivered + 1)
+
+    def _accept(self, payload: bytes, seq: int) -> None:
+        self.delivered = seq
+        self._deliver(payload)
         self._unacked += 1
         if self._unacked >= ACK_EVERY:
             self._send_ack()

@@ -526,14 +526,13 @@ class Negotiator:
 
         @raw.on("datachannel")
         def _announced(channel: Any) -> None:
-            if channel.label != LABEL:
-                self._note("ignoring announced channel %r (§3, P8)", channel.label)
-                return
-            if self.offerer:
-                self._note("a channel announced to the offerer: ignored")
-                return
-            self._take_channel(pc, channel)
+            # §3, P8: tether's channel is negotiated; nothing announced in-band is ours.
+            self._note("ignoring announced channel %r (§3, P8)", channel.label)
+            channel.close()
 
+        # §3: both sides create the channel themselves, negotiated on stream 0, unordered.
+        channel = raw.createDataChannel(LABEL, ordered=False, protocol="", negotiated=True, id=0)
+        self._take_channel(pc, channel)
         return pc
 
     def _take_channel(self, pc: Pc, channel: Any) -> None:
@@ -543,13 +542,18 @@ class Negotiator:
         def opened() -> None:
             if pc.retired or pc is not self.pc or pc.channel is not channel or pc.channel_open:
                 return
+            if not self.offerer:
+                # §3: the answerer announces its side of the channel with one empty message.
+                channel.send(b"")
             pc.channel_open = True
-            stream.attach(channel)
+            stream.attach(channel, speaks_first=not self.offerer)
             self.post("channel_open", pc)
 
         @channel.on("open")
         def _open() -> None:
-            opened()
+            # §3: the offerer's side counts as open at the answerer's first message.
+            if not self.offerer:
+                opened()
 
         @channel.on("message")
         def _message(message: Any) -> None:
@@ -557,6 +561,8 @@ class Negotiator:
                 return  # text messages are not part of the protocol (§3)
             if not pc.channel_open:
                 opened()  # the first message may come before the open event
+            if len(message) == 0:
+                return  # the answerer's "ready" (§3), never a frame
             if not pc.retired and pc is self.pc:
                 stream.on_frame(channel, message)
 
@@ -682,8 +688,6 @@ class Negotiator:
             self._attempt()
             pc = self._new_pc()
             self.pc = pc
-            channel = pc.pc.createDataChannel(LABEL, ordered=True, protocol="", negotiated=False)
-            self._take_channel(pc, channel)
         assert pc is not None
         raw = pc.pc
         try:
