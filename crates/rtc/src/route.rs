@@ -5,6 +5,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use rtc::peer_connection::transport::RTCIceCandidatePair;
 use webrtc::peer_connection::{
     PeerConnection, RTCIceCandidate, RTCIceCandidateType, RTCIceProtocol,
 };
@@ -108,9 +109,7 @@ impl fmt::Display for IceRoute {
 /// The pair `pc`'s ICE transport selected, or `None` before ICE selected one (or when a
 /// candidate is of a kind this crate does not know).
 pub(crate) async fn selected_route(pc: &Arc<dyn PeerConnection>) -> Option<IceRoute> {
-    let sctp = pc.sctp().await?;
-    let ice = sctp.transport().ice_transport();
-    let pair = ice.get_selected_candidate_pair().await.ok().flatten()?;
+    let pair = selected_pair(pc).await?;
     Some(IceRoute { local: route_end(pair.local())?, remote: route_end(pair.remote())? })
 }
 
@@ -124,11 +123,7 @@ pub(crate) async fn leaves_from_gone_address(
     present: &[std::net::IpAddr],
     unknown: bool,
 ) -> bool {
-    let Some(sctp) = pc.sctp().await else { return unknown };
-    let ice = sctp.transport().ice_transport();
-    let Some(pair) = ice.get_selected_candidate_pair().await.ok().flatten() else {
-        return unknown;
-    };
+    let Some(pair) = selected_pair(pc).await else { return unknown };
     let local = pair.local();
     let base = match local.typ {
         RTCIceCandidateType::Host => &local.address,
@@ -136,6 +131,12 @@ pub(crate) async fn leaves_from_gone_address(
         _ => return unknown,
     };
     base.parse::<std::net::IpAddr>().map_or(unknown, |ip| !present.contains(&ip))
+}
+
+/// The pair `pc`'s ICE transport selected, if any yet.
+async fn selected_pair(pc: &Arc<dyn PeerConnection>) -> Option<RTCIceCandidatePair> {
+    let sctp = pc.sctp().await?;
+    sctp.transport().ice_transport().get_selected_candidate_pair().await.ok().flatten()
 }
 
 fn route_end(candidate: &RTCIceCandidate) -> Option<RouteEnd> {

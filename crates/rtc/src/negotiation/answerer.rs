@@ -94,7 +94,7 @@ impl Machine {
         pc.taking = Some(taken);
         if restart {
             // Applying the restart drops the old candidate pair: hold data until ICE is back.
-            self.push(Action::Hold { id, held: true });
+            self.hold_data(true);
         }
         self.push(Action::AnswerOffer { id, sdp });
     }

@@ -361,7 +361,7 @@ impl Machine {
                 self.push(Action::State { id, state });
                 if state == PeerState::Connected {
                     // Connected again: whatever held the data is over.
-                    self.push(Action::Hold { id, held: false });
+                    self.hold_data(false);
                 }
                 if matches!(state, PeerState::Failed | PeerState::Closed) && self.connecting() {
                     let error = RtcError::ConnectionFailed { peer: self.peer.clone() };

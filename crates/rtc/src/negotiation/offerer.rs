@@ -34,7 +34,7 @@ impl Machine {
         let id = pc.id;
         if restart {
             // From here the old candidate pair is on its way out.
-            self.push(Action::Hold { id, held: true });
+            self.hold_data(true);
         }
         self.push(Action::CreateOffer { id, ice_restart: restart });
     }
