@@ -354,17 +354,20 @@ impl Messenger {
     }
 
     /// A peer connection of `peer` went away. Unless this node closed it on
-    /// purpose or a newer one is already being built, the Supervisor hears
-    /// of it and decides.
+    /// purpose or the peer's negotiation already replaced it, the Supervisor
+    /// hears of it and decides.
     fn peer_down(&self, peer: &PeerId, connection_id: ConnectionId, why: &'static str) {
         if self.roster.closed_on_purpose(peer, connection_id) {
             return;
         }
-        let newer = self
-            .peers
-            .status(peer)
-            .is_some_and(|status| status.connection_id > Some(connection_id));
-        if newer {
+        // A newer peer connection exists, or the negotiation closed this one to replace it
+        // (for the far side's new session, or after a restart that timed out): the status
+        // can still show the retired one, since its channel closes before the next is built.
+        let replaced = self.peers.status(peer).is_some_and(|status| {
+            status.connection_id > Some(connection_id)
+                || (status.connection_id == Some(connection_id) && status.replacing)
+        });
+        if replaced {
             return;
         }
         info!(name: "live.peer.lost", %peer, connection = connection_id.get(), why);

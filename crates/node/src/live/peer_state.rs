@@ -127,7 +127,14 @@ mod tests {
 
     fn status(connection: u64, state: Option<PeerState>, channel_open: bool) -> PeerStatus {
         let connection_id = (connection > 0).then_some(ConnectionId::new(connection));
-        PeerStatus { connection_id, state, channel_open, relay_escalated: false, data_held: false }
+        PeerStatus {
+            connection_id,
+            state,
+            channel_open,
+            relay_escalated: false,
+            data_held: false,
+            replacing: false,
+        }
     }
 
     fn id(name: &str) -> PeerId {

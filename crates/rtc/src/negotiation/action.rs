@@ -28,8 +28,10 @@ pub(crate) enum Action {
     AddCandidate { id: ConnectionId, candidate: Candidate },
     /// Drop the data channel the remote announced in-band on `id` (not ours, §3).
     IgnoreChannel { id: ConnectionId },
-    /// Close peer connection `id` and report it in `state` (closed or failed).
-    Retire { id: ConnectionId, state: PeerState },
+    /// Close peer connection `id` and report it in `state` (closed or failed). `replaced`: this
+    /// side's negotiation builds (or asks the offerer for) the next one itself, so the close is
+    /// no loss of the peer (`PeerStatus::replacing`).
+    Retire { id: ConnectionId, state: PeerState, replaced: bool },
     /// Report peer connection `id` in `state`.
     State { id: ConnectionId, state: PeerState },
     /// Hold (or release) data on `id`: while an ICE restart replaces its candidate pair,

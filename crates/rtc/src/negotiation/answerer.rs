@@ -76,7 +76,7 @@ impl Machine {
                     self.superseded_sessions.push_back(older);
                 }
                 self.last_taken_session = Some(taken.offer.origin.id.clone());
-                self.retire(PeerState::Closed, "offerer started a new session");
+                self.retire_for_replacement("offerer started a new session");
                 self.new_pc();
                 if let Some(pc) = self.current.as_mut() {
                     pc.taking = Some(taken);

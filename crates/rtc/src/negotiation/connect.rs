@@ -51,7 +51,7 @@ impl Machine {
         self.retry_due = false;
         self.timers.stop(Timer::Retry);
         self.timers.set(Timer::Connect, now + self.config.connect_timeout);
-        self.retire(PeerState::Closed, "replaced");
+        self.retire_for_replacement("replaced");
         match self.role {
             Role::Offerer => self.new_pc(),
             // `bye` even without a peer connection here: the offerer may still hold one, and an
@@ -128,7 +128,7 @@ impl Machine {
         match role {
             Role::Offerer => match pc.state {
                 PeerState::Failed | PeerState::Closed => {
-                    self.retire(PeerState::Closed, "unusable peer connection replaced");
+                    self.retire_for_replacement("unusable peer connection replaced");
                     self.new_pc();
                 }
                 _ if pc.offer_in_flight() => {}

@@ -431,14 +431,24 @@ impl Machine {
 
     /// Closes the current peer connection and reports it in `state` (closed or failed).
     pub(super) fn retire(&mut self, state: PeerState, reason: &'static str) {
+        self.retire_current(state, false, reason);
+    }
+
+    /// Closes the current peer connection to make way for the next one, which this side
+    /// builds (or asks the offerer for) right away: no loss of the peer.
+    pub(super) fn retire_for_replacement(&mut self, reason: &'static str) {
+        self.retire_current(PeerState::Closed, true, reason);
+    }
+
+    fn retire_current(&mut self, state: PeerState, replaced: bool, reason: &'static str) {
         let Some(pc) = self.current.take() else {
             return;
         };
-        info!(name: "rtc.peer.retired", connection = pc.id.get(), ?state, reason);
+        info!(name: "rtc.peer.retired", connection = pc.id.get(), ?state, replaced, reason);
         self.timers.stop(Timer::Answer);
         self.timers.stop(Timer::Resend);
         self.timers.stop(Timer::SendBudget);
-        self.push(Action::Retire { id: pc.id, state });
+        self.push(Action::Retire { id: pc.id, state, replaced });
     }
 
     pub(super) fn finish_connect(&mut self, result: Result<(), RtcError>) {

@@ -212,7 +212,7 @@ impl Machine {
             connection = ?self.connection_id().map(|id| id.get()),
             "the answer to an ice restart has a new dtls fingerprint: replacing the peer connection"
         );
-        self.retire(PeerState::Closed, "answerer replaced its peer connection");
+        self.retire_for_replacement("answerer replaced its peer connection");
         if !self.connecting() {
             // The replacement is a connect attempt: bounded, and retried if it fails (P5).
             self.set_timer(Timer::Connect, now + self.config.connect_timeout);
@@ -256,7 +256,7 @@ impl Machine {
             return self.new_pc();
         };
         if pc.state == PeerState::Closed {
-            self.retire(PeerState::Closed, "unusable peer connection replaced");
+            self.retire_for_replacement("unusable peer connection replaced");
             return self.new_pc();
         }
         match pc.offer {

@@ -11,7 +11,7 @@ use super::machine::Machine;
 use super::simulation::{Intent, Side, Sim, config};
 use super::{Role, sdp};
 use crate::error::RtcError;
-use crate::event::ConnectionId;
+use crate::event::{ConnectionId, PeerState};
 use crate::signal::SignalPayload;
 
 const MS: fn(u64) -> Duration = Duration::from_millis;
@@ -189,6 +189,39 @@ fn channels_announced_in_band_are_never_taken() {
     assert_eq!(drain(&mut machine), vec![Action::IgnoreChannel { id }]);
     machine.handle_input(now, announce("tether"));
     assert_eq!(drain(&mut machine), vec![Action::IgnoreChannel { id }]);
+}
+
+#[test]
+fn a_new_session_replaces_the_connection_and_a_bye_loses_it() {
+    // The node tells a replacement (its negotiation builds the next peer connection itself)
+    // from a loss (nothing follows unless someone reconnects) by `replaced`.
+    let mut machine = answerer();
+    let now = Instant::now();
+    let offer = |session| Input::Signal(SignalPayload::Offer { sdp: offer_text(session, 1) });
+    let retirements = |actions: Vec<Action>| -> Vec<(u64, PeerState, bool)> {
+        let retired = actions.into_iter().filter_map(|action| match action {
+            Action::Retire { id, state, replaced } => Some((id.get(), state, replaced)),
+            _ => None,
+        });
+        retired.collect()
+    };
+    machine.handle_input(now, offer(7));
+    let first = drain(&mut machine);
+    assert!(retirements(first).is_empty());
+    let id = machine.connection_id().unwrap_or(ConnectionId::new(0));
+    machine.handle_input(now, Input::Done { id, outcome: super::input::Outcome::Created });
+    let _ = drain(&mut machine);
+
+    machine.handle_input(now, offer(8));
+    let replaced = drain(&mut machine);
+    assert!(replaced.contains(&Action::CreatePc { id: ConnectionId::new(2) }), "{replaced:?}");
+    assert_eq!(retirements(replaced), vec![(1, PeerState::Closed, true)]);
+    let id = ConnectionId::new(2);
+    machine.handle_input(now, Input::Done { id, outcome: super::input::Outcome::Created });
+    let _ = drain(&mut machine);
+
+    machine.handle_input(now, Input::Signal(SignalPayload::Bye));
+    assert_eq!(retirements(drain(&mut machine)), vec![(2, PeerState::Closed, false)]);
 }
 
 #[test]

@@ -325,7 +325,7 @@ impl Sim {
                 self.done(side, id, outcome);
             }
             Action::AddCandidate { .. } | Action::IgnoreChannel { .. } => {}
-            Action::Retire { id, state } => {
+            Action::Retire { id, state, .. } => {
                 let at = self.now.saturating_duration_since(self.start).as_millis();
                 self.log.push(format!("{at:>6} {side:?} retires {} ({state:?})", id.get()));
                 if let Some(pc) = self.side_mut(side).pcs.get_mut(&id) {

@@ -213,9 +213,12 @@ impl PeerTask {
                 }
                 trace!(name: "rtc.channel.dropped", connection = id.get());
             }
-            Action::Retire { id, state } => {
+            Action::Retire { id, state, replaced } => {
                 self.view.set_held(id, false);
                 self.view.set_state(id, state);
+                if replaced {
+                    self.view.set_replacing(id);
+                }
                 self.view.close_channel(id);
                 if let Some(mut pc) = self.pc.take_if(|pc| pc.id == id) {
                     pc.close(self.ctx.config.close_timeout).await;

@@ -27,6 +27,11 @@ pub struct PeerStatus {
     /// connection reports `connected` again, or a new peer connection replaces it
     /// ([`crate::RtcEvent::HoldReleased`] says so).
     pub data_held: bool,
+    /// Whether this side's negotiation closed the current peer connection to replace it: the
+    /// next one is being built (or asked of the offerer), so its closing is no loss of the
+    /// peer. A failed replacement is reported on its own ([`crate::RtcEvent::PeerLost`]).
+    /// Clears when the next peer connection is built.
+    pub replacing: bool,
 }
 
 /// The part of a peer's state other tasks read directly.
@@ -42,6 +47,8 @@ struct ViewState {
     connection: Option<Arc<dyn PeerConnection>>,
     /// See [`PeerStatus::data_held`].
     held: bool,
+    /// See [`PeerStatus::replacing`].
+    replacing: bool,
 }
 
 impl PeerView {
@@ -58,6 +65,7 @@ impl PeerView {
             channel_open: view.channel.is_some(),
             relay_escalated: false,
             data_held: view.held,
+            replacing: view.replacing,
         }
     }
 
@@ -82,7 +90,16 @@ impl PeerView {
             channel: None,
             connection: Some(Arc::clone(pc)),
             held: false,
+            replacing: false,
         };
+    }
+
+    /// Marks peer connection `id` as closed to make way for the next one.
+    pub(super) fn set_replacing(&self, id: ConnectionId) {
+        let mut view = self.lock();
+        if view.connection_id == Some(id) {
+            view.replacing = true;
+        }
     }
 
     pub(super) fn set_state(&self, id: ConnectionId, state: PeerState) {
