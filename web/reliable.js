@@ -7,7 +7,9 @@
 // waits until the gap fills, and Data that overtook the peer's Hello on a new
 // channel waits for the Hello. After an ICE restart, resendUnacknowledged()
 // puts everything unacknowledged on the channel again, so that messages lost
-// into the old path do not wait for SCTP's own retransmission timer.
+// into the old path do not wait for SCTP's own retransmission timer. Messages
+// that stay unacknowledged for a probe timeout (twice the round trip plus the
+// peer's ack delay) go again, the two oldest at a time (MESSAGING.md rule 9).
 //
 // Sans-IO: frames in with handleFrame, frames out with pollTransmit, messages
 // for the app with pollDelivery, confirmations with pollConfirmed, time (ms,
@@ -21,8 +23,16 @@
 /**
  * @typedef {import('./frame.js').Frame} Frame
  * @typedef {{maxBufferedMessages: number, maxBufferedBytes: number, ackEvery: number, ackDelayMs: number}} StreamConfig
- * @typedef {{id: number, payload: Uint8Array, deadline: number | null}} Outgoing
+ * @typedef {{id: number, payload: Uint8Array, deadline: number | null, firstSent: number | null, sentAgain: boolean}} Outgoing
  */
+
+/** How many of the oldest unacknowledged messages one probe sends again. */
+export const PROBE_FRAMES = 2;
+/** The round trip a probe timeout assumes before the first sample (ms). */
+const INITIAL_ROUND_TRIP_MS = 250;
+/** Bounds of the probe timeout (ms). */
+const PROBE_TIMEOUT_MIN_MS = 20;
+const PROBE_TIMEOUT_MAX_MS = 2000;
 
 /** @type {StreamConfig} */
 export const DEFAULT_CONFIG = Object.freeze({
@@ -112,6 +122,15 @@ export class ReliableStream {
     /** Who says Hello first on this channel (see channelOpened). @type {'first' | 'after_peer'} */
     this.helloTurn = 'first';
     this.helloSeen = false;
+
+    // Probes (MESSAGING.md rule 9).
+    /** Smoothed round trip from sending a message to its acknowledgement (ms). @type {number | null} */
+    this.roundTrip = null;
+    /** When to probe. @type {number | null} */
+    this.probeDue = null;
+    this.probesUnanswered = 0;
+    this.probeNext = 0n;
+    this.probeLeft = 0;
     this.stats = { delivered: 0, duplicates: 0, replayed: 0, withdrawn: 0 };
   }
 
@@ -129,7 +148,7 @@ export class ReliableStream {
     this.nextId += 1;
     const id = this.nextId;
     this.unackedBytes += payload.length;
-    this.unacked.push({ id, payload, deadline });
+    this.unacked.push({ id, payload, deadline, firstSent: null, sentAgain: false });
     return id;
   }
 
@@ -147,6 +166,7 @@ export class ReliableStream {
     this.helloSeen = false;
     this.beforeHello.clear();
     this.transmitNext = this.acked + 1n;
+    this.stopProbing();
   }
 
   /**
@@ -171,6 +191,7 @@ export class ReliableStream {
     this.beforeHello.clear();
     this.acksOwed = 0;
     this.ackDue = null;
+    this.stopProbing();
   }
 
   /**
@@ -182,7 +203,35 @@ export class ReliableStream {
    * peer's Hello (the Hello replays anyway).
    */
   resendUnacknowledged() {
-    if (this.channelOpen && this.helloSeen) this.transmitNext = this.acked + 1n;
+    if (this.channelOpen && this.helloSeen) {
+      this.transmitNext = this.acked + 1n;
+      // Everything goes again anyway; the next send arms a fresh probe.
+      this.stopProbing();
+    }
+  }
+
+  stopProbing() {
+    this.probeDue = null;
+    this.probesUnanswered = 0;
+    this.probeLeft = 0;
+  }
+
+  /** Whether messages put on this channel wait for their acknowledgement. */
+  outstanding() {
+    return this.transmitNext > this.acked + 1n;
+  }
+
+  /** Twice the round trip plus the ack delay, doubled per unanswered probe, within bounds. */
+  probeTimeout() {
+    const roundTrip = this.roundTrip ?? INITIAL_ROUND_TRIP_MS;
+    const base = Math.max(roundTrip * 2 + this.config.ackDelayMs, PROBE_TIMEOUT_MIN_MS);
+    return Math.min(base * 2 ** Math.min(this.probesUnanswered, 8), PROBE_TIMEOUT_MAX_MS);
+  }
+
+  /** The peer showed progress: the probe timeout starts again. @param {number} now */
+  progressed(now) {
+    this.probesUnanswered = 0;
+    this.probeDue = this.outstanding() ? now + this.probeTimeout() : null;
   }
 
   /**
@@ -203,9 +252,10 @@ export class ReliableStream {
         this.helloSeen = true;
         // The offerer speaks after the answerer: one Hello for each of its.
         if (this.helloTurn === 'after_peer' && this.channelOpen) this.helloOwed = true;
+        this.progressed(now);
         if (frame.peerSession === this.session) {
           const delivered = frame.delivered < this.everSent ? frame.delivered : this.everSent;
-          this.acknowledged(delivered);
+          this.acknowledged(now, delivered);
         }
         const waiting = [...this.beforeHello].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
         this.beforeHello.clear();
@@ -227,7 +277,7 @@ export class ReliableStream {
         return;
       }
       case 'ack':
-        this.acknowledged(frame.delivered);
+        this.acknowledged(now, frame.delivered);
         return;
       default:
         throw new TypeError('not a frame');
@@ -276,19 +326,31 @@ export class ReliableStream {
     if (this.ackDue === null) this.ackDue = now + this.config.ackDelayMs;
   }
 
-  /** @param {bigint} delivered */
-  acknowledged(delivered) {
+  /** @param {number} now @param {bigint} delivered */
+  acknowledged(now, delivered) {
     if (delivered > this.everSent) {
       throw new StreamError('ack_beyond_sent', `ack for ${delivered} but only ${this.everSent} were sent`);
     }
+    const before = this.acked;
+    /** @type {Outgoing | undefined} */
+    let newest;
     while (this.acked < delivered) {
       const message = this.unacked.shift();
       if (message === undefined) break;
       this.acked += 1n;
       this.unackedBytes -= message.payload.length;
       this.confirmed.push(message.id);
+      newest = message;
     }
     if (this.transmitNext < this.acked + 1n) this.transmitNext = this.acked + 1n;
+    if (this.probeNext < this.acked + 1n) this.probeNext = this.acked + 1n;
+    if (this.acked === before) return;
+    // A sample only from a message that went out once (Karn).
+    if (newest && !newest.sentAgain && newest.firstSent !== null) {
+      const sample = Math.max(0, now - newest.firstSent);
+      this.roundTrip = this.roundTrip === null ? sample : (this.roundTrip * 7 + sample) / 8;
+    }
+    this.progressed(now);
   }
 
   /**
@@ -318,13 +380,32 @@ export class ReliableStream {
     }
     // Data waits for the peer's Hello, which says what it already has.
     if (!roomForData || !this.helloSeen) return null;
+    if (this.probeDue !== null && this.probeDue <= now) {
+      this.probesUnanswered += 1;
+      this.probeNext = this.acked + 1n;
+      this.probeLeft = PROBE_FRAMES;
+      this.probeDue = this.outstanding() ? now + this.probeTimeout() : null;
+    }
+    if (this.probeLeft > 0 && this.probeNext < this.transmitNext) {
+      this.probeLeft -= 1;
+      const seq = this.probeNext;
+      this.probeNext += 1n;
+      const message = this.unacked[Number(seq - this.acked - 1n)];
+      if (message === undefined) return null;
+      message.sentAgain = true;
+      this.stats.replayed += 1;
+      return { type: 'data', seq, payload: message.payload };
+    }
     const index = Number(this.transmitNext - this.acked - 1n);
     const message = this.unacked[index];
     if (message === undefined) return null;
+    if (message.firstSent !== null) message.sentAgain = true;
+    else message.firstSent = now;
     const seq = this.transmitNext;
     this.transmitNext += 1n;
     if (seq <= this.everSent) this.stats.replayed += 1;
     if (seq > this.everSent) this.everSent = seq;
+    if (this.probeDue === null) this.probeDue = now + this.probeTimeout();
     return { type: 'data', seq, payload: message.payload };
   }
 
@@ -338,9 +419,12 @@ export class ReliableStream {
     return this.confirmed.shift() ?? null;
   }
 
-  /** When an acknowledgement is due (same clock as `now`), or null. */
+  /** When an acknowledgement or a probe is due (same clock as `now`), or null. */
   pollTimeout() {
-    return this.channelOpen && this.acksOwed > 0 ? this.ackDue : null;
+    if (!this.channelOpen) return null;
+    const due = [this.acksOwed > 0 ? this.ackDue : null, this.helloSeen ? this.probeDue : null];
+    const set = due.filter((at) => at !== null);
+    return set.length === 0 ? null : Math.min(...set);
   }
 
   /**

@@ -54,6 +54,8 @@ export class MessageSession extends EventTarget {
     };
     /** @type {ReturnType<typeof setTimeout> | null} */
     this.ackTimer = null;
+    /** When the pending ackTimer fires (performance.now() clock). */
+    this.ackTimerDue = 0;
     /** Whether the peer showed it has our Hello on this channel (it sent Data or an Ack). */
     this.peerHasHello = false;
     /** @type {ReturnType<typeof setTimeout>[]} */
@@ -293,10 +295,16 @@ export class MessageSession extends EventTarget {
     this.scheduleAck();
   }
 
+  /** Wakes the pump when an ack or a probe (MESSAGING.md rule 9) is due. */
   scheduleAck() {
     const due = this.stream.pollTimeout();
     // A held ack goes when the hold ends (hold pumps then).
-    if (due === null || this.ackTimer || this.held()) return;
+    if (due === null || this.held()) return;
+    if (this.ackTimer) {
+      if (this.ackTimerDue <= due) return;
+      clearTimeout(this.ackTimer);
+    }
+    this.ackTimerDue = due;
     this.ackTimer = setTimeout(() => {
       this.ackTimer = null;
       this.pump();

@@ -2,7 +2,9 @@
 //! stepper on a virtual clock (like quinn-proto's `Pair`). Whatever breaks
 //! when, every accepted message is delivered exactly once and in order, or
 //! was withdrawn unsent and its sender told. The channel may reorder frames
-//! (tether's channel is unordered) and either side may resend everything
+//! (tether's channel is unordered), lose a data frame or an acknowledgement
+//! (as SCTP does until its own timer fires, which this model never does: the
+//! stream's probes must recover), and either side may resend everything
 //! unacknowledged at any time (as after an ICE restart).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -90,6 +92,9 @@ enum Op {
     /// The path under the channel was replaced: resend everything unacknowledged.
     ResendA,
     ResendB,
+    /// A data frame or an acknowledgement in flight is lost.
+    LoseToB(prop::sample::Index),
+    LoseToA(prop::sample::Index),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -109,6 +114,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<prop::sample::Index>().prop_map(Op::OvertakeToA),
         1 => Just(Op::ResendA),
         1 => Just(Op::ResendB),
+        1 => any::<prop::sample::Index>().prop_map(Op::LoseToB),
+        1 => any::<prop::sample::Index>().prop_map(Op::LoseToA),
     ]
 }
 
@@ -138,6 +145,19 @@ impl Pair {
             to.stream.handle_frame(now, frame).unwrap();
         }
         to.drain();
+    }
+
+    /// Drops the frame at `index` unless it is a Hello (the Hello's own repeats are bounded
+    /// and tested on their own).
+    fn lose(queue: &mut VecDeque<Bytes>, index: prop::sample::Index) {
+        if queue.is_empty() {
+            return;
+        }
+        let at = index.index(queue.len());
+        let hello = matches!(Frame::decode(queue[at].clone()), Ok(Frame::Hello { .. }));
+        if !hello {
+            queue.remove(at);
+        }
     }
 
     fn take_any(queue: &mut VecDeque<Bytes>, index: prop::sample::Index) -> Option<Bytes> {
@@ -179,6 +199,8 @@ impl Pair {
                     Self::deliver(&mut self.a, &mut VecDeque::from([frame]), 1, now);
                 }
             }
+            Op::LoseToB(index) => Self::lose(&mut self.a_to_b, index),
+            Op::LoseToA(index) => Self::lose(&mut self.b_to_a, index),
             Op::ResendA => self.a.stream.resend_unacknowledged(),
             Op::ResendB => self.b.stream.resend_unacknowledged(),
             Op::Break => {
@@ -445,4 +467,57 @@ fn a_new_channel_whose_peer_never_says_hello_stalls() {
     stream.channel_opened(t0, HelloTurn::First);
     while stream.poll_transmit(t0, true).is_some() {}
     assert_eq!(stream.stall_deadline(), Some(t0 + StreamConfig::default().stall_after));
+}
+
+/// SCTP loses a message (webrtc-rs would send it again after 1 s at the earliest): the stream
+/// sends the oldest unacknowledged messages again once they stayed unacknowledged for twice the
+/// measured round trip plus the peer's acknowledgement delay, doubles that wait while the peer
+/// stays silent, and stops once the peer acknowledges.
+#[test]
+fn a_lost_message_goes_again_after_the_probe_timeout() {
+    let ms = Duration::from_millis;
+    let config = StreamConfig::default();
+    let ack_delay = config.ack_delay;
+    let mut stream = ReliableStream::new(1, config);
+    let t0 = Instant::now();
+    stream.channel_opened(t0, HelloTurn::First);
+    let hello = Frame::Hello { session: 2, resume_from: 1, peer_session: 0, delivered: 0 };
+    stream.handle_frame(t0, hello).unwrap();
+    while stream.poll_transmit(t0, true).is_some() {}
+
+    // One message, acknowledged 100 ms later: the round trip.
+    stream.push(Bytes::from_static(b"1"), None).unwrap();
+    assert!(matches!(stream.poll_transmit(t0, true), Some(Frame::Data { seq: 1, .. })));
+    let t1 = t0 + ms(100);
+    stream.handle_frame(t1, Frame::Ack { delivered: 1 }).unwrap();
+    assert_eq!(stream.poll_timeout(), None, "nothing outstanding, nothing to probe");
+
+    // Three more go out at t1; the peer never acknowledges them.
+    for payload in [b"2", b"3", b"4"] {
+        stream.push(Bytes::from_static(payload), None).unwrap();
+    }
+    let sent: Vec<Frame> = std::iter::from_fn(|| stream.poll_transmit(t1, true)).collect();
+    assert_eq!(sent.len(), 3);
+    let probe_at = t1 + ms(200) + ack_delay;
+    assert_eq!(stream.poll_timeout(), Some(probe_at));
+    assert_eq!(stream.poll_transmit(probe_at - ms(1), true), None, "not before the timeout");
+    let probe: Vec<Frame> = std::iter::from_fn(|| stream.poll_transmit(probe_at, true)).collect();
+    let seqs: Vec<u64> = probe
+        .iter()
+        .filter_map(|frame| match frame {
+            Frame::Data { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seqs, [2, 3], "the oldest two go again, and nothing else");
+    assert_eq!(stream.stats().replayed, 2);
+
+    // Unanswered: the next probe waits twice as long.
+    let second = probe_at + (ms(200) + ack_delay) * 2;
+    assert_eq!(stream.poll_timeout(), Some(second));
+
+    // The peer acknowledges everything: no more probes.
+    stream.handle_frame(second - ms(5), Frame::Ack { delivered: 4 }).unwrap();
+    assert_eq!(stream.poll_transmit(second, true), None);
+    assert_eq!(stream.poll_timeout(), None);
 }

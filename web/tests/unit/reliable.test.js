@@ -2,8 +2,10 @@
 // stepper on a virtual clock as crates/node/tests/reliable.rs. Whatever breaks
 // when, every accepted message is delivered exactly once and in order, or was
 // withdrawn unsent and its sender told. The channel may reorder frames
-// (tether's channel is unordered) and either side may resend everything
-// unacknowledged at any time (as after an ICE restart).
+// (tether's channel is unordered), lose a data frame or an ack (as SCTP does
+// until its own timer fires, which this model never does: the stream's probes
+// must recover), and either side may resend everything unacknowledged at any
+// time (as after an ICE restart).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { decodeFrame, encodeFrame } from '../../frame.js';
@@ -77,6 +79,12 @@ class Pair {
     }
   }
 
+  static lose(queue, index) {
+    if (queue.length === 0) return;
+    const at = index % queue.length;
+    if (decodeFrame(queue[at]).type !== 'hello') queue.splice(at, 1);
+  }
+
   static deliver(to, queue, count, now) {
     for (let i = 0; i < count; i++) {
       const bytes = queue.shift();
@@ -116,6 +124,9 @@ class Pair {
         const [bytes] = this.bToA.splice(op.index % this.bToA.length, 1);
         return Pair.deliver(this.a, [bytes], 1, now);
       }
+      // A data frame or an ack in flight is lost (never a Hello: its repeats are tested on their own).
+      case 'loseToB': return Pair.lose(this.aToB, op.index);
+      case 'loseToA': return Pair.lose(this.bToA, op.index);
       // The path under the channel was replaced: resend everything unacknowledged.
       case 'resendA': return this.a.stream.resendUnacknowledged();
       case 'resendB': return this.b.stream.resendUnacknowledged();
@@ -187,6 +198,8 @@ function randomOp(next) {
     [1, () => ({ kind: 'overtakeToA', index: Math.floor(next() * 1e9) })],
     [1, () => ({ kind: 'resendA' })],
     [1, () => ({ kind: 'resendB' })],
+    [1, () => ({ kind: 'loseToB', index: Math.floor(next() * 1e9) })],
+    [1, () => ({ kind: 'loseToA', index: Math.floor(next() * 1e9) })],
   ];
   const total = weights.reduce((sum, [w]) => sum + w, 0);
   let pick = next() * total;
@@ -524,4 +537,40 @@ test('a lost Hello: the peer keeps data until a repeated Hello, then gets everyt
   a.channelClosed();
   a.repeatHello();
   assert.equal(a.pollTransmit(0, true), null);
+});
+
+test('a lost message goes again after the probe timeout (MESSAGING.md rule 9)', () => {
+  const stream = new ReliableStream(1n);
+  const ackDelay = stream.config.ackDelayMs;
+  const t0 = 1000;
+  stream.channelOpened('first');
+  stream.handleFrame(t0, { type: 'hello', session: 2n, resumeFrom: 1n, peerSession: 0n, delivered: 0n });
+  while (stream.pollTransmit(t0, true)) { /* the Hello */ }
+  // One message, acknowledged 100 ms later: the round trip.
+  stream.push(new Uint8Array([1]));
+  assert.equal(stream.pollTransmit(t0, true)?.seq, 1n);
+  const t1 = t0 + 100;
+  stream.handleFrame(t1, { type: 'ack', delivered: 1n });
+  assert.equal(stream.pollTimeout(), null, 'nothing outstanding, nothing to probe');
+  // Three more go out at t1; the peer never acknowledges them.
+  for (const byte of [2, 3, 4]) stream.push(new Uint8Array([byte]));
+  let sent = 0;
+  while (stream.pollTransmit(t1, true)) sent += 1;
+  assert.equal(sent, 3);
+  const probeAt = t1 + 200 + ackDelay;
+  assert.equal(stream.pollTimeout(), probeAt);
+  assert.equal(stream.pollTransmit(probeAt - 1, true), null, 'not before the timeout');
+  const seqs = [];
+  for (let frame = stream.pollTransmit(probeAt, true); frame; frame = stream.pollTransmit(probeAt, true)) {
+    if (frame.type === 'data') seqs.push(frame.seq);
+  }
+  assert.deepEqual(seqs, [2n, 3n], 'the oldest two go again, and nothing else');
+  assert.equal(stream.stats.replayed, 2);
+  // Unanswered: the next probe waits twice as long.
+  const second = probeAt + (200 + ackDelay) * 2;
+  assert.equal(stream.pollTimeout(), second);
+  // The peer acknowledges everything: no more probes.
+  stream.handleFrame(second - 5, { type: 'ack', delivered: 4n });
+  assert.equal(stream.pollTransmit(second, true), null);
+  assert.equal(stream.pollTimeout(), null);
 });

@@ -23,7 +23,13 @@
 //! - when the peer connection's path was replaced under a live channel (an
 //!   ICE restart), [`ReliableStream::resend_unacknowledged`] puts everything
 //!   unacknowledged on the channel again, so that messages lost into the old
-//!   path do not wait for SCTP's own retransmission timer.
+//!   path do not wait for SCTP's own retransmission timer;
+//! - when messages on the channel stay unacknowledged for a probe timeout
+//!   (twice the round trip plus the peer's acknowledgement delay), the oldest
+//!   of them go again ([`PROBE_FRAMES`] at a time, the timeout doubling while
+//!   nothing moves): a message SCTP lost would otherwise wait for SCTP's
+//!   retransmission timer, 1 s at least in webrtc-rs, and on an unordered
+//!   channel the copy is delivered as soon as it arrives.
 //!
 //! A message may carry a deadline: if it was never put on any channel when
 //! the deadline passes, it is withdrawn (and its sender told). A message
@@ -71,6 +77,17 @@ impl Default for StreamConfig {
         }
     }
 }
+
+/// How many of the oldest unacknowledged messages one probe sends again.
+pub const PROBE_FRAMES: usize = 2;
+
+/// The round trip a probe timeout assumes before the first acknowledgement measured one.
+const INITIAL_ROUND_TRIP: Duration = Duration::from_millis(250);
+
+/// Bounds of the probe timeout: never shorter (a round trip of a few milliseconds would make
+/// copies of what is merely being processed), and never longer however often it doubled.
+const PROBE_TIMEOUT_MIN: Duration = Duration::from_millis(20);
+const PROBE_TIMEOUT_MAX: Duration = Duration::from_secs(2);
 
 /// Gaps between repeats of a Hello the peer has not answered on a new
 /// channel (0.5 s, then 1.5 s and 4 s after the channel opened).
@@ -137,6 +154,9 @@ struct Outgoing {
     deadline: Option<Instant>,
     /// When it was first put on a channel (for round-trip samples).
     first_sent: Option<Instant>,
+    /// Whether it went out more than once: its acknowledgement may answer any copy, so it
+    /// gives no round-trip sample.
+    sent_again: bool,
 }
 
 /// Counters for metrics and tests.
@@ -146,7 +166,7 @@ pub struct StreamStats {
     pub delivered: u64,
     /// Duplicate data frames dropped.
     pub duplicates: u64,
-    /// Data frames re-sent on a new channel.
+    /// Data frames sent again: on a new channel, after an ICE restart, or as probes.
     pub replayed: u64,
     /// Messages withdrawn unsent at their deadline.
     pub withdrawn: u64,
@@ -196,6 +216,13 @@ pub struct ReliableStream {
     waiting_since: Option<Instant>,
     /// Smoothed round trip from sending a message to its acknowledgement.
     round_trip: Option<Duration>,
+    /// When to probe: messages on the channel are unacknowledged until then.
+    probe_due: Option<Instant>,
+    /// Probes since the peer last showed progress (each doubles the timeout).
+    probes_unanswered: u32,
+    /// The next sequence number a probe sends again, and how many it still may.
+    probe_next: u64,
+    probe_left: usize,
     /// How many times the peer showed progress (an acknowledgement of new messages, a Hello).
     progress: u64,
     stats: StreamStats,
@@ -229,6 +256,10 @@ impl ReliableStream {
             hello_repeat: None,
             waiting_since: None,
             round_trip: None,
+            probe_due: None,
+            probes_unanswered: 0,
+            probe_next: 0,
+            probe_left: 0,
             progress: 0,
             stats: StreamStats::default(),
         }
@@ -254,7 +285,13 @@ impl ReliableStream {
         self.next_id += 1;
         let id = MessageId(self.next_id);
         self.unacked_bytes += payload.len();
-        self.unacked.push_back(Outgoing { id, payload, deadline, first_sent: None });
+        self.unacked.push_back(Outgoing {
+            id,
+            payload,
+            deadline,
+            first_sent: None,
+            sent_again: false,
+        });
         Ok(id)
     }
 
@@ -272,6 +309,7 @@ impl ReliableStream {
         self.before_hello.clear();
         self.transmit_next = self.acked + 1;
         self.waiting_since = (!self.unacked.is_empty()).then_some(now);
+        self.stop_probing();
     }
 
     /// The channel is gone; frames in flight on it may be lost.
@@ -284,6 +322,7 @@ impl ReliableStream {
         self.acks_owed = 0;
         self.ack_due = None;
         self.waiting_since = None;
+        self.stop_probing();
     }
 
     /// The peer connection's path was replaced under the open channel (an ICE restart
@@ -295,7 +334,28 @@ impl ReliableStream {
     pub fn resend_unacknowledged(&mut self) {
         if self.channel_open && self.hello_seen {
             self.transmit_next = self.acked + 1;
+            // Everything goes again anyway; the next send arms a fresh probe.
+            self.stop_probing();
         }
+    }
+
+    fn stop_probing(&mut self) {
+        self.probe_due = None;
+        self.probes_unanswered = 0;
+        self.probe_left = 0;
+    }
+
+    /// Whether messages put on this channel wait for their acknowledgement.
+    fn outstanding(&self) -> bool {
+        self.transmit_next > self.acked + 1
+    }
+
+    /// Twice the round trip plus the peer's acknowledgement delay, doubled per probe the peer
+    /// left unanswered, within [`PROBE_TIMEOUT_MIN`] and [`PROBE_TIMEOUT_MAX`].
+    fn probe_timeout(&self) -> Duration {
+        let round_trip = self.round_trip.unwrap_or(INITIAL_ROUND_TRIP);
+        let base = (round_trip * 2 + self.config.ack_delay).max(PROBE_TIMEOUT_MIN);
+        base.saturating_mul(1 << self.probes_unanswered.min(8)).min(PROBE_TIMEOUT_MAX)
     }
 
     /// Applies one frame from the peer.
@@ -387,7 +447,8 @@ impl ReliableStream {
         if delivered > self.ever_sent {
             return Err(StreamError::AckBeyondSent { acked: delivered, sent: self.ever_sent });
         }
-        let mut newest_sent = None;
+        let before = self.acked;
+        let mut newest = None;
         while self.acked < delivered {
             // Invariant: `acked < delivered <= ever_sent` and every sent
             // message stays in `unacked` until acknowledged.
@@ -395,22 +456,31 @@ impl ReliableStream {
             self.acked += 1;
             self.unacked_bytes -= message.payload.len();
             self.confirmed.push_back(message.id);
-            newest_sent = message.first_sent.or(newest_sent);
+            newest = Some(message);
         }
-        if let Some(sent) = newest_sent {
+        self.transmit_next = self.transmit_next.max(self.acked + 1);
+        self.probe_next = self.probe_next.max(self.acked + 1);
+        if self.acked == before {
+            return Ok(());
+        }
+        // A sample only from a message that went out once (Karn): the acknowledgement of one
+        // sent again may answer either copy.
+        if let Some(sent) = newest.filter(|m| !m.sent_again).and_then(|m| m.first_sent) {
             let sample = now.saturating_duration_since(sent);
             self.round_trip =
                 Some(self.round_trip.map_or(sample, |smoothed| (smoothed * 7 + sample) / 8));
-            self.progress += 1;
-            self.progressed(now);
         }
-        self.transmit_next = self.transmit_next.max(self.acked + 1);
+        self.progress += 1;
+        self.progressed(now);
         Ok(())
     }
 
-    /// Something moved: the wait for progress starts again (or ends, when nothing waits).
+    /// Something moved: the wait for progress starts again (or ends, when nothing waits), and
+    /// so does the probe timeout.
     fn progressed(&mut self, now: Instant) {
         self.waiting_since = (self.channel_open && !self.unacked.is_empty()).then_some(now);
+        self.probes_unanswered = 0;
+        self.probe_due = self.outstanding().then(|| now + self.probe_timeout());
     }
 
     /// When the wait for progress runs out: messages have waited on the open channel for
@@ -475,16 +545,37 @@ impl ReliableStream {
         if !room_for_data || !self.hello_seen {
             return None;
         }
+        if self.probe_due.is_some_and(|due| due <= now) {
+            self.probes_unanswered = self.probes_unanswered.saturating_add(1);
+            self.probe_next = self.acked + 1;
+            self.probe_left = PROBE_FRAMES;
+            self.probe_due = self.outstanding().then(|| now + self.probe_timeout());
+        }
+        if self.probe_left > 0 && self.probe_next < self.transmit_next {
+            self.probe_left -= 1;
+            let seq = self.probe_next;
+            self.probe_next += 1;
+            let index = usize::try_from(seq - self.acked - 1).ok()?;
+            let message = self.unacked.get_mut(index)?;
+            message.sent_again = true;
+            self.stats.replayed += 1;
+            return Some(Frame::Data { seq, payload: message.payload.clone() });
+        }
         let index = usize::try_from(self.transmit_next - self.acked - 1).ok()?;
         let message = self.unacked.get_mut(index)?;
+        message.sent_again |= message.first_sent.is_some();
         message.first_sent.get_or_insert(now);
+        let payload = message.payload.clone();
         let seq = self.transmit_next;
         self.transmit_next += 1;
         if seq <= self.ever_sent {
             self.stats.replayed += 1;
         }
         self.ever_sent = self.ever_sent.max(seq);
-        Some(Frame::Data { seq, payload: message.payload.clone() })
+        if self.probe_due.is_none() {
+            self.probe_due = Some(now + self.probe_timeout());
+        }
+        Some(Frame::Data { seq, payload })
     }
 
     /// Makes any owed acknowledgement due now (before a deliberate close,
@@ -507,7 +598,7 @@ impl ReliableStream {
         self.confirmed.pop_front()
     }
 
-    /// When an acknowledgement or a repeated Hello is due.
+    /// When an acknowledgement, a repeated Hello or a probe is due.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         if !self.channel_open {
@@ -515,7 +606,8 @@ impl ReliableStream {
         }
         let ack = if self.acks_owed > 0 { self.ack_due } else { None };
         let hello = self.hello_repeat.map(|(due, _)| due);
-        [ack, hello].into_iter().flatten().min()
+        let probe = self.probe_due.filter(|_| self.hello_seen);
+        [ack, hello, probe].into_iter().flatten().min()
     }
 
     /// Withdraws every message whose deadline is at or before `now` and that
