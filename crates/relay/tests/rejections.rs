@@ -253,3 +253,30 @@ async fn an_unregistered_target_is_not_an_abuse() {
     }
     assert!(alice.is_connected());
 }
+
+/// A `register` in the upgrade request is refused exactly like a `register` frame: the
+/// same error, the same close.
+#[tokio::test]
+async fn a_refused_register_in_the_upgrade_request_closes_like_a_frame() {
+    let harness = Harness::start().await;
+    let expired = mint_token(&secret(), &peer("alice"), SystemTime::now() - Duration::from_secs(1));
+    let register = json!({"type": "register", "version": 1, "peer_id": "alice", "token": expired});
+    let (mut socket, answer) =
+        common::RawSocket::connect_registering(&harness.url(), &register).await;
+    assert_eq!(answer.as_deref(), Some("taken"));
+    let (frames, code) = socket.until_close().await;
+    assert_eq!(
+        frames,
+        vec![json!({"type": "error", "code": "auth_failed", "message": "token expired"})]
+    );
+    assert_eq!(code, Some(close_code::AUTH_FAILED));
+    // Not JSON at all: the documented error, and the connection may still register.
+    let (mut socket, _) =
+        common::RawSocket::connect_registering(&harness.url(), &json!("garbage")).await;
+    assert_eq!(socket.next_json().await["code"], "malformed_json");
+    socket
+        .send_json(&json!({"type": "register", "version": 1, "peer_id": "bob", "token": harness.token("bob")}))
+        .await;
+    assert_eq!(socket.next_json().await["type"], "registered");
+    server_still_relays(&harness).await;
+}

@@ -181,3 +181,29 @@ async fn a_peer_that_stops_reading_is_dropped_as_a_slow_consumer() {
         }
     }
 }
+
+/// PROTOCOL.md §2: `register` in the upgrade request saves a round trip. The server says it
+/// took it (`tether-register: taken`) and answers with `registered` as the first frame, with no
+/// `register` frame; the peer relays like any other.
+#[tokio::test]
+async fn a_register_in_the_upgrade_request_registers_without_a_frame() {
+    let harness = Harness::start().await;
+    let (_bob, mut bob_events) = harness.client("bob").await;
+    let register = serde_json::json!({
+        "type": "register", "version": 1, "peer_id": "alice", "token": harness.token("alice"),
+    });
+    let (mut alice, answer) =
+        common::RawSocket::connect_registering(&harness.url(), &register).await;
+    assert_eq!(answer.as_deref(), Some("taken"));
+    let registered = alice.next_json().await;
+    assert_eq!(registered["type"], "registered", "{registered}");
+    assert_eq!(registered["peer_id"], "alice");
+    alice.send_json(&serde_json::json!({"type": "bye", "to": "bob"})).await;
+    assert_eq!(
+        next_event(&mut bob_events).await,
+        SignalEvent::Relay { from: peer("alice"), payload: RelayPayload::Bye }
+    );
+    // A `register` frame after it is a second one.
+    alice.send_json(&register).await;
+    assert_eq!(alice.next_json().await["code"], "already_registered");
+}

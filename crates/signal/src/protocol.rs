@@ -21,6 +21,15 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// The HTTP path of the WebSocket endpoint.
 pub const WEBSOCKET_PATH: &str = "/ws";
 
+/// The upgrade request's header that carries the `register` message (PROTOCOL.md §2), saving
+/// the round trip a `register` frame after the upgrade would take. The server that takes it
+/// answers with the same header, value [`REGISTER_HEADER_TAKEN`]; without that answer the client
+/// sends `register` as its first frame, as before.
+pub const REGISTER_HEADER: &str = "tether-register";
+
+/// The value of [`REGISTER_HEADER`] in the server's `101` response.
+pub const REGISTER_HEADER_TAKEN: &str = "taken";
+
 /// Default largest TEXT frame the server accepts, in bytes.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
 

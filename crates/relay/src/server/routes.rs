@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tracing::debug;
 
-use tether_signal::protocol::WEBSOCKET_PATH;
+use tether_signal::protocol::{REGISTER_HEADER, REGISTER_HEADER_TAKEN, WEBSOCKET_PATH};
 
 use crate::metrics::Refused;
 
@@ -191,6 +191,14 @@ fn upgrade(
     let Some(pending) = slot.lock().unwrap_or_else(PoisonError::into_inner).take() else {
         return plain(StatusCode::BAD_REQUEST, "one websocket upgrade per connection\n");
     };
+    // A `register` in the upgrade request is the session's first message (PROTOCOL.md §2).
+    // A value that is not text is ignored, and the client, told nothing, sends its frame.
+    let early_register = request
+        .headers()
+        .get(REGISTER_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let register_taken = early_register.is_some();
     let on_upgrade = hyper::upgrade::on(request);
     let limits = &state.limits;
     let config = WebSocketConfig::default()
@@ -209,7 +217,7 @@ fn upgrade(
                     Some(config),
                 )
                 .await;
-                session::run(socket, remote, pending, session_state).await;
+                session::run(socket, remote, pending, early_register, session_state).await;
             }
             Err(error) => debug!(name: "signal.server.upgrade_failed", %remote, %error),
         }
@@ -220,6 +228,9 @@ fn upgrade(
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    if register_taken {
+        headers.insert(REGISTER_HEADER, HeaderValue::from_static(REGISTER_HEADER_TAKEN));
+    }
     response
 }
 

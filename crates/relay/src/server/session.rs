@@ -142,10 +142,13 @@ enum Flow {
 
 /// Runs one upgraded WebSocket connection to its end. `pending` is its
 /// place among the unregistered connections, released when it registers.
+/// Runs one WebSocket session; `early_register` is the `register` message the upgrade request
+/// carried, taken as the session's first frame.
 pub(super) async fn run(
     socket: Socket,
     remote: SocketAddr,
     pending: Pending,
+    early_register: Option<String>,
     state: Arc<ServerState>,
 ) {
     let connection_id = state.next_connection_id.fetch_add(1, Ordering::Relaxed);
@@ -177,7 +180,7 @@ pub(super) async fn run(
             rate_violations: 0,
             cluster_seat: None,
         };
-        session.read_loop(&mut stream).await;
+        session.read_loop(&mut stream, early_register).await;
         let seat = session.cluster_seat.take();
         let mut vacated = None;
         if let Some(peer) = session.peer.take() {
@@ -353,7 +356,11 @@ async fn enter_cluster(
 }
 
 impl Session<'_> {
-    async fn read_loop(&mut self, stream: &mut SplitStream<Socket>) {
+    async fn read_loop(
+        &mut self,
+        stream: &mut SplitStream<Socket>,
+        early_register: Option<String>,
+    ) {
         let limits = &self.state.limits;
         let register_deadline = Instant::now() + limits.register_timeout;
         let mut last_inbound = Instant::now();
@@ -373,6 +380,12 @@ impl Session<'_> {
         // takes the connection out of the table that evicts.
         let evicted = cancelled_or_never(self.pending.as_ref().map(|p| p.evicted().clone()));
         tokio::pin!(evicted);
+        if let Some(text) = early_register {
+            if self.on_text(&text).await == Flow::Stop {
+                return;
+            }
+            self.watch_token_expiry(watchdog.as_mut());
+        }
         loop {
             let frame = tokio::select! {
                 biased;
@@ -458,13 +471,16 @@ impl Session<'_> {
             if flow == Flow::Stop {
                 return;
             }
-            // A registration may have armed a token expiry: make sure the
-            // watchdog wakes for it.
-            if let Some(expires) = self.token_expires
-                && watchdog.deadline() > expires
-            {
-                watchdog.as_mut().reset(expires);
-            }
+            self.watch_token_expiry(watchdog.as_mut());
+        }
+    }
+
+    /// A registration may have armed a token expiry: makes sure the watchdog wakes for it.
+    fn watch_token_expiry(&self, watchdog: std::pin::Pin<&mut tokio::time::Sleep>) {
+        if let Some(expires) = self.token_expires
+            && watchdog.deadline() > expires
+        {
+            watchdog.reset(expires);
         }
     }
 

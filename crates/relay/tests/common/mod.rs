@@ -156,6 +156,21 @@ impl RawSocket {
         RawSocket { socket }
     }
 
+    /// Connects with `register` in the upgrade request's `tether-register` header; returns
+    /// the socket and that header of the server's response, if any.
+    pub async fn connect_registering(url: &str, register: &Value) -> (RawSocket, Option<String>) {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.into_client_request().unwrap();
+        let value = register.to_string().parse().unwrap();
+        request.headers_mut().insert(tether_signal::protocol::REGISTER_HEADER, value);
+        let (socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let answer = response
+            .headers()
+            .get(tether_signal::protocol::REGISTER_HEADER)
+            .map(|value| value.to_str().unwrap().to_owned());
+        (RawSocket { socket }, answer)
+    }
+
     pub async fn send_text(&mut self, text: &str) {
         self.socket.send(Message::text(text)).await.unwrap();
     }
@@ -241,8 +256,9 @@ pub struct Proxy {
 enum Hold {
     /// Nothing is forwarded until the gate opens (a hung handshake).
     Everything(oneshot::Receiver<()>),
-    /// The server's first chunk (the 101 response) passes; everything after
-    /// it from the server waits for the gate (e.g. `registered`).
+    /// The server's 101 response passes; everything after it from the
+    /// server waits for the gate (e.g. `registered`, even when it came in the
+    /// same chunk as the response).
     AfterHandshake(oneshot::Receiver<()>),
 }
 
@@ -337,15 +353,31 @@ async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     blackholed: Arc<AtomicBool>,
-    mut gate_after_first_chunk: Option<oneshot::Receiver<()>>,
+    gate_after_head: Option<oneshot::Receiver<()>>,
 ) {
     let mut buffer = vec![0u8; 16 * 1024];
-    let mut first = true;
-    loop {
-        if !first && let Some(gate) = gate_after_first_chunk.take() {
-            let _ = gate.await;
+    if let Some(gate) = gate_after_head {
+        // Forward the HTTP response head, keep what follows it until the gate opens.
+        let mut head = Vec::new();
+        let end = loop {
+            let read = match from.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => read,
+            };
+            head.extend_from_slice(&buffer[..read]);
+            if let Some(at) = head.windows(4).position(|window| window == b"\r\n\r\n") {
+                break at + 4;
+            }
+        };
+        if to.write_all(&head[..end]).await.is_err() {
+            return;
         }
-        first = false;
+        let _ = gate.await;
+        if to.write_all(&head[end..]).await.is_err() {
+            return;
+        }
+    }
+    loop {
         let read = match from.read(&mut buffer).await {
             Ok(0) | Err(_) => break,
             Ok(read) => read,

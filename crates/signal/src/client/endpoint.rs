@@ -11,14 +11,16 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::debug;
 
 use super::tls::TlsTrust;
 use crate::error::SignalError;
 use crate::protocol::{
-    ClientMessage, ErrorCode, PROTOCOL_VERSION, Register, Registered, ServerMessage, close_code,
-    decode_server_message, encode_client_message,
+    ClientMessage, ErrorCode, PROTOCOL_VERSION, REGISTER_HEADER, REGISTER_HEADER_TAKEN, Register,
+    Registered, ServerMessage, close_code, decode_server_message, encode_client_message,
 };
 
 /// The client's side of a WebSocket connection.
@@ -128,9 +130,10 @@ impl Endpoint {
         }
     }
 
-    /// Opens TCP, then TLS for `wss://`, and performs the WebSocket handshake
-    /// (no `register` yet).
-    pub(super) async fn open(&self) -> Result<ClientSocket, SignalError> {
+    /// Opens TCP, then TLS for `wss://`, and performs the WebSocket handshake, with `register`
+    /// in the upgrade request when given (PROTOCOL.md §2): the socket comes back with whether
+    /// the server took it.
+    pub(super) async fn open(&self, register: Option<&Register>) -> Result<Opened, SignalError> {
         let addr = format!("{}:{}", self.host, self.port);
         let stream = self
             .connect_tcp()
@@ -146,12 +149,33 @@ impl Endpoint {
             .write_buffer_size(0)
             .max_message_size(Some(MAX_INBOUND_FRAME_BYTES))
             .max_frame_size(Some(MAX_INBOUND_FRAME_BYTES));
-        let (socket, _response) =
-            tokio_tungstenite::client_async_with_config(self.url.as_str(), stream, Some(config))
+        let mut request =
+            self.url.as_str().into_client_request().map_err(SignalError::websocket)?;
+        // A value a header cannot carry goes as the first frame instead.
+        let header = register
+            .map(|register| encode_client_message(&ClientMessage::Register(register.clone())))
+            .and_then(|text| HeaderValue::from_str(&text).ok());
+        if let Some(header) = header {
+            request.headers_mut().insert(REGISTER_HEADER, header);
+        }
+        let (socket, response) =
+            tokio_tungstenite::client_async_with_config(request, stream, Some(config))
                 .await
                 .map_err(SignalError::websocket)?;
-        Ok(socket)
+        let register_sent = response
+            .headers()
+            .get(REGISTER_HEADER)
+            .is_some_and(|value| value.as_bytes() == REGISTER_HEADER_TAKEN.as_bytes());
+        Ok(Opened { socket, register_sent })
     }
+}
+
+/// A socket whose WebSocket handshake is done.
+pub(super) struct Opened {
+    pub(super) socket: ClientSocket,
+    /// Whether the server took the `register` of the upgrade request: it answers with
+    /// `registered` (or refuses) without a `register` frame.
+    pub(super) register_sent: bool,
 }
 
 /// The servers of one deployment: `url` first, then the fallbacks. A
@@ -196,7 +220,8 @@ impl Endpoints {
         &self,
         deadline: tokio::time::Instant,
         bound: Duration,
-    ) -> Result<(usize, ClientSocket), SignalError> {
+        register: Option<&Register>,
+    ) -> Result<(usize, Opened), SignalError> {
         let start = self.preferred_index();
         let count = self.all.len();
         let mut last_error = None;
@@ -208,10 +233,10 @@ impl Endpoints {
             }
             let share = left / u32::try_from(count - step).unwrap_or(u32::MAX);
             let endpoint = &self.all[index];
-            match tokio::time::timeout(share, endpoint.open()).await {
-                Ok(Ok(socket)) => {
+            match tokio::time::timeout(share, endpoint.open(register)).await {
+                Ok(Ok(opened)) => {
                     self.preferred.store(index, Ordering::Relaxed);
-                    return Ok((index, socket));
+                    return Ok((index, opened));
                 }
                 Ok(Err(error)) => {
                     debug!(name: "signal.client.endpoint_failed", url = %endpoint.url, kind = error.kind().name(), %error);
@@ -240,17 +265,21 @@ impl Endpoints {
     }
 }
 
-/// Sends `register` and waits for `registered` (or the refusal). Any
-/// `error` frame here answers the `register`, the only frame sent so far.
+/// Sends `register`, unless the upgrade request carried it and the server took it
+/// (`register_sent`), and waits for `registered` (or the refusal). Any `error` frame here
+/// answers the `register`, the only message sent so far.
 ///
 /// Not bounded by itself: the caller applies the connect timeout.
 pub(super) async fn register(
     socket: &mut ClientSocket,
     register: Register,
+    register_sent: bool,
 ) -> Result<Registered, SignalError> {
     let generation = register.generation.unwrap_or(0);
-    let text = encode_client_message(&ClientMessage::Register(register));
-    socket.send(Message::text(text)).await.map_err(SignalError::websocket)?;
+    if !register_sent {
+        let text = encode_client_message(&ClientMessage::Register(register));
+        socket.send(Message::text(text)).await.map_err(SignalError::websocket)?;
+    }
     loop {
         let message = match socket.next().await {
             Some(Ok(message)) => message,

@@ -41,7 +41,7 @@ use crate::protocol::{
 
 pub use self::tls::TlsTrust;
 
-use self::endpoint::{ClientSocket, Endpoints};
+use self::endpoint::{ClientSocket, Endpoints, Opened};
 use self::link::{Command, Link, LinkTiming};
 
 /// The number of a signaling connection attempt (a link); strictly increasing
@@ -309,6 +309,13 @@ struct Links {
     held_loss: Option<u64>,
 }
 
+/// One registration attempt: what it registers and its place among the attempts in flight.
+struct Attempt {
+    generation: u64,
+    register: Register,
+    registering: Registering,
+}
+
 /// Marks an attempt as registering for as long as it lives.
 struct Registering {
     shared: Arc<Shared>,
@@ -531,12 +538,14 @@ impl SignalClient {
         .await
     }
 
-    /// Opens and registers within `connect_timeout`.
+    /// Opens and registers within `connect_timeout`, `register` riding in the upgrade request.
     async fn establish(&self, generation: u64) -> Result<PendingLink, SignalError> {
         let bound = self.shared.config.connect_timeout;
         let deadline = Instant::now() + bound;
-        let (index, socket) = self.shared.endpoints.open(deadline, bound).await?;
-        let result = tokio::time::timeout_at(deadline, self.register(socket, generation))
+        let attempt = self.attempt(generation)?;
+        let (index, opened) =
+            self.shared.endpoints.open(deadline, bound, Some(&attempt.register)).await?;
+        let result = tokio::time::timeout_at(deadline, self.register(opened, attempt))
             .await
             .map_err(|_| SignalError::Timeout { what: "connect", after: bound })
             .and_then(|registered| registered);
@@ -559,16 +568,11 @@ impl SignalClient {
         }
     }
 
-    async fn register(
-        &self,
-        mut socket: ClientSocket,
-        generation: u64,
-    ) -> Result<PendingLink, SignalError> {
+    /// A registration attempt of `generation`, unless a newer one fenced it off.
+    fn attempt(&self, generation: u64) -> Result<Attempt, SignalError> {
         if Shared::is_fenced(&lock(&self.shared.links), generation) {
-            self.close_in_background(socket);
             return Err(SignalError::Superseded { generation });
         }
-        let registering = Registering::start(&self.shared, generation);
         let register = Register {
             version: PROTOCOL_VERSION,
             peer_id: self.shared.config.peer_id.clone(),
@@ -577,7 +581,20 @@ impl SignalClient {
             session: Some(self.shared.instance_id.clone()),
             generation: Some(generation),
         };
-        match endpoint::register(&mut socket, register).await {
+        let registering = Registering::start(&self.shared, generation);
+        Ok(Attempt { generation, register, registering })
+    }
+
+    /// Registers on `opened` (sending `register` unless its upgrade request carried it) and
+    /// waits for `registered`.
+    async fn register(&self, opened: Opened, attempt: Attempt) -> Result<PendingLink, SignalError> {
+        let Opened { mut socket, register_sent } = opened;
+        let Attempt { generation, register, registering } = attempt;
+        if !register_sent && Shared::is_fenced(&lock(&self.shared.links), generation) {
+            self.close_in_background(socket);
+            return Err(SignalError::Superseded { generation });
+        }
+        match endpoint::register(&mut socket, register, register_sent).await {
             Ok(registered) => Ok(PendingLink { socket, generation, registered, registering }),
             Err(error) => {
                 self.close_in_background(socket);
@@ -733,7 +750,8 @@ impl SignalClient {
     /// `rebuild_head_start`, also opens a fresh connection, and keeps
     /// whichever is healthy first. A fresh socket that loses is closed before
     /// it registers; a link that loses is closed deliberately (no `Lost`).
-    /// Without a current link this is `connect_once`.
+    /// Once the probe failed, the fresh connection registers in its upgrade
+    /// request. Without a current link this is `connect_once`.
     ///
     /// Bounded by `rebuild_head_start + connect_timeout`, plus what remains of
     /// `probe_timeout` if the fresh attempt fails first.
@@ -787,10 +805,14 @@ impl SignalClient {
         let generation = self.allocate_generation();
         let bound = self.shared.config.connect_timeout;
         let deadline = Instant::now() + bound;
-        let open = self.shared.endpoints.open(deadline, bound);
+        let attempt = self.attempt(generation)?;
+        // `register` rides in the upgrade request only once the existing link has failed its
+        // probe: a server that took it would replace that link, which may still win the race.
+        let early = probe_failed.then(|| attempt.register.clone());
+        let open = self.shared.endpoints.open(deadline, bound, early.as_ref());
         tokio::pin!(open);
-        // Race the fresh handshake against the probe. The fresh socket has
-        // not registered yet, so dropping it leaves the server untouched.
+        // Race the fresh handshake against the probe (when the probe has not failed yet, the
+        // fresh socket has not registered, so dropping it leaves the server untouched).
         let opened = loop {
             tokio::select! {
                 result = &mut probe, if !probe_failed => match result {
@@ -800,23 +822,20 @@ impl SignalClient {
                 result = &mut open => break result,
             }
         };
-        let fresh =
-            match opened {
-                Ok((index, socket)) => {
-                    let registered =
-                        match tokio::time::timeout_at(deadline, self.register(socket, generation))
-                            .await
-                        {
-                            Ok(registered) => registered,
-                            Err(_) => Err(SignalError::Timeout { what: "connect", after: bound }),
-                        };
-                    if let Err(error) = &registered {
-                        self.registration_failed(index, error);
-                    }
-                    registered
+        let fresh = match opened {
+            Ok((index, opened)) => {
+                let registered =
+                    match tokio::time::timeout_at(deadline, self.register(opened, attempt)).await {
+                        Ok(registered) => registered,
+                        Err(_) => Err(SignalError::Timeout { what: "connect", after: bound }),
+                    };
+                if let Err(error) = &registered {
+                    self.registration_failed(index, error);
                 }
-                Err(error) => Err(error),
-            };
+                registered
+            }
+            Err(error) => Err(error),
+        };
         match fresh {
             Ok(pending) => {
                 let connected = self.commit(pending)?;
