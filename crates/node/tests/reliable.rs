@@ -411,18 +411,24 @@ fn an_unanswered_hello_is_repeated_then_given_up() {
     assert_eq!(stream.buffered(), 1, "nothing was acknowledged by the repeat");
 }
 
+/// A stream of session 1 whose channel opened at `t0`, with the peer's Hello in and its own out.
+fn ready_stream(config: StreamConfig, t0: Instant) -> ReliableStream {
+    let mut stream = ReliableStream::new(1, config);
+    stream.channel_opened(t0, HelloTurn::First);
+    let hello = Frame::Hello { session: 2, resume_from: 1, peer_session: 0, delivered: 0 };
+    stream.handle_frame(t0, hello).unwrap();
+    while stream.poll_transmit(t0, true).is_some() {}
+    stream
+}
+
 #[test]
 fn a_stream_without_progress_while_messages_wait_has_a_stall_deadline() {
     let ms = Duration::from_millis;
     let config = StreamConfig::default();
     let bound = config.stall_after;
-    let mut stream = ReliableStream::new(1, config);
     let t0 = Instant::now();
-    stream.channel_opened(t0, HelloTurn::First);
-    let hello = Frame::Hello { session: 2, resume_from: 1, peer_session: 0, delivered: 0 };
-    stream.handle_frame(t0, hello).unwrap();
+    let mut stream = ready_stream(config, t0);
     // Nothing waits: no deadline, however long the silence.
-    while stream.poll_transmit(t0, true).is_some() {}
     assert_eq!(stream.stall_deadline(), None);
 
     // A message goes out at t1 and is not acknowledged.
@@ -478,12 +484,8 @@ fn a_lost_message_goes_again_after_the_probe_timeout() {
     let ms = Duration::from_millis;
     let config = StreamConfig::default();
     let ack_delay = config.ack_delay;
-    let mut stream = ReliableStream::new(1, config);
     let t0 = Instant::now();
-    stream.channel_opened(t0, HelloTurn::First);
-    let hello = Frame::Hello { session: 2, resume_from: 1, peer_session: 0, delivered: 0 };
-    stream.handle_frame(t0, hello).unwrap();
-    while stream.poll_transmit(t0, true).is_some() {}
+    let mut stream = ready_stream(config, t0);
 
     // One message, acknowledged 100 ms later: the round trip.
     stream.push(Bytes::from_static(b"1"), None).unwrap();
