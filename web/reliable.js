@@ -31,7 +31,7 @@ export const PROBE_FRAMES = 2;
 /** The round trip a probe timeout assumes before the first sample (ms). */
 const INITIAL_ROUND_TRIP_MS = 250;
 /** Bounds of the probe timeout (ms). */
-const PROBE_TIMEOUT_MIN_MS = 20;
+const PROBE_TIMEOUT_MIN_MS = 100;
 const PROBE_TIMEOUT_MAX_MS = 2000;
 
 /** @type {StreamConfig} */

@@ -407,7 +407,7 @@ impl Credentials {
         let mut config = RtcNodeConfig::new(peer.clone(), self.url.clone(), self.token(peer));
         config.room = Some("lab".into());
         config.rtc =
-            RtcConfig { local_addresses: LocalAddresses::AllInterfaces, ..RtcConfig::loopback() };
+            RtcConfig { local_addresses: LocalAddresses::DefaultRoute, ..RtcConfig::loopback() };
         if let Some(turn) = &self.turn {
             let minted =
                 turn.secret.mint(peer.as_str(), std::time::SystemTime::now(), TURN_CREDENTIAL_TTL);

@@ -98,7 +98,7 @@ impl Default for RtcConfig {
         Self {
             ice_servers: Vec::new(),
             ice_transport_policy: IceTransportPolicy::All,
-            local_addresses: LocalAddresses::AllInterfaces,
+            local_addresses: LocalAddresses::DefaultRoute,
             fresh_sockets_on_ice_restart: true,
             connect_timeout: Duration::from_secs(10),
             restart_timeout: Duration::from_secs(5),

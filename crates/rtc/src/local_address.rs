@@ -13,9 +13,15 @@ use std::sync::Arc;
 /// The local address policy.
 #[derive(Clone, Debug, Default)]
 pub enum LocalAddresses {
-    /// Every IPv4 interface address present at bind time, except loopback and link-local
-    /// (webrtc-rs expands the wildcard `0.0.0.0` itself). The production default.
+    /// The IPv4 address the default route leaves from at bind time: the uplink the device
+    /// prefers now (Wi-Fi over cellular on a phone), and after a handoff the new one. When both
+    /// uplinks are up (make-before-break) the restarted ICE generation can then only pick a pair
+    /// on the new uplink, not one on the old uplink about to go away. Every interface, as
+    /// [`Self::AllInterfaces`], when there is no default route. The production default.
     #[default]
+    DefaultRoute,
+    /// Every IPv4 interface address present at bind time, except loopback and link-local
+    /// (webrtc-rs expands the wildcard `0.0.0.0` itself).
     AllInterfaces,
     /// Exactly these addresses, loopback included. `RtcConfig::loopback` uses `127.0.0.1`.
     Fixed(Vec<IpAddr>),
@@ -28,7 +34,7 @@ impl LocalAddresses {
     /// Whether this policy can bind a loopback address.
     pub(crate) fn may_bind_loopback(&self) -> bool {
         match self {
-            Self::AllInterfaces => false,
+            Self::DefaultRoute | Self::AllInterfaces => false,
             Self::Fixed(ips) => ips.iter().any(IpAddr::is_loopback),
             Self::Filtered(_) => true,
         }
@@ -37,9 +43,8 @@ impl LocalAddresses {
     /// What to hand webrtc-rs as UDP bind addresses.
     pub(crate) fn bind_targets(&self) -> Vec<BindTarget> {
         match self {
-            Self::AllInterfaces => {
-                vec![BindTarget::Address(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0))]
-            }
+            Self::DefaultRoute => vec![BindTarget::DefaultRoute],
+            Self::AllInterfaces => vec![BindTarget::Address(WILDCARD)],
             Self::Fixed(ips) => {
                 ips.iter().map(|ip| BindTarget::Address(SocketAddr::new(*ip, 0))).collect()
             }
@@ -108,11 +113,29 @@ impl fmt::Debug for InterfaceFilter {
     }
 }
 
+/// Every IPv4 interface (webrtc-rs expands it).
+const WILDCARD: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+
+/// Where the route lookup of [`default_route_address`] points: TEST-NET-1 (RFC 5737), which no
+/// network routes on its own, so the lookup follows the default route. Nothing is sent to it.
+const ROUTE_PROBE: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 9);
+
+/// The source address the OS picks for the default route now: connecting a UDP socket runs the
+/// route lookup and sends nothing. `None` without a default route (offline) or when it leaves
+/// from loopback.
+pub(crate) fn default_route_address() -> Option<IpAddr> {
+    let socket = std::net::UdpSocket::bind(WILDCARD).ok()?;
+    socket.connect(ROUTE_PROBE).ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_unspecified() && !ip.is_loopback()).then_some(ip)
+}
+
 /// One configured bind address, resolved by webrtc-rs each time it binds.
 #[derive(Clone, Debug)]
 pub(crate) enum BindTarget {
     Address(SocketAddr),
     Filtered(InterfaceFilter),
+    DefaultRoute,
 }
 
 impl ToSocketAddrs for BindTarget {
@@ -121,6 +144,10 @@ impl ToSocketAddrs for BindTarget {
     fn to_socket_addrs(&self) -> io::Result<Self::Iter> {
         match self {
             Self::Address(address) => Ok(vec![*address].into_iter()),
+            Self::DefaultRoute => {
+                let address = default_route_address().map_or(WILDCARD, |ip| SocketAddr::new(ip, 0));
+                Ok(vec![address].into_iter())
+            }
             Self::Filtered(filter) => {
                 let addresses = filter.matching_addresses()?;
                 if addresses.is_empty() {
@@ -158,7 +185,23 @@ mod tests {
     }
 
     #[test]
+    fn the_default_route_binds_the_address_it_leaves_from_or_every_interface() {
+        let resolved: Vec<SocketAddr> =
+            BindTarget::DefaultRoute.to_socket_addrs().map(Iterator::collect).unwrap_or_default();
+        assert_eq!(resolved.len(), 1, "{resolved:?}");
+        match default_route_address() {
+            Some(ip) => {
+                assert_eq!(resolved[0], SocketAddr::new(ip, 0));
+                // The OS can bind it: it is one of this host's addresses.
+                assert!(std::net::UdpSocket::bind(resolved[0]).is_ok(), "{resolved:?}");
+            }
+            None => assert_eq!(resolved[0], WILDCARD),
+        }
+    }
+
+    #[test]
     fn loopback_is_only_bound_when_asked_for() {
+        assert!(!LocalAddresses::DefaultRoute.may_bind_loopback());
         assert!(!LocalAddresses::AllInterfaces.may_bind_loopback());
         assert!(LocalAddresses::Fixed(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]).may_bind_loopback());
     }

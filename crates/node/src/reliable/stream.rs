@@ -84,9 +84,10 @@ pub const PROBE_FRAMES: usize = 2;
 /// The round trip a probe timeout assumes before the first acknowledgement measured one.
 const INITIAL_ROUND_TRIP: Duration = Duration::from_millis(250);
 
-/// Bounds of the probe timeout: never shorter (a round trip of a few milliseconds would make
-/// copies of what is merely being processed), and never longer however often it doubled.
-const PROBE_TIMEOUT_MIN: Duration = Duration::from_millis(20);
+/// Bounds of the probe timeout: never shorter (on a round trip of a few milliseconds, an Ack a
+/// busy peer sends late, a browser's timers included, would look like a loss and make copies),
+/// and never longer however often it doubled.
+const PROBE_TIMEOUT_MIN: Duration = Duration::from_millis(100);
 const PROBE_TIMEOUT_MAX: Duration = Duration::from_secs(2);
 
 /// Gaps between repeats of a Hello the peer has not answered on a new
