@@ -1,6 +1,7 @@
 //! Where the server is and how a socket to it is opened and registered.
 
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
@@ -140,6 +141,7 @@ impl Endpoint {
             .await
             .map_err(|source| SignalError::Unreachable { addr: addr.clone(), source })?;
         let _ = stream.set_nodelay(true);
+        let local_address = stream.local_addr().ok().map(|addr| addr.ip());
         let stream = match &self.tls {
             None => Transport::Plain(stream),
             Some(trust) => Transport::Tls(Box::new(trust.connect(stream, &self.host).await?)),
@@ -166,7 +168,17 @@ impl Endpoint {
             .headers()
             .get(REGISTER_HEADER)
             .is_some_and(|value| value.as_bytes() == REGISTER_HEADER_TAKEN.as_bytes());
-        Ok(Opened { socket, register_sent })
+        Ok(Opened { socket, register_sent, local_address })
+    }
+}
+
+/// Whether `address` is still one of this host's addresses: binding a UDP socket to it fails
+/// with `AddrNotAvailable` once the interface lost it (a handoff), and sends nothing. Any other
+/// error answers "yes", the cautious answer for [`SignalClient::rebuild`](super::SignalClient::rebuild).
+pub(super) fn is_local_address(address: IpAddr) -> bool {
+    match std::net::UdpSocket::bind((address, 0)) {
+        Ok(_) => true,
+        Err(error) => error.kind() != io::ErrorKind::AddrNotAvailable,
     }
 }
 
@@ -176,6 +188,8 @@ pub(super) struct Opened {
     /// Whether the server took the `register` of the upgrade request: it answers with
     /// `registered` (or refuses) without a `register` frame.
     pub(super) register_sent: bool,
+    /// The TCP connection's local address, when the OS reported one.
+    pub(super) local_address: Option<IpAddr>,
 }
 
 /// The servers of one deployment: `url` first, then the fallbacks. A
@@ -349,4 +363,18 @@ pub(super) async fn close_quietly(mut socket: ClientSocket, within: Duration) {
         while let Some(Ok(_)) = socket.next().await {}
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::is_local_address;
+
+    #[test]
+    fn an_address_of_this_host_is_local_and_one_it_lacks_is_not() {
+        assert!(is_local_address(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        // TEST-NET-3 (RFC 5737) is assigned to no interface here.
+        assert!(!is_local_address(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 77))));
+    }
 }

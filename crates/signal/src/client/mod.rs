@@ -20,6 +20,7 @@ use std::collections::BTreeSet;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -294,6 +295,9 @@ struct LinkHandle {
     stop: CancellationToken,
     ended: CancellationToken,
     max_frame_bytes: usize,
+    /// The link's local address: once the host no longer has it, the link cannot answer a
+    /// probe, and [`SignalClient::rebuild`] replaces it without waiting for one.
+    local_address: Option<IpAddr>,
 }
 
 #[derive(Debug, Default)]
@@ -355,6 +359,7 @@ struct PendingLink {
     registered: Registered,
     /// Dropped only after the commit decision.
     registering: Registering,
+    local_address: Option<IpAddr>,
 }
 
 struct Shared {
@@ -588,14 +593,16 @@ impl SignalClient {
     /// Registers on `opened` (sending `register` unless its upgrade request carried it) and
     /// waits for `registered`.
     async fn register(&self, opened: Opened, attempt: Attempt) -> Result<PendingLink, SignalError> {
-        let Opened { mut socket, register_sent } = opened;
+        let Opened { mut socket, register_sent, local_address } = opened;
         let Attempt { generation, register, registering } = attempt;
         if !register_sent && Shared::is_fenced(&lock(&self.shared.links), generation) {
             self.close_in_background(socket);
             return Err(SignalError::Superseded { generation });
         }
         match endpoint::register(&mut socket, register, register_sent).await {
-            Ok(registered) => Ok(PendingLink { socket, generation, registered, registering }),
+            Ok(registered) => {
+                Ok(PendingLink { socket, generation, registered, registering, local_address })
+            }
             Err(error) => {
                 self.close_in_background(socket);
                 Err(error)
@@ -609,7 +616,7 @@ impl SignalClient {
 
     /// Makes `pending` current unless it was fenced meanwhile.
     fn commit(&self, pending: PendingLink) -> Result<Connected, SignalError> {
-        let PendingLink { socket, generation, registered, registering } = pending;
+        let PendingLink { socket, generation, registered, registering, local_address } = pending;
         let connected = Connected {
             generation: LinkGeneration(generation),
             peer_id: registered.peer_id,
@@ -635,6 +642,7 @@ impl SignalClient {
                 stop: CancellationToken::new(),
                 ended: CancellationToken::new(),
                 max_frame_bytes: connected.max_frame_bytes,
+                local_address,
             };
             let link = Link {
                 socket,
@@ -750,8 +758,10 @@ impl SignalClient {
     /// `rebuild_head_start`, also opens a fresh connection, and keeps
     /// whichever is healthy first. A fresh socket that loses is closed before
     /// it registers; a link that loses is closed deliberately (no `Lost`).
-    /// Once the probe failed, the fresh connection registers in its upgrade
-    /// request. Without a current link this is `connect_once`.
+    /// Once the probe failed, or at once when the host no longer has the
+    /// link's local address (it cannot answer), the fresh connection
+    /// registers in its upgrade request. Without a current link this is
+    /// `connect_once`.
     ///
     /// Bounded by `rebuild_head_start + connect_timeout`, plus what remains of
     /// `probe_timeout` if the fresh attempt fails first.
@@ -793,14 +803,23 @@ impl SignalClient {
         let kept = |rtt| Rebuilt::Kept { generation: LinkGeneration(old.generation), rtt };
         let probe = self.probe_link(old, probe_timeout);
         tokio::pin!(probe);
-        // The existing link's head start.
-        let mut probe_failed = false;
-        tokio::select! {
-            result = &mut probe => match result {
-                Ok(rtt) => return Ok(kept(rtt)),
-                Err(_) => probe_failed = true,
-            },
-            () = tokio::time::sleep(self.shared.config.rebuild_head_start) => {}
+        // A link whose local address the host no longer has (the uplink it used went away)
+        // cannot answer: it counts as failed from the start, so the fresh connection registers
+        // in its upgrade request and saves the round trip of a `register` frame.
+        let address_gone =
+            old.local_address.is_some_and(|address| !endpoint::is_local_address(address));
+        let mut probe_failed = address_gone;
+        if address_gone {
+            debug!(name: "signal.client.address_gone", generation = old.generation);
+        } else {
+            // The existing link's head start.
+            tokio::select! {
+                result = &mut probe => match result {
+                    Ok(rtt) => return Ok(kept(rtt)),
+                    Err(_) => probe_failed = true,
+                },
+                () = tokio::time::sleep(self.shared.config.rebuild_head_start) => {}
+            }
         }
         let generation = self.allocate_generation();
         let bound = self.shared.config.connect_timeout;
