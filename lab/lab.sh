@@ -111,13 +111,55 @@ phone() {
 # `ip` process, so a handoff's kernel changes land within a millisecond or
 # two of each other, as on a phone, instead of one process start apart.
 
-# uplink_up DEV ADDR GATEWAY: link up, address, default route (what a phone
-# does when it joins a network). `replace` keeps it idempotent.
-uplink_up() {
+# A phone joins a network in two steps: the link comes up (Wi-Fi associates,
+# the modem attaches), and only once frames flow both ways does DHCP (or the
+# carrier) hand it an address and a default route. The lab keeps that order:
+# link_up, then wait_link until the router's end of the veth is operationally
+# up (the kernel activates each end's transmit queue asynchronously, after
+# carrier; until then the router silently drops what it sends there, ARP
+# replies included, and the phone's first SYN waits a second for the next ARP
+# attempt), then uplink_address. A phone never holds an address on a link
+# that cannot answer.
+
+# link_up DEV: the link comes up.
+link_up() {
+    echo "link set $1 up"
+}
+
+# uplink_address DEV ADDR GATEWAY: address and default route (what DHCP
+# gives). `replace` keeps it idempotent.
+uplink_address() {
     local dev=$1 addr=$2 gateway=$3
-    echo "link set $dev up"
     echo "addr replace $addr/$UPLINK_PREFIX_LEN dev $dev"
     echo "route replace default via $gateway dev $dev"
+}
+
+# router_end DEV: the router's end of the phone's uplink DEV.
+router_end() {
+    case "$1" in
+        "$WIFI_DEV") echo "$ROUTER_WIFI_DEV" ;;
+        "$CELL_DEV") echo "$ROUTER_CELL_DEV" ;;
+        *) die "no router end for $1" ;;
+    esac
+}
+
+# wait_link DEV: waits (at most 2 s) until both ends of the phone's uplink
+# DEV are operationally up.
+wait_link() {
+    local dev=$1 peer tries=0
+    peer=$(router_end "$dev")
+    until ip -n "$PHONE_NS" -o link show dev "$dev" | grep -q "state UP" &&
+        ip -n "$ROUTER_NS" -o link show dev "$peer" | grep -q "state UP"; do
+        ((++tries > 1000)) && die "link $dev did not come up within 2 s"
+        sleep 0.002
+    done
+}
+
+# uplink_up DEV ADDR GATEWAY: the whole join, in order.
+uplink_up() {
+    link_up "$1" | phone_batch
+    wait_link "$1"
+    uplink_address "$@" | phone_batch
 }
 
 # uplink_down DEV: the address disappears, and with it the IPv4 routes that
@@ -203,8 +245,8 @@ cmd_setup() {
     private_routes add
 
     case "$initial" in
-        wifi) uplink_up "$WIFI_DEV" "$PHONE_WIFI_ADDR" "$ROUTER_WIFI_ADDR" | phone_batch ;;
-        cell) uplink_up "$CELL_DEV" "$PHONE_CELL_ADDR" "$ROUTER_CELL_ADDR" | phone_batch ;;
+        wifi) uplink_up "$WIFI_DEV" "$PHONE_WIFI_ADDR" "$ROUTER_WIFI_ADDR" ;;
+        cell) uplink_up "$CELL_DEV" "$PHONE_CELL_ADDR" "$ROUTER_CELL_ADDR" ;;
         none) ;;
     esac
     trap - EXIT
@@ -281,21 +323,25 @@ cmd_handoff() {
     ns_exists "$PHONE_NS" || die "namespace $PHONE_NS does not exist; run setup.sh (with the same LAB_ID) first"
     case "$mode" in
         immediate)
+            # The old uplink goes as the new link comes up; the new address
+            # follows once the link carries frames.
             {
                 uplink_down "$old_dev"
-                uplink_up "$new_dev" "$new_addr" "$new_gateway"
+                link_up "$new_dev"
             } | phone_batch
+            wait_link "$new_dev"
+            uplink_address "$new_dev" "$new_addr" "$new_gateway" | phone_batch
             ;;
         outage)
             # No uplink at all for gap_ms.
             uplink_down "$old_dev" | phone_batch
             sleep_ms "$gap_ms"
-            uplink_up "$new_dev" "$new_addr" "$new_gateway" | phone_batch
+            uplink_up "$new_dev" "$new_addr" "$new_gateway"
             ;;
         overlap)
             # The new uplink takes the default route (`route replace`) while
             # the old one keeps its address and link for gap_ms.
-            uplink_up "$new_dev" "$new_addr" "$new_gateway" | phone_batch
+            uplink_up "$new_dev" "$new_addr" "$new_gateway"
             sleep_ms "$gap_ms"
             uplink_down "$old_dev" | phone_batch
             ;;
