@@ -1,10 +1,12 @@
 //! The reader of one data channel: publishes it while open, forwards its messages.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tether_signal::protocol::PeerId;
 use tokio::sync::mpsc;
+use tokio::time::MissedTickBehavior;
 use tracing::{Instrument, Span, debug, info, trace};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 
@@ -16,6 +18,16 @@ use crate::negotiation::input::PcEvent;
 /// The SCTP stream of tether's data channel, which both sides create negotiated out of band
 /// (NEGOTIATION.md §3).
 pub(super) const CHANNEL_STREAM_ID: u16 = 0;
+
+/// How often a channel that is not open yet wakes its peer connection's driver. webrtc-rs 0.21
+/// queues what the DTLS and SCTP handshakes produce while handling an event (the SCTP client's
+/// INIT once DTLS completes, the server side's channel open once COOKIE-ECHO arrives) and
+/// sends it only when its driver next wakes for some other reason: a packet or a timer, often
+/// 100 ms or more later, once per handshake step. Any call into the channel wakes the driver,
+/// so the watcher makes a harmless one at this pace until the channel opens (`tether lab
+/// handoff --outage-ms 20000 --rtt-ms 100`: a new peer connection's channel opened about
+/// 100 ms sooner).
+const DRIVER_NUDGE_INTERVAL: Duration = Duration::from_millis(10);
 
 /// When a side may call its channel open (NEGOTIATION.md §3). The offerer's side opens first
 /// (it is the SCTP server), and webrtc-rs drops a message that reaches the answerer's side of a
@@ -45,7 +57,20 @@ pub(super) fn watch_channel(
     };
     let task = async move {
         let mut opened = false;
-        while let Some(event) = channel.poll().await {
+        let mut nudge = tokio::time::interval(DRIVER_NUDGE_INTERVAL);
+        nudge.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let event = tokio::select! {
+                // `poll` is cancel safe (an mpsc receive behind a lock).
+                event = channel.poll() => event,
+                _ = nudge.tick(), if !opened => {
+                    // Sets the threshold to the value it has (tether never changes it): the
+                    // call only wakes the driver.
+                    let _ = channel.set_buffered_amount_high_threshold(u32::MAX).await;
+                    continue;
+                }
+            };
+            let Some(event) = event else { break };
             // webrtc-rs may deliver a message before the open event: the channel is open then,
             // and consumers must hear so before they see the message.
             let opens = matches!(
