@@ -378,8 +378,7 @@ export class ReliableStream {
       this.ackDue = null;
       return { type: 'ack', delivered: this.delivered };
     }
-    // Data waits for the peer's Hello, which says what it already has.
-    if (!roomForData || !this.helloSeen) return null;
+    if (!roomForData || !this.maySendData()) return null;
     if (this.probeDue !== null && this.probeDue <= now) {
       this.probesUnanswered += 1;
       this.probeNext = this.acked + 1n;
@@ -422,7 +421,7 @@ export class ReliableStream {
   /** When an acknowledgement or a probe is due (same clock as `now`), or null. */
   pollTimeout() {
     if (!this.channelOpen) return null;
-    const due = [this.acksOwed > 0 ? this.ackDue : null, this.helloSeen ? this.probeDue : null];
+    const due = [this.acksOwed > 0 ? this.ackDue : null, this.maySendData() ? this.probeDue : null];
     const set = due.filter((at) => at !== null);
     return set.length === 0 ? null : Math.min(...set);
   }
@@ -475,6 +474,16 @@ export class ReliableStream {
     this.unacked = [];
     this.unackedBytes = 0;
     return ids;
+  }
+
+  /**
+   * Whether Data may go on the channel (MESSAGING.md rule 3): the side that
+   * says Hello first sends right after it; the other waits for the peer's
+   * Hello (its side of the channel opens first, and a frame that reached the
+   * peer's side before that existed would be dropped).
+   */
+  maySendData() {
+    return this.helloSeen || this.helloTurn === 'first';
   }
 
   /** Whether the channel is open and the peer's Hello arrived. */

@@ -293,25 +293,43 @@ proptest! {
 }
 
 #[test]
-fn replays_after_a_break_are_deduplicated() {
+fn the_answering_side_replays_after_a_break_only_what_the_hello_says_is_missing() {
+    let mut pair = Pair::new(StreamConfig { ack_every: 100, ..StreamConfig::default() });
+    pair.apply(&Op::Open);
+    for _ in 0..5 {
+        pair.apply(&Op::PushB);
+    }
+    pair.apply(&Op::PumpB { data: true }); // B (the offerer) waits for A's hello
+    assert!(pair.b_to_a.is_empty(), "the offerer speaks second");
+    pair.apply(&Op::PumpA { data: true }); // A's hello
+    pair.apply(&Op::DeliverToB(1));
+    pair.apply(&Op::PumpB { data: true }); // B's hello, in answer, then five messages
+    pair.apply(&Op::DeliverToA(4)); // the hello and 3 messages arrive
+    pair.apply(&Op::Break); // two messages and every ack are lost
+    pair.settle();
+    assert_eq!(pair.a.received, [1, 2, 3, 4, 5]);
+    assert_eq!(pair.a.stream.stats().duplicates, 0, "A's Hello told B what A had");
+    assert_eq!(pair.b.stream.stats().replayed, 2);
+    assert_eq!(pair.b.confirmed.len(), 5);
+}
+
+#[test]
+fn the_side_that_says_hello_first_sends_at_once_and_its_peer_drops_what_it_had() {
     let mut pair = Pair::new(StreamConfig { ack_every: 100, ..StreamConfig::default() });
     pair.apply(&Op::Open);
     for _ in 0..5 {
         pair.apply(&Op::PushA { deadline_ms: None });
     }
-    pair.apply(&Op::PumpB { data: true }); // B (the offerer) waits for A's hello
-    assert!(pair.b_to_a.is_empty(), "the offerer speaks second");
-    pair.apply(&Op::PumpA { data: true }); // A's hello; no data before B's
-    pair.apply(&Op::DeliverToB(1));
-    pair.apply(&Op::PumpB { data: true }); // B's hello, in answer
-    pair.apply(&Op::DeliverToA(1));
-    pair.apply(&Op::PumpA { data: true }); // five messages
-    pair.apply(&Op::DeliverToB(3)); // 3 messages arrive
+    pair.apply(&Op::PumpA { data: true }); // A (the answerer): its hello, then five messages
+    assert_eq!(pair.a_to_b.len(), 6, "the answerer does not wait for the offerer's hello");
+    pair.apply(&Op::DeliverToB(4)); // the hello and 3 messages arrive
     pair.apply(&Op::Break); // two messages and every ack are lost
     pair.settle();
     assert_eq!(pair.b.received, [1, 2, 3, 4, 5]);
-    assert_eq!(pair.b.stream.stats().duplicates, 0, "the Hello told A what B had");
-    assert_eq!(pair.a.stream.stats().replayed, 2);
+    // On the new channel A again sends everything unacknowledged at once, before B's Hello
+    // could tell it what B has: B drops the three it had.
+    assert_eq!(pair.b.stream.stats().duplicates, 3);
+    assert_eq!(pair.a.stream.stats().replayed, 5);
     assert_eq!(pair.a.confirmed.len(), 5);
 }
 

@@ -13,7 +13,9 @@
 //! - every new channel starts with a Hello each way: "I am session S, my
 //!   stream resumes at R; of your session P I delivered up to D". The
 //!   sender drops what the peer delivered and replays the rest from its
-//!   first unacknowledged message;
+//!   first unacknowledged message (the side that says Hello first does not
+//!   wait to hear it: it replays everything unacknowledged at once, and the
+//!   peer drops the few it already had);
 //! - the receiver delivers only the next sequence number; anything at or
 //!   below what it already delivered is a duplicate and is dropped (and
 //!   acknowledged again). The channel may be unordered (tether's own channel
@@ -346,6 +348,16 @@ impl ReliableStream {
         self.probe_left = 0;
     }
 
+    /// Whether Data may go on the channel (MESSAGING.md rule 3). The side that says Hello
+    /// first sends right after its Hello: its peer's Hello could only say what the peer already
+    /// has of messages in flight when the last channel died (a round trip of traffic at most,
+    /// which the peer drops as duplicates), and waiting for it would cost every message a round
+    /// trip. The side that answers waits for the peer's Hello: its side of the channel opens
+    /// first, and a frame reaching the peer's side before that exists would be dropped.
+    fn may_send_data(&self) -> bool {
+        self.hello_seen || self.hello_turn == HelloTurn::First
+    }
+
     /// Whether messages put on this channel wait for their acknowledgement.
     fn outstanding(&self) -> bool {
         self.transmit_next > self.acked + 1
@@ -541,9 +553,7 @@ impl ReliableStream {
             self.ack_due = None;
             return Some(Frame::Ack { delivered: self.delivered });
         }
-        // Data waits for the peer's Hello, which says what it already has:
-        // replaying blindly would only make duplicates for it to drop.
-        if !room_for_data || !self.hello_seen {
+        if !room_for_data || !self.may_send_data() {
             return None;
         }
         if self.probe_due.is_some_and(|due| due <= now) {
@@ -607,7 +617,7 @@ impl ReliableStream {
         }
         let ack = if self.acks_owed > 0 { self.ack_due } else { None };
         let hello = self.hello_repeat.map(|(due, _)| due);
-        let probe = self.probe_due.filter(|_| self.hello_seen);
+        let probe = self.probe_due.filter(|_| self.may_send_data());
         [ack, hello, probe].into_iter().flatten().min()
     }
 
