@@ -116,10 +116,10 @@ phone() {
 # carrier) hand it an address and a default route. The lab keeps that order:
 # link_up, then wait_link until the router's end of the veth is operationally
 # up (the kernel activates each end's transmit queue asynchronously, after
-# carrier; until then the router silently drops what it sends there, ARP
-# replies included, and the phone's first SYN waits a second for the next ARP
-# attempt), then uplink_address. A phone never holds an address on a link
-# that cannot answer.
+# carrier; a phone that sent at once could lose what the router sent back,
+# and its SYN waited a second for the kernel to try again), then
+# uplink_address. A phone never holds an address on a link that cannot
+# answer.
 
 # link_up DEV: the link comes up.
 link_up() {
