@@ -24,7 +24,8 @@ pub(super) const CHANNEL_STREAM_ID: u16 = 0;
 /// INIT once DTLS completes, the server side's channel open once COOKIE-ECHO arrives) and
 /// sends it only when its driver next wakes for some other reason: a packet or a timer, often
 /// 100 ms or more later, once per handshake step. Any call into the channel wakes the driver,
-/// so the watcher makes a harmless one at this pace until the channel opens (`tether lab
+/// so the watcher makes a harmless one at this pace from when ICE and DTLS are up (nothing of
+/// the kind is queued before) until the channel opens (`tether lab
 /// handoff --outage-ms 20000 --rtt-ms 100`: a new peer connection's channel opened about
 /// 100 ms sooner).
 const DRIVER_NUDGE_INTERVAL: Duration = Duration::from_millis(10);
@@ -64,9 +65,11 @@ pub(super) fn watch_channel(
                 // `poll` is cancel safe (an mpsc receive behind a lock).
                 event = channel.poll() => event,
                 _ = nudge.tick(), if !opened => {
-                    // Sets the threshold to the value it has (tether never changes it): the
-                    // call only wakes the driver.
-                    let _ = channel.set_buffered_amount_high_threshold(u32::MAX).await;
+                    if view.transport_up(connection_id) {
+                        // Sets the threshold to the value it has (tether never changes it): the
+                        // call only wakes the driver.
+                        let _ = channel.set_buffered_amount_high_threshold(u32::MAX).await;
+                    }
                     continue;
                 }
             };

@@ -83,6 +83,13 @@ impl PeerView {
         view.state == Some(PeerState::Connected) && view.channel.is_some()
     }
 
+    /// Whether peer connection `id` is the current one and has ICE and DTLS up (what comes
+    /// next is SCTP and the data channel).
+    pub(super) fn transport_up(&self, id: ConnectionId) -> bool {
+        let view = self.lock();
+        view.connection_id == Some(id) && view.state == Some(PeerState::Connected)
+    }
+
     pub(super) fn begin_connection(&self, id: ConnectionId, pc: &Arc<dyn PeerConnection>) {
         *self.lock() = ViewState {
             connection_id: Some(id),
