@@ -33,6 +33,15 @@ pub(super) enum Transport {
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
+/// The local address of `socket`'s TCP connection, when the OS reports one.
+pub(super) fn local_address(socket: &ClientSocket) -> Option<IpAddr> {
+    let tcp = match socket.get_ref() {
+        Transport::Plain(stream) => stream,
+        Transport::Tls(stream) => stream.get_ref().0,
+    };
+    tcp.local_addr().ok().map(|addr| addr.ip())
+}
+
 impl AsyncRead for Transport {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -141,7 +150,6 @@ impl Endpoint {
             .await
             .map_err(|source| SignalError::Unreachable { addr: addr.clone(), source })?;
         let _ = stream.set_nodelay(true);
-        let local_address = stream.local_addr().ok().map(|addr| addr.ip());
         let stream = match &self.tls {
             None => Transport::Plain(stream),
             Some(trust) => Transport::Tls(Box::new(trust.connect(stream, &self.host).await?)),
@@ -168,7 +176,7 @@ impl Endpoint {
             .headers()
             .get(REGISTER_HEADER)
             .is_some_and(|value| value.as_bytes() == REGISTER_HEADER_TAKEN.as_bytes());
-        Ok(Opened { socket, register_sent, local_address })
+        Ok(Opened { socket, register_sent })
     }
 }
 
@@ -188,8 +196,6 @@ pub(super) struct Opened {
     /// Whether the server took the `register` of the upgrade request: it answers with
     /// `registered` (or refuses) without a `register` frame.
     pub(super) register_sent: bool,
-    /// The TCP connection's local address, when the OS reported one.
-    pub(super) local_address: Option<IpAddr>,
 }
 
 /// The servers of one deployment: `url` first, then the fallbacks. A

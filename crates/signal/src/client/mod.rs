@@ -359,7 +359,6 @@ struct PendingLink {
     registered: Registered,
     /// Dropped only after the commit decision.
     registering: Registering,
-    local_address: Option<IpAddr>,
 }
 
 struct Shared {
@@ -593,16 +592,14 @@ impl SignalClient {
     /// Registers on `opened` (sending `register` unless its upgrade request carried it) and
     /// waits for `registered`.
     async fn register(&self, opened: Opened, attempt: Attempt) -> Result<PendingLink, SignalError> {
-        let Opened { mut socket, register_sent, local_address } = opened;
+        let Opened { mut socket, register_sent } = opened;
         let Attempt { generation, register, registering } = attempt;
         if !register_sent && Shared::is_fenced(&lock(&self.shared.links), generation) {
             self.close_in_background(socket);
             return Err(SignalError::Superseded { generation });
         }
         match endpoint::register(&mut socket, register, register_sent).await {
-            Ok(registered) => {
-                Ok(PendingLink { socket, generation, registered, registering, local_address })
-            }
+            Ok(registered) => Ok(PendingLink { socket, generation, registered, registering }),
             Err(error) => {
                 self.close_in_background(socket);
                 Err(error)
@@ -616,7 +613,7 @@ impl SignalClient {
 
     /// Makes `pending` current unless it was fenced meanwhile.
     fn commit(&self, pending: PendingLink) -> Result<Connected, SignalError> {
-        let PendingLink { socket, generation, registered, registering, local_address } = pending;
+        let PendingLink { socket, generation, registered, registering } = pending;
         let connected = Connected {
             generation: LinkGeneration(generation),
             peer_id: registered.peer_id,
@@ -642,7 +639,7 @@ impl SignalClient {
                 stop: CancellationToken::new(),
                 ended: CancellationToken::new(),
                 max_frame_bytes: connected.max_frame_bytes,
-                local_address,
+                local_address: endpoint::local_address(&socket),
             };
             let link = Link {
                 socket,
