@@ -207,3 +207,32 @@ async fn a_register_in_the_upgrade_request_registers_without_a_frame() {
     alice.send_json(&register).await;
     assert_eq!(alice.next_json().await["code"], "already_registered");
 }
+
+/// PROTOCOL.md §3: `register`'s `ice_restart` list. `registered` repeats it (each peer once, the
+/// registering peer left out), then the server relays `ice_restart` to each exactly as frames
+/// sent right after `registered` would be: a peer that is not there gets `peer_unknown`.
+#[tokio::test]
+async fn a_register_asks_its_peers_for_an_ice_restart() {
+    let harness = Harness::start().await;
+    let (_bob, mut bob_events) = harness.client("bob").await;
+    let register = serde_json::json!({
+        "type": "register", "version": 1, "peer_id": "alice", "token": harness.token("alice"),
+        "ice_restart": ["bob", "alice", "ghost", "bob"],
+    });
+    let (mut alice, answer) =
+        common::RawSocket::connect_registering(&harness.url(), &register).await;
+    assert_eq!(answer.as_deref(), Some("taken"));
+    let registered = alice.next_json().await;
+    assert_eq!(registered["type"], "registered", "{registered}");
+    assert_eq!(registered["ice_restart"], serde_json::json!(["bob", "ghost"]), "{registered}");
+    assert_eq!(
+        next_event(&mut bob_events).await,
+        SignalEvent::Relay { from: peer("alice"), payload: RelayPayload::IceRestart }
+    );
+    let error = alice.next_json().await;
+    assert_eq!(error["code"], "peer_unknown", "{error}");
+    assert!(error.get("id").is_none(), "{error}");
+    // Without the field, `registered` has none either.
+    let (_carol, registered) = harness.raw_registered("carol", None).await;
+    assert!(registered.get("ice_restart").is_none(), "{registered}");
+}

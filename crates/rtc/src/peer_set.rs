@@ -231,8 +231,37 @@ impl PeerSet {
     /// Cancel safe: the restart runs in the peer's task; dropping the future only stops waiting.
     /// Use [`PeerSet::clear_pending_restarts`] to withdraw a restart that has not started.
     pub async fn restart_ice(&self, peer: &PeerId) -> Result<(), RtcError> {
+        self.restart_ice_with(peer, None).await
+    }
+
+    /// [`PeerSet::restart_ice`] when this side is `peer`'s answerer and its `ice_restart`
+    /// already went to `peer` at `asked_at`: in this node's `register`
+    /// (`tether_signal::SignalClient::rebuild_asking_ice_restart`). No second request is sent;
+    /// the restart offer it asked for completes the call, as does one taken (or a new
+    /// connection opened) since `asked_at`. On the offerer's side this is `restart_ice`.
+    ///
+    /// # Errors
+    ///
+    /// As [`PeerSet::restart_ice`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`PeerSet::restart_ice`].
+    pub async fn restart_ice_asked(
+        &self,
+        peer: &PeerId,
+        asked_at: tokio::time::Instant,
+    ) -> Result<(), RtcError> {
+        self.restart_ice_with(peer, Some(asked_at.into_std())).await
+    }
+
+    async fn restart_ice_with(
+        &self,
+        peer: &PeerId,
+        asked_at: Option<std::time::Instant>,
+    ) -> Result<(), RtcError> {
         let (reply, result) = oneshot::channel();
-        if !self.dispatch(peer, Command::RestartIce(reply), false)? {
+        if !self.dispatch(peer, Command::RestartIce { reply, asked_at }, false)? {
             return Err(RtcError::NoPeerConnection { peer: peer.clone() });
         }
         let bound = self.config().restart_timeout;
@@ -254,7 +283,7 @@ impl PeerSet {
         let mut waiting = Vec::with_capacity(peers.len());
         for peer in peers {
             let (reply, result) = oneshot::channel();
-            match self.dispatch(&peer, Command::RestartIce(reply), false) {
+            match self.dispatch(&peer, Command::RestartIce { reply, asked_at: None }, false) {
                 Ok(true) => waiting.push((peer, Some(result))),
                 Ok(false) => waiting.push((peer, None)),
                 Err(error) => warn!(name: "rtc.ice.restart", %peer, %error),

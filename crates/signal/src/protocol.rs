@@ -460,6 +460,11 @@ pub struct Register {
     pub session: Option<String>,
     /// Optional attempt number within `session`, increasing.
     pub generation: Option<u64>,
+    /// Peers the server sends an `ice_restart` from this client right after `registered`, as if
+    /// the client had relayed one to each (at most [`MAX_REGISTER_ICE_RESTARTS`]). An
+    /// answerer whose uplink changed asks its offerers for restart offers this way, a round
+    /// trip sooner than a relay frame after `registered` could.
+    pub ice_restart: Vec<PeerId>,
 }
 
 /// A relay message as the sender writes it.
@@ -511,6 +516,9 @@ pub struct Registered {
     /// short-lived TURN credentials minted for its peer id; empty when the
     /// server offers none.
     pub ice_servers: Vec<IceServerGrant>,
+    /// The peers of `register`'s `ice_restart` that the server relays an `ice_restart` to
+    /// right after this message; empty from a server that does not serve the field.
+    pub ice_restart: Vec<PeerId>,
 }
 
 /// A STUN or TURN server in `registered` (the shape of WebRTC's
@@ -529,6 +537,10 @@ pub struct IceServerGrant {
 
 /// Most ICE servers a `registered` may carry; more is a protocol error.
 pub const MAX_ICE_SERVERS: usize = 8;
+
+/// Most peers a `register` (and so a `registered`) may name in `ice_restart`; more is a
+/// protocol error.
+pub const MAX_REGISTER_ICE_RESTARTS: usize = 64;
 
 /// Everything a server may send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -624,6 +636,7 @@ struct WireFields {
     sdp_mid: Option<String>,
     sdp_mline_index: Option<u16>,
     peers: Option<Vec<String>>,
+    ice_restart: Option<Vec<String>>,
     replaced: Option<bool>,
     max_frame_bytes: Option<usize>,
     ice_servers: Option<Vec<IceServerGrant>>,
@@ -675,6 +688,19 @@ fn peer_field(value: Option<String>, kind: &str, field: &str) -> Result<PeerId, 
         .map_err(|error| DecodeError::new(ErrorCode::InvalidPeerId, error.to_string()))
 }
 
+/// An `ice_restart` list of peer ids: absent means empty; at most
+/// [`MAX_REGISTER_ICE_RESTARTS`] entries.
+fn peer_list(value: Option<Vec<String>>, kind: &str) -> Result<Vec<PeerId>, DecodeError> {
+    let peers = value.unwrap_or_default();
+    if peers.len() > MAX_REGISTER_ICE_RESTARTS {
+        return Err(DecodeError::new(
+            ErrorCode::InvalidMessage,
+            format!("{kind}: ice_restart must name at most {MAX_REGISTER_ICE_RESTARTS} peers"),
+        ));
+    }
+    peers.into_iter().map(|peer| peer_field(Some(peer), kind, "ice_restart")).collect()
+}
+
 fn relay_payload(kind: &str, fields: &mut WireFields) -> Result<Option<RelayPayload>, DecodeError> {
     let payload = match kind {
         "offer" | "answer" => {
@@ -718,6 +744,7 @@ pub fn decode_client_message(text: &str) -> Result<ClientMessage, DecodeError> {
                 "`session` must be 1 to 64 bytes",
             ));
         }
+        let ice_restart = peer_list(fields.ice_restart, "register")?;
         return Ok(ClientMessage::Register(Register {
             version,
             peer_id,
@@ -725,6 +752,7 @@ pub fn decode_client_message(text: &str) -> Result<ClientMessage, DecodeError> {
             room,
             session: fields.session,
             generation: fields.generation,
+            ice_restart,
         }));
     }
     if kind == "ping" {
@@ -784,8 +812,10 @@ pub fn decode_server_message(text: &str) -> Result<ServerMessage, DecodeError> {
                     ),
                 ));
             }
+            let ice_restart = peer_list(fields.ice_restart, "registered")?;
             Ok(ServerMessage::Registered(Registered {
                 ice_servers,
+                ice_restart,
                 version: required(fields.version, "registered", "version")?,
                 peer_id: peer_field(fields.peer_id, "registered", "peer_id")?,
                 room,
@@ -850,6 +880,8 @@ struct WireOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     peers: Option<&'a [PeerId]>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    ice_restart: Option<&'a [PeerId]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     replaced: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_frame_bytes: Option<usize>,
@@ -899,6 +931,8 @@ pub fn encode_client_message(message: &ClientMessage) -> String {
             room: register.room.as_ref().map(RoomId::as_str),
             session: register.session.as_deref(),
             generation: register.generation,
+            ice_restart: (!register.ice_restart.is_empty())
+                .then_some(register.ice_restart.as_slice()),
             ..WireOut::default()
         }
         .to_json(),
@@ -928,6 +962,8 @@ pub fn encode_server_message(message: &ServerMessage) -> String {
             max_frame_bytes: Some(registered.max_frame_bytes),
             ice_servers: (!registered.ice_servers.is_empty())
                 .then_some(registered.ice_servers.as_slice()),
+            ice_restart: (!registered.ice_restart.is_empty())
+                .then_some(registered.ice_restart.as_slice()),
             ..WireOut::default()
         }
         .to_json(),
@@ -986,6 +1022,7 @@ mod tests {
             room: Some(RoomId::new("lobby").unwrap()),
             session: Some("abc".into()),
             generation: Some(7),
+            ice_restart: vec![peer("bob"), peer("carol")],
         }));
         let payloads = [
             RelayPayload::Offer { sdp: "v=0\r\n".into() },
@@ -1028,6 +1065,7 @@ mod tests {
                     credential: Some("c2VjcmV0".into()),
                 },
             ],
+            ice_restart: vec![peer("bob")],
         }));
         server_roundtrip(ServerMessage::PeerJoined { peer_id: peer("bob") });
         server_roundtrip(ServerMessage::PeerLeft { peer_id: peer("bob") });
@@ -1035,6 +1073,38 @@ mod tests {
         for code in ErrorCode::ALL {
             server_roundtrip(ServerMessage::Error { code, message: "m".into(), id: Some(1) });
         }
+    }
+
+    #[test]
+    fn register_names_at_most_its_limit_of_valid_peers_to_restart_with() {
+        let register = |peers: &str| {
+            format!(
+                r#"{{"type":"register","version":1,"peer_id":"a","token":"t","ice_restart":{peers}}}"#
+            )
+        };
+        let decoded = decode_client_message(&register(r#"["b","c"]"#));
+        let Ok(ClientMessage::Register(register_message)) = decoded else {
+            panic!("{decoded:?}");
+        };
+        assert_eq!(register_message.ice_restart, vec![peer("b"), peer("c")]);
+        let too_many = serde_json::to_string(
+            &(0..=MAX_REGISTER_ICE_RESTARTS).map(|n| format!("p{n}")).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let error = decode_client_message(&register(&too_many)).unwrap_err();
+        assert_eq!(error.code, ErrorCode::InvalidMessage);
+        let error = decode_client_message(&register(r#"["", "b"]"#)).unwrap_err();
+        assert_eq!(error.code, ErrorCode::InvalidPeerId);
+        let error = decode_client_message(&register(r#""b""#)).unwrap_err();
+        assert_eq!(error.code, ErrorCode::InvalidMessage);
+        // Absent is empty, and an empty list is not written.
+        let plain = r#"{"type":"register","version":1,"peer_id":"a","token":"t"}"#;
+        let Ok(ClientMessage::Register(register_message)) = decode_client_message(plain) else {
+            panic!("plain register");
+        };
+        assert!(register_message.ice_restart.is_empty());
+        let encoded = encode_client_message(&ClientMessage::Register(register_message));
+        assert!(!encoded.contains("ice_restart"), "{encoded}");
     }
 
     #[test]

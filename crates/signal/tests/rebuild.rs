@@ -48,6 +48,43 @@ async fn rebuild_picks_the_fresh_connection_when_the_old_one_is_black_holed() {
     );
 }
 
+/// The answerer's shortcut after a handoff: the fresh connection's `register` asks the named
+/// peers for an ICE restart, and `Connected` says which ones the server asked. A kept link
+/// registers nothing, so asks nobody.
+#[tokio::test]
+async fn a_rebuild_asks_for_ice_restarts_only_when_it_registers_again() {
+    let harness = Harness::start().await;
+    let proxy = Proxy::start(harness.addr()).await;
+    let (_bob, mut bob_events) = harness.client("bob").await;
+    let mut config = harness.client_config("alice", &proxy.url());
+    config.dead_after = Duration::from_secs(30);
+    config.ping_interval = Duration::from_secs(10);
+    let (client, mut events) = SignalClient::new(config).unwrap();
+    client.connect_once().await.unwrap();
+    let _ = next_event(&mut events).await;
+    let asked = [peer("bob")];
+
+    let outcome = client.rebuild_asking_ice_restart(Duration::from_secs(2), &asked).await.unwrap();
+    assert!(matches!(outcome, Rebuilt::Kept { .. }), "{outcome:?}");
+    client.send(&peer("bob"), RelayPayload::Bye).unwrap();
+    // Messages from one sender arrive in order: an `ice_restart` would have come first.
+    assert_eq!(
+        next_event(&mut bob_events).await,
+        SignalEvent::Relay { from: peer("alice"), payload: RelayPayload::Bye }
+    );
+
+    proxy.blackhole_existing();
+    let outcome = client.rebuild_asking_ice_restart(Duration::from_secs(2), &asked).await.unwrap();
+    let Rebuilt::Replaced { connected, .. } = outcome else {
+        panic!("expected a fresh connection, got {outcome:?}");
+    };
+    assert_eq!(connected.ice_restart_requested, asked);
+    assert_eq!(
+        next_event(&mut bob_events).await,
+        SignalEvent::Relay { from: peer("alice"), payload: RelayPayload::IceRestart }
+    );
+}
+
 #[tokio::test]
 async fn rebuild_keeps_a_healthy_link() {
     let harness = Harness::start().await;

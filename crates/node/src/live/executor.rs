@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use futures_util::future::join_all;
 use tether_recovery::FailureKind;
-use tether_rtc::{Escalation, PeerSet, PeerState, RtcError};
+use tether_rtc::{Escalation, PeerSet, PeerState, Role, RtcError};
 use tether_signal::protocol::PeerId;
-use tether_signal::{SignalClient, SignalError, SignalErrorKind};
+use tether_signal::{Rebuilt, SignalClient, SignalError, SignalErrorKind};
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::config::{RecoveryTiming, RestoreStrategy};
@@ -51,34 +52,64 @@ fn rtc_failure(peer: &PeerId, error: &RtcError) -> ActionError {
 }
 
 impl RtcExecutor {
-    /// Makes signaling healthy the configured way.
-    async fn heal_signaling(&self) -> ActionResult {
+    /// Makes signaling healthy the configured way. Returns the peers whose `ice_restart` the
+    /// server sent for us on registering: a fresh connection's `register` asks every peer this
+    /// node answers and will ICE-restart, a round trip before the restart could ask.
+    async fn heal_signaling(&self) -> Result<Vec<PeerId>, ActionError> {
         match self.timing.restore {
             RestoreStrategy::RaceFreshConnection => {
-                self.signal.rebuild(self.timing.probe_timeout).await.map(|rebuilt| {
-                    info!(name: "live.signaling.rebuilt", outcome = ?rebuilt);
-                })
+                let answering: Vec<PeerId> = self
+                    .roster
+                    .wanted()
+                    .into_iter()
+                    .filter(|peer| {
+                        self.restartable(peer)
+                            && self
+                                .peers
+                                .role_towards(peer)
+                                .is_ok_and(|role| role == Role::Answerer)
+                    })
+                    .collect();
+                let probe_timeout = self.timing.probe_timeout;
+                self.signal.rebuild_asking_ice_restart(probe_timeout, &answering).await.map(
+                    |rebuilt| {
+                        info!(name: "live.signaling.rebuilt", outcome = ?rebuilt);
+                        match rebuilt {
+                            Rebuilt::Replaced { connected, .. } => connected.ice_restart_requested,
+                            _ => Vec::new(),
+                        }
+                    },
+                )
             }
             RestoreStrategy::ProbeThenReconnect => {
                 if self.signal.is_connected()
                     && self.signal.probe_alive(self.timing.probe_timeout).await.is_ok()
                 {
-                    return Ok(());
+                    return Ok(Vec::new());
                 }
-                self.signal.connect_once().await.map(drop)
+                self.signal.connect_once().await.map(|_| Vec::new())
             }
         }
         .map_err(|err| signal_failure(&err))
     }
 
-    /// Brings one peer back: an ICE restart of its peer connection, or a new
-    /// one when there is none or the restart does not revive it.
-    async fn revive(&self, peer: &PeerId) -> Result<(), RtcError> {
-        let restartable = self.peers.status(peer).is_some_and(|s| {
+    /// Whether `peer` has a peer connection an ICE restart can revive.
+    fn restartable(&self, peer: &PeerId) -> bool {
+        self.peers.status(peer).is_some_and(|s| {
             s.connection_id.is_some() && !matches!(s.state, Some(PeerState::Closed) | None)
-        });
-        if restartable {
-            match self.peers.restart_ice(peer).await {
+        })
+    }
+
+    /// Brings one peer back: an ICE restart of its peer connection, or a new
+    /// one when there is none or the restart does not revive it. `asked`: the
+    /// restart was asked for at that time already (see [`Self::heal_signaling`]).
+    async fn revive(&self, peer: &PeerId, asked: Option<Instant>) -> Result<(), RtcError> {
+        if self.restartable(peer) {
+            let restarted = match asked {
+                Some(asked_at) => self.peers.restart_ice_asked(peer, asked_at).await,
+                None => self.peers.restart_ice(peer).await,
+            };
+            match restarted {
                 Ok(()) => return Ok(()),
                 Err(err) => {
                     warn!(name: "live.peer.restart_failed", %peer, error = %err, "replacing the peer connection");
@@ -114,12 +145,17 @@ impl RtcExecutor {
     /// peers and none came back: a single absent peer must not make the
     /// whole node retry (its own recovery reconnects it), but a dead data
     /// plane is a failed recovery.
-    async fn revive_all(&self) -> ActionResult {
+    /// `asked`: the peers whose restart was asked for at that time already.
+    async fn revive_all(&self, asked: &[PeerId], asked_at: Instant) -> ActionResult {
         let peers = self.roster.wanted();
         if peers.is_empty() {
             return Ok(());
         }
-        let results = join_all(peers.iter().map(|peer| self.revive(peer))).await;
+        let revivals = peers.iter().map(|peer| {
+            let asked = asked.contains(peer).then_some(asked_at);
+            self.revive(peer, asked)
+        });
+        let results = join_all(revivals).await;
         let mut first_failure = None;
         let mut revived = 0;
         for (peer, result) in peers.iter().zip(results) {
@@ -199,8 +235,10 @@ impl RecoveryExecutor for RtcExecutor {
         // Before anything else: a pair whose local address is gone loses whatever is written to
         // it, and SCTP would resend that only on its own slow timer.
         self.hold_stranded().await;
-        self.heal_signaling().await?;
-        self.revive_all().await
+        // Before the rebuild: whatever `register` asks for is asked for no later than this.
+        let asked_at = Instant::now();
+        let asked = self.heal_signaling().await?;
+        self.revive_all(&asked, asked_at).await
     }
 
     async fn reconnect(&self, _ctx: ActionContext) -> ActionResult {
@@ -210,7 +248,7 @@ impl RecoveryExecutor for RtcExecutor {
             warn!(name: "live.reconnect.residual", error = %err);
         }
         self.signal.connect_once().await.map_err(|err| signal_failure(&err))?;
-        self.revive_all().await
+        self.revive_all(&[], Instant::now()).await
     }
 
     async fn disconnect(&self, _ctx: ActionContext) -> ActionResult {

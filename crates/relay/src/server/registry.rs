@@ -76,6 +76,8 @@ pub(super) struct Registration {
     pub(super) max_frame_bytes: usize,
     /// ICE servers for `registered` (TURN credentials minted for `peer`).
     pub(super) ice_servers: Vec<IceServerGrant>,
+    /// The peers `registered` says get an `ice_restart` from `peer` right after it.
+    pub(super) ice_restart: Vec<PeerId>,
     /// Cluster mode: the registration's revision in the registration bucket.
     pub(super) cluster_revision: Option<u64>,
     /// Cluster mode: the room's members held by other instances, listed in
@@ -146,6 +148,7 @@ impl Registry {
             handle,
             max_frame_bytes,
             ice_servers,
+            ice_restart,
             cluster_revision,
             remote_peers,
         } = registration;
@@ -199,6 +202,7 @@ impl Registry {
             replaced: previous.is_some(),
             max_frame_bytes,
             ice_servers,
+            ice_restart,
         }));
         // A fresh session's queue is empty, so this cannot be full; if the
         // session already ended, the peer is unregistered by it right after.

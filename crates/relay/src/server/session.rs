@@ -2,6 +2,7 @@
 //! and routes frames, and a writer task that drains the bounded outbound
 //! queue, pings, and writes the close frame.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -26,8 +27,8 @@ use tracing::{Instrument, debug, field, info_span, trace, warn};
 use crate::cluster::{Announcement, ClusterError, Frame, Inbox};
 use crate::metrics::SessionEnd;
 use tether_signal::protocol::{
-    ClientMessage, ErrorCode, PROTOCOL_VERSION, PeerId, Register, RelayOut, RoomId, ServerMessage,
-    close_code, decode_client_message, encode_server_message,
+    ClientMessage, ErrorCode, PROTOCOL_VERSION, PeerId, Register, RelayOut, RelayPayload, RoomId,
+    ServerMessage, close_code, decode_client_message, encode_server_message,
 };
 
 use super::ServerState;
@@ -548,7 +549,7 @@ impl Session<'_> {
         }
     }
 
-    async fn on_register(&mut self, register: Register) -> Flow {
+    async fn on_register(&mut self, mut register: Register) -> Flow {
         if self.peer.is_some() {
             return self
                 .reject(ErrorCode::AlreadyRegistered, "this connection is registered", None)
@@ -608,7 +609,13 @@ impl Session<'_> {
             Some((inbox, remote_peers)) => (Some(inbox), remote_peers),
             None => (None, Vec::new()),
         };
+        // Each named once, never the registering peer itself.
+        let mut ice_restart = std::mem::take(&mut register.ice_restart);
+        ice_restart.retain(|peer| *peer != register.peer_id);
+        let mut named = HashSet::new();
+        ice_restart.retain(|peer| named.insert(peer.clone()));
         let registration = Registration {
+            ice_restart: ice_restart.clone(),
             peer: register.peer_id.clone(),
             room: register.room.clone(),
             session: register.session,
@@ -678,12 +685,29 @@ impl Session<'_> {
             member.deliver(left.clone());
         }
         self.peer = Some(peer.clone());
-        match &self.state.cluster {
+        let flow = match &self.state.cluster {
             Some(link) => {
                 self.settle_in_cluster(link, &peer, seat, inbox, effects.previous_room).await
             }
             None => Flow::Continue,
+        };
+        if flow == Flow::Stop {
+            return flow;
         }
+        // `registered` promised these: each is relayed exactly as an `ice_restart` frame sent
+        // now would be (same rate limit, same errors, without an `id`).
+        for to in ice_restart {
+            let relay =
+                RelayOut { to, id: None, claimed_from: None, payload: RelayPayload::IceRestart };
+            let flow = match self.relay_bucket.take(Instant::now()) {
+                true => self.on_relay(relay).await,
+                false => self.over_limit("relay messages", None).await,
+            };
+            if flow == Flow::Stop {
+                return flow;
+            }
+        }
+        Flow::Continue
     }
 
     async fn refuse_stale(&mut self) -> Flow {

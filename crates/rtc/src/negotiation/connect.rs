@@ -63,12 +63,27 @@ impl Machine {
         }
     }
 
-    pub(super) fn on_restart_ice(&mut self, now: Instant, waiter: WaiterId) {
+    pub(super) fn on_restart_ice(
+        &mut self,
+        now: Instant,
+        waiter: WaiterId,
+        asked_at: Option<Instant>,
+    ) {
         let Some(pc) = self.current.as_ref() else {
             let result = Err(RtcError::NoPeerConnection { peer: self.peer.clone() });
             self.push(Action::Complete { waiter, result });
             return;
         };
+        let asked_at = asked_at.filter(|_| self.role == Role::Answerer);
+        if let Some(asked_at) = asked_at
+            && pc.revived_at.is_some_and(|revived| revived >= asked_at)
+        {
+            // The offer our `register` asked for was taken and ICE is back already (or the
+            // offerer built a new connection, whose channel is open).
+            debug!(name: "rtc.ice.restart", phase = "answered_before_asked", connection = pc.id.get());
+            self.push(Action::Complete { waiter, result: Ok(()) });
+            return;
+        }
         let connection = pc.id.get();
         let first_offer_pending = pc.first_offer_pending();
         let outstanding = matches!(pc.offer, OfferState::Outstanding { .. });
@@ -89,6 +104,12 @@ impl Machine {
             Role::Offerer if outstanding => self.resend_offer(now),
             Role::Offerer if in_flight => {}
             Role::Offerer => self.offer(now, true),
+            // The request went with `register`: wait for the offer it asked for (or the one
+            // being taken already) without asking again.
+            Role::Answerer if asked_at.is_some() => {
+                self.awaiting_offer = true;
+                let _ = self.send_budget.try_take(now);
+            }
             Role::Answerer => self.request_offer(now),
         }
     }

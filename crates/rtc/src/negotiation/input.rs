@@ -1,5 +1,7 @@
 //! What goes into the negotiation machine: one closed enum of everything that can make it act.
 
+use std::time::Instant;
+
 use crate::error::RtcError;
 use crate::event::{ConnectionId, PeerState};
 use crate::signal::SignalPayload;
@@ -32,8 +34,10 @@ pub(crate) enum Input {
     Connect(WaiterId),
     /// Throw the peer connection away and connect from scratch.
     Replace(WaiterId),
-    /// Restart ICE on the peer connection (bounded by `restart_timeout`).
-    RestartIce(WaiterId),
+    /// Restart ICE on the peer connection (bounded by `restart_timeout`). With `asked_at`, an
+    /// answerer's `ice_restart` already went to the offerer at that time (it rode in this
+    /// node's `register`): the machine does not send another, and a revival since answers it.
+    RestartIce { waiter: WaiterId, asked_at: Option<Instant> },
     /// Withdraw the waiting ICE restart.
     ClearPendingRestart,
     /// Close everything; tell the remote (`bye`) when `notify_remote`.

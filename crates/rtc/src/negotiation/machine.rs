@@ -90,6 +90,8 @@ pub(super) struct Pc {
     pub(super) channel_open: bool,
     /// An ICE restart was applied; the next ICE `connected` completes it.
     pub(super) restart_applied: bool,
+    /// When an ICE restart last completed or the channel opened.
+    pub(super) revived_at: Option<Instant>,
 }
 
 impl Pc {
@@ -107,6 +109,7 @@ impl Pc {
             last_answer: None,
             channel_open: false,
             restart_applied: false,
+            revived_at: None,
         }
     }
 
@@ -264,8 +267,9 @@ impl Machine {
     /// Handles one input at `now`.
     pub(crate) fn handle_input(&mut self, now: Instant, input: Input) {
         if self.closed {
-            if let Input::Connect(waiter) | Input::Replace(waiter) | Input::RestartIce(waiter) =
-                input
+            if let Input::Connect(waiter)
+            | Input::Replace(waiter)
+            | Input::RestartIce { waiter, .. } = input
             {
                 let result = Err(RtcError::PeerClosed { peer: self.peer.clone() });
                 self.push(Action::Complete { waiter, result });
@@ -275,7 +279,7 @@ impl Machine {
         match input {
             Input::Connect(waiter) => self.on_connect(now, waiter),
             Input::Replace(waiter) => self.on_replace(now, waiter),
-            Input::RestartIce(waiter) => self.on_restart_ice(now, waiter),
+            Input::RestartIce { waiter, asked_at } => self.on_restart_ice(now, waiter, asked_at),
             Input::ClearPendingRestart => {
                 if !self.restart.is_empty() {
                     info!(name: "rtc.ice.restart", phase = "cleared");
@@ -371,6 +375,7 @@ impl Machine {
             PcEvent::IceConnected => {
                 if pc.restart_applied {
                     pc.restart_applied = false;
+                    pc.revived_at = Some(now);
                     info!(name: "rtc.ice.restart", phase = "completed", connection = id.get());
                     self.finish_restart(Ok(()));
                 }
@@ -383,6 +388,7 @@ impl Machine {
             }
             PcEvent::ChannelOpened => {
                 pc.channel_open = true;
+                pc.revived_at = Some(now);
                 info!(name: "rtc.channel.open", connection = id.get());
                 self.wanted = true;
                 self.failures = 0;

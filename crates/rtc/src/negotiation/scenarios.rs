@@ -129,6 +129,29 @@ fn a_restart_asked_for_during_the_first_offer_is_satisfied_by_it() {
     assert_clean(&sim);
 }
 
+/// The answerer's `register` carried its `ice_restart`: the restart call that follows sends no
+/// second one, and is answered by the offer it asked for whether that offer's restart is still
+/// running when the call comes or done already.
+#[test]
+fn a_restart_asked_for_in_register_is_not_asked_again() {
+    for call_after in [MS(0), MS(40), S(2)] {
+        let mut sim = Sim::new();
+        sim.latencies = vec![MS(50)];
+        sim.intent(Side::A, MS(0), Intent::Connect);
+        sim.run_until(S(2));
+        let offers = sim.sent(Side::A, "offer");
+        sim.intent(Side::B, MS(0), Intent::AskRestartInRegister);
+        sim.intent(Side::B, call_after, Intent::RestartIceAsked);
+        sim.run_until(S(2) + call_after + S(2));
+        assert!(sim.converged(), "{call_after:?}: {:#?}", sim.log);
+        assert_eq!(sim.sent(Side::B, "ice_restart"), 0, "{call_after:?}");
+        assert_eq!(sim.sent(Side::A, "offer") - offers, 1, "{call_after:?}: one restart offer");
+        assert_eq!(sim.results(Side::B).last(), Some(&Some(Ok(()))), "{call_after:?}");
+        assert_eq!(sim.side(Side::A).machine.connection_id(), Some(ConnectionId::new(1)));
+        assert_clean(&sim);
+    }
+}
+
 #[test]
 fn peer_joined_resends_a_lost_first_offer() {
     let mut sim = Sim::new();
@@ -382,7 +405,7 @@ fn the_offerer_holds_offers_beyond_its_budget() {
         let id = machine.connection_id().unwrap_or(ConnectionId::new(0));
         let applied = super::input::Outcome::AnswerApplied;
         machine.handle_input(t0, Input::Done { id, outcome: applied });
-        machine.handle_input(t0, Input::RestartIce(waiter));
+        machine.handle_input(t0, Input::RestartIce { waiter, asked_at: None });
         run(&mut machine, t0, &mut offers);
         machine.handle_input(t0, Input::ClearPendingRestart);
         let _ = drain(&mut machine);

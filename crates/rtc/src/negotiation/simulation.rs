@@ -61,6 +61,11 @@ pub(super) enum Intent {
     Connect,
     Replace,
     RestartIce,
+    /// The answerer's `register` asks the offerer for an ICE restart: the server relays
+    /// `ice_restart` for it (not sent by the machine).
+    AskRestartInRegister,
+    /// The restart call after [`Intent::AskRestartInRegister`], with its time.
+    RestartIceAsked,
     PeerJoined,
     SignalingDown,
     SignalingUp,
@@ -73,6 +78,8 @@ pub(super) struct SideState {
     next_waiter: WaiterId,
     pub(super) lost_reports: usize,
     pub(super) sent: Vec<SignalPayload>,
+    /// When the last [`Intent::AskRestartInRegister`] of this side happened.
+    asked_at: Option<Instant>,
 }
 
 /// The two sides, the network and the clock.
@@ -121,6 +128,7 @@ impl Sim {
             next_waiter: 0,
             lost_reports: 0,
             sent: Vec::new(),
+            asked_at: None,
         };
         Self {
             start,
@@ -205,7 +213,17 @@ impl Sim {
                 let input = match intent {
                     Intent::Connect => Input::Connect(self.new_waiter(side)),
                     Intent::Replace => Input::Replace(self.new_waiter(side)),
-                    Intent::RestartIce => Input::RestartIce(self.new_waiter(side)),
+                    Intent::RestartIce => {
+                        Input::RestartIce { waiter: self.new_waiter(side), asked_at: None }
+                    }
+                    Intent::AskRestartInRegister => {
+                        self.side_mut(side).asked_at = Some(self.now);
+                        return self.deliver_later(side, SignalPayload::IceRestartRequest);
+                    }
+                    Intent::RestartIceAsked => {
+                        let asked_at = self.side(side).asked_at;
+                        Input::RestartIce { waiter: self.new_waiter(side), asked_at }
+                    }
                     Intent::PeerJoined => Input::Presence(super::input::Presence::Joined),
                     Intent::SignalingDown => Input::Signaling { up: false },
                     Intent::SignalingUp => Input::Signaling { up: true },
@@ -364,6 +382,11 @@ impl Sim {
 
     fn relay(&mut self, from: Side, payload: SignalPayload) {
         self.side_mut(from).sent.push(payload.clone());
+        self.deliver_later(from, payload);
+    }
+
+    /// Relays `payload` from `from` with the network's latency (and its drops and copies).
+    fn deliver_later(&mut self, from: Side, payload: SignalPayload) {
         let kind = payload.kind();
         if let Some(at) = self.drop_next.iter().position(|&(side, k)| side == from && k == kind) {
             self.drop_next.remove(at);

@@ -132,7 +132,9 @@ impl PeerTask {
         let input = match command {
             Command::Connect(reply) => Input::Connect(self.waiter(reply)),
             Command::Replace(reply) => Input::Replace(self.waiter(reply)),
-            Command::RestartIce(reply) => Input::RestartIce(self.waiter(reply)),
+            Command::RestartIce { reply, asked_at } => {
+                Input::RestartIce { waiter: self.waiter(reply), asked_at }
+            }
             Command::ClearPendingRestart => Input::ClearPendingRestart,
             Command::Signal(payload) => Input::Signal(payload),
             Command::Presence(presence) => Input::Presence(presence),

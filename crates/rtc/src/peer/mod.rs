@@ -48,7 +48,11 @@ pub(crate) type Reply = oneshot::Sender<Result<(), RtcError>>;
 pub(crate) enum Command {
     Connect(Reply),
     Replace(Reply),
-    RestartIce(Reply),
+    RestartIce {
+        reply: Reply,
+        /// See [`Input::RestartIce`](crate::negotiation::input::Input::RestartIce).
+        asked_at: Option<std::time::Instant>,
+    },
     ClearPendingRestart,
     Signal(SignalPayload),
     Presence(Presence),

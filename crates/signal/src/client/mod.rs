@@ -158,6 +158,9 @@ pub struct Connected {
     /// STUN/TURN servers the server handed out (with TURN credentials for
     /// this peer id); empty when it offers none.
     pub ice_servers: Vec<IceServerGrant>,
+    /// The peers the server sends an `ice_restart` from us right after registering (see
+    /// [`SignalClient::rebuild_asking_ice_restart`]): asking them again is not needed.
+    pub ice_restart_requested: Vec<PeerId>,
 }
 
 /// The outcome of [`SignalClient::rebuild`].
@@ -527,11 +530,18 @@ impl SignalClient {
     /// the current link then ends with `Lost { cause: Replaced }`, which the
     /// Supervisor handles as a loss.
     pub async fn connect_once(&self) -> Result<Connected, SignalError> {
+        self.connect_asking_ice_restart(&[]).await
+    }
+
+    async fn connect_asking_ice_restart(
+        &self,
+        ice_restart: &[PeerId],
+    ) -> Result<Connected, SignalError> {
         let generation = self.allocate_generation();
         let span = info_span!("signal.link", peer = %self.shared.config.peer_id, generation);
         async move {
             debug!(name: "signal.client.connecting", url = %self.shared.endpoints.preferred_url(), servers = self.shared.endpoints.len());
-            let pending = self.establish(generation).await;
+            let pending = self.establish(generation, ice_restart).await;
             let result = pending.and_then(|pending| self.commit(pending));
             if let Err(error) = &result {
                 info!(name: "signal.client.connect_failed", kind = error.kind().name(), %error);
@@ -543,10 +553,14 @@ impl SignalClient {
     }
 
     /// Opens and registers within `connect_timeout`, `register` riding in the upgrade request.
-    async fn establish(&self, generation: u64) -> Result<PendingLink, SignalError> {
+    async fn establish(
+        &self,
+        generation: u64,
+        ice_restart: &[PeerId],
+    ) -> Result<PendingLink, SignalError> {
         let bound = self.shared.config.connect_timeout;
         let deadline = Instant::now() + bound;
-        let attempt = self.attempt(generation)?;
+        let attempt = self.attempt(generation, ice_restart)?;
         let (index, opened) =
             self.shared.endpoints.open(deadline, bound, Some(&attempt.register)).await?;
         let result = tokio::time::timeout_at(deadline, self.register(opened, attempt))
@@ -573,7 +587,7 @@ impl SignalClient {
     }
 
     /// A registration attempt of `generation`, unless a newer one fenced it off.
-    fn attempt(&self, generation: u64) -> Result<Attempt, SignalError> {
+    fn attempt(&self, generation: u64, ice_restart: &[PeerId]) -> Result<Attempt, SignalError> {
         if Shared::is_fenced(&lock(&self.shared.links), generation) {
             return Err(SignalError::Superseded { generation });
         }
@@ -584,6 +598,7 @@ impl SignalClient {
             room: self.shared.config.room.clone(),
             session: Some(self.shared.instance_id.clone()),
             generation: Some(generation),
+            ice_restart: ice_restart.to_vec(),
         };
         let registering = Registering::start(&self.shared, generation);
         Ok(Attempt { generation, register, registering })
@@ -622,6 +637,7 @@ impl SignalClient {
             replaced_previous: registered.replaced,
             max_frame_bytes: registered.max_frame_bytes,
             ice_servers: registered.ice_servers,
+            ice_restart_requested: registered.ice_restart,
         };
         let config = &self.shared.config;
         let previous = {
@@ -767,14 +783,32 @@ impl SignalClient {
     ///
     /// Same as [`SignalClient::connect_once`].
     pub async fn rebuild(&self, probe_timeout: Duration) -> Result<Rebuilt, SignalError> {
+        self.rebuild_asking_ice_restart(probe_timeout, &[]).await
+    }
+
+    /// [`SignalClient::rebuild`], whose fresh connection's `register` also asks the server to
+    /// send each of `peers` an `ice_restart` from us right after `registered` (PROTOCOL.md
+    /// §3). An answerer whose uplink changed asks its offerers for restart offers this way, a
+    /// round trip sooner than relaying `ice_restart` once registered could. The peers the
+    /// server did ask are in [`Rebuilt::Replaced`]'s [`Connected::ice_restart_requested`]: an
+    /// older server asks none, and a kept link was not registered again.
+    ///
+    /// # Cancel safety
+    ///
+    /// Same as [`SignalClient::connect_once`].
+    pub async fn rebuild_asking_ice_restart(
+        &self,
+        probe_timeout: Duration,
+        peers: &[PeerId],
+    ) -> Result<Rebuilt, SignalError> {
         let Some(old) = self.current() else {
-            let connected = self.connect_once().await?;
+            let connected = self.connect_asking_ice_restart(peers).await?;
             return Ok(Rebuilt::Replaced { connected, previous: None });
         };
         let span =
             info_span!("signal.rebuild", peer = %self.shared.config.peer_id, old = old.generation);
         async move {
-            let result = self.race(&old, probe_timeout).await;
+            let result = self.race(&old, probe_timeout, peers).await;
             match &result {
                 Ok(Rebuilt::Kept { rtt, .. }) => {
                     info!(name: "signal.client.rebuild", outcome = "kept", rtt_us = rtt.as_micros() as u64);
@@ -796,6 +830,7 @@ impl SignalClient {
         &self,
         old: &LinkHandle,
         probe_timeout: Duration,
+        ice_restart: &[PeerId],
     ) -> Result<Rebuilt, SignalError> {
         let kept = |rtt| Rebuilt::Kept { generation: LinkGeneration(old.generation), rtt };
         let probe = self.probe_link(old, probe_timeout);
@@ -821,7 +856,7 @@ impl SignalClient {
         let generation = self.allocate_generation();
         let bound = self.shared.config.connect_timeout;
         let deadline = Instant::now() + bound;
-        let attempt = self.attempt(generation)?;
+        let attempt = self.attempt(generation, ice_restart)?;
         // `register` rides in the upgrade request only once the existing link has failed its
         // probe: a server that took it would replace that link, which may still win the race.
         let early = probe_failed.then(|| attempt.register.clone());
