@@ -35,9 +35,15 @@ export class Answerer {
     return this.requestOffer();
   }
 
-  /** After our own re-registration (§11.4): one `ice_restart`. */
-  renegotiate() {
-    return this.requestOffer();
+  /**
+   * After our own re-registration (§11.4): one `ice_restart`, unless our `register` asked for
+   * it and the server sends it; the restart offer answers it either way.
+   * @param {boolean} [restartAsked]
+   */
+  renegotiate(restartAsked = false) {
+    if (!restartAsked) return this.requestOffer();
+    this.link.counters.restartRequestsInRegister += 1;
+    return true;
   }
 
   /** The remote re-registered (§11.2): ask again if an offer is awaited. */

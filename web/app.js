@@ -86,6 +86,8 @@ function start() {
     room,
     getToken,
     log,
+    // `peer` exists by the time an attempt opens (start() runs below).
+    restartOnRegister: () => (peer.restartToAsk() ? [remoteId] : []),
   });
   const peer = new PeerLink({
     localId: peerId,
@@ -98,9 +100,9 @@ function start() {
   const session = new MessageSession({ log });
 
   signaling.addEventListener('registered', (event) => {
-    const { peers, iceServers } = /** @type {CustomEvent} */ (event).detail;
+    const { peers, iceServers, iceRestart } = /** @type {CustomEvent} */ (event).detail;
     peer.setGrantedIceServers(iceServers);
-    peer.setSignaling(true);
+    peer.setSignaling(true, iceRestart.includes(remoteId));
     peer.setRemotePresent(peers.includes(remoteId));
   });
   signaling.addEventListener('lost', () => peer.setSignaling(false));

@@ -103,7 +103,7 @@ export class PeerLink extends EventTarget {
 
     this.counters = {
       offersSent: 0, offersResent: 0, offersReceived: 0, answersSent: 0, answersReceived: 0, rejectionsSent: 0,
-      rejectionsReceived: 0, restartsApplied: 0, restartsCompleted: 0, restartRequestsSent: 0,
+      rejectionsReceived: 0, restartsApplied: 0, restartsCompleted: 0, restartRequestsSent: 0, restartRequestsInRegister: 0,
       byesSent: 0, byesReceived: 0, candidatesSent: 0, candidatesReceived: 0, deferred: 0,
     };
     /** @type {Promise<void>} */
@@ -136,12 +136,28 @@ export class PeerLink extends EventTarget {
     });
   }
 
-  /** Signaling registered (`replaced`/re-registration included) or lost. @param {boolean} up */
-  setSignaling(up) {
+  /**
+   * Signaling registered (`replaced`/re-registration included) or lost.
+   * @param {boolean} up
+   * @param {boolean} [restartAsked] the `register` asked the remote for an ICE restart and the
+   *   server sends it (`registered`'s `ice_restart` names the remote): none is sent again
+   */
+  setSignaling(up, restartAsked = false) {
     const wasUp = this.signalingUp;
     this.signalingUp = up;
-    if (up && !wasUp) this.enqueue('signaling up', () => this.onSignalingBack());
+    if (up && !wasUp) this.enqueue('signaling up', () => this.onSignalingBack(restartAsked));
     this.emitChange();
+  }
+
+  /**
+   * Whether the next `register` should ask the remote for an ICE restart (PROTOCOL.md §3): as
+   * an answerer, when coming back would renegotiate (§11.4) a peer connection it keeps.
+   */
+  restartToAsk() {
+    const c = this.current;
+    if (this.role !== 'answerer' || !this.wanted || this.remotePresent === false) return false;
+    if (!c || !c.usable()) return false;
+    return !(this.healthy() && !c.negotiation && !this.restart.awaitingOffer);
   }
 
   /** Presence of the remote peer in the room. @param {boolean} present @param {boolean} [rejoined] `peer_joined` */
@@ -261,14 +277,15 @@ export class PeerLink extends EventTarget {
   }
 
   /** Our own signaling came back: renegotiate by role what may have been lost with it (§11.4). */
-  async onSignalingBack() {
+  /** @param {boolean} restartAsked see `setSignaling` */
+  async onSignalingBack(restartAsked) {
     if (!this.canTry()) return undefined;
     const c = this.current;
     if (!c || !c.usable()) return this.connectNow();
     // A healthy peer connection with nothing in flight may be left alone.
     if (this.healthy() && !c.negotiation && !this.restart.awaitingOffer) return undefined;
-    this.log('peer: signaling reconnected: renegotiating');
-    return this.negotiator.renegotiate();
+    this.log(`peer: signaling reconnected: renegotiating${restartAsked ? ' (register asked for the restart)' : ''}`);
+    return this.negotiator.renegotiate(restartAsked);
   }
 
   /**

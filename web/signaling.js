@@ -56,7 +56,7 @@ function randomInstanceId() {
 /**
  * Events (CustomEvent `detail`):
  * - `state`      {state, error?}: 'idle' | 'connecting' | 'registered' | 'reconnecting' | 'stopped'
- * - `registered` {generation, peers, replaced, maxFrameBytes, iceServers}
+ * - `registered` {generation, peers, replaced, maxFrameBytes, iceServers, iceRestart}
  * - `lost`       {generation, code, reason}: the registered socket went away
  * - `relay`      a relayed message (offer, answer, candidate, ice_restart, bye) with `from`
  * - `presence`   {type: 'peer_joined' | 'peer_left', peerId}
@@ -101,6 +101,9 @@ export class SignalingClient extends EventTarget {
    * @param {number} [options.deadAfterMs]
    * @param {number} [options.connectTimeoutMs]
    * @param {typeof WebSocket} [options.WebSocketImpl]
+   * @param {() => string[]} [options.restartOnRegister]  asked on every attempt: the peers
+   *   whose ICE restart its `register` asks for (PROTOCOL.md §3, `ice_restart`); the server
+   *   sends them `ice_restart` right after `registered`, whose `iceRestart` lists them
    */
   constructor(options) {
     super();
@@ -119,6 +122,7 @@ export class SignalingClient extends EventTarget {
     this.deadAfterMs = options.deadAfterMs ?? 10000;
     this.connectTimeoutMs = options.connectTimeoutMs ?? 5000;
     this.WebSocketImpl = options.WebSocketImpl ?? globalThis.WebSocket;
+    this.restartOnRegister = options.restartOnRegister ?? (() => []);
     this.session = randomInstanceId();
     this.generation = 0;
     /** @type {WebSocket | null} */
@@ -255,6 +259,8 @@ export class SignalingClient extends EventTarget {
         generation,
       };
       if (this.room) register.room = this.room;
+      const restart = this.restartOnRegister().slice(0, 64);
+      if (restart.length > 0) register.ice_restart = restart;
       ws.send(JSON.stringify(register));
     };
     ws.onmessage = (event) => {
@@ -308,6 +314,8 @@ export class SignalingClient extends EventTarget {
           detail: {
             generation, peers, replaced: msg.replaced === true, maxFrameBytes: msg.max_frame_bytes,
             iceServers: grantedIceServers(msg.ice_servers),
+            // The peers the server asks for an ICE restart for us (absent from an older server).
+            iceRestart: Array.isArray(msg.ice_restart) ? msg.ice_restart.filter((p) => typeof p === 'string') : [],
           },
         }));
         return;

@@ -704,3 +704,29 @@ test('answerer: applying a restart offer holds data until ICE is connected again
   next.channels[0].receive({ type: 'hello', session: 9n, resumeFrom: 1n, peerSession: 5n, delivered: 0n });
   assert.deepEqual(next.channels[0].takeFrames().map((f) => f.type), ['hello', 'data'], 'the replay goes on the new channel');
 });
+
+test('answerer: a register that asked for the ICE restart sends none itself; the offer it asked for is taken (§11.4)', async () => {
+  const { peer, pc } = await linkWithSession('answerer');
+  const /** @type {any} */ anyPc = pc;
+  take();
+  assert.equal(peer.restartToAsk(), false, 'a healthy pc with nothing in flight is left alone');
+  // The network changes: signaling goes and the pc with it.
+  peer.setSignaling(false);
+  pc.connectionState = 'disconnected';
+  anyPc.onconnectionstatechange();
+  await peer.queue;
+  assert.equal(peer.restartToAsk(), true);
+  // Registered again, and the server says it asked the offerer: no ice_restart from here.
+  peer.setSignaling(true, true);
+  await peer.queue;
+  assert.deepEqual(take(), []);
+  assert.equal(peer.counters.restartRequestsInRegister, 1);
+  await peer.handleSignal(rustOffer('77', 6, 2, true));
+  assert.equal(take()[0].type, 'answer');
+  assert.equal(peer.counters.restartsApplied, 1);
+  // A server that did not ask (an older one): the page asks itself.
+  peer.setSignaling(false);
+  peer.setSignaling(true, false);
+  await peer.queue;
+  assert.deepEqual(take().map((m) => m.type), ['ice_restart']);
+});

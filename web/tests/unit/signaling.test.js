@@ -144,3 +144,48 @@ test('ice servers handed out in registered reach the registered event, malformed
   assert.deepEqual(detail.iceServers, [{ urls: ['stun:s.example:3478'] }, turn]);
   signaling.stop();
 });
+
+test('register names the peers to ask for an ICE restart; registered says which ones the server asks', async () => {
+  FakeSocket.opened = [];
+  let ask = ['node'];
+  const signaling = new SignalingClient({
+    url: 'wss://a.example/ws',
+    peerId: 'page',
+    getToken: async () => 'token',
+    WebSocketImpl: /** @type {any} */ (FakeSocket),
+    restartOnRegister: () => ask,
+  });
+  /** @type {any[]} */
+  const registered = [];
+  signaling.addEventListener('registered', (event) => registered.push(/** @type {CustomEvent} */ (event).detail));
+  signaling.start();
+  await settle();
+  const socket = FakeSocket.opened[0];
+  socket.onopen?.();
+  assert.deepEqual(JSON.parse(socket.sent[0]).ice_restart, ['node']);
+  socket.onmessage?.({
+    data: JSON.stringify({ type: 'registered', peer_id: 'page', peers: ['node'], max_frame_bytes: 65536, ice_restart: ['node', 7] }),
+  });
+  assert.deepEqual(registered[0].iceRestart, ['node'], 'names only');
+  signaling.stop();
+
+  // Nobody to ask: no field; an older server's registered: nobody asked.
+  ask = [];
+  FakeSocket.opened = [];
+  const again = new SignalingClient({
+    url: 'wss://a.example/ws',
+    peerId: 'page',
+    getToken: async () => 'token',
+    WebSocketImpl: /** @type {any} */ (FakeSocket),
+    restartOnRegister: () => ask,
+  });
+  again.addEventListener('registered', (event) => registered.push(/** @type {CustomEvent} */ (event).detail));
+  again.start();
+  await settle();
+  const next = FakeSocket.opened[0];
+  next.onopen?.();
+  assert.equal('ice_restart' in JSON.parse(next.sent[0]), false);
+  next.onmessage?.({ data: JSON.stringify({ type: 'registered', peer_id: 'page', peers: [], max_frame_bytes: 65536 }) });
+  assert.deepEqual(registered[1].iceRestart, []);
+  again.stop();
+});
