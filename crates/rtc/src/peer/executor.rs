@@ -31,6 +31,13 @@ use crate::negotiation::machine::Machine;
 use crate::signal::{OutboundSignal, SignalPayload};
 
 /// The machine's clock: tokio's (so paused-time tests drive it), as a std instant.
+/// Which description of the remote [`PeerTask::set_remote`] applies.
+#[derive(Debug, Clone, Copy)]
+enum Remote {
+    Offer,
+    Answer,
+}
+
 fn now() -> std::time::Instant {
     Instant::now().into_std()
 }
@@ -330,27 +337,39 @@ impl PeerTask {
     }
 
     async fn apply_answer(&self, id: ConnectionId, sdp: String) -> Result<(), RtcError> {
+        self.set_remote(id, sdp, Remote::Answer).await
+    }
+
+    /// Parses the remote's `sdp` and applies it to peer connection `id`.
+    async fn set_remote(
+        &self,
+        id: ConnectionId,
+        sdp: String,
+        kind: Remote,
+    ) -> Result<(), RtcError> {
         let pc = self.pc_for(id)?;
         let peer = &self.peer;
-        let answer = RTCSessionDescription::answer(sdp).map_err(|error| RtcError::Negotiation {
+        let (parsed, malformed, failed) = match kind {
+            Remote::Offer => {
+                (RTCSessionDescription::offer(sdp), "malformed offer", "set remote offer")
+            }
+            Remote::Answer => {
+                (RTCSessionDescription::answer(sdp), "malformed answer", "set remote answer")
+            }
+        };
+        let description = parsed.map_err(|error| RtcError::Negotiation {
             peer: peer.clone(),
-            reason: format!("malformed answer: {error}"),
+            reason: format!("{malformed}: {error}"),
         })?;
-        pc.set_remote_description(answer)
+        pc.set_remote_description(description)
             .await
-            .map_err(|error| RtcError::webrtc(peer, "set remote answer", error))
+            .map_err(|error| RtcError::webrtc(peer, failed, error))
     }
 
     async fn answer_offer(&self, id: ConnectionId, sdp: String) -> Result<String, RtcError> {
+        self.set_remote(id, sdp, Remote::Offer).await?;
         let pc = self.pc_for(id)?;
         let peer = &self.peer;
-        let offer = RTCSessionDescription::offer(sdp).map_err(|error| RtcError::Negotiation {
-            peer: peer.clone(),
-            reason: format!("malformed offer: {error}"),
-        })?;
-        pc.set_remote_description(offer)
-            .await
-            .map_err(|error| RtcError::webrtc(peer, "set remote offer", error))?;
         let answer = pc
             .create_answer(None)
             .await
