@@ -308,6 +308,30 @@ async fn messages_survive_every_disruption() {
     );
 }
 
+/// PROTOCOL.md §3, NEGOTIATION.md §11.4: an answerer that registers again names the peers it
+/// answers in its `register`, and the server asks each for the ICE restart: one `ice_restart`
+/// relayed per Restore, none sent by the answerer itself, and the peer comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answerer_asks_for_its_ice_restart_in_register_only() {
+    let mut pair = Pair::start().await;
+    let restarts = |pair: &Pair| {
+        let metrics = pair.testbed.metrics();
+        let relayed = metrics.relayed_by_type.iter().find(|(kind, _)| *kind == "ice_restart");
+        (relayed.map(|(_, n)| *n), metrics.register_ice_restarts)
+    };
+    let (Some(relayed), asked) = restarts(&pair) else { panic!("ice_restart is a relayed type") };
+    let mut reports = pair.bob.actions();
+    assert!(pair.bob.faults().sever_signaling());
+    assert!(wait_for_action(&mut reports, ActionKind::Restore).await, "bob restores");
+    pair.exchange(20).await;
+    assert_eq!(
+        restarts(&pair),
+        (Some(relayed + 1), asked + 1),
+        "one request relayed, the one bob's register asked for"
+    );
+    pair.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cleanup_closes_everything_and_later_sends_fail_clearly() {
     let mut pair = Pair::start().await;

@@ -138,6 +138,7 @@ pub(crate) struct ServerMetrics {
     connections_total: AtomicU64,
     peers_registered: AtomicU64,
     registrations_total: AtomicU64,
+    register_ice_restarts: AtomicU64,
     relayed: [AtomicU64; RELAY_TYPES.len()],
     rejections: [AtomicU64; ErrorCode::ALL.len()],
     session_ends: [AtomicU64; SessionEnd::ALL.len()],
@@ -167,6 +168,12 @@ impl ServerMetrics {
         self.registrations_total.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// `count` peers named in a `register`'s `ice_restart` (each then relayed, or refused, as a
+    /// relay message).
+    pub(crate) fn register_ice_restarts(&self, count: usize) {
+        self.register_ice_restarts.fetch_add(count as u64, Ordering::Relaxed);
+    }
+
     pub(crate) fn relayed(&self, type_name: &str) {
         self.relayed[relay_index(type_name)].fetch_add(1, Ordering::Relaxed);
     }
@@ -190,6 +197,7 @@ impl ServerMetrics {
             connections_total: load(&self.connections_total),
             peers_registered: load(&self.peers_registered),
             registrations_total: load(&self.registrations_total),
+            register_ice_restarts: load(&self.register_ice_restarts),
             relayed_total: self.relayed.iter().map(load).sum(),
             relayed_by_type: RELAY_TYPES
                 .iter()
@@ -228,6 +236,9 @@ pub struct MetricsSnapshot {
     pub peers_registered: u64,
     /// Successful `register`s since start.
     pub registrations_total: u64,
+    /// Peers named in registrations' `ice_restart` since start: requests the server made for
+    /// clients (each also counts as a relayed `ice_restart` when delivered).
+    pub register_ice_restarts: u64,
     /// Relayed messages since start, all types.
     pub relayed_total: u64,
     /// Relayed messages by `type`.
@@ -297,6 +308,12 @@ impl MetricsSnapshot {
             "counter",
             "Successful registrations since start.",
             &plain(self.registrations_total),
+        );
+        metric(
+            "tether_signal_register_ice_restarts_total",
+            "counter",
+            "ICE restarts asked for in register (each also relayed as ice_restart).",
+            &plain(self.register_ice_restarts),
         );
         let relayed: Vec<_> = self
             .relayed_by_type

@@ -32,6 +32,7 @@ async fn metrics_count_connections_relays_and_rejections() {
         "tether_signal_connections_open 2",
         "tether_signal_peers_registered 2",
         "tether_signal_registrations_total 2",
+        "tether_signal_register_ice_restarts_total 0",
         "tether_signal_relayed_messages_total{type=\"ice_restart\"} 1",
         "tether_signal_relayed_messages_total{type=\"offer\"} 0",
         "tether_signal_rejections_total{reason=\"peer_unknown\"} 1",

@@ -232,6 +232,9 @@ async fn a_register_asks_its_peers_for_an_ice_restart() {
     let error = alice.next_json().await;
     assert_eq!(error["code"], "peer_unknown", "{error}");
     assert!(error.get("id").is_none(), "{error}");
+    let metrics = harness.server.metrics();
+    assert_eq!(metrics.register_ice_restarts, 2, "bob and ghost");
+    assert_eq!(metrics.relayed_total, 1, "only bob's was delivered");
     // Without the field, `registered` has none either.
     let (_carol, registered) = harness.raw_registered("carol", None).await;
     assert!(registered.get("ice_restart").is_none(), "{registered}");

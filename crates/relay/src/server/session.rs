@@ -696,6 +696,7 @@ impl Session<'_> {
         }
         // `registered` promised these: each is relayed exactly as an `ice_restart` frame sent
         // now would be (same rate limit, same errors, without an `id`).
+        self.state.metrics.register_ice_restarts(ice_restart.len());
         for to in ice_restart {
             let relay =
                 RelayOut { to, id: None, claimed_from: None, payload: RelayPayload::IceRestart };
