@@ -174,29 +174,10 @@ async fn an_overlap_of_uplinks_loses_nothing() {
     every_policy_measured(&report);
 }
 
-/// Whether `tool --version` runs; if not, a loud SKIP, or a failure when
-/// the environment variable `require` is `1` (CI).
-fn tool_available(tool: &str, require: &str) -> bool {
-    let runs = Command::new(tool)
-        .arg("--version")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !runs {
-        assert!(
-            std::env::var(require).as_deref() != Ok("1"),
-            "{require}=1 but `{tool}` is missing"
-        );
-        eprintln!("\nSKIP: `{tool}` is not installed; nothing was tested here\n");
-    }
-    runs
-}
-
 /// The NAT labs need nftables and coturn besides namespaces.
 fn nat_tools_available() -> bool {
-    tool_available("nft", tether_lab::REQUIRE_NETNS_VAR)
-        && tool_available("turnserver", "TETHER_REQUIRE_TURN")
+    tether_lab::tool_available("nft", tether_lab::REQUIRE_NETNS_VAR)
+        && tether_lab::tool_available("turnserver", "TETHER_REQUIRE_TURN")
 }
 
 /// Cone NAT on the phone's uplinks and at home: ICE punches through it

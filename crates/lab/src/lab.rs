@@ -314,6 +314,33 @@ pub async fn netns_available(test: &str) -> bool {
     false
 }
 
+/// For tests: whether `tool --version` runs. If not, prints a loud SKIP and returns `false`.
+///
+/// # Panics
+///
+/// When it does not run and the environment variable `require` is `1` (CI): there a skip
+/// would pass without testing anything.
+pub fn tool_available(tool: &str, require: &str) -> bool {
+    let runs = std::process::Command::new(tool)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !runs {
+        assert!(
+            std::env::var(require).as_deref() != Ok("1"),
+            "{require}=1 but `{tool}` is missing"
+        );
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "\nSKIP: `{tool}` is not installed; nothing was tested here\n"
+        );
+    }
+    runs
+}
+
 async fn ip(args: &[&str]) -> Result<(), LabError> {
     let output = Command::new("ip")
         .args(args)

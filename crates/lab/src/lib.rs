@@ -57,7 +57,7 @@ mod turn;
 pub use error::LabError;
 pub use lab::{
     HandoffMode, HandoffTiming, Lab, LabConfig, REQUIRE_NETNS_VAR, check_support, netns_available,
-    require_root, teardown,
+    require_root, teardown, tool_available,
 };
 pub use nat::{Nat, NatCounters};
 pub use netns::{NetnsTask, run_in_netns, spawn_in_netns};

@@ -11,7 +11,6 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tether_lab::{Lab, LabConfig, Nat, Netns, NetnsTask, run_in_netns, spawn_in_netns};
@@ -20,28 +19,10 @@ use tokio::net::UdpSocket;
 const PORTS: [u16; 2] = [7201, 7202];
 const DEADLINE: Duration = Duration::from_secs(5);
 
-/// Whether `tool --version` runs; if not, a loud SKIP, or a failure when
-/// `require` is set to `1`.
-fn tool_available(tool: &str, require: &str) -> bool {
-    let runs = Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !runs {
-        assert!(
-            std::env::var(require).as_deref() != Ok("1"),
-            "{require}=1 but `{tool}` is missing"
-        );
-        eprintln!("\nSKIP: `{tool}` is not installed; nothing was tested here\n");
-    }
-    runs
-}
-
 async fn supported() -> bool {
     let test = std::thread::current().name().unwrap_or("a NAT test").to_owned();
-    tether_lab::netns_available(&test).await && tool_available("nft", tether_lab::REQUIRE_NETNS_VAR)
+    tether_lab::netns_available(&test).await
+        && tether_lab::tool_available("nft", tether_lab::REQUIRE_NETNS_VAR)
 }
 
 /// UDP servers on `ip`:[`PORTS`] in `netns`, each answering a datagram
@@ -172,7 +153,7 @@ async fn private_addresses_are_reachable_only_without_nat() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn turn_server_answers_through_the_nat_and_goes_with_the_lab() {
-    if !supported().await || !tool_available("turnserver", "TETHER_REQUIRE_TURN") {
+    if !supported().await || !tether_lab::tool_available("turnserver", "TETHER_REQUIRE_TURN") {
         return;
     }
     let lab = Lab::setup(LabConfig::unique().nat(Nat::Symmetric).turn(true))
