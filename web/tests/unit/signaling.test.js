@@ -146,19 +146,23 @@ test('ice servers handed out in registered reach the registered event, malformed
 });
 
 test('register names the peers to ask for an ICE restart; registered says which ones the server asks', async () => {
-  FakeSocket.opened = [];
   let ask = ['node'];
-  const signaling = new SignalingClient({
-    url: 'wss://a.example/ws',
-    peerId: 'page',
-    getToken: async () => 'token',
-    WebSocketImpl: /** @type {any} */ (FakeSocket),
-    restartOnRegister: () => ask,
-  });
   /** @type {any[]} */
   const registered = [];
-  signaling.addEventListener('registered', (event) => registered.push(/** @type {CustomEvent} */ (event).detail));
-  signaling.start();
+  const started = () => {
+    FakeSocket.opened = [];
+    const client = new SignalingClient({
+      url: 'wss://a.example/ws',
+      peerId: 'page',
+      getToken: async () => 'token',
+      WebSocketImpl: /** @type {any} */ (FakeSocket),
+      restartOnRegister: () => ask,
+    });
+    client.addEventListener('registered', (event) => registered.push(/** @type {CustomEvent} */ (event).detail));
+    client.start();
+    return client;
+  };
+  const signaling = started();
   await settle();
   const socket = FakeSocket.opened[0];
   socket.onopen?.();
@@ -171,16 +175,7 @@ test('register names the peers to ask for an ICE restart; registered says which 
 
   // Nobody to ask: no field; an older server's registered: nobody asked.
   ask = [];
-  FakeSocket.opened = [];
-  const again = new SignalingClient({
-    url: 'wss://a.example/ws',
-    peerId: 'page',
-    getToken: async () => 'token',
-    WebSocketImpl: /** @type {any} */ (FakeSocket),
-    restartOnRegister: () => ask,
-  });
-  again.addEventListener('registered', (event) => registered.push(/** @type {CustomEvent} */ (event).detail));
-  again.start();
+  const again = started();
   await settle();
   const next = FakeSocket.opened[0];
   next.onopen?.();
