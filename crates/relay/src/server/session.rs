@@ -700,9 +700,10 @@ impl Session<'_> {
         for to in ice_restart {
             let relay =
                 RelayOut { to, id: None, claimed_from: None, payload: RelayPayload::IceRestart };
-            let flow = match self.relay_bucket.take(Instant::now()) {
-                true => self.on_relay(relay).await,
-                false => self.over_limit("relay messages", None).await,
+            let flow = if self.relay_bucket.take(Instant::now()) {
+                self.on_relay(relay).await
+            } else {
+                self.over_limit("relay messages", None).await
             };
             if flow == Flow::Stop {
                 return flow;

@@ -81,6 +81,7 @@ impl Machine {
             // The offer our `register` asked for was taken and ICE is back already (or the
             // offerer built a new connection, whose channel is open).
             debug!(name: "rtc.ice.restart", phase = "answered_before_asked", connection = pc.id.get());
+            self.wanted = true;
             self.push(Action::Complete { waiter, result: Ok(()) });
             return;
         }
