@@ -156,7 +156,15 @@ export class PeerLink extends EventTarget {
   restartToAsk() {
     const c = this.current;
     if (this.role !== 'answerer' || !this.wanted || this.remotePresent === false) return false;
-    if (!c || !c.usable()) return false;
+    return !!c && c.usable() && this.needsRenegotiating(c);
+  }
+
+  /**
+   * Whether the usable peer connection `c` needs renegotiating after our own re-registration
+   * (§11.4): a healthy one with nothing in flight may be left alone.
+   * @param {NonNullable<PeerLink['current']>} c
+   */
+  needsRenegotiating(c) {
     return !(this.healthy() && !c.negotiation && !this.restart.awaitingOffer);
   }
 
@@ -282,8 +290,7 @@ export class PeerLink extends EventTarget {
     if (!this.canTry()) return undefined;
     const c = this.current;
     if (!c || !c.usable()) return this.connectNow();
-    // A healthy peer connection with nothing in flight may be left alone.
-    if (this.healthy() && !c.negotiation && !this.restart.awaitingOffer) return undefined;
+    if (!this.needsRenegotiating(c)) return undefined;
     this.log(`peer: signaling reconnected: renegotiating${restartAsked ? ' (register asked for the restart)' : ''}`);
     return this.negotiator.renegotiate(restartAsked);
   }
