@@ -121,7 +121,7 @@ impl Refused {
 }
 
 /// The relayed message types, in metric label order.
-const RELAY_TYPES: [&str; 5] = ["offer", "answer", "candidate", "ice_restart", "bye"];
+const RELAY_TYPES: [&str; 6] = ["offer", "answer", "candidate", "ice_restart", "bye", "detour"];
 
 fn relay_index(type_name: &str) -> usize {
     RELAY_TYPES.iter().position(|name| *name == type_name).unwrap_or(0)

@@ -24,6 +24,7 @@ async fn every_relay_type_arrives_stamped_with_its_sender() {
         RelayPayload::Candidate(IceCandidate::default()),
         RelayPayload::IceRestart,
         RelayPayload::Bye,
+        RelayPayload::Detour { sealed: "c2VhbGVk".into() },
     ];
     for payload in &payloads {
         alice.send(&peer("bob"), payload.clone()).unwrap();
@@ -38,8 +39,41 @@ async fn every_relay_type_arrives_stamped_with_its_sender() {
         }
     }
     let metrics = harness.server.metrics();
-    assert_eq!(metrics.relayed_total, 6);
+    assert_eq!(metrics.relayed_total, 7);
+    assert!(metrics.relayed_by_type.contains(&("detour", 1)), "{:?}", metrics.relayed_by_type);
     assert_eq!(metrics.peers_registered, 2);
+}
+
+/// PROTOCOL.md §3, §4: the server says it relays `detour`, relays a well-formed one as it is,
+/// and refuses a `sealed` that is not base64 without relaying it.
+#[tokio::test]
+async fn a_detour_is_relayed_opaque_and_a_malformed_one_refused() {
+    let harness = Harness::start().await;
+    let (mut alice, registered) = harness.raw_registered("alice", None).await;
+    assert_eq!(registered["features"], serde_json::json!(["detour"]), "{registered}");
+    let (_bob, mut bob_events) = harness.client("bob").await;
+    alice
+        .send_json(
+            &serde_json::json!({"type": "detour", "to": "bob", "id": 4, "sealed": "not base64"}),
+        )
+        .await;
+    let error = alice.next_json().await;
+    assert_eq!(
+        (&error["code"], &error["id"]),
+        (&serde_json::json!("invalid_message"), &serde_json::json!(4)),
+        "{error}"
+    );
+    alice
+        .send_json(&serde_json::json!({"type": "detour", "to": "bob", "sealed": "AAECAw=="}))
+        .await;
+    assert_eq!(
+        next_event(&mut bob_events).await,
+        SignalEvent::Relay {
+            from: peer("alice"),
+            payload: RelayPayload::Detour { sealed: "AAECAw==".into() }
+        }
+    );
+    assert_eq!(harness.server.metrics().relayed_total, 1, "only the well-formed one");
 }
 
 #[tokio::test]

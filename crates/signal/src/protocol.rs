@@ -430,6 +430,13 @@ pub enum RelayPayload {
     IceRestart,
     /// The sender closes its peer connection with the receiver.
     Bye,
+    /// Reliable-messaging frames sealed end to end (docs/MESSAGING.md rule 10), carried while
+    /// the peers' data path is being replaced. Opaque to the server: standard base64 of at least
+    /// one byte. Only sent to a server whose `registered` lists the `detour` feature.
+    Detour {
+        /// The sealed frame, standard base64 with padding.
+        sealed: String,
+    },
 }
 
 impl RelayPayload {
@@ -441,6 +448,7 @@ impl RelayPayload {
             RelayPayload::Candidate(_) => "candidate",
             RelayPayload::IceRestart => "ice_restart",
             RelayPayload::Bye => "bye",
+            RelayPayload::Detour { .. } => "detour",
         }
     }
 }
@@ -487,7 +495,7 @@ pub struct RelayOut {
 pub enum ClientMessage {
     /// `register`.
     Register(Register),
-    /// `offer`, `answer`, `candidate`, `ice_restart` or `bye`, with `to`.
+    /// `offer`, `answer`, `candidate`, `ice_restart`, `bye` or `detour`, with `to`.
     Relay(RelayOut),
     /// `ping`: an application-level liveness check (for browsers, which
     /// cannot send WebSocket pings).
@@ -519,7 +527,13 @@ pub struct Registered {
     /// The peers of `register`'s `ice_restart` that the server relays an `ice_restart` to
     /// right after this message; empty from a server that does not serve the field.
     pub ice_restart: Vec<PeerId>,
+    /// Whether the server relays `detour` messages (it lists the `detour` feature); a client
+    /// sends none to a server that does not.
+    pub detour: bool,
 }
+
+/// The `registered` feature that says the server relays `detour`.
+pub const FEATURE_DETOUR: &str = "detour";
 
 /// A STUN or TURN server in `registered` (the shape of WebRTC's
 /// `RTCIceServer`).
@@ -637,6 +651,8 @@ struct WireFields {
     sdp_mline_index: Option<u16>,
     peers: Option<Vec<String>>,
     ice_restart: Option<Vec<String>>,
+    features: Option<Vec<String>>,
+    sealed: Option<String>,
     replaced: Option<bool>,
     max_frame_bytes: Option<usize>,
     ice_servers: Option<Vec<IceServerGrant>>,
@@ -701,6 +717,20 @@ fn peer_list(value: Option<Vec<String>>, kind: &str) -> Result<Vec<PeerId>, Deco
     peers.into_iter().map(|peer| peer_field(Some(peer), kind, "ice_restart")).collect()
 }
 
+/// Standard base64 with padding, at least one byte: the shape a server checks of an opaque
+/// `sealed` payload without decoding it.
+fn is_base64(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    if bytes.is_empty() || !bytes.len().is_multiple_of(4) {
+        return false;
+    }
+    let padding = bytes.iter().rev().take_while(|&&b| b == b'=').count();
+    padding <= 2
+        && bytes[..bytes.len() - padding]
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+}
+
 fn relay_payload(kind: &str, fields: &mut WireFields) -> Result<Option<RelayPayload>, DecodeError> {
     let payload = match kind {
         "offer" | "answer" => {
@@ -717,6 +747,16 @@ fn relay_payload(kind: &str, fields: &mut WireFields) -> Result<Option<RelayPayl
         }),
         "ice_restart" => RelayPayload::IceRestart,
         "bye" => RelayPayload::Bye,
+        "detour" => {
+            let sealed = required(fields.sealed.take(), kind, "sealed")?;
+            if !is_base64(&sealed) {
+                return Err(DecodeError::new(
+                    ErrorCode::InvalidMessage,
+                    "`sealed` must be non-empty standard base64",
+                ));
+            }
+            RelayPayload::Detour { sealed }
+        }
         _ => return Ok(None),
     };
     Ok(Some(payload))
@@ -822,6 +862,9 @@ pub fn decode_server_message(text: &str) -> Result<ServerMessage, DecodeError> {
                 peers,
                 replaced: fields.replaced.unwrap_or(false),
                 max_frame_bytes: fields.max_frame_bytes.unwrap_or(DEFAULT_MAX_FRAME_BYTES),
+                detour: fields
+                    .features
+                    .is_some_and(|features| features.iter().any(|f| f == FEATURE_DETOUR)),
             }))
         }
         "peer_joined" => Ok(ServerMessage::PeerJoined {
@@ -882,6 +925,10 @@ struct WireOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     ice_restart: Option<&'a [PeerId]>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    features: Option<&'a [&'a str]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sealed: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     replaced: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_frame_bytes: Option<usize>,
@@ -906,6 +953,7 @@ impl<'a> WireOut<'a> {
                 out.sdp_mline_index = Some(candidate.sdp_mline_index);
             }
             RelayPayload::IceRestart | RelayPayload::Bye => {}
+            RelayPayload::Detour { sealed } => out.sealed = Some(sealed),
         }
         out
     }
@@ -964,6 +1012,7 @@ pub fn encode_server_message(message: &ServerMessage) -> String {
                 .then_some(registered.ice_servers.as_slice()),
             ice_restart: (!registered.ice_restart.is_empty())
                 .then_some(registered.ice_restart.as_slice()),
+            features: registered.detour.then_some(&[FEATURE_DETOUR][..]),
             ..WireOut::default()
         }
         .to_json(),
@@ -1035,6 +1084,7 @@ mod tests {
             RelayPayload::Candidate(IceCandidate::default()),
             RelayPayload::IceRestart,
             RelayPayload::Bye,
+            RelayPayload::Detour { sealed: "AAEC/+8=".into() },
         ];
         for payload in payloads {
             client_roundtrip(ClientMessage::Relay(RelayOut {
@@ -1066,6 +1116,7 @@ mod tests {
                 },
             ],
             ice_restart: vec![peer("bob")],
+            detour: true,
         }));
         server_roundtrip(ServerMessage::PeerJoined { peer_id: peer("bob") });
         server_roundtrip(ServerMessage::PeerLeft { peer_id: peer("bob") });
@@ -1073,6 +1124,51 @@ mod tests {
         for code in ErrorCode::ALL {
             server_roundtrip(ServerMessage::Error { code, message: "m".into(), id: Some(1) });
         }
+    }
+
+    #[test]
+    fn a_detour_carries_non_empty_standard_base64_and_registered_lists_the_feature() {
+        let detour = |sealed: &str| {
+            decode_client_message(&format!(r#"{{"type":"detour","to":"b","sealed":"{sealed}"}}"#))
+        };
+        for good in ["AA==", "AAE=", "AAEC", "q+/9QUJD"] {
+            assert!(detour(good).is_ok(), "{good}");
+        }
+        for bad in ["", "A", "AA=", "A===", "AA-_", "AA==AA==", "AAE?"] {
+            let Err(error) = detour(bad) else { panic!("{bad} was accepted") };
+            assert_eq!(error.code, ErrorCode::InvalidMessage, "{bad}");
+        }
+        let missing = decode_client_message(r#"{"type":"detour","to":"b"}"#);
+        assert!(missing.is_err(), "{missing:?}");
+
+        let registered = |features: &str| {
+            let text = format!(
+                r#"{{"type":"registered","version":1,"peer_id":"a","peers":[],"features":{features}}}"#
+            );
+            match decode_server_message(&text) {
+                Ok(ServerMessage::Registered(registered)) => registered.detour,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(registered(r#"["later","detour"]"#));
+        assert!(!registered(r#"["later"]"#));
+        assert!(!registered("[]"));
+        let mut plain = Registered {
+            version: 1,
+            peer_id: peer("a"),
+            room: None,
+            peers: vec![],
+            replaced: false,
+            max_frame_bytes: 100,
+            ice_servers: vec![],
+            ice_restart: vec![],
+            detour: false,
+        };
+        let encoded = encode_server_message(&ServerMessage::Registered(plain.clone()));
+        assert!(!encoded.contains("features"), "{encoded}");
+        plain.detour = true;
+        let encoded = encode_server_message(&ServerMessage::Registered(plain));
+        assert!(encoded.contains(r#""features":["detour"]"#), "{encoded}");
     }
 
     #[test]

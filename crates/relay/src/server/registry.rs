@@ -203,6 +203,8 @@ impl Registry {
             max_frame_bytes,
             ice_servers,
             ice_restart,
+            // Relayed like every other payload (`session::on_relay`), within the relay budget.
+            detour: true,
         }));
         // A fresh session's queue is empty, so this cannot be full; if the
         // session already ended, the peer is unregistered by it right after.
