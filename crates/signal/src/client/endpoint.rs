@@ -1,7 +1,7 @@
 //! Where the server is and how a socket to it is opened and registered.
 
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
@@ -33,13 +33,26 @@ pub(super) enum Transport {
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
-/// The local address of `socket`'s TCP connection, when the OS reports one.
-pub(super) fn local_address(socket: &ClientSocket) -> Option<IpAddr> {
+/// The local address and the server's address of `socket`'s TCP connection, when the OS
+/// reports them.
+pub(super) fn addresses(socket: &ClientSocket) -> (Option<IpAddr>, Option<SocketAddr>) {
     let tcp = match socket.get_ref() {
         Transport::Plain(stream) => stream,
         Transport::Tls(stream) => stream.get_ref().0,
     };
-    tcp.local_addr().ok().map(|addr| addr.ip())
+    (tcp.local_addr().ok().map(|addr| addr.ip()), tcp.peer_addr().ok())
+}
+
+/// The local address this host would send to `server` from now: a connected UDP socket takes
+/// the route's source address (connecting one sends nothing). `None` when there is no route.
+pub(super) fn route_source(server: SocketAddr) -> Option<IpAddr> {
+    let unspecified: IpAddr = match server {
+        SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let socket = std::net::UdpSocket::bind((unspecified, 0)).ok()?;
+    socket.connect(server).ok()?;
+    socket.local_addr().ok().map(|addr| addr.ip())
 }
 
 impl AsyncRead for Transport {
@@ -375,12 +388,23 @@ pub(super) async fn close_quietly(mut socket: ClientSocket, within: Duration) {
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
-    use super::is_local_address;
+    use super::{is_local_address, route_source};
 
     #[test]
     fn an_address_of_this_host_is_local_and_one_it_lacks_is_not() {
         assert!(is_local_address(IpAddr::V4(Ipv4Addr::LOCALHOST)));
         // TEST-NET-3 (RFC 5737) is assigned to no interface here.
         assert!(!is_local_address(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 77))));
+    }
+
+    #[test]
+    fn the_route_to_a_server_leaves_from_the_address_the_kernel_picks() {
+        // Loopback is reached from loopback, whichever port.
+        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        assert_eq!(route_source((loopback, 9).into()), Some(loopback));
+        assert_eq!(
+            route_source((IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), 443).into()),
+            Some(loopback)
+        );
     }
 }

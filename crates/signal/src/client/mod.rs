@@ -20,7 +20,7 @@ use std::collections::BTreeSet;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -161,6 +161,10 @@ pub struct Connected {
     /// The peers the server sends an `ice_restart` from us right after registering (see
     /// [`SignalClient::rebuild_asking_ice_restart`]): asking them again is not needed.
     pub ice_restart_requested: Vec<PeerId>,
+    /// Whether the server relays `detour` payloads ([`crate::protocol::RelayPayload::Detour`]); send none when it
+    /// does not (an older server answers them with `unknown_type`, which counts towards closing
+    /// the connection).
+    pub detour: bool,
 }
 
 /// The outcome of [`SignalClient::rebuild`].
@@ -301,6 +305,9 @@ struct LinkHandle {
     /// The link's local address: once the host no longer has it, the link cannot answer a
     /// probe, and [`SignalClient::rebuild`] replaces it without waiting for one.
     local_address: Option<IpAddr>,
+    /// The server's address, to tell whether the route to it now leaves from another local
+    /// address (see [`SignalClient::rebuild`]).
+    server_address: Option<SocketAddr>,
 }
 
 #[derive(Debug, Default)]
@@ -638,6 +645,7 @@ impl SignalClient {
             max_frame_bytes: registered.max_frame_bytes,
             ice_servers: registered.ice_servers,
             ice_restart_requested: registered.ice_restart,
+            detour: registered.detour,
         };
         let config = &self.shared.config;
         let previous = {
@@ -649,13 +657,15 @@ impl SignalClient {
                 return Err(SignalError::Superseded { generation });
             }
             let (commands, command_queue) = mpsc::channel(config.outbound_queue);
+            let (local_address, server_address) = endpoint::addresses(&socket);
             let handle = LinkHandle {
                 generation,
                 commands,
                 stop: CancellationToken::new(),
                 ended: CancellationToken::new(),
                 max_frame_bytes: connected.max_frame_bytes,
-                local_address: endpoint::local_address(&socket),
+                local_address,
+                server_address,
             };
             let link = Link {
                 socket,
@@ -773,7 +783,11 @@ impl SignalClient {
     /// it registers; a link that loses is closed deliberately (no `Lost`).
     /// Once the probe failed, or at once when the host no longer has the
     /// link's local address (it cannot answer), the fresh connection
-    /// registers in its upgrade request. Without a current link this is
+    /// registers in its upgrade request. When the route to the server now
+    /// leaves from another local address than the link's (make-before-break:
+    /// a new uplink is preferred while the old one still works), the fresh
+    /// connection registers in its upgrade request at once and wins; the
+    /// current link is kept only if it fails. Without a current link this is
     /// `connect_once`.
     ///
     /// Bounded by `rebuild_head_start + connect_timeout`, plus what remains of
@@ -840,9 +854,19 @@ impl SignalClient {
         // in its upgrade request and saves the round trip of a `register` frame.
         let address_gone =
             old.local_address.is_some_and(|address| !endpoint::is_local_address(address));
+        // Make-before-break: the link still works, but the route to the server now leaves from
+        // another local address (a new uplink the host prefers), so the link's own uplink may
+        // be about to go. A fresh link takes the new route and replaces it at once; the old one
+        // stays only if the fresh one fails.
+        let route_moved = !address_gone
+            && old.local_address.zip(old.server_address).is_some_and(|(local, server)| {
+                endpoint::route_source(server).is_some_and(|source| source != local)
+            });
         let mut probe_failed = address_gone;
         if address_gone {
             debug!(name: "signal.client.address_gone", generation = old.generation);
+        } else if route_moved {
+            debug!(name: "signal.client.route_moved", generation = old.generation);
         } else {
             // The existing link's head start.
             tokio::select! {
@@ -858,15 +882,16 @@ impl SignalClient {
         let deadline = Instant::now() + bound;
         let attempt = self.attempt(generation, ice_restart)?;
         // `register` rides in the upgrade request only once the existing link has failed its
-        // probe: a server that took it would replace that link, which may still win the race.
-        let early = probe_failed.then(|| attempt.register.clone());
+        // probe, or is to be replaced anyway: a server that took it would replace that link,
+        // which may still win the race.
+        let early = (probe_failed || route_moved).then(|| attempt.register.clone());
         let open = self.shared.endpoints.open(deadline, bound, early.as_ref());
         tokio::pin!(open);
         // Race the fresh handshake against the probe (when the probe has not failed yet, the
         // fresh socket has not registered, so dropping it leaves the server untouched).
         let opened = loop {
             tokio::select! {
-                result = &mut probe, if !probe_failed => match result {
+                result = &mut probe, if !probe_failed && !route_moved => match result {
                     Ok(rtt) => return Ok(kept(rtt)),
                     Err(_) => probe_failed = true,
                 },
