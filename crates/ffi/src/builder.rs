@@ -219,7 +219,7 @@ impl TetherNodeBuilder {
                 let live = config.live_config(node_config)?;
                 let name = live.node.name.clone();
                 let _runtime = runtime.enter();
-                (name, Backend::Live(tether::RtcNode::start(live)?))
+                (name, Backend::Live(Box::new(tether::RtcNode::start(live)?)))
             }
         };
         let kind = match backend {

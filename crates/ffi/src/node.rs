@@ -21,7 +21,7 @@ use crate::{
 #[derive(Debug)]
 pub(crate) enum Backend {
     /// Real signaling + WebRTC peers + reliable messaging.
-    Live(tether::RtcNode),
+    Live(Box<tether::RtcNode>),
     /// Actions play a script (durations, failures); no server, no network.
     /// Simulated link losses are reported through `link`.
     Simulated { node: tether::Node, link: tether::LinkReporter },

@@ -299,13 +299,41 @@ async fn messages_survive_every_disruption() {
     assert!(summary.sent >= 300, "{summary:?}");
     let (alice, bob) = pair.finish().await;
     // Copies arrive only where a sender resent on purpose (after an ICE restart, everything
-    // unacknowledged goes again, MESSAGING.md rule 8), and the stream drops every one.
+    // unacknowledged goes again, MESSAGING.md rule 8) or sent on both the detour and a channel
+    // (rule 10), and the stream drops every one.
+    let sent_twice = bob.messaging.stats.replayed + bob.messaging.stats.detoured;
     assert!(
-        alice.messaging.stats.duplicates <= bob.messaging.stats.replayed,
-        "alice dropped {} copies, bob resent {}",
+        alice.messaging.stats.duplicates <= sent_twice,
+        "alice dropped {} copies, bob resent or detoured {sent_twice}",
         alice.messaging.stats.duplicates,
-        bob.messaging.stats.replayed
     );
+}
+
+/// MESSAGING.md rule 10: while a peer connection is being replaced, messages take the detour
+/// through the signaling server, sealed with the keys the peers agreed on their channel, and
+/// every one is still delivered exactly once and in order when the new channel replays them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_take_the_sealed_detour_while_the_peer_connection_is_replaced() {
+    let mut pair = Pair::start().await;
+    let detours = |pair: &Pair| {
+        let metrics = pair.testbed.metrics();
+        metrics.relayed_by_type.iter().find(|(kind, _)| *kind == "detour").map(|(_, n)| *n)
+    };
+    assert_eq!(detours(&pair), Some(0), "nothing needs the detour while the channel works");
+    let mut reports = pair.bob.actions();
+    pair.bob.faults().drop_peer_connection(&pair.a).await.unwrap();
+    // Until the new channel is open, these have no channel to go on.
+    pair.post(20).await;
+    pair.receive_all().await;
+    assert!(
+        wait_for_action(&mut reports, ActionKind::Restore).await,
+        "restore after a dropped peer connection"
+    );
+    pair.exchange(20).await;
+    let relayed = detours(&pair).unwrap_or(0);
+    let (alice, bob) = pair.finish().await;
+    let detoured = alice.messaging.stats.detoured + bob.messaging.stats.detoured;
+    assert!(relayed > 0 && detoured > 0, "relayed {relayed} batches, {detoured} messages");
 }
 
 /// PROTOCOL.md §3, NEGOTIATION.md §11.4: an answerer that registers again names the peers it

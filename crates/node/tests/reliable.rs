@@ -5,7 +5,9 @@
 //! (tether's channel is unordered), lose a data frame or an acknowledgement
 //! (as SCTP does until its own timer fires, which this model never does: the
 //! stream's probes must recover), and either side may resend everything
-//! unacknowledged at any time (as after an ICE restart).
+//! unacknowledged at any time (as after an ICE restart). Once both have seen each other's Hello,
+//! either may also carry frames on the detour (MESSAGING.md rule 10), a second path that
+//! reorders and loses too, and survives the channel breaking.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::{HashSet, VecDeque};
@@ -65,6 +67,9 @@ struct Pair {
     up: bool,
     /// Frames B already took, to hand it again (a transport duplicate).
     seen_by_b: Vec<Bytes>,
+    /// Frames on the detour through signaling, each way.
+    detour_to_b: VecDeque<Frame>,
+    detour_to_a: VecDeque<Frame>,
 }
 
 #[derive(Debug, Clone)]
@@ -95,6 +100,19 @@ enum Op {
     /// A data frame or an acknowledgement in flight is lost.
     LoseToB(prop::sample::Index),
     LoseToA(prop::sample::Index),
+    /// A side puts what is due on the detour, in batches of `room` bytes.
+    DetourA {
+        room: usize,
+    },
+    DetourB {
+        room: usize,
+    },
+    /// One detour frame arrives (in any order), or is lost.
+    DetourToB(prop::sample::Index),
+    DetourToA(prop::sample::Index),
+    LoseDetour(prop::sample::Index),
+    /// A's signaling link was replaced: everything unacknowledged may take the detour again.
+    RestartDetourA,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -116,6 +134,12 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::ResendB),
         1 => any::<prop::sample::Index>().prop_map(Op::LoseToB),
         1 => any::<prop::sample::Index>().prop_map(Op::LoseToA),
+        2 => (9usize..64).prop_map(|room| Op::DetourA { room }),
+        1 => (9usize..64).prop_map(|room| Op::DetourB { room }),
+        2 => any::<prop::sample::Index>().prop_map(Op::DetourToB),
+        2 => any::<prop::sample::Index>().prop_map(Op::DetourToA),
+        1 => any::<prop::sample::Index>().prop_map(Op::LoseDetour),
+        1 => Just(Op::RestartDetourA),
     ]
 }
 
@@ -129,7 +153,37 @@ impl Pair {
             b_to_a: VecDeque::new(),
             up: false,
             seen_by_b: Vec::new(),
+            detour_to_b: VecDeque::new(),
+            detour_to_a: VecDeque::new(),
         }
+    }
+
+    /// Whether the sides may use the detour: keys are agreed on a channel after both Hellos.
+    fn detour_ready(&self) -> bool {
+        self.a.stream.peer_session() != 0 && self.b.stream.peer_session() != 0
+    }
+
+    fn detour(side: &mut Side, queue: &mut VecDeque<Frame>, now: Instant, room: usize) {
+        // Batches of `room` bytes until nothing more is due; a message larger than 24 bytes
+        // never takes the detour.
+        while let Some(frame) = side.stream.poll_detour(now, room, 24) {
+            queue.push_back(frame);
+        }
+    }
+
+    fn deliver_detour(
+        to: &mut Side,
+        queue: &mut VecDeque<Frame>,
+        index: prop::sample::Index,
+        now: Instant,
+    ) {
+        if queue.is_empty() {
+            return;
+        }
+        if let Some(frame) = queue.remove(index.index(queue.len())) {
+            to.stream.handle_detour(now, frame).unwrap();
+        }
+        to.drain();
     }
 
     fn pump(side: &mut Side, queue: &mut VecDeque<Bytes>, now: Instant, data: bool) {
@@ -201,6 +255,25 @@ impl Pair {
             }
             Op::LoseToB(index) => Self::lose(&mut self.a_to_b, index),
             Op::LoseToA(index) => Self::lose(&mut self.b_to_a, index),
+            Op::DetourA { room } if self.detour_ready() => {
+                Self::detour(&mut self.a, &mut self.detour_to_b, now, room);
+            }
+            Op::DetourB { room } if self.detour_ready() => {
+                Self::detour(&mut self.b, &mut self.detour_to_a, now, room);
+            }
+            Op::DetourA { .. } | Op::DetourB { .. } => {}
+            Op::DetourToB(index) => {
+                Self::deliver_detour(&mut self.b, &mut self.detour_to_b, index, now)
+            }
+            Op::DetourToA(index) => {
+                Self::deliver_detour(&mut self.a, &mut self.detour_to_a, index, now)
+            }
+            Op::LoseDetour(index) => {
+                if !self.detour_to_b.is_empty() {
+                    self.detour_to_b.remove(index.index(self.detour_to_b.len()));
+                }
+            }
+            Op::RestartDetourA => self.a.stream.restart_detour(),
             Op::ResendA => self.a.stream.resend_unacknowledged(),
             Op::ResendB => self.b.stream.resend_unacknowledged(),
             Op::Break => {
@@ -229,8 +302,17 @@ impl Pair {
         }
     }
 
-    /// Opens the channel and runs until nothing moves.
+    /// Delivers what is still on the detour, opens the channel and runs until nothing moves.
     fn settle(&mut self) {
+        let now = self.now;
+        for frame in std::mem::take(&mut self.detour_to_b) {
+            self.b.stream.handle_detour(now, frame).unwrap();
+        }
+        for frame in std::mem::take(&mut self.detour_to_a) {
+            self.a.stream.handle_detour(now, frame).unwrap();
+        }
+        self.a.drain();
+        self.b.drain();
         self.apply(&Op::Open);
         for _ in 0..10_000 {
             let now = self.now;

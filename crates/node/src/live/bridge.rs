@@ -7,10 +7,12 @@ use std::sync::Arc;
 use tether_rtc::{IceServer, OutboundSignal, PeerSet, SignalPayload};
 use tether_signal::protocol::{IceCandidate, PeerId, RelayPayload};
 use tether_signal::{SignalClient, SignalEvent, SignalEvents};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::detour::DetourRoute;
+use super::messenger::DetourNews;
 use super::roster::Roster;
 use crate::executor::LinkReporter;
 
@@ -24,7 +26,17 @@ pub(crate) struct Bridge {
     /// Where spontaneous signaling losses go.
     pub(crate) link: LinkReporter,
     pub(crate) auto_connect: bool,
+    /// Where the detour's link and messages go (MESSAGING.md rule 10); `None` without one.
+    pub(crate) detour: Option<BridgeDetour>,
     pub(crate) stop: CancellationToken,
+}
+
+/// The bridge's side of the detour.
+pub(crate) struct BridgeDetour {
+    /// The registered link while its server relays `detour`.
+    pub(crate) route: watch::Sender<Option<DetourRoute>>,
+    /// `detour` messages for the messenger.
+    pub(crate) inbound: mpsc::Sender<DetourNews>,
 }
 
 pub(crate) fn to_relay(payload: SignalPayload) -> RelayPayload {
@@ -77,6 +89,15 @@ impl Bridge {
 
     fn on_signal(&self, event: SignalEvent) {
         match event {
+            SignalEvent::Relay { from, payload: RelayPayload::Detour { sealed } } => {
+                if self.detour.is_none() {
+                    debug!(name: "live.bridge.unknown_payload", from = %from, kind = "detour");
+                    return;
+                }
+                // A batch the messenger is too busy for comes again (it is unacknowledged) on
+                // the channel or in a later batch.
+                self.tell_detour(DetourNews::Batch { from, sealed });
+            }
             SignalEvent::Relay { from, payload } => {
                 let kind = payload.type_name();
                 let Some(payload) = to_rtc(payload) else {
@@ -90,6 +111,9 @@ impl Bridge {
             SignalEvent::Lost { generation, cause } => {
                 info!(name: "live.signaling.lost", generation = generation.get(), %cause);
                 self.peers.signaling_changed(false);
+                if let Some(detour) = &self.detour {
+                    detour.route.send_replace(None);
+                }
                 self.link.signaling_lost();
             }
             SignalEvent::Connected(connected) => {
@@ -106,6 +130,12 @@ impl Bridge {
                         .collect(),
                 );
                 self.peers.signaling_changed(true);
+                if let Some(detour) = &self.detour {
+                    detour.route.send_replace(connected.detour.then_some(DetourRoute {
+                        generation: connected.generation.get(),
+                        max_frame_bytes: connected.max_frame_bytes,
+                    }));
+                }
                 for peer in &connected.peers {
                     self.peers.peer_joined(peer);
                     if self.auto_connect {
@@ -117,12 +147,14 @@ impl Bridge {
                 // The peer set re-sends what is in flight and retries a failed connect at once
                 // (NEGOTIATION.md §11.2); following only adds the wish to connect.
                 self.peers.peer_joined(&peer);
+                self.tell_detour(DetourNews::PeerJoined(peer.clone()));
                 if self.auto_connect {
                     self.follow(&peer);
                 }
             }
             SignalEvent::PeerLeft(peer) => {
                 self.peers.peer_left(&peer);
+                self.tell_detour(DetourNews::PeerLeft(peer.clone()));
                 if self.auto_connect {
                     debug!(name: "live.peer.left", peer = %peer);
                     self.roster.forget(&peer);
@@ -132,6 +164,16 @@ impl Bridge {
                 debug!(name: "live.signaling.error", code = ?code, %message, id);
             }
             other => debug!(name: "live.signaling.event", event = ?other),
+        }
+    }
+
+    /// Passes presence news to the messenger's detour, if the node has one. A full queue drops
+    /// it: the detour is an optimisation, and the channel carries everything anyway.
+    fn tell_detour(&self, news: DetourNews) {
+        if let Some(detour) = &self.detour
+            && detour.inbound.try_send(news).is_err()
+        {
+            debug!(name: "live.bridge.detour_dropped", "messenger busy");
         }
     }
 

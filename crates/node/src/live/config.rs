@@ -180,6 +180,10 @@ pub struct MessagingConfig {
     /// Messages received but not yet taken by the application before the
     /// node stops reading from the network (back-pressure).
     pub receive_backlog: usize,
+    /// Carry frames through the signaling server, sealed end to end, while a peer's data path
+    /// is being replaced (docs/MESSAGING.md rule 10). Only with a peer that sends its key share
+    /// and a server that relays `detour`.
+    pub detour: bool,
 }
 
 impl Default for MessagingConfig {
@@ -189,6 +193,7 @@ impl Default for MessagingConfig {
             send_deadline: Duration::from_secs(10),
             max_message_bytes: 65_536 - 16,
             receive_backlog: 4096,
+            detour: true,
         }
     }
 }

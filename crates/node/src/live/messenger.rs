@@ -1,7 +1,9 @@
 //! The messenger: one task that owns every peer's reliable stream
 //! ([`ReliableStream`]), carries frames over the peers' data channels, hands
 //! received messages to the application, answers senders, reports peer
-//! connections that die on their own, and publishes the peers' states.
+//! connections that die on their own, and publishes the peers' states. While a peer's data
+//! path is being replaced it carries the frames on the detour through signaling instead
+//! (MESSAGING.md rule 10, [`super::detour`]).
 //!
 //! The messenger keeps time on tokio's clock (so paused-time tests drive
 //! it); the sans-IO streams take `std::time::Instant`, converted at the
@@ -14,16 +16,19 @@ use std::time::Duration;
 use bytes::Bytes;
 use tether_recovery::ConnectionState;
 use tether_rtc::{ConnectionId, PeerSet, PeerState, Role, RtcEvent, RtcEvents};
-use tether_signal::protocol::PeerId;
+use tether_signal::SignalClient;
+use tether_signal::protocol::{PeerId, RelayPayload};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace, warn};
 
+use super::detour::{DetourBudget, DetourRoute, PeerKeys};
 use super::error::SendError;
 use super::peer_state::{PeerLinkState, PeerStates};
 use super::roster::Roster;
 use crate::executor::LinkReporter;
+use crate::reliable::detour::{FRAME_OVERHEAD, SEAL_OVERHEAD};
 use crate::reliable::{Frame, HelloTurn, MessageId, ReliableStream, StreamConfig, StreamStats};
 
 /// One message from a peer.
@@ -33,6 +38,18 @@ pub struct Message {
     pub from: PeerId,
     /// What it says.
     pub payload: Bytes,
+}
+
+/// What the signaling bridge tells the messenger for the detour.
+#[derive(Debug)]
+pub(crate) enum DetourNews {
+    /// A `detour` message from a peer.
+    Batch { from: PeerId, sealed: String },
+    /// The peer registered again (it was offline, or moved): what went on the detour to it
+    /// meanwhile was refused, so everything unacknowledged may go again.
+    PeerJoined(PeerId),
+    /// The peer is offline: nothing goes on the detour to it until it is back.
+    PeerLeft(PeerId),
 }
 
 /// What the node asks of the messenger.
@@ -85,6 +102,20 @@ struct PeerLink {
     /// The peer's data was held when the pump last looked (tether-rtc's `data_held`): the
     /// first pump after the hold ends resends everything unacknowledged.
     held: bool,
+    /// The detour's keys for this peer.
+    keys: PeerKeys,
+    /// The peer's last detour batch said its channel cannot carry frames (and no frame came on
+    /// the channel since): its path is being replaced, so this side sends on the detour too,
+    /// besides the channel (its own hold may start later, or not at all: the peer's path is the
+    /// one that moved).
+    peer_detouring: bool,
+    /// The peer is registered, as far as this side knows (a detour to an offline peer is
+    /// refused by the server).
+    peer_present: bool,
+    /// This side sent the peer's frames on the detour when the pump last looked: when it starts
+    /// again, everything unacknowledged goes there, since what went on the channel meanwhile
+    /// may be lost in the path being replaced.
+    detouring: bool,
 }
 
 /// What the messenger is wired to, as [`RtcNode::start`](super::RtcNode::start)
@@ -104,7 +135,18 @@ pub(crate) struct MessengerParts {
     pub(crate) connection_state: watch::Receiver<ConnectionState>,
     /// Where the peers' states are published.
     pub(crate) peer_states: watch::Sender<PeerStates>,
+    /// The signaling client: the detour's way out.
+    pub(crate) signal: SignalClient,
+    /// The detour: the link it runs on (the bridge publishes it) and what arrives on it; `None`
+    /// when the node does not use it.
+    pub(crate) detour: Option<DetourParts>,
     pub(crate) stop: CancellationToken,
+}
+
+/// What the messenger needs for the detour.
+pub(crate) struct DetourParts {
+    pub(crate) route: watch::Receiver<Option<DetourRoute>>,
+    pub(crate) inbound: mpsc::Receiver<DetourNews>,
 }
 
 /// The messenger task. See the [module docs](self).
@@ -131,6 +173,19 @@ pub(crate) struct Messenger {
     stop: CancellationToken,
     /// Every peer's stream and waiting senders.
     links: HashMap<PeerId, PeerLink>,
+    signal: SignalClient,
+    detour: Option<Detour>,
+}
+
+/// The detour's running state.
+struct Detour {
+    route: watch::Receiver<Option<DetourRoute>>,
+    inbound: mpsc::Receiver<DetourNews>,
+    /// The route's generation when last seen.
+    generation: Option<u64>,
+    budget: DetourBudget,
+    /// When the budget allows the next batch, while frames wait for it.
+    wake: Option<Instant>,
 }
 
 impl Messenger {
@@ -150,6 +205,14 @@ impl Messenger {
             peer_states: parts.peer_states,
             stop: parts.stop,
             links: HashMap::new(),
+            signal: parts.signal,
+            detour: parts.detour.map(|parts| Detour {
+                route: parts.route,
+                inbound: parts.inbound,
+                generation: None,
+                budget: DetourBudget::new(Instant::now()),
+                wake: None,
+            }),
         }
     }
 
@@ -196,6 +259,12 @@ impl Messenger {
                 _ = stranded_check.tick(), if self.links.values().any(|l| l.channel.is_some()) => {
                     self.check_stranded().await;
                 }
+                event = next_detour_event(self.detour.as_mut()) => match event {
+                    DetourEvent::News(news) => self.on_detour_news(news),
+                    DetourEvent::RouteChanged => self.on_route_changed(),
+                    // The bridge stopped: the node is stopping.
+                    DetourEvent::Closed => self.detour = None,
+                },
             }
             self.pump().await;
         }
@@ -212,6 +281,10 @@ impl Messenger {
             confirmations: HashMap::new(),
             stalled_at: None,
             held: false,
+            keys: PeerKeys::default(),
+            peer_detouring: false,
+            peer_present: true,
+            detouring: false,
         })
     }
 
@@ -239,6 +312,68 @@ impl Messenger {
         }
     }
 
+    /// A sealed batch from a peer: applied like frames on a channel, if it opens and names
+    /// both streams' sessions as they are now.
+    fn on_detour_news(&mut self, news: DetourNews) {
+        match news {
+            DetourNews::Batch { from, sealed } => self.on_detour(from, &sealed),
+            DetourNews::PeerJoined(peer) => {
+                // A peer this node never exchanged messages with has nothing to send again.
+                if let Some(link) = self.links.get_mut(&peer) {
+                    link.peer_present = true;
+                    link.stream.restart_detour();
+                }
+            }
+            DetourNews::PeerLeft(peer) => {
+                if let Some(link) = self.links.get_mut(&peer) {
+                    link.peer_present = false;
+                }
+            }
+        }
+    }
+
+    fn on_detour(&mut self, from: PeerId, sealed: &str) {
+        let now = Instant::now().into_std();
+        let session = self.session;
+        let Some(link) = self.links.get_mut(&from) else {
+            debug!(name: "live.detour.unknown_peer", peer = %from);
+            return;
+        };
+        let batch = match link.keys.open(sealed) {
+            Ok(batch) => batch,
+            Err(err) => {
+                debug!(name: "live.detour.dropped", peer = %from, error = %err);
+                return;
+            }
+        };
+        if batch.sender_session != link.stream.peer_session() || batch.receiver_session != session {
+            debug!(name: "live.detour.dropped", peer = %from, error = "another stream session");
+            return;
+        }
+        trace!(name: "live.detour.received", peer = %from, frames = batch.frames.len(), path_down = batch.path_down);
+        link.peer_detouring = batch.path_down;
+        link.peer_present = true;
+        for frame in batch.frames {
+            if let Err(err) = link.stream.handle_detour(now, frame) {
+                warn!(name: "live.message.protocol", peer = %from, error = %err);
+            }
+        }
+        take_progress(link, &from, &mut self.backlog);
+    }
+
+    /// The bridge published another signaling link: what went on the detour through the one
+    /// before may have died with it, so everything unacknowledged is eligible again.
+    fn on_route_changed(&mut self) {
+        let Some(detour) = &mut self.detour else { return };
+        let generation = detour.route.borrow_and_update().map(|route| route.generation);
+        if generation.is_some() && generation != detour.generation {
+            for link in self.links.values_mut() {
+                link.stream.restart_detour();
+            }
+        }
+        detour.generation = generation;
+    }
+
     fn on_rtc(&mut self, event: RtcEvent) {
         let now = Instant::now().into_std();
         if let RtcEvent::PeerStateChanged { peer, .. }
@@ -258,7 +393,14 @@ impl Messenger {
                     trace!(name: "live.message.stale_channel", peer = %peer, connection);
                     return;
                 }
+                // The peer's path carries frames again.
+                link.peer_detouring = false;
                 match Frame::decode(data) {
+                    Ok(Frame::Key { public_key }) => {
+                        if link.keys.peer_share(&public_key) {
+                            debug!(name: "live.detour.keys_agreed", peer = %peer);
+                        }
+                    }
                     Ok(frame) => {
                         if let Err(err) = link.stream.handle_frame(now, frame) {
                             warn!(name: "live.message.protocol", peer = %peer, error = %err);
@@ -266,20 +408,7 @@ impl Messenger {
                     }
                     Err(err) => warn!(name: "live.message.malformed", peer = %peer, error = %err),
                 }
-                while let Some(payload) = link.stream.poll_delivery() {
-                    self.backlog.push_back(Message { from: peer.clone(), payload });
-                }
-                while let Some(id) = link.stream.poll_confirmed() {
-                    if let Some((_, reply)) = link.confirmations.remove(&id) {
-                        let _ = reply.send(Ok(()));
-                    }
-                }
-                while link.waiting_for_room.front().is_some() {
-                    let Some(request) = link.waiting_for_room.pop_front() else { break };
-                    if !admit(link, request) {
-                        break;
-                    }
-                }
+                take_progress(link, &peer, &mut self.backlog);
             }
             RtcEvent::ChannelOpened { peer, connection_id } => {
                 let connection = connection_id.get();
@@ -293,7 +422,9 @@ impl Messenger {
                 };
                 let link = self.link(&peer);
                 link.channel = Some(connection_id);
+                link.peer_detouring = false;
                 link.stream.channel_opened(now, turn);
+                link.keys.channel_opened();
             }
             RtcEvent::ChannelClosed { peer, connection_id } => {
                 let Some(link) = self.links.get_mut(&peer) else { return };
@@ -480,21 +611,42 @@ impl Messenger {
             }
             consider(link.waiting_for_room.front().map(|r| r.deadline));
             consider(link.confirmations.values().map(|(deadline, _)| *deadline).min());
+            if self.detour.is_some() {
+                consider(link.stream.detour_timeout().map(Instant::from_std));
+            }
         }
+        consider(self.detour.as_ref().and_then(|detour| detour.wake));
         wake
     }
 
-    /// Puts every frame that is due on its data channel.
+    /// Puts every frame that is due on its data channel, or, while the channel cannot carry
+    /// it, on the detour.
     async fn pump(&mut self) {
         let now = Instant::now().into_std();
+        if let Some(detour) = &mut self.detour {
+            detour.wake = None;
+        }
         for (peer, link) in &mut self.links {
-            if link.channel.is_none() {
-                continue;
-            }
-            if self.peers.status(peer).is_some_and(|s| s.data_held) {
+            let held =
+                link.channel.is_some() && self.peers.status(peer).is_some_and(|s| s.data_held);
+            if held {
                 // Held frames wait in the replay buffer (see tether-rtc's `data_held`); the
                 // release is an event, after which this runs again.
                 link.held = true;
+            }
+            let channel_usable = link.channel.is_some() && !held;
+            // A peer whose path is down gets this side's frames on the detour too
+            // (acknowledgements first), as well as on the channel; its first frame on the
+            // channel, or a batch saying its path is back, ends this.
+            let detouring = !channel_usable || link.peer_detouring;
+            if detouring && let Some(detour) = &mut self.detour {
+                if !link.detouring {
+                    link.stream.restart_detour();
+                }
+                detour.carry(&self.signal, self.session, peer, link, !channel_usable, now);
+            }
+            link.detouring = detouring;
+            if !channel_usable {
                 continue;
             }
             if std::mem::take(&mut link.held) {
@@ -505,9 +657,21 @@ impl Messenger {
                 link.stream.restart_stall_clock(now);
             }
             while let Some(frame) = link.stream.poll_transmit(now, true) {
+                let hello = matches!(frame, Frame::Hello { .. });
                 if let Err(err) = self.peers.send(peer, frame.encode()).await {
                     // The frame stays in the replay buffer (it is not
                     // acknowledged); the next channel's Hello resumes it.
+                    debug!(name: "live.message.send_failed", peer = %peer, error = %err);
+                    break;
+                }
+                // This channel's key share follows each of this side's Hellos: the peer is
+                // ready for frames then (MESSAGING.md rules 1 and 10), and a repeat is harmless.
+                if hello
+                    && self.detour.is_some()
+                    && let Some(public_key) = link.keys.public()
+                    && let Err(err) =
+                        self.peers.send(peer, Frame::Key { public_key }.encode()).await
+                {
                     debug!(name: "live.message.send_failed", peer = %peer, error = %err);
                     break;
                 }
@@ -530,6 +694,7 @@ impl Messenger {
             report.stats.duplicates += stats.duplicates;
             report.stats.replayed += stats.replayed;
             report.stats.withdrawn += stats.withdrawn;
+            report.stats.detoured += stats.detoured;
             for request in link.waiting_for_room {
                 let _ = request.accepted.send(Err(SendError::Shutdown));
                 if let Some(confirmed) = request.confirmed {
@@ -553,6 +718,97 @@ impl Messenger {
 /// address is gone (see `Messenger::check_stranded`). webrtc-rs's driver already wakes every
 /// 200 ms on a connected peer connection.
 const STRANDED_CHECK: Duration = Duration::from_millis(250);
+
+/// Hands what a peer's frames delivered to the application's backlog, answers the senders whose
+/// messages they confirmed, and admits senders waiting for room.
+fn take_progress(link: &mut PeerLink, peer: &PeerId, backlog: &mut VecDeque<Message>) {
+    while let Some(payload) = link.stream.poll_delivery() {
+        backlog.push_back(Message { from: peer.clone(), payload });
+    }
+    while let Some(id) = link.stream.poll_confirmed() {
+        if let Some((_, reply)) = link.confirmations.remove(&id) {
+            let _ = reply.send(Ok(()));
+        }
+    }
+    while link.waiting_for_room.front().is_some() {
+        let Some(request) = link.waiting_for_room.pop_front() else { break };
+        if !admit(link, request) {
+            break;
+        }
+    }
+}
+
+/// What the bridge told the messenger about the detour.
+enum DetourEvent {
+    News(DetourNews),
+    RouteChanged,
+    Closed,
+}
+
+/// The next word from the bridge about the detour; pending forever without one.
+async fn next_detour_event(detour: Option<&mut Detour>) -> DetourEvent {
+    let Some(detour) = detour else { return std::future::pending().await };
+    tokio::select! {
+        news = detour.inbound.recv() => news.map_or(DetourEvent::Closed, DetourEvent::News),
+        changed = detour.route.changed() => match changed {
+            Ok(()) => DetourEvent::RouteChanged,
+            Err(_) => DetourEvent::Closed,
+        },
+    }
+}
+
+impl Detour {
+    /// Carries what is due for `peer` on the detour, in sealed batches within the budget, when
+    /// the link is up and keys are agreed; otherwise it waits in the replay buffer.
+    fn carry(
+        &mut self,
+        signal: &SignalClient,
+        session: u64,
+        peer: &PeerId,
+        link: &mut PeerLink,
+        path_down: bool,
+        now: std::time::Instant,
+    ) {
+        let Some(route) = *self.route.borrow() else { return };
+        let peer_session = link.stream.peer_session();
+        if !link.keys.agreed() || peer_session == 0 || !link.peer_present {
+            return;
+        }
+        let id_len = peer.as_str().len();
+        let (max_batch, largest) = (route.max_batch(id_len), route.largest_frame(id_len));
+        while link.stream.detour_due(now, largest) {
+            let tokio_now = Instant::from_std(now);
+            if !self.budget.take(tokio_now) {
+                let next = self.budget.next_at();
+                self.wake = Some(self.wake.map_or(next, |wake| wake.min(next)));
+                return;
+            }
+            let mut frames = Vec::new();
+            let mut size = SEAL_OVERHEAD;
+            while let Some(frame) = link.stream.poll_detour(
+                now,
+                max_batch.saturating_sub(size + FRAME_OVERHEAD),
+                largest,
+            ) {
+                let encoded = frame.encode();
+                size += FRAME_OVERHEAD + encoded.len();
+                frames.push(encoded);
+            }
+            let count = frames.len();
+            let Some(sealed) = link.keys.seal(session, peer_session, path_down, &frames) else {
+                return;
+            };
+            match signal.send(peer, RelayPayload::Detour { sealed }) {
+                Ok(_) => trace!(name: "live.detour.sent", peer = %peer, frames = count),
+                Err(err) => {
+                    // What it carried waits for the next link or the channel.
+                    debug!(name: "live.detour.send_failed", peer = %peer, error = %err);
+                    return;
+                }
+            }
+        }
+    }
+}
 
 /// Accepts `request` into its peer's replay buffer; returns `false` (and
 /// puts it back in front) when there is no room.

@@ -25,6 +25,7 @@
 
 mod bridge;
 mod config;
+mod detour;
 mod error;
 mod executor;
 mod messenger;
@@ -80,6 +81,8 @@ use crate::{ActionReport, NetworkEventHandle, Node, NodeRef, ShutdownReport};
 const SIGNAL_QUEUE: usize = 1024;
 /// Send requests queued for the messenger.
 const SEND_QUEUE: usize = 1024;
+/// `detour` messages queued for the messenger (each a batch of frames).
+const DETOUR_QUEUE: usize = 256;
 /// How long shutdown waits for the last acknowledgements to go out.
 const ACK_FLUSH_BOUND: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -210,6 +213,8 @@ impl RtcNode {
         let (signal, signal_events) = SignalClient::new(client).map_err(|e| invalid(&e))?;
 
         let (signals_tx, signals_rx) = mpsc::channel(SIGNAL_QUEUE);
+        let (detour_route_tx, detour_route) = watch::channel(None);
+        let (detours_tx, detours_rx) = mpsc::channel(DETOUR_QUEUE);
         let (peers, rtc_events) =
             PeerSet::new(config.peer_id.clone(), config.rtc.clone(), signals_tx);
         let roster = Arc::new(Roster::default());
@@ -235,6 +240,10 @@ impl RtcNode {
             roster: Arc::clone(&roster),
             link: link.clone(),
             auto_connect: config.auto_connect,
+            detour: config
+                .messaging
+                .detour
+                .then_some(bridge::BridgeDetour { route: detour_route_tx, inbound: detours_tx }),
             stop: stop.clone(),
         };
         let bridge = tokio::spawn(bridge.run().instrument(span.clone()));
@@ -254,6 +263,11 @@ impl RtcNode {
             link: link.clone(),
             connection_state: node.state(),
             peer_states: peer_states_tx,
+            signal: signal.clone(),
+            detour: config
+                .messaging
+                .detour
+                .then(|| messenger::DetourParts { route: detour_route, inbound: detours_rx }),
             stop: stop.clone(),
         });
         let messenger = tokio::spawn(messenger.run().instrument(span));

@@ -7,6 +7,7 @@
 //! | `1` Hello | `version: u8`, `session: u64`, `resume_from: u64`, `peer_session: u64`, `delivered: u64` | first frame on every new channel, each way |
 //! | `2` Data  | `seq: u64`, `payload: bytes` | one application message |
 //! | `3` Ack   | `delivered: u64` | every message up to `delivered` was delivered |
+//! | `4` Key   | `public_key: [u8; 65]` | this channel's key share for the detour (rule 10) |
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -16,6 +17,9 @@ pub const VERSION: u8 = 1;
 const HELLO: u8 = 1;
 const DATA: u8 = 2;
 const ACK: u8 = 3;
+const KEY: u8 = 4;
+/// An uncompressed P-256 public key (`0x04 || x || y`).
+pub const PUBLIC_KEY_LEN: usize = 65;
 const HELLO_LEN: usize = 2 + 4 * 8;
 
 /// One frame on a data channel.
@@ -44,6 +48,12 @@ pub enum Frame {
     Ack {
         /// Every message up to here was delivered.
         delivered: u64,
+    },
+    /// The sender's key share for sealing frames on the detour through signaling
+    /// (MESSAGING.md rule 10): an ephemeral P-256 public key, fresh per channel.
+    Key {
+        /// Uncompressed SEC1 encoding.
+        public_key: [u8; PUBLIC_KEY_LEN],
     },
 }
 
@@ -105,6 +115,12 @@ impl Frame {
                 buf.put_u64(*delivered);
                 buf.freeze()
             }
+            Frame::Key { public_key } => {
+                let mut buf = BytesMut::with_capacity(1 + PUBLIC_KEY_LEN);
+                buf.put_u8(KEY);
+                buf.put_slice(public_key);
+                buf.freeze()
+            }
         }
     }
 
@@ -156,6 +172,13 @@ impl Frame {
                 exact("ack", &bytes)?;
                 Ok(frame)
             }
+            KEY => {
+                need("key", PUBLIC_KEY_LEN, &bytes)?;
+                let mut public_key = [0; PUBLIC_KEY_LEN];
+                bytes.copy_to_slice(&mut public_key);
+                exact("key", &bytes)?;
+                Ok(Frame::Key { public_key })
+            }
             other => Err(FrameError::UnknownType(other)),
         }
     }
@@ -172,6 +195,7 @@ mod tests {
             Frame::Data { seq: 1, payload: Bytes::from_static(b"hello") },
             Frame::Data { seq: u64::MAX, payload: Bytes::new() },
             Frame::Ack { delivered: 0 },
+            Frame::Key { public_key: [4; PUBLIC_KEY_LEN] },
         ] {
             assert_eq!(Frame::decode(frame.encode()), Ok(frame));
         }
@@ -185,6 +209,8 @@ mod tests {
             (&[2, 0, 0, 0], FrameError::Truncated { kind: "data", len: 4 }),
             (&[3, 0, 0, 0, 0, 0, 0, 0, 1, 5], FrameError::Trailing { kind: "ack", extra: 1 }),
             (&[1, 2], FrameError::Truncated { kind: "hello", len: 2 }),
+            (&[4; PUBLIC_KEY_LEN], FrameError::Truncated { kind: "key", len: PUBLIC_KEY_LEN }),
+            (&[4; PUBLIC_KEY_LEN + 2], FrameError::Trailing { kind: "key", extra: 1 }),
         ];
         for (bytes, want) in cases {
             assert_eq!(Frame::decode(Bytes::copy_from_slice(bytes)).as_ref(), Err(want));

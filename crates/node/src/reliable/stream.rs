@@ -92,6 +92,11 @@ const INITIAL_ROUND_TRIP: Duration = Duration::from_millis(250);
 const PROBE_TIMEOUT_MIN: Duration = Duration::from_millis(100);
 const PROBE_TIMEOUT_MAX: Duration = Duration::from_secs(2);
 
+/// An encoded Ack frame's size.
+const ACK_FRAME_LEN: usize = 9;
+/// An encoded Data frame's size besides its payload.
+const DATA_HEADER_LEN: usize = 9;
+
 /// Gaps between repeats of a Hello the peer has not answered on a new
 /// channel (0.5 s, then 1.5 s and 4 s after the channel opened).
 const HELLO_REPEATS: [Duration; 3] =
@@ -139,6 +144,9 @@ pub enum StreamError {
         /// What was due.
         expected: u64,
     },
+    /// A Hello or a Key on the detour, which carries only Data and Ack.
+    #[error("hello or key frame on the detour")]
+    NotOnDetour,
     /// An acknowledgement for messages never sent.
     #[error("ack for {acked} but only {sent} were sent")]
     AckBeyondSent {
@@ -173,6 +181,8 @@ pub struct StreamStats {
     pub replayed: u64,
     /// Messages withdrawn unsent at their deadline.
     pub withdrawn: u64,
+    /// Data frames carried on the detour through signaling (MESSAGING.md rule 10).
+    pub detoured: u64,
 }
 
 /// See the [module docs](self).
@@ -188,8 +198,11 @@ pub struct ReliableStream {
     unacked_bytes: usize,
     /// The next sequence number to put on the current channel.
     transmit_next: u64,
-    /// The highest sequence number ever put on any channel.
+    /// The highest sequence number ever put on any channel (or on the detour).
     ever_sent: u64,
+    /// The next sequence number to carry on the detour (MESSAGING.md rule 10); each message
+    /// goes there at most once per [`restart_detour`](Self::restart_detour).
+    detour_next: u64,
     confirmed: VecDeque<MessageId>,
 
     // Receive side.
@@ -243,6 +256,7 @@ impl ReliableStream {
             unacked_bytes: 0,
             transmit_next: 1,
             ever_sent: 0,
+            detour_next: 1,
             confirmed: VecDeque::new(),
             peer_session: 0,
             delivered: 0,
@@ -416,7 +430,97 @@ impl ReliableStream {
                 self.data(now, seq, payload)
             }
             Frame::Ack { delivered } => self.acknowledged(now, delivered),
+            // Key shares are the caller's business (they set up its detour), not the stream's.
+            Frame::Key { .. } => Ok(()),
         }
+    }
+
+    /// Applies one frame that came on the detour through signaling (MESSAGING.md rule 10).
+    /// The caller checked that its sender is this stream's `peer_session` and its receiver
+    /// this session, so Data applies as on a channel after the Hello.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError`] for a frame that breaks the protocol (a Hello or a Key has no place on
+    /// the detour); it is ignored and the stream stays consistent.
+    pub fn handle_detour(&mut self, now: Instant, frame: Frame) -> Result<(), StreamError> {
+        match frame {
+            Frame::Data { seq, payload } => self.data(now, seq, payload),
+            Frame::Ack { delivered } => self.acknowledged(now, delivered),
+            Frame::Hello { .. } | Frame::Key { .. } => Err(StreamError::NotOnDetour),
+        }
+    }
+
+    /// The next frame to carry on the detour while the channel cannot be used (MESSAGING.md
+    /// rule 10): an Ack when one is due (as on a channel), then each unacknowledged message not
+    /// yet carried there, in order. `None` once the next frame's encoding does not fit in
+    /// `room` bytes; a message whose frame is larger than `largest` is skipped for good (it
+    /// waits for a channel).
+    #[must_use]
+    pub fn poll_detour(&mut self, now: Instant, room: usize, largest: usize) -> Option<Frame> {
+        let ack_timer_fired = self.ack_due.is_some_and(|due| due <= now);
+        let ack_due =
+            self.acks_owed >= self.config.ack_every || (self.acks_owed > 0 && ack_timer_fired);
+        if ack_due && room >= ACK_FRAME_LEN {
+            self.acks_owed = 0;
+            self.ack_due = None;
+            return Some(Frame::Ack { delivered: self.delivered });
+        }
+        self.detour_next = self.detour_next.max(self.acked + 1);
+        loop {
+            let index = usize::try_from(self.detour_next - self.acked - 1).ok()?;
+            let message = self.unacked.get_mut(index)?;
+            let len = DATA_HEADER_LEN + message.payload.len();
+            if len > largest {
+                self.detour_next += 1;
+                continue;
+            }
+            if len > room {
+                return None;
+            }
+            // Its acknowledgement may answer a copy on either path: no round-trip sample.
+            message.first_sent.get_or_insert(now);
+            message.sent_again = true;
+            let seq = self.detour_next;
+            self.detour_next += 1;
+            self.ever_sent = self.ever_sent.max(seq);
+            self.stats.detoured += 1;
+            return Some(Frame::Data { seq, payload: message.payload.clone() });
+        }
+    }
+
+    /// Whether [`poll_detour`](Self::poll_detour) has something to carry: an Ack that is due,
+    /// or a message not yet carried whose frame is at most `largest` bytes.
+    #[must_use]
+    pub fn detour_due(&self, now: Instant, largest: usize) -> bool {
+        let ack_timer_fired = self.ack_due.is_some_and(|due| due <= now);
+        if self.acks_owed >= self.config.ack_every || (self.acks_owed > 0 && ack_timer_fired) {
+            return true;
+        }
+        let first = usize::try_from(self.detour_next.max(self.acked + 1) - self.acked - 1)
+            .unwrap_or(usize::MAX);
+        self.unacked
+            .iter()
+            .skip(first)
+            .any(|message| DATA_HEADER_LEN + message.payload.len() <= largest)
+    }
+
+    /// When an acknowledgement is due on the detour (see [`poll_detour`](Self::poll_detour)).
+    #[must_use]
+    pub fn detour_timeout(&self) -> Option<Instant> {
+        self.ack_due.filter(|_| self.acks_owed > 0)
+    }
+
+    /// Makes every unacknowledged message eligible for the detour again (the link it went on
+    /// was replaced before delivering it, perhaps).
+    pub fn restart_detour(&mut self) {
+        self.detour_next = self.acked + 1;
+    }
+
+    /// The peer's stream session (0 before its first Hello).
+    #[must_use]
+    pub fn peer_session(&self) -> u64 {
+        self.peer_session
     }
 
     fn data(&mut self, now: Instant, seq: u64, payload: Bytes) -> Result<(), StreamError> {
