@@ -9,6 +9,7 @@
 // | 1 Hello | version u8, session, resume_from, peer_session, delivered |
 // | 2 Data  | seq, payload bytes                                        |
 // | 3 Ack   | delivered                                                 |
+// | 4 Key   | public_key: 65 bytes (an uncompressed P-256 point)         |
 
 /** The messaging protocol version carried in Hello. */
 export const VERSION = 1;
@@ -16,6 +17,9 @@ export const VERSION = 1;
 const HELLO = 1;
 const DATA = 2;
 const ACK = 3;
+const KEY = 4;
+/** An uncompressed P-256 public key's length (Key frames, MESSAGING.md rule 10). */
+export const PUBLIC_KEY_LEN = 65;
 const HELLO_LEN = 2 + 4 * 8;
 const U64_MAX = (1n << 64n) - 1n;
 
@@ -23,7 +27,8 @@ const U64_MAX = (1n << 64n) - 1n;
  * @typedef {{type: 'hello', session: bigint, resumeFrom: bigint, peerSession: bigint, delivered: bigint}} HelloFrame
  * @typedef {{type: 'data', seq: bigint, payload: Uint8Array}} DataFrame
  * @typedef {{type: 'ack', delivered: bigint}} AckFrame
- * @typedef {HelloFrame | DataFrame | AckFrame} Frame
+ * @typedef {{type: 'key', publicKey: Uint8Array}} KeyFrame
+ * @typedef {HelloFrame | DataFrame | AckFrame | KeyFrame} Frame
  */
 
 /** A frame that cannot be decoded (it is dropped, never applied). */
@@ -76,6 +81,15 @@ export function encodeFrame(frame) {
       const bytes = new Uint8Array(9);
       bytes[0] = ACK;
       new DataView(bytes.buffer).setBigUint64(1, frame.delivered);
+      return bytes;
+    }
+    case 'key': {
+      if (!(frame.publicKey instanceof Uint8Array) || frame.publicKey.length !== PUBLIC_KEY_LEN) {
+        throw new RangeError(`publicKey must be ${PUBLIC_KEY_LEN} bytes`);
+      }
+      const bytes = new Uint8Array(1 + PUBLIC_KEY_LEN);
+      bytes[0] = KEY;
+      bytes.set(frame.publicKey, 1);
       return bytes;
     }
     default:
@@ -132,6 +146,10 @@ export function decodeFrame(input) {
       need('ack', 8);
       exact('ack', 9);
       return { type: 'ack', delivered: view.getBigUint64(1) };
+    case KEY:
+      need('key', PUBLIC_KEY_LEN);
+      exact('key', 1 + PUBLIC_KEY_LEN);
+      return { type: 'key', publicKey: bytes.slice(1) };
     default:
       throw new FrameError('unknown_type', `unknown frame type ${kind}`);
   }

@@ -279,6 +279,10 @@ export class ReliableStream {
       case 'ack':
         this.acknowledged(now, frame.delivered);
         return;
+      case 'key':
+        // A key share for the detour through signaling (MESSAGING.md rule 10), which this page
+        // does not take: without its own share, no peer ever detours to it.
+        return;
       default:
         throw new TypeError('not a frame');
     }

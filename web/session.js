@@ -235,8 +235,9 @@ export class MessageSession extends EventTarget {
     }
     try {
       this.stream.handleFrame(performance.now(), frame);
-      // The peer sends Data only after our Hello, and acks only our Data.
-      if (frame.type !== 'hello') this.peerHasHello = true;
+      // The peer sends Data only after our Hello, and acks only our Data (its Key share
+      // follows its own Hello, which says nothing about ours).
+      if (frame.type === 'data' || frame.type === 'ack') this.peerHasHello = true;
     } catch (error) {
       this.counters.protocolErrors += 1;
       this.log(`session: dropped a ${frame.type} frame: ${/** @type {Error} */ (error).message}`);

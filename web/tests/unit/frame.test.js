@@ -23,6 +23,8 @@ function frameFromJson(json) {
       return { type: 'data', seq: BigInt(json.seq), payload: fromHex(json.payload) };
     case 'ack':
       return { type: 'ack', delivered: BigInt(json.delivered) };
+    case 'key':
+      return { type: 'key', publicKey: fromHex(json.public_key) };
     default:
       throw new Error(`unknown vector type ${json.type}`);
   }
@@ -30,7 +32,7 @@ function frameFromJson(json) {
 
 test('there are vectors of every kind', () => {
   const kinds = new Set(vectors.frames.map((/** @type {any} */ v) => v.frame.type));
-  assert.deepEqual([...kinds].sort(), ['ack', 'data', 'hello']);
+  assert.deepEqual([...kinds].sort(), ['ack', 'data', 'hello', 'key']);
   assert.ok(vectors.bad.length >= 10);
 });
 

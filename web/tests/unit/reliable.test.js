@@ -589,3 +589,16 @@ test('a lost message goes again after the probe timeout (MESSAGING.md rule 9)', 
   assert.equal(stream.pollTransmit(second, true), null);
   assert.equal(stream.pollTimeout(), null);
 });
+
+test('a key share for the detour changes nothing in a page that does not take it', () => {
+  const pair = new Pair({ ackEvery: 100 });
+  pair.apply({ kind: 'open' });
+  pair.apply({ kind: 'pumpA', data: true }); // A's hello
+  pair.apply({ kind: 'deliverToB', n: 1 });
+  const before = JSON.stringify(pair.b.stream, (_, v) => (typeof v === 'bigint' ? `${v}` : v));
+  const key = decodeFrame(encodeFrame({ type: 'key', publicKey: new Uint8Array(65).fill(4) }));
+  pair.b.stream.handleFrame(pair.now, key);
+  const after = JSON.stringify(pair.b.stream, (_, v) => (typeof v === 'bigint' ? `${v}` : v));
+  assert.equal(after, before);
+  assert.deepEqual(pair.b.stream.pollTransmit(pair.now, true)?.type, 'hello', 'B still answers');
+});

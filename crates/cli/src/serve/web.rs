@@ -267,6 +267,11 @@ mod tests {
                     payload: Bytes::from(hex(json["payload"].as_str().unwrap_or_default())),
                 },
                 Some("ack") => Frame::Ack { delivered: u64_field(json, "delivered") },
+                Some("key") => Frame::Key {
+                    public_key: hex(json["public_key"].as_str().unwrap_or_default())
+                        .try_into()
+                        .unwrap_or_else(|key| panic!("a key vector is 65 bytes: {key:?}")),
+                },
                 other => panic!("unknown vector type {other:?}"),
             };
             let want = hex(vector["hex"].as_str().unwrap_or_default());
