@@ -190,6 +190,9 @@ struct PolicyReport {
     /// median over a second of messages, once its set-up backlog drained):
     /// direct or through the relay.
     round_trip_p50_ms: f64,
+    /// The phone's messages carried on the detour through signaling while its data path was
+    /// being replaced (docs/MESSAGING.md rule 10).
+    detoured: u64,
 }
 
 #[derive(Serialize)]
@@ -240,6 +243,7 @@ struct PolicySamples {
     restore: Vec<Duration>,
     gaps: Vec<Duration>,
     round_trips: Vec<Duration>,
+    detoured: u64,
 }
 
 /// How the connections went: through the relay, directly, or not seen.
@@ -597,6 +601,7 @@ async fn handoffs(args: &HandoffArgs) -> anyhow::Result<HandoffReport> {
         stop_phone.cancel();
         let report = task.join().await.context("the phone thread failed")??;
         let log = phone.log();
+        samples[index].detoured = report.detoured;
         let echoed = log.echo_counts.len() as u64;
         lost += report.sent.saturating_sub(echoed);
         duplicated +=
@@ -719,6 +724,7 @@ fn policy_report(measured: PolicySamples) -> PolicyReport {
         echo_gap_max_ms: percentile_ms(&gaps, 1.0),
         echo_gap_p50_ms: percentile_ms(&gaps, 0.50),
         round_trip_p50_ms: percentile_ms(&round_trips, 0.50),
+        detoured: measured.detoured,
     }
 }
 
@@ -777,6 +783,7 @@ async fn start_cloud(
 
 struct PhoneReport {
     sent: u64,
+    detoured: u64,
 }
 
 /// The phone: the path monitor feeds the node; a stream of numbered
@@ -830,9 +837,9 @@ fn start_phone(
                 Ok(None) | Err(_) => break,
             }
         }
-        node.shutdown().await;
+        let report = node.shutdown().await;
         monitor.stop().await;
-        Ok(PhoneReport { sent })
+        Ok(PhoneReport { sent, detoured: report.messaging.stats.detoured })
     })?)
 }
 

@@ -79,6 +79,7 @@ async fn lab_report(args: &[&str]) -> Option<serde_json::Value> {
             );
         }
         assert!(report[field]["restores"].is_u64(), "{field}.restores missing: {report}");
+        assert!(report[field]["detoured"].is_u64(), "{field}.detoured missing: {report}");
     }
     for field in ["ratio_p50", "loss_pct"] {
         assert!(report[field].is_f64(), "{field} missing or not a number: {report}");
@@ -112,7 +113,9 @@ async fn three_handoffs_lose_nothing() {
 
 /// With 60 ms added round trip on every packet (signaling, ICE, data),
 /// recovery still loses nothing, and no handoff can recover faster than
-/// one round trip.
+/// one round trip. While each ICE restart runs (rounds trips of it), the
+/// phone's messages take the sealed detour through signaling (MESSAGING.md
+/// rule 10), and still arrive exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handoffs_over_a_slow_network_lose_nothing() {
     let Some(report) = lab_report(&["--runs", "2", "--rtt-ms", "60"]).await else { return };
@@ -121,6 +124,8 @@ async fn handoffs_over_a_slow_network_lose_nothing() {
     for policy in ["default", "seed"] {
         let p50 = report[policy]["p50_ms"].as_f64().unwrap();
         assert!(p50 >= 60.0, "{policy}: recovered in {p50} ms, under one round trip: {report}");
+        let detoured = report[policy]["detoured"].as_u64().unwrap();
+        assert!(detoured > 0, "{policy}: nothing took the detour: {report}");
     }
 }
 
