@@ -100,23 +100,37 @@ function start() {
   const session = new MessageSession({ log });
 
   signaling.addEventListener('registered', (event) => {
-    const { peers, iceServers, iceRestart } = /** @type {CustomEvent} */ (event).detail;
+    const { peers, iceServers, iceRestart, detour, generation, maxFrameBytes } = /** @type {CustomEvent} */ (event).detail;
     peer.setGrantedIceServers(iceServers);
     peer.setSignaling(true, iceRestart.includes(remoteId));
     peer.setRemotePresent(peers.includes(remoteId));
+    // MESSAGING.md rule 10: the stream may take the detour through this link.
+    session.setDetourRoute(detour ? {
+      generation,
+      maxFrameBytes: Number.isInteger(maxFrameBytes) ? maxFrameBytes : 65536,
+      send: (sealed) => signaling.relay(remoteId, { type: 'detour', sealed }),
+    } : null);
   });
-  signaling.addEventListener('lost', () => peer.setSignaling(false));
+  signaling.addEventListener('lost', () => {
+    peer.setSignaling(false);
+    session.setDetourRoute(null);
+  });
   signaling.addEventListener('state', () => render());
   signaling.addEventListener('presence', (event) => {
     const { type, peerId: who } = /** @type {CustomEvent} */ (event).detail;
     if (who !== remoteId) return;
     log(`signaling: ${who} ${type === 'peer_joined' ? 'joined' : 'left'} the room`);
     peer.setRemotePresent(type === 'peer_joined', type === 'peer_joined');
+    session.setPeerPresent(type === 'peer_joined');
   });
   signaling.addEventListener('relay', (event) => {
     const msg = /** @type {CustomEvent} */ (event).detail;
     if (msg.from !== remoteId) {
       log(`signaling: ignored ${msg.type} from ${msg.from} (this page talks to ${remoteId})`);
+      return;
+    }
+    if (msg.type === 'detour') {
+      session.onDetour(msg.sealed);
       return;
     }
     peer.handleSignal(msg);

@@ -11,6 +11,9 @@
 // that stay unacknowledged for a probe timeout (twice the round trip plus the
 // peer's ack delay) go again, the two oldest at a time (MESSAGING.md rule 9).
 //
+// While the channel cannot carry frames, pollDetour gives what is due for the
+// detour through signaling and handleDetour applies what came on it (rule 10).
+//
 // Sans-IO: frames in with handleFrame, frames out with pollTransmit, messages
 // for the app with pollDelivery, confirmations with pollConfirmed, time (ms,
 // any monotonic clock) as an argument. Sequence numbers are BigInt (u64).
@@ -55,7 +58,7 @@ export class BufferFull extends Error {
 
 /** A frame that breaks the protocol; the stream ignores it and stays consistent. */
 export class StreamError extends Error {
-  /** @param {'data_before_hello' | 'gap' | 'ack_beyond_sent'} code @param {string} message */
+  /** @param {'data_before_hello' | 'gap' | 'ack_beyond_sent' | 'not_on_detour'} code @param {string} message */
   constructor(code, message) {
     super(message);
     this.name = 'StreamError';
@@ -88,8 +91,10 @@ export class ReliableStream {
     this.unackedBytes = 0;
     /** The next sequence number to put on the current channel. */
     this.transmitNext = 1n;
-    /** The highest sequence number ever put on any channel. */
+    /** The highest sequence number ever put on any channel (or on the detour). */
     this.everSent = 0n;
+    /** The next sequence number to carry on the detour (MESSAGING.md rule 10). */
+    this.detourNext = 1n;
     /** @type {number[]} */
     this.confirmed = [];
 
@@ -131,7 +136,7 @@ export class ReliableStream {
     this.probesUnanswered = 0;
     this.probeNext = 0n;
     this.probeLeft = 0;
-    this.stats = { delivered: 0, duplicates: 0, replayed: 0, withdrawn: 0 };
+    this.stats = { delivered: 0, duplicates: 0, replayed: 0, withdrawn: 0, detoured: 0 };
   }
 
   /**
@@ -280,8 +285,8 @@ export class ReliableStream {
         this.acknowledged(now, frame.delivered);
         return;
       case 'key':
-        // A key share for the detour through signaling (MESSAGING.md rule 10), which this page
-        // does not take: without its own share, no peer ever detours to it.
+        // A key share for the detour through signaling (MESSAGING.md rule 10): the session's
+        // business (session.js, detour.js), not the stream's.
         return;
       default:
         throw new TypeError('not a frame');
@@ -319,6 +324,89 @@ export class ReliableStream {
       this.earlyBytes -= next.length;
       this.deliver(now, this.delivered + 1n, next);
     }
+  }
+
+  /**
+   * Applies one frame that came on the detour through signaling (MESSAGING.md
+   * rule 10). The caller checked that its sender is this stream's peerSession
+   * and its receiver this session, so Data applies as on a channel after the Hello.
+   * @param {number} now @param {Frame} frame
+   * @throws {StreamError} for a frame that breaks the protocol (it is ignored).
+   */
+  handleDetour(now, frame) {
+    switch (frame.type) {
+      case 'data':
+        this.data(now, frame.seq, frame.payload);
+        return;
+      case 'ack':
+        this.acknowledged(now, frame.delivered);
+        return;
+      default:
+        throw new StreamError('not_on_detour', `a ${frame.type} frame on the detour`);
+    }
+  }
+
+  /** Whether an acknowledgement is due (as on a channel). @param {number} now */
+  ackIsDue(now) {
+    const timerFired = this.ackDue !== null && this.ackDue <= now;
+    return this.acksOwed >= this.config.ackEvery || (this.acksOwed > 0 && timerFired);
+  }
+
+  /**
+   * Whether pollDetour has something to carry: an Ack that is due, or a
+   * message not yet carried whose frame is at most `largest` bytes.
+   * @param {number} now @param {number} largest
+   */
+  detourDue(now, largest) {
+    if (this.ackIsDue(now)) return true;
+    const next = this.detourNext > this.acked + 1n ? this.detourNext : this.acked + 1n;
+    return this.unacked.slice(Number(next - this.acked - 1n)).some((m) => 9 + m.payload.length <= largest);
+  }
+
+  /**
+   * The next frame to carry on the detour while the channel cannot be used
+   * (MESSAGING.md rule 10): an Ack when one is due, then each unacknowledged
+   * message not yet carried there, in order. Null once the next frame's
+   * encoding does not fit in `room` bytes; a message whose frame is larger
+   * than `largest` is skipped for good (it waits for a channel).
+   * @param {number} now @param {number} room @param {number} largest
+   * @returns {Frame | null}
+   */
+  pollDetour(now, room, largest) {
+    if (this.ackIsDue(now) && room >= 9) {
+      this.acksOwed = 0;
+      this.ackDue = null;
+      return { type: 'ack', delivered: this.delivered };
+    }
+    if (this.detourNext < this.acked + 1n) this.detourNext = this.acked + 1n;
+    for (;;) {
+      const message = this.unacked[Number(this.detourNext - this.acked - 1n)];
+      if (message === undefined) return null;
+      const length = 9 + message.payload.length;
+      if (length > largest) {
+        this.detourNext += 1n;
+        continue;
+      }
+      if (length > room) return null;
+      // Its acknowledgement may answer a copy on either path: no round-trip sample.
+      if (message.firstSent === null) message.firstSent = now;
+      message.sentAgain = true;
+      const seq = this.detourNext;
+      this.detourNext += 1n;
+      if (seq > this.everSent) this.everSent = seq;
+      this.stats.detoured += 1;
+      return { type: 'data', seq, payload: message.payload };
+    }
+  }
+
+  /** When an acknowledgement is due on the detour, or null. */
+  detourTimeout() {
+    return this.acksOwed > 0 ? this.ackDue : null;
+  }
+
+  /** Makes every unacknowledged message eligible for the detour again. */
+  restartDetour() {
+    this.detourNext = this.acked + 1n;
   }
 
   /** @param {number} now @param {bigint} seq @param {Uint8Array} payload */
@@ -376,8 +464,7 @@ export class ReliableStream {
         delivered: this.delivered,
       };
     }
-    const ackTimerFired = this.ackDue !== null && this.ackDue <= now;
-    if (this.acksOwed >= this.config.ackEvery || (this.acksOwed > 0 && ackTimerFired)) {
+    if (this.ackIsDue(now)) {
       this.acksOwed = 0;
       this.ackDue = null;
       return { type: 'ack', delivered: this.delivered };

@@ -5,8 +5,11 @@
 // acknowledgements go out on time, and unsent messages past their deadline
 // are withdrawn with an explicit "not delivered". While the peer link holds
 // data (an ICE restart, peer.js holdData), no Data or Ack frame goes out; on
-// release everything unacknowledged goes again (MESSAGING.md rule 8).
+// release everything unacknowledged goes again (MESSAGING.md rule 8). Meanwhile,
+// or while no channel is open, the frames take the detour through signaling,
+// sealed end to end with keys agreed on the channel (rule 10, detour.js).
 
+import { FRAME_OVERHEAD, PeerKeys, SEAL_OVERHEAD, fromBase64, toBase64 } from './detour.js';
 import { decodeFrame, encodeFrame } from './frame.js';
 import { BufferFull, ReliableStream, randomSession } from './reliable.js';
 
@@ -23,7 +26,18 @@ const LOW_WATER = 256 << 10;
  * until the next channel.
  */
 const HELLO_REPEATS_MS = [500, 1500, 4000];
+/** Detour batches a second, and in a burst (MESSAGING.md rule 10). */
+const DETOUR_RATE = 25;
+const DETOUR_BURST = 40;
+/** The largest sealed batch, and the room a signaling frame needs around it. */
+const DETOUR_MAX_BATCH = 9 * 1024;
+const DETOUR_ENVELOPE = 160;
 
+/**
+ * The signaling link the detour runs on, while one is registered whose server
+ * relays `detour`.
+ * @typedef {{generation: number, maxFrameBytes: number, send: (sealed: string) => boolean}} DetourRoute
+ */
 /**
  * Events (CustomEvent `detail`):
  * - `message`   {id, text, bytes}: delivered, in order, exactly once
@@ -51,7 +65,30 @@ export class MessageSession extends EventTarget {
     this.counters = {
       sent: 0, confirmed: 0, received: 0, withdrawn: 0, badFrames: 0, protocolErrors: 0,
       framesOut: 0, framesIn: 0, framesDropped: 0, channels: 0, helloRepeats: 0,
+      detourBatchesOut: 0, detourBatchesIn: 0, detourDropped: 0,
     };
+    /** The detour's keys for the peer (MESSAGING.md rule 10). */
+    this.keys = new PeerKeys();
+    /** Whether this channel's key share is owed after the Hello that went. */
+    this.keyOwed = false;
+    /** @type {DetourRoute | null} */
+    this.detourRoute = null;
+    /** The peer's last batch said its channel is down (and nothing came on the channel since). */
+    this.peerDetouring = false;
+    /** Whether this side sent on the detour when the pump last looked. */
+    this.detouring = false;
+    /**
+     * The last batch sent said this side's channel was down: when it carries
+     * frames again, a batch saying so follows on the same link (the detour and
+     * the channel do not keep each other's order).
+     */
+    this.toldPathDown = false;
+    /** The peer is registered, as far as this page knows. */
+    this.peerPresent = true;
+    this.detourTokens = DETOUR_BURST;
+    this.detourRefilledAt = performance.now();
+    /** @type {ReturnType<typeof setTimeout> | null} */
+    this.detourTimer = null;
     /** @type {ReturnType<typeof setTimeout> | null} */
     this.ackTimer = null;
     /** When the pending ackTimer fires (performance.now() clock). */
@@ -99,6 +136,12 @@ export class MessageSession extends EventTarget {
     }
     this.stream.channelOpened(turn);
     this.peerHasHello = false;
+    this.peerDetouring = false;
+    this.keyOwed = false;
+    this.keys.channelOpened().then(
+      () => this.sendKeyIfOwed(channel),
+      (error) => this.log(`session: no key share for the detour: ${/** @type {Error} */ (error).message}`),
+    );
     this.helloTimers =
       turn === 'first' ? HELLO_REPEATS_MS.map((ms) => setTimeout(() => this.checkHello(channel), ms)) : [];
     this.log(`session: channel of peer connection ${generation} carries the stream (${this.stream.buffered()} messages to resume)`);
@@ -143,6 +186,79 @@ export class MessageSession extends EventTarget {
     if (this.channel && this.generation === generation) {
       this.stream.resendUnacknowledged();
       this.pump();
+    }
+  }
+
+  /**
+   * The signaling link the detour may use now (null: none, or its server does
+   * not relay `detour`). A new link makes every unacknowledged message eligible
+   * again: what went into the old one may have died with it.
+   * @param {DetourRoute | null} route
+   */
+  setDetourRoute(route) {
+    if (route && route.generation !== this.detourRoute?.generation) this.stream.restartDetour();
+    this.detourRoute = route;
+    this.pump();
+  }
+
+  /**
+   * The peer's presence: once it registers again, what went on the detour to
+   * it while it was away was refused, so everything unacknowledged may go again.
+   * @param {boolean} present
+   */
+  setPeerPresent(present) {
+    if (present) this.stream.restartDetour();
+    this.peerPresent = present;
+    this.pump();
+  }
+
+  /**
+   * A `detour` message from the peer: applied like frames on the channel, if it
+   * opens and names both streams' sessions as they are now.
+   * @param {string} sealed
+   */
+  async onDetour(sealed) {
+    const bytes = fromBase64(sealed);
+    let batch;
+    try {
+      if (!bytes) throw new Error('sealed is not base64');
+      batch = await this.keys.open(bytes);
+    } catch (error) {
+      this.counters.detourDropped += 1;
+      this.log(`session: dropped a detour batch: ${/** @type {Error} */ (error).message}`);
+      return;
+    }
+    if (batch.senderSession !== this.stream.peerSession || batch.receiverSession !== this.stream.session) {
+      this.counters.detourDropped += 1;
+      this.log('session: dropped a detour batch of another stream session');
+      return;
+    }
+    this.counters.detourBatchesIn += 1;
+    this.peerDetouring = batch.pathDown;
+    this.peerPresent = true;
+    const now = performance.now();
+    for (const frame of batch.frames) {
+      try {
+        this.stream.handleDetour(now, frame);
+      } catch (error) {
+        this.counters.protocolErrors += 1;
+        this.log(`session: dropped a detoured ${frame.type} frame: ${/** @type {Error} */ (error).message}`);
+      }
+    }
+    this.drain();
+    this.pump();
+  }
+
+  /** Sends this channel's key share, once it exists, after this side's Hello. @param {RTCDataChannel} channel */
+  sendKeyIfOwed(channel) {
+    const publicKey = this.keys.public;
+    if (!this.keyOwed || this.channel !== channel || channel.readyState !== 'open' || !publicKey) return;
+    this.keyOwed = false;
+    try {
+      channel.send(encodeFrame({ type: 'key', publicKey }));
+      this.counters.framesOut += 1;
+    } catch (error) {
+      this.log(`session: the key share did not go: ${/** @type {Error} */ (error).message}`);
     }
   }
 
@@ -196,6 +312,7 @@ export class MessageSession extends EventTarget {
   close() {
     clearInterval(this.deadlineTimer);
     if (this.ackTimer) clearTimeout(this.ackTimer);
+    if (this.detourTimer) clearTimeout(this.detourTimer);
     for (const timer of this.helloTimers) clearTimeout(timer);
   }
 
@@ -233,6 +350,14 @@ export class MessageSession extends EventTarget {
       this.log(`session: dropped a malformed frame: ${/** @type {Error} */ (error).message}`);
       return;
     }
+    // The peer's path carries frames again.
+    this.peerDetouring = false;
+    if (frame.type === 'key') {
+      this.keys.peerShare(frame.publicKey).then((agreed) => {
+        if (agreed) this.log('session: detour keys agreed with the peer');
+      });
+      return;
+    }
     try {
       this.stream.handleFrame(performance.now(), frame);
       // The peer sends Data only after our Hello, and acks only our Data (its Key share
@@ -267,12 +392,23 @@ export class MessageSession extends EventTarget {
     if (changed) this.emitChange();
   }
 
-  /** Puts every frame that may go on the current channel. */
+  /**
+   * Puts every frame that may go on the current channel, and, while the
+   * channel cannot carry them (or the peer's cannot), on the detour.
+   */
   pump() {
     const channel = this.channel;
-    if (!channel || channel.readyState !== 'open') return;
     const now = performance.now();
     const held = this.held();
+    const channelUsable = channel !== null && channel.readyState === 'open' && !held;
+    const detouring = !channelUsable || this.peerDetouring;
+    if (detouring) {
+      if (!this.detouring) this.stream.restartDetour();
+      this.carryOnDetour(now, !channelUsable);
+    }
+    if (channelUsable && this.toldPathDown) this.tellPathBack();
+    this.detouring = detouring;
+    if (!channel || channel.readyState !== 'open') return;
     for (;;) {
       // Held: a Hello owed still goes (the stream gives it first); Data and Acks wait.
       if (held && !this.stream.helloOwed) break;
@@ -292,8 +428,77 @@ export class MessageSession extends EventTarget {
         this.log(`session: send failed: ${/** @type {Error} */ (error).message}`);
         break;
       }
+      // This channel's key share follows each of this side's Hellos (MESSAGING.md rule 10).
+      if (frame.type === 'hello') {
+        this.keyOwed = true;
+        this.sendKeyIfOwed(channel);
+      }
     }
     this.scheduleAck();
+  }
+
+  /**
+   * Carries what is due on the detour, in sealed batches within the budget,
+   * when a route is up and keys are agreed; otherwise it waits.
+   * @param {number} now @param {boolean} pathDown
+   */
+  carryOnDetour(now, pathDown) {
+    const route = this.detourRoute;
+    const keys = this.keys.current;
+    const peerSession = this.stream.peerSession;
+    if (!route || !keys || peerSession === 0n || !this.peerPresent) return;
+    const maxBatch = Math.min(Math.floor((route.maxFrameBytes - DETOUR_ENVELOPE - 64) / 4) * 3, DETOUR_MAX_BATCH);
+    const largest = maxBatch - SEAL_OVERHEAD - FRAME_OVERHEAD;
+    while (this.stream.detourDue(now, largest)) {
+      this.detourTokens = Math.min(DETOUR_BURST, this.detourTokens + ((now - this.detourRefilledAt) * DETOUR_RATE) / 1000);
+      this.detourRefilledAt = now;
+      if (this.detourTokens < 1) {
+        this.scheduleDetour(now + ((1 - this.detourTokens) * 1000) / DETOUR_RATE);
+        return;
+      }
+      this.detourTokens -= 1;
+      /** @type {Uint8Array[]} */
+      const frames = [];
+      let size = SEAL_OVERHEAD;
+      for (let frame = this.stream.pollDetour(now, maxBatch - size - FRAME_OVERHEAD, largest); frame; frame = this.stream.pollDetour(now, maxBatch - size - FRAME_OVERHEAD, largest)) {
+        const encoded = encodeFrame(frame);
+        size += FRAME_OVERHEAD + encoded.length;
+        frames.push(encoded);
+      }
+      if (frames.length === 0) return;
+      // The counter is taken now, so concurrent seals never share a nonce.
+      this.toldPathDown = pathDown;
+      keys.seal(this.stream.session, peerSession, pathDown, frames).then((sealed) => {
+        if (this.detourRoute !== route || !route.send(toBase64(sealed))) {
+          this.log('session: a detour batch did not go (the signaling link changed)');
+          return;
+        }
+        this.counters.detourBatchesOut += 1;
+      }, (error) => this.log(`session: a detour batch was not sealed: ${/** @type {Error} */ (error).message}`));
+    }
+    const ackDue = this.stream.detourTimeout();
+    if (ackDue !== null) this.scheduleDetour(ackDue);
+  }
+
+  /** Tells the peer, on the detour's link, that this side's channel carries frames again: an empty batch. */
+  tellPathBack() {
+    const route = this.detourRoute;
+    const keys = this.keys.current;
+    if (!route || !keys || this.stream.peerSession === 0n) return;
+    this.toldPathDown = false;
+    keys.seal(this.stream.session, this.stream.peerSession, false, []).then(
+      (sealed) => route.send(toBase64(sealed)),
+      (error) => this.log(`session: the path-back batch was not sealed: ${/** @type {Error} */ (error).message}`),
+    );
+  }
+
+  /** Wakes the pump at `at` for the detour. @param {number} at */
+  scheduleDetour(at) {
+    if (this.detourTimer) clearTimeout(this.detourTimer);
+    this.detourTimer = setTimeout(() => {
+      this.detourTimer = null;
+      this.pump();
+    }, Math.max(0, at - performance.now()));
   }
 
   /** Wakes the pump when an ack or a probe (MESSAGING.md rule 9) is due. */

@@ -24,7 +24,7 @@ const FATAL_CLOSES = new Map([
 ]);
 
 /** Relayed message types (PROTOCOL.md §3). */
-export const RELAY_TYPES = new Set(['offer', 'answer', 'candidate', 'ice_restart', 'bye']);
+export const RELAY_TYPES = new Set(['offer', 'answer', 'candidate', 'ice_restart', 'bye', 'detour']);
 
 /**
  * Checks a relayed message's payload fields; returns a reason or null.
@@ -41,6 +41,8 @@ function relayProblem(msg) {
       if (msg.sdp_mid != null && typeof msg.sdp_mid !== 'string') return 'bad sdp_mid';
       if (msg.sdp_mline_index != null && !Number.isInteger(msg.sdp_mline_index)) return 'bad sdp_mline_index';
       return null;
+    case 'detour':
+      return typeof msg.sealed === 'string' && msg.sealed !== '' ? null : 'no sealed';
     default:
       return null;
   }
@@ -56,7 +58,7 @@ function randomInstanceId() {
 /**
  * Events (CustomEvent `detail`):
  * - `state`      {state, error?}: 'idle' | 'connecting' | 'registered' | 'reconnecting' | 'stopped'
- * - `registered` {generation, peers, replaced, maxFrameBytes, iceServers, iceRestart}
+ * - `registered` {generation, peers, replaced, maxFrameBytes, iceServers, iceRestart, detour}
  * - `lost`       {generation, code, reason}: the registered socket went away
  * - `relay`      a relayed message (offer, answer, candidate, ice_restart, bye) with `from`
  * - `presence`   {type: 'peer_joined' | 'peer_left', peerId}
@@ -316,6 +318,8 @@ export class SignalingClient extends EventTarget {
             iceServers: grantedIceServers(msg.ice_servers),
             // The peers the server asks for an ICE restart for us (absent from an older server).
             iceRestart: Array.isArray(msg.ice_restart) ? msg.ice_restart.filter((p) => typeof p === 'string') : [],
+            // Whether the server relays `detour` (MESSAGING.md rule 10; absent from an older server).
+            detour: Array.isArray(msg.features) && msg.features.includes('detour'),
           },
         }));
         return;

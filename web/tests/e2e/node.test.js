@@ -194,6 +194,11 @@ for (const role of ROLES) {
         await chatEvent(mark, 'the drop', (e) => e.event === 'command' && e.command === 'drop' && e.ok);
         await waitFor(page, 'a new peer connection', (g) => /** @type {any} */ (window).tether.status().peer.generation > g, before.peer.generation, 20000);
       });
+      // The node's lines after the drop had no channel: they took the sealed detour through the
+      // server (MESSAGING.md rule 10), which the page opened with the keys both agreed.
+      const after = await status(page);
+      assert.ok(after.session.counters.detourBatchesIn > before.session.counters.detourBatchesIn, 'detour batches from the node');
+      assert.equal(after.session.counters.detourDropped, 0, 'every batch of the node opened');
     });
 
     test('node: /handoff (Wi-Fi to cellular: restore with an ICE restart)', async () => {

@@ -647,6 +647,11 @@ async function linkWithSession(role) {
     assert.deepEqual(channel.takeFrames().map((f) => f.type), ['hello']);
     channel.receive(hello);
   }
+  // The key share for the detour follows the Hello, once WebCrypto made it (MESSAGING.md rule 10).
+  await until(() => channel.sent.length > 0, 'the key share');
+  const [key] = channel.takeFrames();
+  assert.equal(key.type, 'key');
+  assert.equal(key.type === 'key' && key.publicKey.length, 65);
   return { peer, pc, session, channel };
 }
 
@@ -729,4 +734,69 @@ test('answerer: a register that asked for the ICE restart sends none itself; the
   peer.setSignaling(true, false);
   await peer.queue;
   assert.deepEqual(take().map((m) => m.type), ['ice_restart']);
+});
+
+test('while a channel is held, two sessions carry the stream on the sealed detour, exactly once (MESSAGING.md rule 10)', async () => {
+  const answerer = new MessageSession();
+  const offerer = new MessageSession();
+  const [toOfferer, toAnswerer] = [new FakeChannel('tether'), new FakeChannel('tether')];
+  toOfferer.readyState = 'open';
+  toAnswerer.readyState = 'open';
+  /** Delivers what each side put on its channel to the other, until both are quiet. */
+  const shuttle = () => {
+    for (let moved = true; moved;) {
+      moved = false;
+      for (const [from, to] of [[toOfferer, toAnswerer], [toAnswerer, toOfferer]]) {
+        for (const frame of from.takeFrames()) {
+          to.receive(frame);
+          moved = true;
+        }
+      }
+    }
+  };
+  /** @type {string[][]} */
+  const relayed = [[], []];
+  /** @param {number} index */
+  const route = (index) => ({ generation: 1, maxFrameBytes: 65536, send: (/** @type {string} */ sealed) => relayed[index].push(sealed) > 0 });
+  answerer.setDetourRoute(route(0));
+  offerer.setDetourRoute(route(1));
+  offerer.attach(/** @type {any} */ (toAnswerer), 1, 'after_peer');
+  answerer.attach(/** @type {any} */ (toOfferer), 1, 'first');
+  /** @type {string[]} */
+  const received = [];
+  offerer.addEventListener('message', (event) => received.push(/** @type {CustomEvent} */ (event).detail.text));
+  await until(() => {
+    shuttle();
+    return answerer.keys.agreed() && offerer.keys.agreed();
+  }, 'both sides agreed keys');
+  assert.deepEqual(relayed, [[], []], 'nothing needs the detour while the channel works');
+
+  // The answerer's path is being replaced: its frames are held, and take the detour.
+  answerer.hold(1, true);
+  answerer.send('one');
+  answerer.send('two');
+  await until(() => relayed[0].length > 0, 'a detour batch');
+  assert.deepEqual(toOfferer.takeFrames(), [], 'nothing on the held channel');
+  for (const sealed of relayed[0].splice(0)) await offerer.onDetour(sealed);
+  assert.deepEqual(received, ['one', 'two']);
+  assert.equal(answerer.stream.stats.detoured, 2);
+  // The offerer heard the answerer's path is down: its acknowledgement takes the detour too.
+  await until(() => relayed[1].length > 0, 'the acknowledgement on the detour');
+  for (const sealed of relayed[1].splice(0)) await answerer.onDetour(sealed);
+  assert.equal(answerer.stream.buffered(), 0, 'acknowledged through the detour');
+
+  // A batch that does not open, or comes from another stream session, is dropped.
+  await offerer.onDetour('AAAA');
+  assert.equal(offerer.counters.detourDropped, 1);
+  assert.equal(offerer.peerDetouring, true, 'the answerer said its path is down');
+  // The hold ends: nothing unacknowledged is left to resend, nothing arrives twice, and a last
+  // batch on the detour's link says the answerer's path is back (whatever the channel brings first).
+  answerer.hold(1, false);
+  await until(() => relayed[0].length > 0, 'the path-back batch');
+  for (const sealed of relayed[0].splice(0)) await offerer.onDetour(sealed);
+  assert.equal(offerer.peerDetouring, false);
+  shuttle();
+  assert.deepEqual(received, ['one', 'two']);
+  answerer.close();
+  offerer.close();
 });

@@ -590,7 +590,7 @@ test('a lost message goes again after the probe timeout (MESSAGING.md rule 9)', 
   assert.equal(stream.pollTimeout(), null);
 });
 
-test('a key share for the detour changes nothing in a page that does not take it', () => {
+test('a key share for the detour is the session\'s business: the stream ignores it', () => {
   const pair = new Pair({ ackEvery: 100 });
   pair.apply({ kind: 'open' });
   pair.apply({ kind: 'pumpA', data: true }); // A's hello

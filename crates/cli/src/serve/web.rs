@@ -43,6 +43,7 @@ const ASSETS: &[Asset] = &[
     asset!("app.js", "text/javascript; charset=utf-8"),
     asset!("budget.js", "text/javascript; charset=utf-8"),
     asset!("connection.js", "text/javascript; charset=utf-8"),
+    asset!("detour.js", "text/javascript; charset=utf-8"),
     asset!("frame.js", "text/javascript; charset=utf-8"),
     asset!("offerer.js", "text/javascript; charset=utf-8"),
     asset!("peer.js", "text/javascript; charset=utf-8"),
