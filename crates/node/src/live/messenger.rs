@@ -116,6 +116,10 @@ struct PeerLink {
     /// again, everything unacknowledged goes there, since what went on the channel meanwhile
     /// may be lost in the path being replaced.
     detouring: bool,
+    /// The last batch this side sent said its channel was down: when the channel carries frames
+    /// again, a batch saying so follows on the same link, so that the peer does not take a late
+    /// batch (the detour and the channel do not keep each other's order) for a path still down.
+    told_path_down: bool,
 }
 
 /// What the messenger is wired to, as [`RtcNode::start`](super::RtcNode::start)
@@ -285,6 +289,7 @@ impl Messenger {
             peer_detouring: false,
             peer_present: true,
             detouring: false,
+            told_path_down: false,
         })
     }
 
@@ -312,8 +317,7 @@ impl Messenger {
         }
     }
 
-    /// A sealed batch from a peer: applied like frames on a channel, if it opens and names
-    /// both streams' sessions as they are now.
+    /// What the bridge heard for the detour: a batch, or a peer's presence.
     fn on_detour_news(&mut self, news: DetourNews) {
         match news {
             DetourNews::Batch { from, sealed } => self.on_detour(from, &sealed),
@@ -332,6 +336,8 @@ impl Messenger {
         }
     }
 
+    /// A sealed batch from a peer: applied like frames on a channel, if it opens and names
+    /// both streams' sessions as they are now.
     fn on_detour(&mut self, from: PeerId, sealed: &str) {
         let now = Instant::now().into_std();
         let session = self.session;
@@ -639,11 +645,16 @@ impl Messenger {
             // (acknowledgements first), as well as on the channel; its first frame on the
             // channel, or a batch saying its path is back, ends this.
             let detouring = !channel_usable || link.peer_detouring;
-            if detouring && let Some(detour) = &mut self.detour {
-                if !link.detouring {
-                    link.stream.restart_detour();
+            if let Some(detour) = &mut self.detour {
+                if detouring {
+                    if !link.detouring {
+                        link.stream.restart_detour();
+                    }
+                    detour.carry(&self.signal, self.session, peer, link, !channel_usable, now);
                 }
-                detour.carry(&self.signal, self.session, peer, link, !channel_usable, now);
+                if channel_usable && link.told_path_down {
+                    detour.path_back(&self.signal, self.session, peer, link);
+                }
             }
             link.detouring = detouring;
             if !channel_usable {
@@ -758,6 +769,27 @@ async fn next_detour_event(detour: Option<&mut Detour>) -> DetourEvent {
 }
 
 impl Detour {
+    /// Tells the peer, on the link its earlier batches took, that this side's channel carries
+    /// frames again: an empty batch without `path_down`. Outside the budget: it is one small
+    /// message per recovery.
+    fn path_back(
+        &mut self,
+        signal: &SignalClient,
+        session: u64,
+        peer: &PeerId,
+        link: &mut PeerLink,
+    ) {
+        let peer_session = link.stream.peer_session();
+        let Some(sealed) = link.keys.seal(session, peer_session, false, &[]) else { return };
+        match signal.send(peer, RelayPayload::Detour { sealed }) {
+            Ok(_) => {
+                link.told_path_down = false;
+                trace!(name: "live.detour.path_back", peer = %peer);
+            }
+            Err(err) => debug!(name: "live.detour.send_failed", peer = %peer, error = %err),
+        }
+    }
+
     /// Carries what is due for `peer` on the detour, in sealed batches within the budget, when
     /// the link is up and keys are agreed; otherwise it waits in the replay buffer.
     fn carry(
@@ -799,7 +831,10 @@ impl Detour {
                 return;
             };
             match signal.send(peer, RelayPayload::Detour { sealed }) {
-                Ok(_) => trace!(name: "live.detour.sent", peer = %peer, frames = count),
+                Ok(_) => {
+                    link.told_path_down = path_down;
+                    trace!(name: "live.detour.sent", peer = %peer, frames = count);
+                }
                 Err(err) => {
                     // What it carried waits for the next link or the channel.
                     debug!(name: "live.detour.send_failed", peer = %peer, error = %err);

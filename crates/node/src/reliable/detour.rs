@@ -331,8 +331,8 @@ mod tests {
         unhex(text).try_into().unwrap()
     }
 
-    /// web/tests/vectors/detour.json pins the derivation and the sealing byte for byte, for any
-    /// other implementation of MESSAGING.md rule 10 (ECDH itself is standard and not pinned).
+    /// web/tests/vectors/detour.json pins the derivation and the sealing byte for byte, here and
+    /// in the page (web/detour.js); ECDH itself is standard and not pinned.
     #[test]
     fn the_shared_vectors_seal_and_open_byte_for_byte() {
         let text = include_str!("../../../../web/tests/vectors/detour.json");
