@@ -466,15 +466,7 @@ export class MessageSession extends EventTarget {
         frames.push(encoded);
       }
       if (frames.length === 0) return;
-      // The counter is taken now, so concurrent seals never share a nonce.
-      this.toldPathDown = pathDown;
-      keys.seal(this.stream.session, peerSession, pathDown, frames).then((sealed) => {
-        if (this.detourRoute !== route || !route.send(toBase64(sealed))) {
-          this.log('session: a detour batch did not go (the signaling link changed)');
-          return;
-        }
-        this.counters.detourBatchesOut += 1;
-      }, (error) => this.log(`session: a detour batch was not sealed: ${/** @type {Error} */ (error).message}`));
+      this.sendBatch(route, keys, pathDown, frames);
     }
     const ackDue = this.stream.detourTimeout();
     if (ackDue !== null) this.scheduleDetour(ackDue);
@@ -485,11 +477,24 @@ export class MessageSession extends EventTarget {
     const route = this.detourRoute;
     const keys = this.keys.current;
     if (!route || !keys || this.stream.peerSession === 0n) return;
-    this.toldPathDown = false;
-    keys.seal(this.stream.session, this.stream.peerSession, false, []).then(
-      (sealed) => route.send(toBase64(sealed)),
-      (error) => this.log(`session: the path-back batch was not sealed: ${/** @type {Error} */ (error).message}`),
-    );
+    this.sendBatch(route, keys, false, []);
+  }
+
+  /**
+   * Seals `frames` and sends them as one `detour` message on `route`.
+   * @param {DetourRoute} route @param {import('./detour.js').DetourKeys} keys
+   * @param {boolean} pathDown @param {Uint8Array[]} frames
+   */
+  sendBatch(route, keys, pathDown, frames) {
+    this.toldPathDown = pathDown;
+    // The counter is taken now, so concurrent seals never share a nonce.
+    keys.seal(this.stream.session, this.stream.peerSession, pathDown, frames).then((sealed) => {
+      if (this.detourRoute !== route || !route.send(toBase64(sealed))) {
+        this.log('session: a detour batch did not go (the signaling link changed)');
+        return;
+      }
+      this.counters.detourBatchesOut += 1;
+    }, (error) => this.log(`session: a detour batch was not sealed: ${/** @type {Error} */ (error).message}`));
   }
 
   /** Wakes the pump at `at` for the detour. @param {number} at */

@@ -653,7 +653,8 @@ impl Messenger {
                     detour.carry(&self.signal, self.session, peer, link, !channel_usable, now);
                 }
                 if channel_usable && link.told_path_down {
-                    detour.path_back(&self.signal, self.session, peer, link);
+                    // The channel is back: say so on the link the earlier batches took.
+                    send_batch(&self.signal, self.session, peer, link, false, &[]);
                 }
             }
             link.detouring = detouring;
@@ -769,29 +770,6 @@ async fn next_detour_event(detour: Option<&mut Detour>) -> DetourEvent {
 }
 
 impl Detour {
-    /// Tells the peer, on the link its earlier batches took, that this side's channel carries
-    /// frames again: an empty batch without `path_down`. Outside the budget: it is one small
-    /// message per recovery.
-    fn path_back(
-        &mut self,
-        signal: &SignalClient,
-        session: u64,
-        peer: &PeerId,
-        link: &mut PeerLink,
-    ) {
-        let peer_session = link.stream.peer_session();
-        let Some(sealed) = link.keys.seal(session, peer_session, false, &[]) else { return };
-        match signal.send(peer, RelayPayload::Detour { sealed }) {
-            Ok(_) => {
-                link.told_path_down = false;
-                trace!(name: "live.detour.path_back", peer = %peer);
-            }
-            Err(err) => debug!(name: "live.detour.send_failed", peer = %peer, error = %err),
-        }
-    }
-
-    /// Carries what is due for `peer` on the detour, in sealed batches within the budget, when
-    /// the link is up and keys are agreed; otherwise it waits in the replay buffer.
     fn carry(
         &mut self,
         signal: &SignalClient,
@@ -826,21 +804,38 @@ impl Detour {
                 size += FRAME_OVERHEAD + encoded.len();
                 frames.push(encoded);
             }
-            let count = frames.len();
-            let Some(sealed) = link.keys.seal(session, peer_session, path_down, &frames) else {
+            if !send_batch(signal, session, peer, link, path_down, &frames) {
+                // What it carried waits for the next link or the channel.
                 return;
-            };
-            match signal.send(peer, RelayPayload::Detour { sealed }) {
-                Ok(_) => {
-                    link.told_path_down = path_down;
-                    trace!(name: "live.detour.sent", peer = %peer, frames = count);
-                }
-                Err(err) => {
-                    // What it carried waits for the next link or the channel.
-                    debug!(name: "live.detour.send_failed", peer = %peer, error = %err);
-                    return;
-                }
             }
+        }
+    }
+}
+
+/// Seals `frames` for `peer` and sends them as one `detour` message; returns whether it went.
+/// An empty batch without `path_down` tells the peer, on the link this side's earlier batches
+/// took, that this side's channel carries frames again.
+fn send_batch(
+    signal: &SignalClient,
+    session: u64,
+    peer: &PeerId,
+    link: &mut PeerLink,
+    path_down: bool,
+    frames: &[Bytes],
+) -> bool {
+    let peer_session = link.stream.peer_session();
+    let Some(sealed) = link.keys.seal(session, peer_session, path_down, frames) else {
+        return false;
+    };
+    match signal.send(peer, RelayPayload::Detour { sealed }) {
+        Ok(_) => {
+            link.told_path_down = path_down;
+            trace!(name: "live.detour.sent", peer = %peer, frames = frames.len(), path_down);
+            true
+        }
+        Err(err) => {
+            debug!(name: "live.detour.send_failed", peer = %peer, error = %err);
+            false
         }
     }
 }

@@ -458,10 +458,7 @@ impl ReliableStream {
     /// waits for a channel).
     #[must_use]
     pub fn poll_detour(&mut self, now: Instant, room: usize, largest: usize) -> Option<Frame> {
-        let ack_timer_fired = self.ack_due.is_some_and(|due| due <= now);
-        let ack_due =
-            self.acks_owed >= self.config.ack_every || (self.acks_owed > 0 && ack_timer_fired);
-        if ack_due && room >= ACK_FRAME_LEN {
+        if self.ack_is_due(now) && room >= ACK_FRAME_LEN {
             self.acks_owed = 0;
             self.ack_due = None;
             return Some(Frame::Ack { delivered: self.delivered });
@@ -493,8 +490,7 @@ impl ReliableStream {
     /// or a message not yet carried whose frame is at most `largest` bytes.
     #[must_use]
     pub fn detour_due(&self, now: Instant, largest: usize) -> bool {
-        let ack_timer_fired = self.ack_due.is_some_and(|due| due <= now);
-        if self.acks_owed >= self.config.ack_every || (self.acks_owed > 0 && ack_timer_fired) {
+        if self.ack_is_due(now) {
             return true;
         }
         let first = usize::try_from(self.detour_next.max(self.acked + 1) - self.acked - 1)
@@ -503,6 +499,13 @@ impl ReliableStream {
             .iter()
             .skip(first)
             .any(|message| DATA_HEADER_LEN + message.payload.len() <= largest)
+    }
+
+    /// Whether an acknowledgement is due (MESSAGING.md rule 5): after `ack_every` deliveries,
+    /// or once the ack delay since the first unacknowledged one passed.
+    fn ack_is_due(&self, now: Instant) -> bool {
+        let timer_fired = self.ack_due.is_some_and(|due| due <= now);
+        self.acks_owed >= self.config.ack_every || (self.acks_owed > 0 && timer_fired)
     }
 
     /// When an acknowledgement is due on the detour (see [`poll_detour`](Self::poll_detour)).
@@ -651,8 +654,7 @@ impl ReliableStream {
                 delivered: self.delivered,
             });
         }
-        let ack_timer_fired = self.ack_due.is_some_and(|due| due <= now);
-        if self.acks_owed >= self.config.ack_every || (self.acks_owed > 0 && ack_timer_fired) {
+        if self.ack_is_due(now) {
             self.acks_owed = 0;
             self.ack_due = None;
             return Some(Frame::Ack { delivered: self.delivered });
